@@ -1,0 +1,725 @@
+"""The fake OpenAI-compatible provider over real HTTP.
+
+Wire shapes are checked against OpenAI's OpenAPI spec; the clients are httpx, the official
+openai SDK and LiteLLM. Every test starts its own server on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib
+import json
+import math
+import re
+import signal
+import struct
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import openai
+import pytest
+from aiohttp import web
+
+from tests.openapi import assert_matches
+from tools.fake_provider import Behaviour, create_app
+
+ROOT = Path(__file__).resolve().parents[2]
+CHAT: dict[str, Any] = {
+    "model": "gpt-4o-mini",
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hello there, fake model"},
+    ],
+}
+
+
+def _tool(name: str, **properties: str) -> dict[str, Any]:
+    """A strict function tool (the SDK's stream helper only accumulates strict tools)."""
+    parameters = {
+        "type": "object",
+        "properties": {key: {"type": kind} for key, kind in properties.items()},
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+    return {"type": "function", "function": {"name": name, "strict": True, "parameters": parameters}}
+
+
+TOOLS: list[Any] = [_tool("get_weather", city="string", days="integer"), _tool("get_time", tz="string")]
+SCRIPTED_CALLS = [
+    {"name": "get_weather", "arguments": {"city": "Paris", "days": 3}},
+    {"name": "get_time", "arguments": {"tz": "Europe/Paris"}},
+]
+
+
+# --- OpenAPI validation -------------------------------------------------------------------
+Conforms = Callable[[str, Any], None]
+
+
+@pytest.fixture(scope="module")
+def conforms() -> Conforms:
+    """`conforms("CreateChatCompletionResponse", body)` validates against OpenAI's vendored schemas."""
+    return assert_matches
+
+
+def test_spec_validator_rejects_bad_shapes(conforms: Conforms) -> None:
+    """Guard against a validator that accepts everything."""
+    good = {"error": {"message": "m", "type": "t", "param": None, "code": None}}
+    conforms("ErrorResponse", good)
+    with pytest.raises(AssertionError):
+        conforms("ErrorResponse", {"error": {**good["error"], "code": 5}})
+    chunk = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": []}
+    conforms("CreateChatCompletionStreamResponse", {**chunk, "usage": None})
+    with pytest.raises(AssertionError):
+        conforms("CreateChatCompletionStreamResponse", {**chunk, "object": "chat.completion"})
+
+
+# --- servers and clients ------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def serving(default: Behaviour | None = None) -> AsyncIterator[str]:
+    """Run a fake provider on a free loopback port; yields its base URL."""
+    runner = web.AppRunner(create_app(default), access_log=None, shutdown_timeout=1)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def url() -> AsyncIterator[str]:
+    async with serving() as base:
+        yield base
+
+
+@pytest.fixture
+async def http(url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+        yield client
+
+
+@pytest.fixture
+async def sdk(url: str) -> AsyncIterator[openai.AsyncOpenAI]:
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="fake", max_retries=0, timeout=5)
+    yield client
+    await client.close()
+
+
+async def chat(http: httpx.AsyncClient, path: str = "/v1/chat/completions", **fields: Any) -> httpx.Response:
+    return await http.post(path, json={**CHAT, **fields})
+
+
+async def enqueue(
+    http: httpx.AsyncClient, times: int = 1, model: str | None = None, **behaviour: Any
+) -> None:
+    body = {"behaviour": behaviour, "times": times, "model": model}
+    response = await http.post("/_control/enqueue", json=body)
+    assert response.status_code == 200, response.text
+
+
+async def request_log(http: httpx.AsyncClient) -> list[dict[str, Any]]:
+    response = await http.get("/_control/requests")
+    response.raise_for_status()
+    return response.json()
+
+
+def content(response: httpx.Response, index: int = 0) -> str:
+    return response.json()["choices"][index]["message"]["content"]
+
+
+def sse_payloads(raw: str) -> list[str]:
+    """The `data:` payloads of an SSE body, checking the framing is exactly `data: ...\\n\\n`."""
+    assert raw.endswith("\n\n")
+    frames = raw[:-2].split("\n\n")
+    assert all(frame.startswith("data: ") and "\n" not in frame for frame in frames), raw
+    return [frame.removeprefix("data: ") for frame in frames]
+
+
+async def stream_chunks(
+    http: httpx.AsyncClient, path: str = "/v1/chat/completions", **fields: Any
+) -> list[Any]:
+    """POST with stream=true; the decoded chunks, after checking the stream ends with [DONE]."""
+    response = await http.post(path, json={**CHAT, "stream": True, **fields})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "text/event-stream"
+    payloads = sse_payloads(response.text)
+    assert payloads[-1] == "[DONE]"
+    return [json.loads(p) for p in payloads[:-1]]
+
+
+# --- chat completions ---------------------------------------------------------------------
+
+
+async def test_chat_completion_matches_spec(http: httpx.AsyncClient, conforms: Conforms) -> None:
+    response = await chat(http)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    conforms("CreateChatCompletionResponse", body)
+    assert re.fullmatch(r"chatcmpl-[0-9a-f]+", body["id"])
+    assert body["object"] == "chat.completion"
+    assert body["model"] == "gpt-4o-mini"
+    assert body["system_fingerprint"]
+    assert abs(body["created"] - time.time()) < 60
+    [choice] = body["choices"]
+    assert choice["index"] == 0 and choice["finish_reason"] == "stop" and choice["logprobs"] is None
+    message = choice["message"]
+    assert message["role"] == "assistant" and message["refusal"] is None
+    assert message["content"].startswith("Fake reply to: Hello there, fake model ")
+    assert len(message["content"].split()) == 24
+    # "Be brief." + "Hello there, fake model" = 6 words in, 24 words out.
+    assert body["usage"] == {"prompt_tokens": 6, "completion_tokens": 24, "total_tokens": 30}
+
+
+async def test_same_body_gives_same_reply(http: httpx.AsyncClient) -> None:
+    first = content(await chat(http, seed=1))
+    assert content(await chat(http, seed=1)) == first
+    # The text depends on model, messages and seed only, not on e.g. `user` or `stream`.
+    assert content(await chat(http, seed=1, stream=False, user="someone")) == first
+    other_seed = content(await chat(http, seed=2))
+    assert other_seed != first and other_seed.startswith("Fake reply to: Hello there")
+    other_prompt = content(await chat(http, messages=[{"role": "user", "content": "Something else"}]))
+    assert other_prompt.startswith("Fake reply to: Something else ")
+
+
+async def test_stream_is_incremental_and_matches_spec(http: httpx.AsyncClient, conforms: Conforms) -> None:
+    reply = "one two three four five six"
+    await enqueue(http, reply=reply, chunk_delay_ms=40)
+    payloads: list[str] = []
+    arrivals: list[float] = []
+    async with http.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "text/event-stream"
+        async for line in response.aiter_lines():
+            if not line:
+                continue
+            assert line.startswith("data: ")
+            payloads.append(line.removeprefix("data: "))
+            arrivals.append(time.monotonic())
+            if len(payloads) == 1:
+                [record] = await request_log(http)
+                assert record["stream"] is True and record["streaming"] is True
+                assert record["first_byte_at"] is not None and record["finished_at"] is None
+    assert payloads[-1] == "[DONE]"
+    assert arrivals[-2] - arrivals[0] >= 0.15  # 8 chunks 40 ms apart, not one buffered write
+    chunks = [json.loads(p) for p in payloads[:-1]]
+    for chunk in chunks:
+        conforms("CreateChatCompletionStreamResponse", chunk)
+        assert "usage" not in chunk
+    assert {c["id"] for c in chunks} == {chunks[0]["id"]}
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": "", "refusal": None}
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == reply
+    assert [c["choices"][0]["finish_reason"] for c in chunks] == [None] * 7 + ["stop"]
+    assert chunks[-1]["choices"][0]["delta"] == {}
+    [record] = await request_log(http)
+    assert record["streaming"] is False
+    assert record["received_at"] <= record["first_byte_at"] <= record["finished_at"]
+
+
+async def test_stream_include_usage(http: httpx.AsyncClient, conforms: Conforms) -> None:
+    chunks = await stream_chunks(http, stream_options={"include_usage": True})
+    for chunk in chunks:
+        conforms("CreateChatCompletionStreamResponse", chunk)
+    *content_chunks, last = chunks
+    assert all(c["usage"] is None and len(c["choices"]) == 1 for c in content_chunks)
+    assert last["choices"] == []
+    assert last["usage"] == (await chat(http)).json()["usage"]
+
+
+async def test_default_behaviour_sets_tokens_per_chunk() -> None:
+    default = Behaviour(reply="a b c d e f g", tokens_per_chunk=3)
+    async with serving(default) as base, httpx.AsyncClient(base_url=base) as http:
+        chunks = await stream_chunks(http)
+    assert [c["choices"][0]["delta"].get("content") for c in chunks] == ["", "a b c", " d e f", " g", None]
+
+
+async def test_n_choices(http: httpx.AsyncClient, conforms: Conforms) -> None:
+    body = (await chat(http, n=3)).json()
+    conforms("CreateChatCompletionResponse", body)
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2]
+    texts = [c["message"]["content"] for c in body["choices"]]
+    assert len(set(texts)) == 3 and texts[0] == content(await chat(http))
+    assert body["usage"]["completion_tokens"] == 72
+
+    chunks = await stream_chunks(http, n=3)
+    streamed = ["", "", ""]
+    finished = []
+    for chunk in chunks:
+        conforms("CreateChatCompletionStreamResponse", chunk)
+        [choice] = chunk["choices"]
+        streamed[choice["index"]] += choice["delta"].get("content") or ""
+        if choice["finish_reason"]:
+            finished.append((choice["index"], choice["finish_reason"]))
+    assert streamed == texts
+    assert sorted(finished) == [(0, "stop"), (1, "stop"), (2, "stop")]
+
+
+async def test_max_tokens_truncates_with_finish_reason_length(http: httpx.AsyncClient) -> None:
+    full = content(await chat(http))
+    body = (await chat(http, max_tokens=5)).json()
+    assert body["choices"][0]["message"]["content"] == " ".join(full.split()[:5])
+    assert body["choices"][0]["finish_reason"] == "length"
+    assert body["usage"]["completion_tokens"] == 5
+    body = (await chat(http, max_completion_tokens=3)).json()
+    assert body["choices"][0]["message"]["content"] == " ".join(full.split()[:3])
+    assert body["choices"][0]["finish_reason"] == "length"
+    assert (await chat(http, max_tokens=100)).json()["choices"][0]["finish_reason"] == "stop"
+
+    chunks = await stream_chunks(http, max_tokens=4)
+    streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert streamed == " ".join(full.split()[:4])
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+
+
+async def test_stop_sequences(http: httpx.AsyncClient) -> None:
+    await enqueue(http, reply="alpha beta. gamma delta", times=2)
+    body = (await chat(http, stop=["zzz", "."])).json()
+    assert body["choices"][0]["message"]["content"] == "alpha beta"
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert content(await chat(http, stop="gamma")) == "alpha beta. "
+
+
+async def test_json_response_formats(http: httpx.AsyncClient) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "age": {"type": "integer", "minimum": 18},
+            "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            "kind": {"enum": ["a", "b"]},
+            "note": {"type": "string"},
+        },
+        "required": ["name", "age", "tags", "kind"],
+        "additionalProperties": False,
+    }
+    json_schema = {"name": "person", "schema": schema, "strict": True}
+    response_format = {"type": "json_schema", "json_schema": json_schema}
+    instance = json.loads(content(await chat(http, response_format=response_format)))
+    jsonschema.validate(instance, schema)
+    assert instance == {"name": "fake", "age": 18, "tags": ["fake"], "kind": "a"}
+
+    reply = json.loads(content(await chat(http, response_format={"type": "json_object"})))
+    assert reply == {"reply": content(await chat(http))}
+
+
+# --- tool calls ---------------------------------------------------------------------------
+
+
+async def test_tool_calls_json(http: httpx.AsyncClient, sdk: openai.AsyncOpenAI, conforms: Conforms) -> None:
+    await enqueue(http, tool_calls=SCRIPTED_CALLS, times=2)
+    body = (await chat(http, tools=TOOLS)).json()
+    conforms("CreateChatCompletionResponse", body)
+    [choice] = body["choices"]
+    assert choice["finish_reason"] == "tool_calls"
+    message = choice["message"]
+    assert message["content"] is None and message["role"] == "assistant"
+    calls = message["tool_calls"]
+    assert [c["type"] for c in calls] == ["function", "function"]
+    assert all(c["id"].startswith("call_") for c in calls) and len({c["id"] for c in calls}) == 2
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls] == [
+        (s["name"], s["arguments"]) for s in SCRIPTED_CALLS
+    ]
+
+    completion = await sdk.chat.completions.create(**CHAT, tools=TOOLS)
+    sdk_calls = completion.choices[0].message.tool_calls or []
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in sdk_calls] == [
+        (s["name"], s["arguments"]) for s in SCRIPTED_CALLS
+    ]
+
+
+async def test_tool_calls_streamed(
+    http: httpx.AsyncClient, sdk: openai.AsyncOpenAI, conforms: Conforms
+) -> None:
+    await enqueue(http, tool_calls=SCRIPTED_CALLS, times=2)
+    chunks = await stream_chunks(http, tools=TOOLS)
+    for chunk in chunks:
+        conforms("CreateChatCompletionStreamResponse", chunk)
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    assert deltas[0]["role"] == "assistant" and deltas[0]["content"] is None
+    heads = [d["tool_calls"][0] for d in deltas if "id" in d.get("tool_calls", [{}])[0]]
+    assert [(h["index"], h["type"], h["function"]) for h in heads] == [
+        (0, "function", {"name": "get_weather", "arguments": ""}),
+        (1, "function", {"name": "get_time", "arguments": ""}),
+    ]
+    fragments = [d["tool_calls"][0] for d in deltas if d.get("tool_calls") and "id" not in d["tool_calls"][0]]
+    assert len(fragments) > 2 and all(set(f) == {"index", "function"} for f in fragments)
+    last = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "tool_calls"}
+    assert chunks[-1]["choices"][0] == last
+
+    async with sdk.chat.completions.stream(**CHAT, tools=TOOLS) as stream:
+        async for _ in stream:
+            pass
+        final = await stream.get_final_completion()
+    assert final.choices[0].finish_reason == "tool_calls"
+    calls = final.choices[0].message.tool_calls or []
+    assert [(c.function.name, c.function.parsed_arguments) for c in calls] == [
+        (s["name"], s["arguments"]) for s in SCRIPTED_CALLS
+    ]
+
+
+async def test_forced_tool_choice_calls_with_schema_example(http: httpx.AsyncClient) -> None:
+    tools = [
+        *TOOLS,
+        {
+            "type": "function",
+            "function": {
+                "name": "lookup",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "tags": {"type": "array", "items": {"type": "string"}},
+                    },
+                    "required": ["id", "tags"],
+                },
+            },
+        },
+    ]
+    forced = {"type": "function", "function": {"name": "lookup"}}
+    message = (await chat(http, tools=tools, tool_choice=forced)).json()["choices"][0]["message"]
+    [call] = message["tool_calls"]
+    assert call["function"]["name"] == "lookup"
+    assert json.loads(call["function"]["arguments"]) == {"id": 0, "tags": []}
+    required = (await chat(http, tools=tools, tool_choice="required")).json()["choices"][0]["message"]
+    assert required["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert content(await chat(http, tools=tools, tool_choice="auto")).startswith("Fake reply to:")
+
+
+# --- faults -------------------------------------------------------------------------------
+
+
+async def test_rate_limit_with_retry_after(
+    http: httpx.AsyncClient, sdk: openai.AsyncOpenAI, conforms: Conforms
+) -> None:
+    await enqueue(http, fault="429", retry_after=2, times=2)
+    response = await chat(http)
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "2"
+    conforms("ErrorResponse", response.json())
+    assert response.json()["error"]["code"] == "rate_limit_exceeded"
+    with pytest.raises(openai.RateLimitError):
+        await sdk.chat.completions.create(**CHAT)
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "status", "retry_after"),
+    [
+        ({"fault": "500"}, 500, None),
+        ({"fault": 503, "retry_after": 1.5}, 503, "1.5"),
+        ({"status": 418, "retry_after": 3}, 418, None),  # Retry-After only with 429/503
+        ({"status": 401}, 401, None),
+    ],
+)
+async def test_error_statuses(
+    http: httpx.AsyncClient,
+    conforms: Conforms,
+    behaviour: dict[str, Any],
+    status: int,
+    retry_after: str | None,
+) -> None:
+    await enqueue(http, **behaviour)
+    response = await chat(http, stream=True)  # errors come before a stream starts, as JSON
+    assert response.status_code == status
+    assert response.headers.get("retry-after") == retry_after
+    conforms("ErrorResponse", response.json())
+    expected_type = "server_error" if status >= 500 else "invalid_request_error"
+    assert response.json()["error"]["type"] == expected_type
+
+
+async def test_reset_drops_the_connection(http: httpx.AsyncClient, sdk: openai.AsyncOpenAI) -> None:
+    await enqueue(http, fault="reset", times=2)
+    with pytest.raises(httpx.TransportError):
+        await chat(http)
+    with pytest.raises(openai.APIConnectionError):
+        await sdk.chat.completions.create(**CHAT)
+    assert [r["status"] for r in await request_log(http)] == [None, None]
+    assert (await chat(http)).status_code == 200
+
+
+async def test_timeout_never_answers(http: httpx.AsyncClient, url: str) -> None:
+    await enqueue(http, fault="timeout", times=2)
+    started = time.monotonic()
+    with pytest.raises(httpx.ReadTimeout):
+        await http.post("/v1/chat/completions", json=CHAT, timeout=0.2)
+    assert time.monotonic() - started < 2
+    async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="fake", max_retries=0, timeout=0.2) as sdk:
+        with pytest.raises(openai.APITimeoutError):
+            await sdk.chat.completions.create(**CHAT)
+    # The server notices the client gave up and stops waiting.
+    for _ in range(40):
+        log = await request_log(http)
+        if all(r["finished_at"] for r in log):
+            break
+        await asyncio.sleep(0.05)
+    assert [(r["status"], bool(r["finished_at"])) for r in log] == [(None, True), (None, True)]
+
+
+async def test_cut_ends_stream_without_done(http: httpx.AsyncClient) -> None:
+    await enqueue(http, fault="cut", cut_after=3, times=2)
+    payloads: list[str] = []
+    with pytest.raises(httpx.RemoteProtocolError):
+        async with http.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if line:
+                    payloads.append(line.removeprefix("data: "))
+    assert len(payloads) == 3 and "[DONE]" not in payloads
+    with pytest.raises(httpx.TransportError):  # without streaming, cut is a reset
+        await chat(http)
+    [streamed, plain] = await request_log(http)
+    assert streamed["status"] == 200 and streamed["finished_at"] and not streamed["streaming"]
+    assert plain["status"] is None
+
+
+async def test_latency_delays_the_response(http: httpx.AsyncClient) -> None:
+    await enqueue(http, latency_ms=150)
+    started = time.monotonic()
+    assert (await chat(http)).status_code == 200
+    assert time.monotonic() - started >= 0.15
+    [record] = await request_log(http)
+    assert record["first_byte_at"] - record["received_at"] >= 0.15
+
+
+async def test_fail_first_counts_per_profile(http: httpx.AsyncClient) -> None:
+    flaky = "/profile/fail_first=2,fault=503,retry_after=1/v1/chat/completions"
+    assert [(await chat(http, flaky)).status_code for _ in range(4)] == [503, 503, 200, 200]
+    once = "/profile/fail_first=1/v1/chat/completions"  # no fault given: fails with 500
+    assert [(await chat(http, once)).status_code for _ in range(2)] == [500, 200]
+    await enqueue(http, fail_first=1, fault="429", times=3)
+    assert [(await chat(http)).status_code for _ in range(4)] == [429, 200, 200, 200]
+    await http.post("/_control/reset")
+    assert (await chat(http, flaky)).status_code == 503  # reset clears the counters
+
+
+# --- behaviour selection ------------------------------------------------------------------
+
+
+async def test_profile_paths(http: httpx.AsyncClient, url: str, conforms: Conforms) -> None:
+    profiled = "/profile/reply=hi%20there,latency_ms=5/v1"
+    assert content(await chat(http, f"{profiled}/chat/completions")) == "hi there"
+    embedding = {"model": "text-embedding-3-small", "input": "x"}
+    assert (await http.post(f"{profiled}/embeddings", json=embedding)).status_code == 200
+    log = await request_log(http)
+    decoded = "/profile/reply=hi there,latency_ms=5/v1"
+    assert [r["path"] for r in log] == [f"{decoded}/chat/completions", f"{decoded}/embeddings"]
+    assert log[0]["source"] == "profile:reply=hi there,latency_ms=5"
+
+    base_url = f"{url}/profile/fault=429/v1"
+    async with openai.AsyncOpenAI(base_url=base_url, api_key="fake", max_retries=0) as sdk:
+        with pytest.raises(openai.RateLimitError):
+            await sdk.chat.completions.create(**CHAT)
+
+    for bad in ("nonsense", "latency_ms=-1", "tool_calls=x", "colour=blue"):
+        response = await chat(http, f"/profile/{bad}/v1/chat/completions")
+        assert response.status_code == 400, bad
+        conforms("ErrorResponse", response.json())
+        assert response.json()["error"]["param"] == "profile"
+
+
+async def test_enqueue_model_filter_times_and_fifo(http: httpx.AsyncClient) -> None:
+    await enqueue(http, reply="for gpt-4o", times=2, model="gpt-4o")
+    await enqueue(http, reply="first")
+    await enqueue(http, reply="second")
+    assert (await http.get("/_control/health")).json()["queued"] == 3
+    replies = [content(await chat(http, model=m)) for m in ("gpt-4o-mini", "gpt-4o", "gpt-4o", "gpt-4o")]
+    assert replies == ["first", "for gpt-4o", "for gpt-4o", "second"]
+    assert content(await chat(http)).startswith("Fake reply to:")
+    assert (await http.get("/_control/health")).json()["queued"] == 0
+    sources = [r["source"] for r in await request_log(http)]
+    assert sources == ["queue:2", "queue:1", "queue:1", "queue:3", "default"]
+
+    await enqueue(http, reply="queued")  # the queue beats a profile
+    assert content(await chat(http, "/profile/reply=profiled/v1/chat/completions")) == "queued"
+    assert content(await chat(http, "/profile/reply=profiled/v1/chat/completions")) == "profiled"
+
+    bad = await http.post("/_control/enqueue", json={"behaviour": {"fault": "explode"}})
+    assert bad.status_code == 400 and "fault" in bad.json()["error"]["message"]
+
+
+async def test_request_log_and_reset(http: httpx.AsyncClient) -> None:
+    headers = {"x-test": "42", "authorization": "Bearer fake"}
+    response = await http.post("/v1/chat/completions", json=CHAT, headers=headers)
+    [record] = await request_log(http)
+    assert response.headers["x-request-id"] == f"req_{record['id']}"
+    assert record["method"] == "POST" and record["path"] == "/v1/chat/completions"
+    assert record["body"] == CHAT
+    assert {k.lower(): v for k, v in record["headers"].items()}.items() >= headers.items()
+    assert record["received_at"] <= record["first_byte_at"] <= record["finished_at"]
+    assert record["status"] == 200 and record["source"] == "default"
+    assert record["stream"] is False and record["streaming"] is False
+
+    await enqueue(http, reply="never used")
+    assert (await http.post("/_control/reset")).json() == {"status": "ok"}
+    assert await request_log(http) == []
+    assert (await http.get("/_control/health")).json() == {"status": "ok", "queued": 0, "requests": 0}
+
+
+async def test_invalid_requests_get_openai_errors(http: httpx.AsyncClient, conforms: Conforms) -> None:
+    messages = CHAT["messages"]
+    cases: list[tuple[Any, str | None]] = [
+        (b"{not json", None),
+        ([1, 2], None),
+        ({"messages": messages}, "model"),
+        ({"model": "gpt-4o-mini"}, "messages"),
+        ({"model": "gpt-4o-mini", "messages": []}, "messages"),
+        ({**CHAT, "n": 0}, "n"),
+        ({**CHAT, "max_tokens": "many"}, "max_tokens"),
+    ]
+    for body, param in cases:
+        if isinstance(body, bytes):
+            response = await http.post("/v1/chat/completions", content=body)
+        else:
+            response = await http.post("/v1/chat/completions", json=body)
+        assert response.status_code == 400, body
+        conforms("ErrorResponse", response.json())
+        assert response.json()["error"]["param"] == param, body
+        assert response.json()["error"]["type"] == "invalid_request_error"
+    assert (await request_log(http))[0]["body"] == "{not json"
+    for method, path, status in (("GET", "/v1/nope", 404), ("GET", "/v1/chat/completions", 405)):
+        response = await http.request(method, path)
+        assert response.status_code == status
+        conforms("ErrorResponse", response.json())
+
+
+# --- other endpoints ----------------------------------------------------------------------
+
+
+async def test_embeddings_float_and_base64(
+    http: httpx.AsyncClient, sdk: openai.AsyncOpenAI, conforms: Conforms
+) -> None:
+    request: dict[str, Any] = {"model": "text-embedding-3-small", "input": ["first text", "second one here"]}
+    floats = (await http.post("/v1/embeddings", json=request)).json()
+    conforms("CreateEmbeddingResponse", floats)
+    assert floats["model"] == "text-embedding-3-small"
+    assert floats["usage"] == {"prompt_tokens": 5, "total_tokens": 5}
+    vectors = [item["embedding"] for item in floats["data"]]
+    assert [item["index"] for item in floats["data"]] == [0, 1]
+    assert all(len(v) == 8 and math.isclose(math.hypot(*v), 1, rel_tol=1e-6) for v in vectors)
+    assert vectors[0] != vectors[1]
+
+    encoded = (await http.post("/v1/embeddings", json={**request, "encoding_format": "base64"})).json()
+    decoded = [list(struct.unpack("<8f", base64.b64decode(item["embedding"]))) for item in encoded["data"]]
+    assert decoded == vectors
+
+    single = (await http.post("/v1/embeddings", json={**request, "input": "first text"})).json()
+    assert single["data"][0]["embedding"] == vectors[0]
+    wide = (await http.post("/v1/embeddings", json={**request, "dimensions": 16})).json()
+    assert len(wide["data"][0]["embedding"]) == 16
+    tokens = (await http.post("/v1/embeddings", json={**request, "input": [[1, 2, 3], [4]]})).json()
+    assert len(tokens["data"]) == 2 and tokens["usage"]["prompt_tokens"] == 4
+    assert (await http.post("/v1/embeddings", json={**request, "input": []})).status_code == 400
+
+    result = await sdk.embeddings.create(**request)  # the SDK asks for base64 and decodes it
+    assert [item.embedding for item in result.data] == vectors
+
+
+async def test_legacy_completions(
+    http: httpx.AsyncClient, sdk: openai.AsyncOpenAI, conforms: Conforms
+) -> None:
+    request: dict[str, Any] = {"model": "gpt-3.5-turbo-instruct", "prompt": "Say this is a test"}
+    body = (await http.post("/v1/completions", json=request)).json()
+    conforms("CreateCompletionResponse", body)
+    assert body["object"] == "text_completion" and body["id"].startswith("cmpl-")
+    [choice] = body["choices"]
+    assert choice["text"].startswith("Fake reply to: Say this is a test ")
+    assert (choice["index"], choice["logprobs"], choice["finish_reason"]) == (0, None, "stop")
+    assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 24, "total_tokens": 29}
+
+    chunks = await stream_chunks(http, "/v1/completions", **request)
+    for chunk in chunks:
+        # Like OpenAI, finish_reason is null until a choice's last chunk; the schema (shared with
+        # the non-streamed response) does not allow that, so check the rest of the shape.
+        [streamed_choice] = chunk["choices"]
+        patched = {**chunk, "choices": [{**streamed_choice, "finish_reason": "stop"}]}
+        conforms("CreateCompletionResponse", patched)
+        assert chunk["object"] == "text_completion" and "usage" not in chunk
+    assert "".join(c["choices"][0]["text"] for c in chunks) == choice["text"]
+    assert [c["choices"][0]["finish_reason"] for c in chunks[-2:]] == [None, "stop"]
+    include_usage = {"include_usage": True}
+    with_usage = await stream_chunks(http, "/v1/completions", **request, stream_options=include_usage)
+    assert all(c["usage"] is None for c in with_usage[:-1])
+    assert with_usage[-1]["choices"] == [] and with_usage[-1]["usage"] == body["usage"]
+
+    batch = {**request, "prompt": ["a", "b"], "n": 2, "max_tokens": 3}
+    two = (await http.post("/v1/completions", json=batch)).json()
+    assert [(c["index"], c["finish_reason"]) for c in two["choices"]] == [(i, "length") for i in range(4)]
+
+    completion = await sdk.completions.create(**request)
+    assert completion.choices[0].text == choice["text"]
+
+
+async def test_models(http: httpx.AsyncClient, sdk: openai.AsyncOpenAI, conforms: Conforms) -> None:
+    body = (await http.get("/v1/models")).json()
+    conforms("ListModelsResponse", body)
+    ids = [m["id"] for m in body["data"]]
+    assert {"gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "fake-model"} <= set(ids)
+    assert all(m["owned_by"] == "fake-provider" and m["object"] == "model" for m in body["data"])
+    assert [m.id async for m in sdk.models.list()] == ids
+
+    model = (await http.get("/v1/models/gpt-4o")).json()
+    conforms("Model", model)
+    missing = await http.get("/v1/models/nope")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+    with pytest.raises(openai.NotFoundError):
+        await sdk.models.retrieve("nope")
+
+
+# --- LiteLLM and the CLI ------------------------------------------------------------------
+
+
+async def test_litellm_stream_matches_non_stream(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetch on import
+    litellm = importlib.import_module("litellm")  # imported here: slow (~3 s), only this test needs it
+
+    request: dict[str, Any] = {
+        "model": "openai/gpt-4o-mini",
+        "api_base": f"{url}/v1",
+        "api_key": "fake",
+        "messages": [{"role": "user", "content": "Tell me about clouds"}],
+    }
+    full = await litellm.acompletion(**request)
+    text = full.choices[0].message.content
+    assert text.startswith("Fake reply to: Tell me about clouds")
+    stream = await litellm.acompletion(**request, stream=True)
+    parts = [chunk.choices[0].delta.content or "" async for chunk in stream]
+    assert "".join(parts) == text
+
+
+async def test_cli_starts_and_stops_on_sigterm() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tools.fake_provider",
+        "--port",
+        "0",
+        "--latency-ms",
+        "1",
+        "--behaviour",
+        "reply=from the cli",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 15)).decode()
+        match = re.fullmatch(r"fake provider listening on (http://127\.0\.0\.1:\d+)\n", line)
+        assert match, line
+        async with httpx.AsyncClient(base_url=match[1]) as http:
+            assert (await http.get("/_control/health")).json()["status"] == "ok"
+            assert content(await chat(http)) == "from the cli"
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
