@@ -1,0 +1,201 @@
+"""Test app for tools.funchost: the function shapes the host must serve, recording what happened.
+
+Events go as JSON lines to the file named by FUNCHOST_TEST_RECORD. A "gate" is a named flag that
+handlers wait on until the test opens it over HTTP, so tests observe states instead of timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import os
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import azure.functions as func
+from azurefunctions.extensions.http.fastapi import (
+    JSONResponse,
+    PlainTextResponse,
+    Request,
+    Response,
+    StreamingResponse,
+)
+
+_record_lock = threading.Lock()
+GATES: dict[str, asyncio.Event] = {}
+WAITING: dict[str, int] = {}
+
+
+def record(**event: Any) -> None:
+    with _record_lock, open(os.environ["FUNCHOST_TEST_RECORD"], "a", encoding="utf-8") as file:
+        file.write(json.dumps(event) + "\n")
+
+
+def _gate(name: str) -> asyncio.Event:
+    return GATES.setdefault(name, asyncio.Event())
+
+
+async def wait_gate(name: str, limit: float = 30.0) -> None:
+    """Wait until the test opens the gate (bounded, so a failing test cannot hang the host)."""
+    WAITING[name] = WAITING.get(name, 0) + 1
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(_gate(name).wait(), limit)
+    WAITING[name] -= 1
+
+
+def logged(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """An async decorator as apps write them."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        record(event="wrapped", name=fn.__name__)
+        return await fn(*args, **kwargs)
+
+    return wrapper
+
+
+def passthrough(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A sync decorator around a coroutine function: the call returns an awaitable."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+bp = func.Blueprint()
+
+
+@bp.route(route="health", methods=["GET"])
+async def health(req: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+# Registered before the literal route on purpose: precedence must not depend on order.
+@bp.route(route="items/{id}", methods=["GET"])
+async def item(req: Request) -> Response:
+    return JSONResponse({"route": "param", "id": req.path_params["id"]})
+
+
+@bp.route(route="items/special", methods=["GET"])
+async def item_special(req: Request) -> Response:
+    return JSONResponse({"route": "literal"})
+
+
+@bp.route(route="orders/{name}", methods=["GET"])
+async def order_by_name(req: Request) -> dict[str, Any]:
+    return {"route": "name", "name": req.path_params["name"]}
+
+
+@bp.route(route="orders/{n:int}", methods=["GET"])
+async def order_by_number(req: Request) -> dict[str, Any]:
+    return {"route": "int", "n": req.path_params["n"]}
+
+
+@bp.route(route="files/{*rest}", methods=["GET"])
+async def files(req: Request) -> dict[str, Any]:
+    return {"rest": req.path_params.get("rest")}
+
+
+@bp.route(route="optional/{id?}")  # every method
+async def optional(req: Request) -> dict[str, Any]:
+    return {"id": req.path_params.get("id"), "method": req.method}
+
+
+@bp.route(route="echo", methods=["POST"])
+async def echo(req: Request) -> dict[str, Any]:
+    body = await req.body()
+    return {
+        "query": dict(req.query_params),
+        "body": body.decode(),
+        "content_type": req.headers["content-type"],
+    }
+
+
+@bp.route(route="boom", methods=["GET"])
+async def boom(req: Request) -> Response:
+    raise RuntimeError("planned failure")
+
+
+@bp.route(route="nothing", methods=["GET"])
+async def nothing(req: Request) -> None:
+    return None
+
+
+@bp.route(route="sync", methods=["GET"])
+def sync_handler(req: Request) -> str:
+    return f"sync on {threading.current_thread().name}"
+
+
+@bp.route(route="wrapped", methods=["GET"])
+@logged
+async def wrapped(req: Request) -> str:
+    return "wrapped"
+
+
+@bp.route(route="sync-wrapped", methods=["GET"])
+@passthrough
+async def sync_wrapped(req: Request) -> str:
+    return "sync-wrapped"
+
+
+@bp.route(route="stream/{gate}", methods=["GET"])
+async def stream(req: Request) -> StreamingResponse:
+    gate = req.path_params["gate"]
+
+    async def chunks() -> AsyncIterator[str]:
+        yield "chunk-1\n"
+        await wait_gate(gate)
+        yield "chunk-2\n"
+
+    return StreamingResponse(chunks(), media_type="text/plain")
+
+
+@bp.route(route="gates/{name}", methods=["GET", "POST"])
+async def gates(req: Request) -> dict[str, Any]:
+    name = req.path_params["name"]
+    if req.method == "POST":
+        _gate(name).set()
+    return {"open": _gate(name).is_set(), "waiting": WAITING.get(name, 0)}
+
+
+@bp.route(route="classic/{name}", methods=["GET", "POST"])
+def classic(req: func.HttpRequest) -> func.HttpResponse:
+    payload = {
+        "name": req.route_params["name"],
+        "x": req.params.get("x"),
+        "method": req.method,
+        "body": req.get_body().decode(),
+    }
+    return func.HttpResponse(
+        json.dumps(payload), status_code=201, headers={"X-Classic": "yes"}, mimetype="application/json"
+    )
+
+
+@bp.queue_trigger(arg_name="msg", queue_name="%FUNCHOST_BASIC_QUEUE%", connection="AzureWebJobsStorage")
+async def basic(msg: func.QueueMessage) -> None:
+    """Fails while dequeue_count <= the message's fail_times."""
+    body = json.loads(msg.get_body())
+    record(event="basic", id=body["id"], dequeue_count=msg.dequeue_count, body=msg.get_body().decode())
+    if msg.dequeue_count <= body.get("fail_times", 0):
+        raise RuntimeError(f"planned failure on attempt {msg.dequeue_count}")
+
+
+@bp.queue_trigger(arg_name="msg", queue_name="%FUNCHOST_SLOW_QUEUE%", connection="AzureWebJobsStorage")
+async def slow(msg: func.QueueMessage) -> None:
+    """Runs until its gate opens (or for `sleep` seconds)."""
+    body = json.loads(msg.get_body())
+    record(event="start", id=body["id"])
+    if "gate" in body:
+        await wait_gate(body["gate"])
+    else:
+        await asyncio.sleep(body["sleep"])
+    record(event="end", id=body["id"])
+
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+app.register_blueprint(bp)

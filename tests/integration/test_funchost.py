@@ -1,0 +1,344 @@
+"""tools.funchost as a subprocess serving tests/integration/funchost_app, on real Azurite.
+
+No timing assertions: tests wait for observable states (recorded events, queue contents, gates that
+handlers wait on until the test opens them) with a generous timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import azure.functions as func
+import httpx
+import pytest
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.queue import QueueClient, QueueServiceClient
+
+from tools.funchost.functions import HostedFunction
+from tools.funchost.hostconfig import QueueOptions
+from tools.funchost.queues import QueueListener
+from tools.stack import LOOPBACK, Emulators, ManagedProcess, free_port, http_ok
+
+APP_DIR = Path(__file__).parent / "funchost_app"
+WAIT = 30.0  # generous: conditions normally hold within a second
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
+    """Poll until `condition()` is truthy; return its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def b64(payload: object) -> str:
+    return base64.b64encode(json.dumps(payload).encode()).decode()
+
+
+@dataclass
+class Host:
+    """A running funchost subprocess and what the tests need to observe it."""
+
+    process: ManagedProcess
+    base_url: str
+    record: Path
+    log: Path
+    connection_string: str
+    basic_queue: str
+    slow_queue: str
+
+    def events(self, **match: Any) -> list[dict[str, Any]]:
+        if not self.record.exists():
+            return []
+        events = [json.loads(line) for line in self.record.read_text().splitlines() if line]
+        return [e for e in events if all(e.get(k) == v for k, v in match.items())]
+
+    def queue(self, name: str) -> QueueClient:
+        return QueueClient.from_connection_string(self.connection_string, name)
+
+    def send(self, queue: str, content: str) -> None:
+        with self.queue(queue) as client:
+            client.send_message(content)
+
+    def message_count(self, queue: str) -> int:
+        """Visible and invisible messages (Azurite counts both, as Azure does)."""
+        with self.queue(queue) as client:
+            return client.get_queue_properties().approximate_message_count
+
+    def poison_contents(self, queue: str) -> list[str]:
+        with self.queue(f"{queue}-poison") as client:
+            try:
+                return [m.content for m in client.peek_messages(max_messages=32)]
+            except ResourceNotFoundError:
+                return []
+
+    def wait_empty(self, queue: str) -> None:
+        wait_for(lambda: self.message_count(queue) == 0, f"queue {queue} to be empty")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_host(emulators: Emulators, workdir: Path) -> Host:
+    suffix = uuid.uuid4().hex[:10]
+    basic, slow = f"fh-basic-{suffix}", f"fh-slow-{suffix}"
+    with QueueServiceClient.from_connection_string(emulators.storage_connection_string) as service:
+        for name in (basic, slow):
+            service.create_queue(name)  # the app provisions its queues; the host never creates them
+    port = free_port()
+    base_url = f"http://{LOOPBACK}:{port}"
+    record, log = workdir / "record.jsonl", workdir / "funchost.log"
+    env = {
+        **os.environ,
+        "AzureWebJobsStorage": emulators.storage_connection_string,
+        "FUNCHOST_TEST_RECORD": str(record),
+        "FUNCHOST_BASIC_QUEUE": basic,
+        "FUNCHOST_SLOW_QUEUE": slow,
+    }
+    argv = [sys.executable, "-m", "tools.funchost", "--script-root", str(APP_DIR), "--host", LOOPBACK]
+    process = ManagedProcess(
+        "funchost",
+        [*argv, "--port", str(port)],
+        ready=lambda: http_ok(f"{base_url}/health"),
+        env=env,
+        log_path=log,
+        startup_timeout=WAIT,
+    )
+    process.start().wait_ready()
+    return Host(process, base_url, record, log, emulators.storage_connection_string, basic, slow)
+
+
+@pytest.fixture(scope="module")
+def host(emulators: Emulators, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+    running = start_host(emulators, tmp_path_factory.mktemp("funchost"))
+    try:
+        yield running
+    finally:
+        running.process.stop()
+
+
+@pytest.fixture
+def client(host: Host) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=host.base_url, timeout=WAIT) as http:
+        yield http
+
+
+# --- HTTP ---------------------------------------------------------------------------------------
+
+
+def test_literal_route_wins_over_parameter_whatever_the_order(client: httpx.Client) -> None:
+    assert client.get("/items/special").json() == {"route": "literal"}
+    assert client.get("/items/abc").json() == {"route": "param", "id": "abc"}
+    assert client.get("/ITEMS/Special").json() == {"route": "literal"}  # routing is case-insensitive
+
+
+def test_int_constraint_and_string_route_values(client: httpx.Client) -> None:
+    assert client.get("/orders/42").json() == {"route": "int", "n": "42"}  # a string, as in Azure
+    assert client.get("/orders/abc").json() == {"route": "name", "name": "abc"}
+
+
+def test_catch_all_and_optional_parameters(client: httpx.Client) -> None:
+    assert client.get("/files/a/b/c.txt").json() == {"rest": "a/b/c.txt"}
+    assert client.get("/files").json() == {"rest": None}
+    assert client.delete("/optional/7").json() == {"id": "7", "method": "DELETE"}  # methods=None: all
+    assert client.get("/optional").json() == {"id": None, "method": "GET"}
+
+
+def test_wrong_method_and_unknown_path_are_empty_404s(client: httpx.Client) -> None:
+    for response in (client.get("/echo"), client.post("/items/special"), client.get("/no/such/route")):
+        assert response.status_code == 404
+        assert response.content == b""
+
+
+def test_query_string_and_body_reach_the_handler(client: httpx.Client) -> None:
+    response = client.post("/echo?a=1&b=two", content=b"hello", headers={"content-type": "text/plain"})
+    assert response.json() == {"query": {"a": "1", "b": "two"}, "body": "hello", "content_type": "text/plain"}
+
+
+def test_return_values_and_function_shapes(client: httpx.Client, host: Host) -> None:
+    assert client.get("/nothing").status_code == 204
+    sync = client.get("/sync")
+    assert sync.headers["content-type"].startswith("text/plain")
+    assert sync.text.startswith("sync on ") and sync.text != "sync on MainThread"  # thread pool
+    assert client.get("/wrapped").text == "wrapped"
+    assert host.events(event="wrapped", name="wrapped")
+    assert client.get("/sync-wrapped").text == "sync-wrapped"
+
+
+def test_exception_is_an_empty_500_and_the_host_keeps_serving(client: httpx.Client, host: Host) -> None:
+    response = client.get("/boom")
+    assert response.status_code == 500
+    assert response.content == b""
+    assert client.get("/health").text == "ok"
+    log = wait_for(lambda: "RuntimeError: planned failure" in host.log_text() and host.log_text(), "log")
+    assert "Executed 'Functions.boom' (Failed, Id=" in log
+    assert "Traceback" in log
+
+
+def test_streaming_response_is_not_buffered(client: httpx.Client) -> None:
+    gate = f"stream-{uuid.uuid4().hex[:8]}"
+    with client.stream("GET", f"/stream/{gate}") as response:
+        chunks = response.iter_raw()
+        assert next(chunks) == b"chunk-1\n"
+        # The client has chunk 1 while the handler is still waiting, before producing chunk 2.
+        wait_for(
+            lambda: client.get(f"/gates/{gate}").json() == {"open": False, "waiting": 1}, "handler waits"
+        )
+        assert client.post(f"/gates/{gate}").json()["open"] is True
+        assert b"".join(chunks) == b"chunk-2\n"
+
+
+def test_classic_http_request_function(client: httpx.Client) -> None:
+    response = client.post("/classic/bob?x=1", content=b"hi")
+    assert response.status_code == 201
+    assert response.headers["x-classic"] == "yes"
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"name": "bob", "x": "1", "method": "POST", "body": "hi"}
+
+
+# --- Queues -------------------------------------------------------------------------------------
+
+
+def test_message_is_delivered_once_decoded_then_deleted(host: Host) -> None:
+    payload = {"id": uuid.uuid4().hex}
+    host.send(host.basic_queue, b64(payload))
+    wait_for(lambda: host.events(event="basic", id=payload["id"]), "invocation")
+    host.wait_empty(host.basic_queue)  # deleted: it can never be delivered again
+    [event] = host.events(event="basic", id=payload["id"])
+    assert event["dequeue_count"] == 1
+    assert json.loads(event["body"]) == payload
+    assert "Executed 'Functions.basic' (Succeeded, Id=" in host.log_text()
+
+
+def test_failing_handler_is_retried_until_it_succeeds(host: Host) -> None:
+    payload = {"id": uuid.uuid4().hex, "fail_times": 2}  # maxDequeueCount is 3
+    content = b64(payload)
+    host.send(host.basic_queue, content)
+    wait_for(lambda: len(host.events(event="basic", id=payload["id"])) == 3, "three attempts")
+    host.wait_empty(host.basic_queue)
+    assert [e["dequeue_count"] for e in host.events(event="basic", id=payload["id"])] == [1, 2, 3]
+    assert content not in host.poison_contents(host.basic_queue)
+
+
+def test_always_failing_message_lands_in_poison_after_max_dequeue_count(host: Host) -> None:
+    payload = {"id": uuid.uuid4().hex, "fail_times": 99}
+    content = b64(payload)
+    host.send(host.basic_queue, content)
+    wait_for(lambda: content in host.poison_contents(host.basic_queue), "the poison queue")
+    host.wait_empty(host.basic_queue)
+    assert [e["dequeue_count"] for e in host.events(event="basic", id=payload["id"])] == [1, 2, 3]
+    assert "Executed 'Functions.basic' (Failed, Id=" in host.log_text()
+
+
+def test_undecodable_message_lands_in_poison_and_its_body_is_never_logged(host: Host) -> None:
+    content = f"not base64 {uuid.uuid4().hex}!"
+    host.send(host.basic_queue, content)
+    wait_for(lambda: content in host.poison_contents(host.basic_queue), "the poison queue")
+    host.wait_empty(host.basic_queue)
+    log = host.log_text()
+    assert "not valid base64" in log
+    assert content not in log
+
+
+def test_batches_bound_concurrency(host: Host, client: httpx.Client) -> None:
+    gate = f"slow-{uuid.uuid4().hex[:8]}"
+    ids = [f"{gate}-{i}" for i in range(8)]
+    for message_id in ids:
+        host.send(host.slow_queue, b64({"id": message_id, "gate": gate}))
+
+    def mine(event: str) -> list[dict[str, Any]]:
+        return [e for e in host.events(event=event) if e["id"] in ids]
+
+    wait_for(lambda: len(mine("start")) >= 2, "two invocations running at once")
+    client.post(f"/gates/{gate}")
+    wait_for(lambda: len(mine("end")) == 8, "all eight invocations")
+    host.wait_empty(host.slow_queue)
+    running = peak = 0
+    for event in (e for e in host.events() if e.get("id") in ids):  # file order is event order
+        running += 1 if event["event"] == "start" else -1
+        peak = max(peak, running)
+    assert 2 <= peak <= 4 + 2  # batchSize + newBatchThreshold
+
+
+def test_sigterm_waits_for_in_flight_invocations_and_exits_0(emulators: Emulators, tmp_path: Path) -> None:
+    host = start_host(emulators, tmp_path)
+    try:
+        host.send(host.slow_queue, b64({"id": "shutdown", "sleep": 1.0}))
+        wait_for(lambda: host.events(event="start", id="shutdown"), "the invocation to start")
+        assert host.process.proc is not None
+        host.process.proc.send_signal(signal.SIGTERM)
+        assert host.process.proc.wait(WAIT) == 0
+        assert host.events(event="end", id="shutdown")  # finished before the host exited
+        assert host.message_count(host.slow_queue) == 0  # and its message was deleted
+    finally:
+        host.process.stop()
+
+
+# --- In process: lease renewal, missing queues ---------------------------------------------------
+
+
+def _listener(emulators: Emulators, queue: str, handler: Any, **kwargs: Any) -> QueueListener:
+    function = HostedFunction(queue, handler, SimpleNamespace(name="msg"))
+    options = QueueOptions(batch_size=4, new_batch_threshold=2, max_polling_interval=0.2)
+    return QueueListener(function, queue, emulators.storage_connection_string, options, None, **kwargs)
+
+
+async def test_lease_is_renewed_while_a_handler_runs(emulators: Emulators) -> None:
+    name = f"fh-lease-{uuid.uuid4().hex[:10]}"
+    with QueueClient.from_connection_string(emulators.storage_connection_string, name) as queue:
+        queue.create_queue()
+        queue.send_message(b64({"id": "lease"}))
+    seen: list[int] = []
+    release = asyncio.Event()
+
+    async def handler(msg: func.QueueMessage) -> None:
+        seen.append(msg.dequeue_count)
+        await release.wait()
+
+    listener = _listener(emulators, name, handler, lease=2)
+    task = asyncio.create_task(listener.run())
+    # Without renewal the 2 s lease would expire and the listener would receive the message again.
+    await asyncio.sleep(5)
+    release.set()
+    listener.stop()
+    await asyncio.wait_for(task, WAIT)
+    assert seen == [1]
+    with QueueClient.from_connection_string(emulators.storage_connection_string, name) as queue:
+        assert queue.get_queue_properties().approximate_message_count == 0
+
+
+async def test_a_missing_queue_counts_as_empty_and_is_not_created(emulators: Emulators) -> None:
+    name = f"fh-later-{uuid.uuid4().hex[:10]}"
+    bodies: list[bytes] = []
+    received = asyncio.Event()
+
+    async def handler(msg: func.QueueMessage) -> None:
+        bodies.append(msg.get_body())
+        received.set()
+
+    listener = _listener(emulators, name, handler)
+    task = asyncio.create_task(listener.run())
+    await asyncio.sleep(0.5)  # a few polls of the missing queue
+    with QueueServiceClient.from_connection_string(emulators.storage_connection_string) as service:
+        assert not [q for q in service.list_queues(name_starts_with=name)]  # the app provisions queues
+        service.create_queue(name)
+        service.get_queue_client(name).send_message(b64("late"))
+    await asyncio.wait_for(received.wait(), WAIT)
+    listener.stop()
+    await asyncio.wait_for(task, WAIT)
+    assert bodies == [b'"late"']

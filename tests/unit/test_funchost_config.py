@@ -1,0 +1,353 @@
+"""tools.funchost without servers: host.json and settings parsing, routes, responses, invocation."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import azure.functions as func
+import pytest
+from starlette.responses import StreamingResponse
+
+from tools.funchost.functions import HostedFunction, index_functions, invoke
+from tools.funchost.hostconfig import (
+    HostConfig,
+    HostConfigError,
+    QueueOptions,
+    load_host_config,
+    load_local_settings,
+    parse_host_config,
+    parse_timespan,
+    resolve_setting_refs,
+)
+from tools.funchost.http import build_routes, convert_route, to_response
+from tools.funchost.queues import DEVELOPMENT_STORAGE, storage_connection_string
+
+# --- host.json ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("00:00:02", 2.0),
+        ("00:00:00.200", 0.2),
+        ("00:01:00", 60.0),
+        ("01:02:03", 3723.0),
+        ("1.02:00:00", 93600.0),
+        ("00:05", 300.0),  # hh:mm
+        (" 00:00:00.1234567 ", 0.1234567),
+    ],
+)
+def test_timespans(text: str, seconds: float) -> None:
+    assert parse_timespan(text, "x") == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "2", "abc", "00:60:00", "24:00:00", "00:00:61", "-00:00:01", 5, None])
+def test_invalid_timespans_name_the_setting(text: object) -> None:
+    with pytest.raises(HostConfigError, match=r"some\.setting"):
+        parse_timespan(text, "some.setting")
+
+
+def test_defaults_are_the_functions_defaults() -> None:
+    assert parse_host_config({"version": "2.0"}) == HostConfig(
+        route_prefix="api",
+        queues=QueueOptions(
+            batch_size=16,
+            new_batch_threshold=8,
+            max_polling_interval=60.0,
+            visibility_timeout=0.0,
+            max_dequeue_count=5,
+            message_encoding="base64",
+        ),
+        function_timeout=None,
+    )
+
+
+def test_all_settings_case_insensitively() -> None:
+    config = parse_host_config(
+        {
+            "functionTimeout": "00:05:00",
+            "Extensions": {
+                "HTTP": {"RoutePrefix": "/"},
+                "queues": {
+                    "batchsize": 4,
+                    "newBatchThreshold": 1,
+                    "maxPollingInterval": "00:00:02",
+                    "visibilityTimeout": "00:00:30",
+                    "maxDequeueCount": 2,
+                    "messageEncoding": "None",
+                },
+            },
+        }
+    )
+    assert config.route_prefix == ""
+    assert config.function_timeout == 300.0
+    assert config.queues == QueueOptions(4, 1, 2.0, 30.0, 2, "none")
+
+
+def test_new_batch_threshold_defaults_to_half_the_batch_size() -> None:
+    assert parse_host_config({"extensions": {"queues": {"batchSize": 5}}}).queues.new_batch_threshold == 2
+
+
+def test_function_timeout_minus_one_is_unbounded() -> None:
+    assert parse_host_config({"functionTimeout": "-1"}).function_timeout is None
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"version": "1.0"}, "version"),
+        ({"extensions": []}, "extensions"),
+        ({"extensions": {"http": {"routePrefix": 1}}}, "routePrefix"),
+        ({"extensions": {"queues": {"batchSize": 0}}}, "batchSize"),
+        ({"extensions": {"queues": {"batchSize": 33}}}, "batchSize"),
+        ({"extensions": {"queues": {"batchSize": "4"}}}, "batchSize"),
+        ({"extensions": {"queues": {"maxDequeueCount": True}}}, "maxDequeueCount"),
+        ({"extensions": {"queues": {"newBatchThreshold": -1}}}, "newBatchThreshold"),
+        ({"extensions": {"queues": {"messageEncoding": "xml"}}}, "messageEncoding"),
+        ({"extensions": {"queues": {"maxPollingInterval": "00:00:00.050"}}}, "maxPollingInterval"),
+        ({"extensions": {"queues": {"visibilityTimeout": "soon"}}}, "visibilityTimeout"),
+        ({"functionTimeout": "00:00:00"}, "functionTimeout"),
+    ],
+)
+def test_invalid_settings_fail_with_the_setting_named(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(HostConfigError, match=message):
+        parse_host_config(data)
+
+
+def test_host_json_is_required_and_must_be_json(tmp_path: Path) -> None:
+    with pytest.raises(HostConfigError, match=r"host\.json not found"):
+        load_host_config(tmp_path)
+    (tmp_path / "host.json").write_text("{nope")
+    with pytest.raises(HostConfigError, match="invalid JSON"):
+        load_host_config(tmp_path)
+
+
+def test_the_test_apps_host_json() -> None:
+    config = load_host_config(Path(__file__).parent.parent / "integration" / "funchost_app")
+    assert config.route_prefix == ""
+    assert config.queues == QueueOptions(4, 2, 0.2, 0.2, 3, "base64")
+
+
+# --- app settings -------------------------------------------------------------------------------
+
+
+def test_local_settings_fill_unset_variables_only(tmp_path: Path) -> None:
+    values = {"FROM_FILE": "file", "BOTH": "file", "FLAG": True, "COUNT": 3}
+    (tmp_path / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": values}))
+    environ = {"BOTH": "env"}
+    assert load_local_settings(tmp_path, environ) == ["FROM_FILE", "FLAG", "COUNT"]
+    assert environ == {"BOTH": "env", "FROM_FILE": "file", "FLAG": "true", "COUNT": "3"}
+
+
+def test_local_settings_are_optional_but_validated(tmp_path: Path) -> None:
+    assert load_local_settings(tmp_path, {}) == []
+    (tmp_path / "local.settings.json").write_text(json.dumps({"Values": {"NESTED": {"a": 1}}}))
+    with pytest.raises(HostConfigError, match="NESTED"):
+        load_local_settings(tmp_path, {})
+
+
+def test_setting_references() -> None:
+    assert resolve_setting_refs("%JOBS%", {"JOBS": "jobs-1"}, "f") == "jobs-1"
+    assert resolve_setting_refs("%A%-%B%", {"A": "x", "B": "y"}, "f") == "x-y"
+    assert resolve_setting_refs("plain", {}, "f") == "plain"
+    with pytest.raises(HostConfigError, match="'MISSING'"):
+        resolve_setting_refs("%MISSING%", {}, "f")
+
+
+def test_storage_connection_strings() -> None:
+    assert storage_connection_string(None, {"AzureWebJobsStorage": "cs"}, "f") == "cs"
+    assert storage_connection_string("Other", {"AzureWebJobsOther": "cs2"}, "f") == "cs2"
+    dev = storage_connection_string(
+        "AzureWebJobsStorage", {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}, "f"
+    )
+    assert dev == DEVELOPMENT_STORAGE
+    assert "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1" in dev
+    with pytest.raises(HostConfigError, match="'Missing'"):
+        storage_connection_string("Missing", {}, "f")
+
+
+# --- routes -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "prefix", "paths"),
+    [
+        ("v1/chat/completions", "api", ["/api/v1/chat/completions"]),
+        ("/v1//models/", "", ["/v1/models"]),
+        ("v1/models/{model_id}", "", ["/v1/models/{model_id}"]),
+        ("orders/{id:int}", "", ["/orders/{id:int}"]),
+        ("orders/{id:alpha}", "", ["/orders/{id}"]),
+        ("orders/{id:int:min(1)}", "", ["/orders/{id:int}"]),
+        ("files/{*rest}", "", ["/files/{rest:path}", "/files"]),
+        ("items/{id?}", "api", ["/api/items/{id}", "/api/items"]),
+        ("a/{b?}/{c?}", "", ["/a/{b}/{c}", "/a/{b}", "/a"]),
+        ("{name}.{ext}", "", ["/{name}.{ext}"]),
+        ("", "", ["/"]),
+    ],
+)
+def test_route_templates_become_starlette_paths(template: str, prefix: str, paths: list[str]) -> None:
+    assert [v.path for v in convert_route(template, prefix)] == paths
+
+
+def test_default_values_fill_absent_parameters() -> None:
+    full, short = convert_route("pages/{page=1}")
+    assert (full.path, full.defaults) == ("/pages/{page}", {})
+    assert (short.path, short.defaults) == ("/pages", {"page": "1"})
+
+
+@pytest.mark.parametrize("template", ["a/x{*rest}", "a/{b?}.{c}", "a/{9bad!}"])
+def test_unsupported_templates_fail_fast(template: str) -> None:
+    with pytest.raises(HostConfigError, match="route"):
+        convert_route(template)
+
+
+def _http_function(name: str, route: str | None, methods: list[str] | None = None) -> HostedFunction:
+    async def handler(req: Any) -> None:
+        return None
+
+    return HostedFunction(name, handler, SimpleNamespace(name="req", route=route, methods=methods))
+
+
+def _first_match(routes: list[Any], method: str, path: str) -> tuple[str, dict[str, str]] | None:
+    for route in routes:
+        params = route.match(method, path)
+        if params is not None:
+            return route.function.name, params
+    return None
+
+
+def test_routes_are_ordered_by_specificity_not_registration() -> None:
+    functions = [
+        _http_function("catch_all", "{*path}"),
+        _http_function("param", "items/{id}"),
+        _http_function("int", "items/{id:int}"),
+        _http_function("literal", "items/special"),
+        _http_function("post_only", "items/new", ["POST"]),
+        _http_function("default_route", None),
+    ]
+    routes = build_routes(functions, "api")
+    assert _first_match(routes, "GET", "/api/items/special") == ("literal", {})
+    assert _first_match(routes, "GET", "/API/Items/SPECIAL") == ("literal", {})
+    assert _first_match(routes, "GET", "/api/items/7") == ("int", {"id": "7"})  # a string, as in Azure
+    assert _first_match(routes, "GET", "/api/items/abc") == ("param", {"id": "abc"})
+    assert _first_match(routes, "POST", "/api/items/new") == ("post_only", {})
+    assert _first_match(routes, "GET", "/api/items/new") == ("param", {"id": "new"})  # method mismatch
+    assert _first_match(routes, "GET", "/api/default_route") == ("default_route", {})
+    assert _first_match(routes, "GET", "/api/x/y") == ("catch_all", {"path": "x/y"})
+    assert _first_match(routes, "GET", "/other") is None
+    assert routes[-1].function.name == "catch_all"
+
+
+def test_an_explicit_route_wins_over_a_shortened_optional_one() -> None:
+    routes = build_routes([_http_function("optional", "items/{id?}"), _http_function("list", "items")], "")
+    assert _first_match(routes, "GET", "/items") == ("list", {})
+    assert _first_match(routes, "GET", "/items/3") == ("optional", {"id": "3"})
+
+
+# --- indexing -----------------------------------------------------------------------------------
+
+
+def test_indexing_skips_other_triggers_and_refuses_unbindable_parameters() -> None:
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+    @app.route(route="ok")
+    async def ok(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("ok")
+
+    @app.queue_trigger(arg_name="msg", queue_name="jobs", connection="AzureWebJobsStorage")
+    async def job(msg: func.QueueMessage) -> None:
+        return None
+
+    @app.timer_trigger(arg_name="timer", schedule="0 */5 * * * *")
+    async def tick(timer: func.TimerRequest) -> None:
+        return None
+
+    http, queues = index_functions(app)
+    assert [f.name for f in http] == ["ok"]
+    assert [(f.name, f.trigger.queue_name) for f in queues] == [("job", "jobs")]
+
+    other = func.FunctionApp()  # get_functions() can be called once per app
+
+    @other.route(route="ctx")
+    async def with_context(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+        return func.HttpResponse("never")
+
+    with pytest.raises(HostConfigError, match=r"with_context.*context"):
+        index_functions(other)
+
+
+# --- responses ----------------------------------------------------------------------------------
+
+
+def test_return_values_become_responses() -> None:
+    text = to_response("hi")
+    assert (text.status_code, text.body) == (200, b"hi")
+    assert text.headers["content-type"] == "text/plain; charset=utf-8"
+    data = to_response({"a": [1]})
+    assert (data.status_code, json.loads(data.body), data.headers["content-type"]) == (
+        200,
+        {"a": [1]},
+        "application/json",
+    )
+    assert json.loads(to_response([1, 2]).body) == [1, 2]
+    assert to_response(None).status_code == 204
+    stream = StreamingResponse(iter([b"x"]))
+    assert to_response(stream) is stream  # passed through untouched: no buffering
+    with pytest.raises(TypeError):
+        to_response(object())
+
+
+def test_classic_http_response_conversion() -> None:
+    response = to_response(func.HttpResponse("made", status_code=201, headers={"X-A": "1"}))
+    assert (response.status_code, response.body) == (201, b"made")
+    assert response.headers["x-a"] == "1"
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    custom = to_response(func.HttpResponse(b"{}", headers={"Content-Type": "application/problem+json"}))
+    assert custom.headers.getlist("content-type") == ["application/problem+json"]
+    png = to_response(func.HttpResponse(b"\x00", mimetype="image/png"))
+    assert png.headers["content-type"] == "image/png"
+
+
+# --- invocation ---------------------------------------------------------------------------------
+
+
+async def test_invoke_runs_sync_functions_in_the_thread_pool() -> None:
+    def sync(value: int) -> str:
+        return threading.current_thread().name
+
+    assert await invoke(sync, {"value": 1}, None) != threading.main_thread().name
+
+
+async def test_invoke_awaits_wrapped_and_returned_awaitables() -> None:
+    async def target(msg: str) -> str:
+        return f"got {msg}"
+
+    @functools.wraps(target)
+    def sync_wrapper(**kwargs: Any) -> Any:
+        return target(**kwargs)  # returns a coroutine
+
+    @functools.wraps(target)
+    async def async_wrapper(**kwargs: Any) -> Any:
+        return await target(**kwargs)
+
+    assert await invoke(sync_wrapper, {"msg": "a"}, None) == "got a"
+    assert await invoke(async_wrapper, {"msg": "b"}, None) == "got b"
+
+
+async def test_function_timeout() -> None:
+    async def slow() -> None:
+        await asyncio.Event().wait()  # never set
+
+    async def own_timeout() -> None:
+        raise TimeoutError("from the function")
+
+    with pytest.raises(TimeoutError, match="exceeded"):
+        await invoke(slow, {}, 0.05)
+    with pytest.raises(TimeoutError, match="from the function"):
+        await invoke(own_timeout, {}, 10)

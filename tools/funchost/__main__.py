@@ -1,0 +1,113 @@
+"""`python -m tools.funchost`: serve the script root's function_app until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+
+from .functions import index_functions, load_function_app
+from .hostconfig import HostConfigError, load_host_config, load_local_settings
+from .http import build_routes, create_app
+from .queues import DRAIN_SECONDS, QueueListener
+
+log = logging.getLogger("funchost")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: it would re-raise the signal on exit (exit code != 0)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _run_http(server: _Server) -> None:
+    with contextlib.suppress(SystemExit):  # uvicorn exits when it cannot start (port in use); it logged why
+        await server.serve()
+
+
+async def _serve(server: _Server, listeners: list[QueueListener]) -> int:
+    """Run HTTP and queue listeners until a signal; then stop polling, drain, and return the exit code."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stopper = asyncio.create_task(stop.wait())
+    server_task = asyncio.create_task(_run_http(server))
+    tasks = [asyncio.create_task(listener.run()) for listener in listeners]
+    await asyncio.wait([stopper, server_task, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    if stop.is_set():
+        log.info("Stopping: no new work; waiting up to %.0fs for in-flight invocations", DRAIN_SECONDS)
+    for listener in listeners:
+        listener.stop()
+    server.should_exit = True
+    results = await asyncio.gather(server_task, *tasks, return_exceptions=True)
+    stopper.cancel()
+    for result in results:
+        if isinstance(result, BaseException):
+            log.error("Host component failed", exc_info=result)
+    clean = stop.is_set() and not any(isinstance(r, BaseException) for r in results)
+    return 0 if clean else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.funchost", description=__doc__.splitlines()[0])
+    parser.add_argument("--script-root", type=Path, default=Path.cwd(), help="folder of function_app.py")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7071)  # Core Tools' default
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", stream=sys.stderr)
+    logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every storage request at INFO
+
+    script_root = args.script_root.resolve()
+    try:
+        load_local_settings(script_root)
+        config = load_host_config(script_root)
+        os.chdir(script_root)  # the worker's working directory is the script root
+        app = load_function_app(script_root)
+        http_functions, queue_functions = index_functions(app)
+        routes = build_routes(http_functions, config.route_prefix)
+        listeners = [
+            QueueListener.for_function(f, config.queues, config.function_timeout, os.environ)
+            for f in queue_functions
+        ]
+    except HostConfigError as exc:
+        log.error("Cannot start: %s", exc)
+        return 2
+    except Exception:
+        log.exception("Cannot start: loading function_app failed")
+        return 1
+
+    log.info("Functions:")
+    for route in routes:
+        methods = ",".join(sorted(route.methods)) if route.methods else "all methods"
+        url = f"http://{args.host}:{args.port}{route.variant.path}"
+        log.info("    %s: [%s] %s", route.function.name, methods, url)
+    for listener in listeners:
+        log.info("    %s: queueTrigger on '%s'", listener.function.name, listener.queue_name)
+
+    server = _Server(
+        uvicorn.Config(
+            create_app(routes, config.function_timeout),
+            host=args.host,
+            port=args.port,
+            loop="asyncio",
+            lifespan="off",
+            log_config=None,  # our logging setup: one format for host, access and app lines
+            timeout_graceful_shutdown=int(DRAIN_SECONDS),
+        )
+    )
+    return asyncio.run(_serve(server, listeners))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
