@@ -1,0 +1,15 @@
+"""Cirrus: an OpenAI-compatible LLM gateway and durable job runner on Azure Functions.
+
+This file only builds the app and registers one Blueprint per surface; read the API here.
+"""
+
+import azure.functions as func
+
+from shared.blueprints import chat_http, fallback_http, health_http, models_http
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+app.register_blueprint(health_http.bp)  # GET /health, /health/ready
+app.register_blueprint(models_http.bp)  # GET /v1/models
+app.register_blueprint(chat_http.bp)  # POST /v1/chat/completions
+app.register_blueprint(fallback_http.bp)  # any other /v1 path: OpenAI's 404 envelope

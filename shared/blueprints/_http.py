@@ -1,0 +1,107 @@
+"""What every HTTP function shares: request ids, authentication, body parsing and error rendering.
+
+Handlers are written as `async def handler(req, ctx) -> Response` and wrapped by `@endpoint()`,
+which gives the Functions host the signature it indexes (`req: Request`) and turns any exception
+into the OpenAI error envelope. A traceback never reaches a client.
+"""
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
+from pydantic import BaseModel
+
+from shared.container import Container, get_container
+from shared.errors import CirrusError, InvalidRequestError, PayloadTooLargeError, as_cirrus_error, error_body
+from shared.services.auth import Principal
+
+log = logging.getLogger("cirrus.http")
+
+REQUEST_ID_HEADER = "x-request-id"
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    request_id: str
+    principal: Principal
+    container: Container
+
+
+Handler = Callable[[Request, RequestContext], Awaitable[Response]]
+
+
+def endpoint(*, authenticated: bool = True) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
+    """Wrap a handler: request id, authentication, and every error rendered as an OpenAI envelope."""
+
+    def decorate(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def function(req: Request) -> Response:
+            request_id = _request_id(req)
+            try:
+                container = await get_container()
+                principal = (
+                    container.auth.authenticate(req.headers.get("authorization"), req.headers.get("api-key"))
+                    if authenticated
+                    else Principal(key_id="anonymous", is_master=False)
+                )
+                response = await handler(req, RequestContext(request_id, principal, container))
+            except Exception as exc:
+                response = error_response(as_cirrus_error(exc, request_id))
+            response.headers[REQUEST_ID_HEADER] = request_id
+            return response
+
+        # Not functools.wraps: its __wrapped__ would make the Functions host index the handler's
+        # (req, ctx) signature instead of this function's (req: Request).
+        for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+            setattr(function, attr, getattr(handler, attr))
+        return function
+
+    return decorate
+
+
+def error_response(err: CirrusError) -> Response:
+    return JSONResponse(error_body(err), status_code=err.status, headers=err.headers())
+
+
+def json_response(
+    body: BaseModel | dict[str, Any], *, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    content = body.model_dump(mode="json", exclude_unset=True) if isinstance(body, BaseModel) else body
+    return JSONResponse(content, status_code=status, headers=headers)
+
+
+async def read_json(req: Request, max_bytes: int) -> Any:
+    """The JSON body, refusing anything over `max_bytes` before reading it all into memory."""
+    declared = req.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(max_bytes)
+    body = bytearray()
+    async for chunk in req.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise _too_large(max_bytes)
+    if not body.strip():
+        raise InvalidRequestError("The request body is empty; expected a JSON object.")
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidRequestError(
+            "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
+            "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
+            "sent was not valid JSON.)"
+        ) from None
+
+
+def _too_large(max_bytes: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(f"The request body is larger than the {max_bytes}-byte limit.")
+
+
+def _request_id(req: Request) -> str:
+    """The client's `x-request-id` when it is a sane token, else a new one."""
+    given = req.headers.get(REQUEST_ID_HEADER, "")
+    return given if _CLIENT_REQUEST_ID.match(given) else f"req_{uuid.uuid4().hex}"

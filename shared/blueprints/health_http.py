@@ -1,0 +1,21 @@
+"""GET /health (liveness: the worker answers) and GET /health/ready (dependencies answer)."""
+
+import azure.functions as func
+from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
+
+from shared.blueprints._http import RequestContext, endpoint, json_response
+
+bp = func.Blueprint()
+
+
+@bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def health(req: Request) -> Response:
+    # Deliberately touches nothing: a liveness probe must not fail because a dependency does.
+    return JSONResponse({"status": "ok"})
+
+
+@bp.route(route="health/ready", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@endpoint(authenticated=False)
+async def health_ready(req: Request, ctx: RequestContext) -> Response:
+    report = await ctx.container.health().readiness()
+    return json_response(report, status=200 if report.status == "ready" else 503)

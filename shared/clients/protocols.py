@@ -1,0 +1,116 @@
+"""The seams between Cirrus's services and the outside world. Services depend on these only.
+
+Each Protocol has one production adapter named for its technology (`cosmos_store.py`,
+`blob_store.py`, `queue_store.py`, `llm_router.py`) and an in-memory fake in `tests/fakes.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.completion_usage import CompletionUsage
+
+
+@dataclass(frozen=True)
+class CosmosContainerSpec:
+    """A Cosmos container Cirrus uses. Every container is partitioned on a synthetic `/pk`."""
+
+    name: str
+    partition_key: str = "/pk"
+    default_ttl: int | None = -1  # TTL on, items opt in with their own `ttl`
+
+
+class DocumentStore(Protocol):
+    """JSON documents with optimistic concurrency (ETags), partitioned by `pk`."""
+
+    async def read(self, container: str, id: str, pk: str) -> dict[str, Any] | None: ...
+    async def create(self, container: str, doc: Mapping[str, Any]) -> dict[str, Any]: ...
+    async def upsert(self, container: str, doc: Mapping[str, Any]) -> dict[str, Any]: ...
+    async def replace(
+        self, container: str, doc: Mapping[str, Any], *, etag: str | None = None
+    ) -> dict[str, Any]: ...
+    async def delete(self, container: str, id: str, pk: str, *, etag: str | None = None) -> bool: ...
+    async def query(
+        self,
+        container: str,
+        sql: str,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        pk: str | None = None,
+        max_items: int | None = None,
+    ) -> list[dict[str, Any]]: ...
+    async def ensure_database(self) -> None: ...
+    async def ensure_container(self, spec: CosmosContainerSpec) -> None: ...
+    async def ping(self) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+class BlobStore(Protocol):
+    """Named binary objects in containers."""
+
+    async def put(
+        self,
+        container: str,
+        name: str,
+        data: bytes | AsyncIterator[bytes],
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+    ) -> int: ...
+    async def get(self, container: str, name: str) -> bytes | None: ...
+    def stream(self, container: str, name: str) -> AsyncIterator[bytes]: ...
+    async def delete(self, container: str, name: str) -> bool: ...
+    async def ensure_container(self, name: str) -> None: ...
+    async def ping(self, container: str) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+class QueueStore(Protocol):
+    """Messages for queue-triggered functions: JSON, base64-encoded as host.json expects."""
+
+    async def send(self, queue: str, message: Mapping[str, Any], *, delay_seconds: int = 0) -> str: ...
+    async def ensure_queue(self, name: str) -> None: ...
+    async def ping(self, queue: str) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ServedBy:
+    """Which deployment answered: for headers, usage records and spans."""
+
+    model: str  # the public model name the client asked for
+    deployment: str  # model_info.id, or LiteLLM's id for the deployment
+    provider: str  # LiteLLM's provider name: openai, azure, anthropic, ...
+    upstream_model: str  # the provider's model name
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    completion: ChatCompletion
+    served_by: ServedBy
+
+
+class ChatStream(Protocol):
+    """An upstream stream already accepted by the provider, yielding OpenAI-shaped chunks.
+
+    Chunks carry `usage` only if the client asked for it (`stream_options.include_usage`);
+    `usage` on the stream itself is filled either way once the provider reports it.
+    """
+
+    served_by: ServedBy
+    usage: CompletionUsage | None
+    finish_reasons: Sequence[str]
+
+    def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]: ...
+    async def aclose(self) -> None: ...
+
+
+class LLMRouter(Protocol):
+    """Routes OpenAI-style requests for a public model name to a provider deployment."""
+
+    async def chat(self, params: Mapping[str, Any]) -> ChatResult: ...
+    async def chat_stream(self, params: Mapping[str, Any]) -> ChatStream: ...
+    async def aclose(self) -> None: ...

@@ -1,0 +1,214 @@
+"""Configuration: one `Settings` from app settings (environment), and the model routing file.
+
+App settings are what Azure Functions exposes as environment variables (and what Core Tools
+loads from `local.settings.json`). Their names are the field aliases below; keep them in step
+with `local.settings.sample.json` and the Bicep app settings (a test compares the keys).
+
+Model routing comes from a LiteLLM-style YAML file (`model_list`, `router_settings`), so a team
+can bring the config it already runs LiteLLM's proxy with.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+APP_ROOT = Path(__file__).resolve().parent.parent
+LOCAL_MODEL_CONFIG = Path("shared/model_list.local.yaml")
+# The documented development key: accepted only when CIRRUS_ENV=local.
+DEV_MASTER_KEY = "sk-cirrus-dev-master-key"
+MIN_MASTER_KEY_LENGTH = 32
+# What `UseDevelopmentStorage=true` (Core Tools' usual local setting) means: Azurite's defaults.
+# The Azure SDKs do not expand it themselves.
+AZURITE_DEFAULT_CONNECTION = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
+    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
+)
+_ENV_REF = re.compile(r"^os\.environ/([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+class ConfigError(ValueError):
+    """The app settings or the model file are invalid; the message names what, never a secret."""
+
+
+class Settings(BaseSettings):
+    """Every app setting Cirrus reads, validated once per worker process."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    env: Literal["local", "azure"] = Field("azure", alias="CIRRUS_ENV")
+    master_key: SecretStr | None = Field(None, alias="CIRRUS_MASTER_KEY")
+    models_file: Path | None = Field(None, alias="CIRRUS_MODEL_CONFIG")
+    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, alias="CIRRUS_MAX_BODY_BYTES")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="CIRRUS_LOG_LEVEL")
+
+    # Storage: a connection string locally (Azurite); in Azure the identity-based form
+    # (`AzureWebJobsStorage__blobServiceUri` ...) that the Functions host itself uses.
+    storage_connection_string: SecretStr | None = Field(None, alias="AzureWebJobsStorage")
+    storage_blob_uri: str | None = Field(None, alias="AzureWebJobsStorage__blobServiceUri")
+    storage_queue_uri: str | None = Field(None, alias="AzureWebJobsStorage__queueServiceUri")
+    storage_account_name: str | None = Field(None, alias="AzureWebJobsStorage__accountName")
+    # The user-assigned managed identity's client id; unset means DefaultAzureCredential's chain.
+    azure_client_id: str | None = Field(None, alias="AZURE_CLIENT_ID")
+
+    cosmos_endpoint: str = Field(..., alias="COSMOS_ENDPOINT")
+    cosmos_key: SecretStr | None = Field(None, alias="COSMOS_KEY")
+    cosmos_database: str = Field("cirrus", alias="COSMOS_DATABASE")
+
+    uploads_container: str = Field("uploads", alias="CIRRUS_UPLOADS_CONTAINER")
+    outputs_container: str = Field("outputs", alias="CIRRUS_OUTPUTS_CONTAINER")
+    jobs_queue: str = Field("cirrus-jobs", alias="JOBS_QUEUE")
+    batch_queue: str = Field("cirrus-batches", alias="BATCH_QUEUE")
+
+    appinsights_connection_string: SecretStr | None = Field(
+        None, alias="APPLICATIONINSIGHTS_CONNECTION_STRING"
+    )
+
+    @property
+    def is_local(self) -> bool:
+        return self.env == "local"
+
+    @field_validator("storage_connection_string", mode="before")
+    @classmethod
+    def _development_storage(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower().rstrip(";") == "usedevelopmentstorage=true":
+            return AZURITE_DEFAULT_CONNECTION
+        return value or None
+
+    @field_validator("cosmos_endpoint", "storage_blob_uri", "storage_queue_uri")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _fail_fast(self) -> Settings:
+        if self.env == "local":
+            if self.master_key is None:
+                self.master_key = SecretStr(DEV_MASTER_KEY)
+            if self.models_file is None:
+                self.models_file = LOCAL_MODEL_CONFIG
+        else:
+            key = self.master_key.get_secret_value() if self.master_key else ""
+            if len(key) < MIN_MASTER_KEY_LENGTH or key == DEV_MASTER_KEY:
+                raise ValueError(
+                    f"CIRRUS_MASTER_KEY must be set to a random secret of at least "
+                    f"{MIN_MASTER_KEY_LENGTH} characters outside local mode"
+                )
+            if self.models_file is None:
+                raise ValueError("CIRRUS_MODEL_CONFIG must name the model_list file outside local mode")
+            if self.cosmos_key is not None:
+                raise ValueError("COSMOS_KEY is for the local emulator; in Azure Cirrus uses its identity")
+        if self.storage_connection_string is None and not (
+            self.storage_account_name or (self.storage_blob_uri and self.storage_queue_uri)
+        ):
+            raise ValueError(
+                "set AzureWebJobsStorage (a connection string) or AzureWebJobsStorage__accountName"
+            )
+        return self
+
+    def resolved_models_file(self) -> Path:
+        path = self.models_file or LOCAL_MODEL_CONFIG
+        return path if path.is_absolute() else APP_ROOT / path
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use (never at import time)."""
+    try:
+        return Settings()  # type: ignore[call-arg]  # values come from the environment
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, "app settings")) from None
+
+
+def describe_validation_error(exc: ValidationError, what: str) -> str:
+    """A one-line summary naming each bad field (by its alias) without echoing any value."""
+    problems = []
+    for err in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or what
+        problems.append(f"{where}: {err['msg']}")
+    return f"invalid {what}: " + "; ".join(problems)
+
+
+# --- model routing file ---------------------------------------------------------------------
+
+
+class LiteLLMParams(BaseModel):
+    """A deployment's `litellm_params`: `model` is `provider/model`; the rest goes to LiteLLM."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+
+
+class Deployment(BaseModel):
+    """One entry of `model_list`: a public model name served by one provider deployment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_name: str = Field(min_length=1, max_length=256)
+    litellm_params: LiteLLMParams
+    model_info: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelConfig(BaseModel):
+    """The parsed model file. Keys LiteLLM's proxy also reads and Cirrus ignores are allowed."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model_list: list[Deployment] = Field(min_length=1)
+    router_settings: dict[str, Any] = Field(default_factory=dict)
+    litellm_settings: dict[str, Any] = Field(default_factory=dict)
+
+    def model_names(self) -> list[str]:
+        """Public model names in file order, each once."""
+        return list(dict.fromkeys(d.model_name for d in self.model_list))
+
+    def deployments(self, model_name: str) -> list[Deployment]:
+        return [d for d in self.model_list if d.model_name == model_name]
+
+
+def load_model_config(path: Path, environ: Mapping[str, str] | None = None) -> ModelConfig:
+    """Parse and check the model file. Referenced `os.environ/NAME` values must be set."""
+    environ = os.environ if environ is None else environ
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read model config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"model config {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"model config {path} must be a mapping with a `model_list`")
+    try:
+        config = ModelConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, f"model config {path}")) from None
+    missing = sorted(
+        name
+        for deployment in config.model_list
+        for value in deployment.litellm_params.model_dump().values()
+        if isinstance(value, str) and (m := _ENV_REF.match(value)) and (name := m.group(1)) not in environ
+    )
+    if missing:
+        raise ConfigError(f"model config {path} refers to unset environment variables: {', '.join(missing)}")
+    return config

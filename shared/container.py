@@ -1,0 +1,191 @@
+"""The typed container: settings, clients and services, built once per worker process.
+
+Functions get it with `await get_container()`. Building it reads the app settings and the model
+file and creates the Azure clients (no network I/O), then in local mode creates any missing
+database, containers and queues. The LLM router, whose import takes seconds, is built on first
+use in a worker thread so the event loop keeps serving meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared import telemetry
+from shared.clients.protocols import BlobStore, DocumentStore, LLMRouter, QueueStore
+from shared.config import ConfigError, ModelConfig, Settings, get_settings, load_model_config
+from shared.errors import ServiceUnavailableError
+from shared.services.auth import AuthService
+from shared.services.chat import ChatService
+from shared.services.health import HealthService
+from shared.services.model_catalog import ModelCatalog
+from shared.services.provisioning import provision, required_resources
+
+log = logging.getLogger("cirrus.container")
+
+LLMFactory = Callable[[ModelConfig], LLMRouter]
+
+
+@dataclass
+class Clients:
+    documents: DocumentStore
+    blobs: BlobStore
+    queues: QueueStore
+
+    async def aclose(self) -> None:
+        for client in (self.documents, self.blobs, self.queues):
+            await client.aclose()
+
+
+class Container:
+    """Everything a function needs, wired once. Services get their clients from here."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        models: ModelConfig,
+        clients: Clients,
+        llm_factory: LLMFactory,
+        *,
+        models_created: int = 0,
+    ) -> None:
+        self.settings = settings
+        self.models = models
+        self.clients = clients
+        self.catalog = ModelCatalog(models, created=models_created)
+        self.auth = AuthService(settings.master_key)  # type: ignore[arg-type]  # set by Settings' validator
+        self._llm_factory = llm_factory
+        self._llm: LLMRouter | None = None
+        self._llm_lock = asyncio.Lock()
+
+    async def llm(self) -> LLMRouter:
+        """The router, built on first use off the event loop (LiteLLM's import is slow)."""
+        if self._llm is None:
+            async with self._llm_lock:
+                if self._llm is None:
+                    self._llm = await asyncio.to_thread(self._llm_factory, self.models)
+        return self._llm
+
+    async def chat(self) -> ChatService:
+        return ChatService(await self.llm(), self.catalog)
+
+    def health(self) -> HealthService:
+        settings, clients = self.settings, self.clients
+
+        async def models() -> dict[str, Any]:
+            await self.llm()
+            return {"models": len(self.catalog.list())}
+
+        return HealthService(
+            {
+                "cosmos": clients.documents.ping,
+                "blob": lambda: clients.blobs.ping(settings.uploads_container),
+                "queue": lambda: clients.queues.ping(settings.jobs_queue),
+                "models": models,
+            }
+        )
+
+    async def aclose(self) -> None:
+        await self.clients.aclose()
+        if self._llm is not None:
+            await self._llm.aclose()
+
+
+def azure_clients(settings: Settings) -> Clients:
+    """Adapters for Cosmos, Blob and Queue: keys locally, the managed identity in Azure."""
+    from shared.clients.blob_store import AzureBlobStore  # noqa: PLC0415 - keeps SDK imports off /health
+    from shared.clients.cosmos_store import CosmosDocumentStore  # noqa: PLC0415
+    from shared.clients.queue_store import AzureQueueStore  # noqa: PLC0415
+
+    credential: Any = None
+    if settings.storage_connection_string is None or settings.cosmos_key is None:
+        from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415
+
+        credential = DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id)
+    if settings.storage_connection_string is not None:
+        conn = settings.storage_connection_string.get_secret_value()
+        blobs = AzureBlobStore.from_connection_string(conn)
+        queues = AzureQueueStore.from_connection_string(conn)
+    else:
+        account = settings.storage_account_name
+        blobs = AzureBlobStore.from_identity(
+            settings.storage_blob_uri or f"https://{account}.blob.core.windows.net", credential
+        )
+        queues = AzureQueueStore.from_identity(
+            settings.storage_queue_uri or f"https://{account}.queue.core.windows.net", credential
+        )
+    cosmos_credential = settings.cosmos_key.get_secret_value() if settings.cosmos_key else credential
+    documents = CosmosDocumentStore(
+        settings.cosmos_endpoint, cosmos_credential, settings.cosmos_database, local=settings.is_local
+    )
+    return Clients(documents=documents, blobs=blobs, queues=queues)
+
+
+def litellm_router(models: ModelConfig) -> LLMRouter:
+    from shared.clients.llm_router import LiteLLMRouter  # noqa: PLC0415 - imports litellm
+
+    return LiteLLMRouter(models)
+
+
+async def build_container(
+    settings: Settings | None = None,
+    *,
+    clients: Callable[[Settings], Clients] = azure_clients,
+    llm_factory: LLMFactory = litellm_router,
+) -> Container:
+    """Read settings and the model file, create clients and, in local mode, missing resources."""
+    try:
+        settings = settings or get_settings()
+        path = settings.resolved_models_file()
+        models = load_model_config(path)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        raise ServiceUnavailableError("Cirrus is not configured correctly; see the server log.") from exc
+    logging.getLogger("cirrus").setLevel(settings.log_level)
+    telemetry.configure_exporters(
+        settings.appinsights_connection_string.get_secret_value()
+        if settings.appinsights_connection_string
+        else None
+    )
+    built = clients(settings)
+    if settings.is_local:
+        try:
+            await provision(required_resources(settings), built.documents, built.blobs, built.queues)
+        except Exception as exc:
+            await built.aclose()
+            log.error("local provisioning failed: %s", type(exc).__name__)
+            raise ServiceUnavailableError("A storage dependency of Cirrus is unreachable.") from exc
+    return Container(settings, models, built, llm_factory, models_created=int(path.stat().st_mtime))
+
+
+@dataclass
+class _Slot:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    container: Container | None = None
+
+
+class _PerLoop:
+    """One container per event loop: async SDK clients must not cross loops."""
+
+    def __init__(self) -> None:
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Slot] = weakref.WeakKeyDictionary()
+
+    async def get(self, factory: Callable[[], Awaitable[Container]]) -> Container:
+        slot = self._slots.setdefault(asyncio.get_running_loop(), _Slot())
+        if slot.container is None:
+            async with slot.lock:
+                if slot.container is None:  # a failed build is not cached: the next call retries
+                    slot.container = await factory()
+        return slot.container
+
+
+_containers = _PerLoop()
+
+
+async def get_container() -> Container:
+    """The worker's container, built on first use."""
+    return await _containers.get(build_container)

@@ -1,0 +1,35 @@
+"""The public model names Cirrus serves, from the model file, in OpenAI's model-list shape."""
+
+from __future__ import annotations
+
+from openai.types import Model
+
+from shared.config import ModelConfig
+from shared.errors import ModelNotFoundError
+
+
+class ModelCatalog:
+    def __init__(self, config: ModelConfig, created: int) -> None:
+        self._config = config
+        self._models = {name: self._model(name, created) for name in config.model_names()}
+
+    def require(self, name: str) -> None:
+        """Raise 404 `model_not_found` unless `name` is served."""
+        if name not in self._models:
+            raise ModelNotFoundError(name)
+
+    def get(self, name: str) -> Model:
+        self.require(name)
+        return self._models[name]
+
+    def list(self) -> list[Model]:
+        return list(self._models.values())
+
+    def _model(self, name: str, created: int) -> Model:
+        info = self._config.deployments(name)[0].model_info
+        return Model(
+            id=name,
+            object="model",
+            created=int(info.get("created", created)),
+            owned_by=str(info.get("owned_by", "cirrus")),
+        )

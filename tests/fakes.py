@@ -1,0 +1,218 @@
+"""In-memory fakes of the client Protocols, for unit tests only (integration tests use emulators)."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import itertools
+import json
+import uuid
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.completion_usage import CompletionUsage
+
+from shared.clients.protocols import ChatResult, CosmosContainerSpec, ServedBy
+from shared.errors import ConflictError, PreconditionFailedError, UpstreamError
+from tests import factories
+
+
+class InMemoryDocumentStore:
+    """Documents by container and (pk, id), with ETags that change on every write."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, dict[tuple[str, str], dict[str, Any]]] = defaultdict(dict)
+        self.containers: dict[str, CosmosContainerSpec] = {}
+        self.database_created = False
+        self.fail_ping: Exception | None = None
+
+    async def read(self, container: str, id: str, pk: str) -> dict[str, Any] | None:
+        item = self.items[container].get((pk, id))
+        return copy.deepcopy(item) if item else None
+
+    async def create(self, container: str, doc: Mapping[str, Any]) -> dict[str, Any]:
+        if (doc["pk"], doc["id"]) in self.items[container]:
+            raise ConflictError(f"{container} item {doc['id']!r} already exists")
+        return self._write(container, doc)
+
+    async def upsert(self, container: str, doc: Mapping[str, Any]) -> dict[str, Any]:
+        return self._write(container, doc)
+
+    async def replace(
+        self, container: str, doc: Mapping[str, Any], *, etag: str | None = None
+    ) -> dict[str, Any]:
+        current = self.items[container].get((doc["pk"], doc["id"]))
+        if current is None:
+            raise KeyError(doc["id"])
+        if etag is not None and current["_etag"] != etag:
+            raise PreconditionFailedError("changed meanwhile")
+        return self._write(container, doc)
+
+    async def delete(self, container: str, id: str, pk: str, *, etag: str | None = None) -> bool:
+        current = self.items[container].get((pk, id))
+        if current is None:
+            return False
+        if etag is not None and current["_etag"] != etag:
+            raise PreconditionFailedError("changed meanwhile")
+        del self.items[container][(pk, id)]
+        return True
+
+    async def query(
+        self,
+        container: str,
+        sql: str,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        pk: str | None = None,
+        max_items: int | None = None,
+    ) -> list[dict[str, Any]]:
+        # Enough SQL for unit tests: every item of the partition (or container), in insert order.
+        items = [copy.deepcopy(v) for (p, _), v in self.items[container].items() if pk is None or p == pk]
+        return items[:max_items] if max_items else items
+
+    async def ensure_database(self) -> None:
+        self.database_created = True
+
+    async def ensure_container(self, spec: CosmosContainerSpec) -> None:
+        self.containers.setdefault(spec.name, spec)
+
+    async def ping(self) -> None:
+        if self.fail_ping:
+            raise self.fail_ping
+
+    async def aclose(self) -> None:
+        pass
+
+    def _write(self, container: str, doc: Mapping[str, Any]) -> dict[str, Any]:
+        stored = {**copy.deepcopy(dict(doc)), "_etag": uuid.uuid4().hex}
+        self.items[container][(doc["pk"], doc["id"])] = stored
+        return copy.deepcopy(stored)
+
+
+class InMemoryBlobStore:
+    def __init__(self) -> None:
+        self.blobs: dict[tuple[str, str], bytes] = {}
+        self.containers: set[str] = set()
+
+    async def put(
+        self,
+        container: str,
+        name: str,
+        data: bytes | AsyncIterator[bytes],
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+    ) -> int:
+        body = data if isinstance(data, bytes) else b"".join([chunk async for chunk in data])
+        self.blobs[(container, name)] = body
+        return len(body)
+
+    async def get(self, container: str, name: str) -> bytes | None:
+        return self.blobs.get((container, name))
+
+    async def stream(self, container: str, name: str) -> AsyncIterator[bytes]:
+        if (container, name) not in self.blobs:
+            raise KeyError(f"{container}/{name}")
+        yield self.blobs[(container, name)]
+
+    async def delete(self, container: str, name: str) -> bool:
+        return self.blobs.pop((container, name), None) is not None
+
+    async def ensure_container(self, name: str) -> None:
+        self.containers.add(name)
+
+    async def ping(self, container: str) -> None:
+        if container not in self.containers:
+            raise LookupError(container)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class InMemoryQueueStore:
+    def __init__(self) -> None:
+        self.messages: dict[str, list[str]] = defaultdict(list)
+        self.queues: set[str] = set()
+
+    async def send(self, queue: str, message: Mapping[str, Any], *, delay_seconds: int = 0) -> str:
+        self.messages[queue].append(base64.b64encode(json.dumps(message).encode()).decode())
+        return uuid.uuid4().hex
+
+    async def ensure_queue(self, name: str) -> None:
+        self.queues.add(name)
+
+    async def ping(self, queue: str) -> None:
+        if queue not in self.queues:
+            raise LookupError(queue)
+
+    async def aclose(self) -> None:
+        pass
+
+
+@dataclass
+class FakeStream:
+    chunks: list[ChatCompletionChunk]
+    served_by: ServedBy
+    usage: CompletionUsage | None = None
+    fail_after: int | None = None
+    finish_reasons: list[str] = field(default_factory=list)
+    closed: bool = False
+
+    async def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
+        for index, chunk in enumerate(self.chunks):
+            if self.fail_after is not None and index >= self.fail_after:
+                raise UpstreamError("The model provider returned an error.")
+            self.finish_reasons.extend(c.finish_reason for c in chunk.choices if c.finish_reason)
+            if chunk.usage is not None:
+                self.usage = chunk.usage
+            yield chunk
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class FakeLLMRouter:
+    """A scriptable router: `enqueue` replies (text or an exception), then inspect `calls`."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.streams: list[FakeStream] = []
+        self._script: deque[str | BaseException] = deque()
+        self._ids = itertools.count(1)
+
+    def enqueue(self, *replies: str | BaseException) -> None:
+        self._script.extend(replies)
+
+    def _next(self) -> str:
+        reply = self._script.popleft() if self._script else "Hello from the fake router."
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    async def chat(self, params: Mapping[str, Any]) -> ChatResult:
+        self.calls.append(dict(params))
+        text = self._next()
+        completion = ChatCompletion.model_validate(factories.completion_dict(text, model=params["model"]))
+        return ChatResult(completion, served_by(params["model"]))
+
+    async def chat_stream(self, params: Mapping[str, Any], *, fail_after: int | None = None) -> FakeStream:
+        self.calls.append(dict(params))
+        text = self._next()
+        include_usage = bool((params.get("stream_options") or {}).get("include_usage"))
+        chunks = [
+            ChatCompletionChunk.model_validate(c)
+            for c in factories.chunk_dicts(text, model=params["model"], include_usage=include_usage)
+        ]
+        stream = FakeStream(chunks, served_by(params["model"]), fail_after=fail_after)
+        self.streams.append(stream)
+        return stream
+
+    async def aclose(self) -> None:
+        pass
+
+
+def served_by(model: str) -> ServedBy:
+    return ServedBy(model=model, deployment="fake-1", provider="openai", upstream_model="gpt-4o-mini")

@@ -1,0 +1,63 @@
+"""Smoke test: the app indexes as the Functions host will see it, every route and binding."""
+
+import functools
+import subprocess
+import sys
+from pathlib import Path
+
+import azure.functions as func
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPECTED_HTTP = {
+    "health": ("health", ["GET"]),
+    "health_ready": ("health/ready", ["GET"]),
+    "list_models": ("v1/models", ["GET"]),
+    "chat_completions": ("v1/chat/completions", ["POST"]),
+    "unknown_route": ("v1/{*path}", ["GET", "POST", "PUT", "PATCH", "DELETE"]),
+}
+EXPECTED_QUEUES: dict[str, tuple[str, str]] = {}  # name -> (queue setting, connection)
+
+
+@functools.cache  # get_functions() refuses to run twice on one app (it re-checks name uniqueness)
+def functions():
+    import function_app
+
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
+def test_every_function_is_registered_with_its_route_methods_and_auth():
+    found = functions()
+    assert set(found) == set(EXPECTED_HTTP) | set(EXPECTED_QUEUES)
+    for name, (route, methods) in EXPECTED_HTTP.items():
+        trigger = found[name].get_trigger()
+        assert trigger.get_binding_name() == "httpTrigger"
+        assert trigger.route == route
+        assert [m.value for m in trigger.methods] == methods
+        # Cirrus checks keys itself; host-level function keys would break OpenAI clients.
+        assert trigger.auth_level == func.AuthLevel.ANONYMOUS
+
+
+def test_queue_triggers_name_their_settings():
+    found = functions()
+    for name, (queue, connection) in EXPECTED_QUEUES.items():
+        trigger = found[name].get_trigger()
+        assert trigger.queue_name == queue
+        assert trigger.connection == connection
+
+
+def test_http_functions_take_the_fastapi_request_for_streaming():
+    from fastapi import Request
+
+    for name in EXPECTED_HTTP:
+        fn = functions()[name].get_user_function()
+        assert fn.__annotations__["req"] is Request, name
+        assert not hasattr(fn, "__wrapped__"), f"{name}: the host would index the wrong signature"
+
+
+def test_importing_the_app_does_not_import_litellm():
+    # A fresh interpreter: other tests in this process may have imported LiteLLM already.
+    probe = "import function_app, sys; assert 'litellm' not in sys.modules, 'litellm imported'"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -1,0 +1,132 @@
+"""The LiteLLM-style model file: loading, checks, and what reaches LiteLLM's Router."""
+
+from pathlib import Path
+
+import pytest
+
+from shared.clients.llm_router import DEFAULT_TIMEOUT_S, _router_arguments
+from shared.config import LOCAL_MODEL_CONFIG, ConfigError, ModelConfig, Settings, load_model_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path, text):
+    path = tmp_path / "models.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_local_model_file_loads():
+    config = load_model_config(ROOT / LOCAL_MODEL_CONFIG, {"CIRRUS_LOCAL_PROVIDER_URL": "http://x/v1"})
+    assert config.model_names() == ["cirrus-local"]
+    assert config.deployments("cirrus-local")[0].litellm_params.model == "openai/gpt-4o-mini"
+
+
+def test_a_litellm_proxy_config_loads_unchanged(tmp_path):
+    path = write(
+        tmp_path,
+        """
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: azure/gpt-4o-eu
+      api_base: os.environ/AZURE_API_BASE
+      api_key: os.environ/AZURE_API_KEY
+      rpm: 60
+  - model_name: gpt-4o
+    litellm_params: {model: openai/gpt-4o, api_key: os.environ/OPENAI_API_KEY}
+  - model_name: claude
+    litellm_params: {model: anthropic/claude-sonnet-4-5, api_key: os.environ/ANTHROPIC_API_KEY}
+router_settings: {routing_strategy: simple-shuffle, num_retries: 2}
+general_settings: {master_key: sk-ignored}
+""",
+    )
+    env = {
+        "AZURE_API_BASE": "https://x",
+        "AZURE_API_KEY": "k",
+        "OPENAI_API_KEY": "k",
+        "ANTHROPIC_API_KEY": "k",
+    }
+    config = load_model_config(path, env)
+    assert config.model_names() == ["gpt-4o", "claude"]
+    assert len(config.deployments("gpt-4o")) == 2
+    assert config.deployments("gpt-4o")[0].litellm_params.model_extra == {
+        "api_base": "os.environ/AZURE_API_BASE",
+        "api_key": "os.environ/AZURE_API_KEY",
+        "rpm": 60,
+    }
+
+
+def test_unset_environment_references_fail_fast_by_name(tmp_path):
+    path = write(
+        tmp_path,
+        "model_list:\n  - model_name: m\n"
+        "    litellm_params: {model: openai/x, api_key: os.environ/NOPE_KEY}\n",
+    )
+    with pytest.raises(ConfigError, match="NOPE_KEY"):
+        load_model_config(path, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("model_list: []\n", "model_list"),
+        ("- just a list\n", "mapping"),
+        ("model_list: [{model_name: m}]\n", "litellm_params"),
+        ("model_list: [{model_name: m, litellm_params: {}}]\n", "model"),
+        ("model_list: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_files_are_rejected_with_a_reason(tmp_path, text, match):
+    with pytest.raises(ConfigError, match=match):
+        load_model_config(write(tmp_path, text), {})
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_model_config(tmp_path / "absent.yaml", {})
+
+
+class FakeRouter:
+    def __init__(
+        self, model_list=None, num_retries=None, timeout=None, routing_strategy=None, set_verbose=False
+    ):
+        pass
+
+
+def config(**extra):
+    return ModelConfig.model_validate(
+        {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x"}}], **extra}
+    )
+
+
+def test_router_settings_pass_through_with_a_default_timeout():
+    kwargs, call = _router_arguments(config(router_settings={"num_retries": 3}), FakeRouter)
+    assert kwargs == {"num_retries": 3, "timeout": DEFAULT_TIMEOUT_S}
+    assert call == {}
+
+
+@pytest.mark.parametrize("key", ["not_a_router_arg", "set_verbose", "model_list"])
+def test_router_settings_that_cirrus_cannot_honour_fail(key):
+    with pytest.raises(ConfigError, match=key):
+        _router_arguments(config(router_settings={key: 1}), FakeRouter)
+
+
+def test_litellm_settings_map_to_per_router_equivalents_only():
+    kwargs, call = _router_arguments(
+        config(litellm_settings={"num_retries": 1, "request_timeout": 9, "drop_params": True}), FakeRouter
+    )
+    assert kwargs == {"num_retries": 1, "timeout": 9}
+    assert call == {"drop_params": True}
+    with pytest.raises(ConfigError, match="success_callback"):
+        _router_arguments(config(litellm_settings={"success_callback": ["langfuse"]}), FakeRouter)
+
+
+def test_settings_resolve_relative_model_file_against_the_app_root():
+    settings = Settings(
+        _env_file=None,
+        CIRRUS_ENV="local",
+        AzureWebJobsStorage="UseDevelopmentStorage=true",
+        COSMOS_ENDPOINT="http://127.0.0.1:8081",
+    )
+    assert settings.resolved_models_file() == ROOT / LOCAL_MODEL_CONFIG

@@ -1,0 +1,185 @@
+"""LiteLLM's objects, as dumped, become OpenAI's wire shapes (validated against OpenAI's spec)."""
+
+from shared.clients.llm_router import (
+    normalise_chunk,
+    normalise_completion,
+    provider_message,
+    retry_after_seconds,
+)
+from tests.openapi import assert_matches
+
+# What LiteLLM 1.102's ModelResponse.model_dump() gives for an OpenAI-compatible upstream.
+LITELLM_COMPLETION = {
+    "id": "c1",
+    "created": 1,
+    "model": "gpt-4o-mini",
+    "object": "chat.completion",
+    "system_fingerprint": None,
+    "choices": [
+        {
+            "finish_reason": "stop",
+            "index": 0,
+            "message": {
+                "content": "hi",
+                "role": "assistant",
+                "tool_calls": None,
+                "function_call": None,
+                "provider_specific_fields": {"refusal": None},
+            },
+            "provider_specific_fields": {},
+        }
+    ],
+    "usage": {
+        "completion_tokens": 1,
+        "prompt_tokens": 5,
+        "total_tokens": 6,
+        "completion_tokens_details": None,
+        "prompt_tokens_details": None,
+    },
+    "moderation": None,
+    "service_tier": None,
+}
+LITELLM_TOOL_CALL = {
+    **LITELLM_COMPLETION,
+    "choices": [
+        {
+            "finish_reason": "tool_calls",
+            "index": 0,
+            "message": {
+                "content": None,
+                "role": "assistant",
+                "function_call": None,
+                "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": '{"a":1}'}}
+                ],
+            },
+        }
+    ],
+}
+LITELLM_CHUNK = {
+    "id": "c1",
+    "created": 1,
+    "model": "gpt-4o-mini",
+    "object": "chat.completion.chunk",
+    "system_fingerprint": None,
+    "choices": [
+        {
+            "finish_reason": None,
+            "index": 0,
+            "delta": {
+                "provider_specific_fields": None,
+                "refusal": None,
+                "content": "there ",
+                "role": None,
+                "function_call": None,
+                "tool_calls": None,
+                "audio": None,
+            },
+            "logprobs": None,
+        }
+    ],
+    "provider_specific_fields": None,
+    "citations": None,
+    "moderation": None,
+    "service_tier": None,
+}
+LITELLM_USAGE_CHUNK = {
+    "id": "c1",
+    "created": 1,
+    "model": "gpt-4o-mini",
+    "object": "chat.completion.chunk",
+    "choices": [
+        {
+            "finish_reason": None,
+            "index": 0,
+            "delta": {
+                "content": None,
+                "role": None,
+                "function_call": None,
+                "tool_calls": None,
+                "audio": None,
+            },
+            "logprobs": None,
+        }
+    ],
+    "usage": {
+        "completion_tokens": 6,
+        "prompt_tokens": 5,
+        "total_tokens": 11,
+        "completion_tokens_details": {
+            "accepted_prediction_tokens": None,
+            "audio_tokens": None,
+            "reasoning_tokens": 0,
+        },
+        "prompt_tokens_details": None,
+    },
+}
+
+
+def test_completion_matches_openai_schema_and_keeps_the_public_model_name():
+    out = normalise_completion(LITELLM_COMPLETION, "cirrus-local")
+    assert_matches("CreateChatCompletionResponse", out)
+    assert out["model"] == "cirrus-local"
+    assert out["choices"][0]["message"] == {"role": "assistant", "content": "hi", "refusal": None}
+    assert out["choices"][0]["logprobs"] is None
+    assert "provider_specific_fields" not in str(out)
+    assert "system_fingerprint" not in out  # null is not allowed there
+
+
+def test_tool_calls_survive():
+    out = normalise_completion(LITELLM_TOOL_CALL, "m")
+    assert_matches("CreateChatCompletionResponse", out)
+    assert out["choices"][0]["message"]["tool_calls"][0]["function"] == {
+        "name": "add",
+        "arguments": '{"a":1}',
+    }
+    assert out["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_chunk_drops_litellm_fields_and_null_deltas():
+    out = normalise_chunk(LITELLM_CHUNK, "m", include_usage=False)
+    assert_matches("CreateChatCompletionStreamResponse", out)
+    assert out["choices"][0]["delta"] == {"content": "there "}
+    assert "usage" not in out
+
+
+def test_chunk_carries_null_usage_when_the_client_asked_for_usage():
+    out = normalise_chunk(LITELLM_CHUNK, "m", include_usage=True)
+    assert_matches("CreateChatCompletionStreamResponse", out)
+    assert out["usage"] is None
+
+
+def test_usage_chunk_has_no_choices_like_openai():
+    out = normalise_chunk(LITELLM_USAGE_CHUNK, "m", include_usage=True)
+    assert_matches("CreateChatCompletionStreamResponse", out)
+    assert out["choices"] == []
+    assert out["usage"] == {
+        "prompt_tokens": 5,
+        "completion_tokens": 6,
+        "total_tokens": 11,
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
+
+
+def test_unknown_finish_reason_becomes_stop():
+    raw = {
+        **LITELLM_COMPLETION,
+        "choices": [{**LITELLM_COMPLETION["choices"][0], "finish_reason": "end_turn"}],
+    }
+    assert normalise_completion(raw, "m")["choices"][0]["finish_reason"] == "stop"
+
+
+def test_provider_message_strips_litellm_decoration():
+    text = (
+        "litellm.BadRequestError: OpenAIException - Invalid schema for function 'f'. "
+        "Received Model Group=cirrus-local\nAvailable Model Group Fallbacks=None"
+    )
+    assert provider_message(Exception(text)) == "Invalid schema for function 'f'."
+
+
+def test_retry_after_forms():
+    assert retry_after_seconds({"Retry-After": "7"}) == 7
+    assert retry_after_seconds({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    assert retry_after_seconds({}) is None
+    assert retry_after_seconds({"retry-after": "garbage"}) is None
+    assert 0 <= retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0

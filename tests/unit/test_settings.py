@@ -1,0 +1,108 @@
+"""Settings: local defaults, fail-fast validation, and agreement with local.settings.sample.json."""
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from shared.config import AZURITE_DEFAULT_CONNECTION, DEV_MASTER_KEY, LOCAL_MODEL_CONFIG, Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+STRONG_KEY = "sk-" + "x" * 40
+# Settings the Functions host or libraries read, not Cirrus's Settings.
+HOST_SETTINGS = {
+    "FUNCTIONS_WORKER_RUNTIME",
+    "PYTHON_ENABLE_INIT_INDEXING",
+    "LITELLM_LOCAL_MODEL_COST_MAP",
+    "CIRRUS_LOCAL_PROVIDER_URL",  # read by the local model file (os.environ/...), not by Settings
+}
+
+
+def local(**values):
+    base = {
+        "CIRRUS_ENV": "local",
+        "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+        "COSMOS_ENDPOINT": "http://127.0.0.1:8081",
+        "COSMOS_KEY": "k",
+    }
+    return Settings(_env_file=None, **{**base, **values})
+
+
+def azure(**values):
+    base = {
+        "CIRRUS_ENV": "azure",
+        "CIRRUS_MASTER_KEY": STRONG_KEY,
+        "CIRRUS_MODEL_CONFIG": "models.yaml",
+        "AzureWebJobsStorage__accountName": "acct",
+        "COSMOS_ENDPOINT": "https://acct.documents.azure.com:443/",
+    }
+    return Settings(_env_file=None, **{**base, **values})
+
+
+def test_local_mode_has_dev_defaults():
+    settings = local()
+    assert settings.master_key.get_secret_value() == DEV_MASTER_KEY
+    assert settings.models_file == LOCAL_MODEL_CONFIG
+    assert settings.resolved_models_file().is_file()
+
+
+def test_use_development_storage_means_azurite_defaults():
+    assert local().storage_connection_string.get_secret_value() == AZURITE_DEFAULT_CONNECTION
+
+
+def test_azure_mode_accepts_identity_based_storage():
+    settings = azure()
+    assert settings.storage_connection_string is None
+    assert settings.storage_account_name == "acct"
+
+
+@pytest.mark.parametrize("key", [None, "short", DEV_MASTER_KEY])
+def test_azure_mode_refuses_missing_weak_or_dev_master_key(key):
+    values = {"CIRRUS_MASTER_KEY": key} if key else {"CIRRUS_MASTER_KEY": ""}
+    with pytest.raises(ValidationError, match="CIRRUS_MASTER_KEY"):
+        azure(**values)
+
+
+def test_azure_mode_needs_a_model_file_and_no_cosmos_key():
+    with pytest.raises(ValidationError, match="CIRRUS_MODEL_CONFIG"):
+        azure(CIRRUS_MODEL_CONFIG=None)
+    with pytest.raises(ValidationError, match="COSMOS_KEY"):
+        azure(COSMOS_KEY="emulator-key")
+
+
+def test_storage_must_be_configured_one_way_or_another():
+    with pytest.raises(ValidationError, match="AzureWebJobsStorage"):
+        azure(AzureWebJobsStorage__accountName=None)
+
+
+def test_endpoints_must_be_urls():
+    with pytest.raises(ValidationError, match="http"):
+        local(COSMOS_ENDPOINT="127.0.0.1:8081")
+
+
+def test_errors_never_echo_secret_values():
+    with pytest.raises(ValidationError) as info:
+        azure(CIRRUS_MASTER_KEY="secret-but-short")
+    from shared.config import describe_validation_error
+
+    assert "secret-but-short" not in describe_validation_error(info.value, "app settings")
+
+
+def test_sample_local_settings_match_settings_fields():
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    aliases = {field.alias for field in Settings.model_fields.values()}
+    # Identity-only settings have no place in a local file.
+    identity_only = {
+        "AzureWebJobsStorage__blobServiceUri",
+        "AzureWebJobsStorage__queueServiceUri",
+        "AzureWebJobsStorage__accountName",
+        "AZURE_CLIENT_ID",
+    }
+    assert set(sample) - HOST_SETTINGS == aliases - identity_only
+
+
+def test_sample_local_settings_are_valid_settings():
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    settings = Settings(_env_file=None, **{k: v for k, v in sample.items() if k not in HOST_SETTINGS})
+    assert settings.is_local
