@@ -1,0 +1,54 @@
+"""The local stack as users run it: emulators, fake provider and the local Functions host."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tools.stack import DEV_MASTER_KEY, LOOPBACK, Emulators, app_env, free_port, local_host
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    base_url: str  # the local Functions host
+    provider_url: str  # the fake provider's root (its control API lives under /_control)
+    master_key: str
+    log: Path
+
+    def client(self, **options) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=f"{self.base_url}/v1", api_key=self.master_key, max_retries=0, **options
+        )
+
+    def provider(self) -> httpx.Client:
+        return httpx.Client(base_url=self.provider_url, timeout=10)
+
+
+@pytest.fixture(scope="session")
+def stack(
+    emulators: Emulators, fake_provider_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalStack]:
+    workdir = tmp_path_factory.mktemp("local-host")
+    port = free_port()
+    provider_port = int(fake_provider_url.rsplit(":", 1)[1])
+    env = app_env(emulators, provider_port, CIRRUS_MASTER_KEY=DEV_MASTER_KEY, COSMOS_DATABASE="cirrus-e2e")
+    log = workdir / "funchost.log"
+    host = local_host(port, env, log).start()
+    try:
+        host.wait_ready()
+        yield LocalStack(f"http://{LOOPBACK}:{port}", fake_provider_url, DEV_MASTER_KEY, log)
+    finally:
+        host.stop()
+
+
+@pytest.fixture
+def provider(stack: LocalStack) -> Iterator[httpx.Client]:
+    """The fake provider's control API, reset so each test scripts its own behaviour."""
+    with stack.provider() as client:
+        client.post("/_control/reset").raise_for_status()
+        yield client

@@ -1,0 +1,42 @@
+"""End to end: models, health and unknown routes on the local host."""
+
+import httpx
+
+from tests.openapi import assert_matches
+
+
+def test_models_list(stack):
+    models = stack.client().models.list()
+    assert [m.id for m in models.data] == ["cirrus-local"]
+    raw = httpx.get(
+        f"{stack.base_url}/v1/models", headers={"Authorization": f"Bearer {stack.master_key}"}
+    ).json()
+    assert_matches("ListModelsResponse", raw)
+
+
+def test_models_need_a_key(stack):
+    assert httpx.get(f"{stack.base_url}/v1/models").status_code == 401
+
+
+def test_liveness(stack):
+    response = httpx.get(f"{stack.base_url}/health")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_readiness_checks_every_dependency(stack):
+    response = httpx.get(f"{stack.base_url}/health/ready", timeout=30)
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["status"] == "ready"
+    assert set(body["checks"]) == {"cosmos", "blob", "queue", "models"}
+    for check in body["checks"].values():
+        assert check["status"] == "ok" and check["latency_ms"] >= 0
+    assert body["checks"]["models"]["detail"] == {"models": 1}
+
+
+def test_unknown_v1_route_is_an_openai_404(stack):
+    response = httpx.post(
+        f"{stack.base_url}/v1/nope", headers={"Authorization": f"Bearer {stack.master_key}"}
+    )
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "unknown_url"
