@@ -48,6 +48,8 @@ _FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "
 def _import_litellm() -> Any:
     # Without this LiteLLM downloads its model price list from the internet at import.
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    # LiteLLM logs every call at INFO through its own handler; Cirrus logs what matters itself.
+    os.environ.setdefault("LITELLM_LOG", "WARNING")
     import litellm  # noqa: PLC0415 - deliberately lazy, see the module docstring
 
     return litellm
