@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 .PHONY: dev test setup lint unit integration e2e bench lock clean
 
 dev: setup
-	$(BIN)/python -m tools.stack
+	$(BIN)/python -m tools.stack $(STACK_ARGS)
 
 test: setup lint
 	$(BIN)/python -m pytest -c tests/pytest.ini $(PYTEST_ARGS)
