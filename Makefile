@@ -27,6 +27,7 @@ node_modules/.installed: package.json package-lock.json
 
 lint: setup
 	$(BIN)/ruff check --config tools/ruff.toml .
+	$(BIN)/ruff format --config tools/ruff.toml --check .
 
 unit integration e2e: setup
 	$(BIN)/python -m pytest -c tests/pytest.ini tests/$@ $(PYTEST_ARGS)

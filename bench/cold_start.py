@@ -23,9 +23,12 @@ def one_run() -> tuple[float, float]:
     host = Ports.defaults().host
     with tempfile.TemporaryDirectory() as workdir:
         started = time.monotonic()
-        proc = subprocess.Popen(  # noqa: S603 - fixed argv
-            ["make", "--no-print-directory", "dev", f"STACK_ARGS=--workdir {workdir}"],  # noqa: S607
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        proc = subprocess.Popen(
+            ["make", "--no-print-directory", "dev", f"STACK_ARGS=--workdir {workdir}"],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         live = ready = None
         try:
@@ -54,8 +57,10 @@ def main() -> None:
     runs = [one_run() for _ in range(args.repeats)]
     live = statistics.median(r[0] for r in runs)
     ready = statistics.median(r[1] for r in runs)
-    print(f"cold start over {args.repeats} runs (median): launch→/health {live:.2f}s (baseline), "
-          f"launch→/health/ready {ready:.2f}s, ready/live {ready / live:.2f}x")
+    print(
+        f"cold start over {args.repeats} runs (median): launch→/health {live:.2f}s (baseline), "
+        f"launch→/health/ready {ready:.2f}s, ready/live {ready / live:.2f}x"
+    )
     print("runs (live, ready):", ", ".join(f"({a:.2f}s, {b:.2f}s)" for a, b in runs))
 
 

@@ -10,8 +10,20 @@ MODEL = "cirrus-local"
 
 
 def upstream_requests(provider):
-    body = provider.get("/_control/requests").json()
-    return body["requests"] if isinstance(body, dict) else body
+    return provider.get("/_control/requests").json()
+
+
+def raw_stream(stack):
+    """A streamed chat read as raw SSE lines, as a non-SDK client sees it."""
+    with httpx.stream(
+        "POST",
+        f"{stack.base_url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {stack.master_key}"},
+        json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True},
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        return response, [line for line in response.iter_lines() if line]
 
 
 def test_non_streaming_chat(stack, provider):
@@ -80,16 +92,8 @@ def test_streaming_chat_arrives_incrementally(stack, provider):
 
 
 def test_raw_stream_ends_with_done(stack, provider):
-    with httpx.stream(
-        "POST",
-        f"{stack.base_url}/v1/chat/completions",
-        headers={"Authorization": f"Bearer {stack.master_key}"},
-        json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True},
-        timeout=30,
-    ) as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/event-stream")
-        events = [line for line in response.iter_lines() if line]
+    response, events = raw_stream(stack)
+    assert response.headers["content-type"].startswith("text/event-stream")
     assert events[-1] == "data: [DONE]"
     assert all(line.startswith("data: ") for line in events)
 
@@ -143,15 +147,7 @@ def test_stream_cut_mid_way_ends_with_an_error_event_not_done(stack, provider):
     provider.post(
         "/_control/enqueue", json={"behaviour": {"fault": "cut", "cut_after": 3, "tokens_per_chunk": 1}}
     ).raise_for_status()
-    with httpx.stream(
-        "POST",
-        f"{stack.base_url}/v1/chat/completions",
-        headers={"Authorization": f"Bearer {stack.master_key}"},
-        json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True},
-        timeout=30,
-    ) as response:
-        assert response.status_code == 200
-        events = [line for line in response.iter_lines() if line]
+    _, events = raw_stream(stack)
     assert "data: [DONE]" not in events
     assert events[-1].startswith('data: {"error":')
     assert '"code":"upstream_error"' in events[-1]
