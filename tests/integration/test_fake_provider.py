@@ -723,3 +723,14 @@ async def test_cli_starts_and_stops_on_sigterm() -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_context_window_and_omitted_usage(http: httpx.AsyncClient) -> None:
+    body = {**CHAT, "messages": [{"role": "user", "content": "one two three four five six"}]}
+    over = await http.post("/profile/context_window=5/v1/chat/completions", json=body)
+    assert over.status_code == 400
+    assert over.json()["error"]["code"] == "context_length_exceeded"
+    fits = await http.post("/profile/context_window=6/v1/chat/completions", json=body)
+    assert fits.status_code == 200 and "usage" in fits.json()
+    bare = await http.post("/profile/omit_usage=true/v1/chat/completions", json=body)
+    assert "usage" not in bare.json()

@@ -287,8 +287,16 @@ async def _fault(exchange: Exchange, streaming: bool) -> web.StreamResponse | No
 
 async def _chat(exchange: Exchange, req: ChatRequest) -> web.StreamResponse:
     behaviour = exchange.behaviour
+    prompt_tokens = chat_prompt_tokens(req.messages)
+    if behaviour.context_window is not None and prompt_tokens > behaviour.context_window:
+        message = (
+            f"This model's maximum context length is {behaviour.context_window} tokens. However, your "
+            f"messages resulted in {prompt_tokens} tokens. Please reduce the length of the messages."
+        )
+        body = error_body(400, message, param="messages", code="context_length_exceeded")
+        return await exchange.send_json(body, 400)
     choices = chat_choices(req, behaviour)
-    totals = usage(chat_prompt_tokens(req.messages), choices)
+    totals = usage(prompt_tokens, choices)
     base = response_base("chatcmpl", req.model, exchange.record.body, exchange.record.id)
     if req.stream:
         chunks = chat_chunks(
@@ -296,10 +304,13 @@ async def _chat(exchange: Exchange, req: ChatRequest) -> web.StreamResponse:
             choices,
             totals,
             tokens_per_chunk=behaviour.tokens_per_chunk,
-            include_usage=req.include_usage,
+            include_usage=req.include_usage and not behaviour.omit_usage,
         )
         return await exchange.send_sse(chunks)
-    return await exchange.send_json(chat_completion(base, choices, totals))
+    body = chat_completion(base, choices, totals)
+    if behaviour.omit_usage:
+        del body["usage"]
+    return await exchange.send_json(body)
 
 
 async def _completions(exchange: Exchange, req: CompletionRequest) -> web.StreamResponse:

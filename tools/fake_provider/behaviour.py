@@ -39,6 +39,10 @@ class Behaviour(BaseModel):
         default=0, ge=0, description="Fail only the first N requests using this behaviour (500 unless set)."
     )
     tool_calls: list[ToolCall] | None = None
+    context_window: int | None = Field(
+        default=None, ge=1, description="Reject chat prompts over this many words with OpenAI's 400."
+    )
+    omit_usage: bool = Field(default=False, description="Send no usage at all, as some providers do.")
 
     @field_validator("fault", mode="before")
     @classmethod
