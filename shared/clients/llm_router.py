@@ -10,20 +10,32 @@ into `openai.types` objects that validate against OpenAI's published schemas.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import email.utils
 import inspect
 import logging
 import os
 import re
+import struct
 import time
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
+from openai.types import Completion, CompletionChoice, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.completion_usage import CompletionUsage
 
-from shared.clients.protocols import ChatResult, ServedBy
+from shared.clients.protocols import (
+    ChatResult,
+    ChatStream,
+    CompletionResult,
+    CompletionStream,
+    EmbeddingResult,
+    ModelLimits,
+    ServedBy,
+)
 from shared.config import ConfigError, ModelConfig
 from shared.errors import (
     CirrusError,
@@ -64,37 +76,145 @@ class LiteLLMRouter:
         self._router = self._litellm.Router(
             model_list=[d.model_dump(exclude_none=True) for d in config.model_list], **kwargs
         )
+        # LiteLLM gives deployments without `model_info.id` an id of its own; index by the final one.
+        self._deployments: dict[str, dict[str, Any]] = {
+            str(d["model_info"]["id"]): d for d in self._router.get_model_list()
+        }
+
+    # --- calls ----------------------------------------------------------------------------
 
     async def chat(self, params: Mapping[str, Any]) -> ChatResult:
-        model = str(params["model"])
-        try:
-            response = await self._router.acompletion(**{**self._call_defaults, **params, "stream": False})
-        except Exception as exc:
-            raise self._map_error(exc) from exc
-        hidden = getattr(response, "_hidden_params", None) or {}
-        completion = ChatCompletion.model_validate(normalise_completion(response.model_dump(), model))
-        return ChatResult(completion, _served_by(model, hidden))
+        response = await self._call(self._router.acompletion, params, stream=False)
+        served_by = self._served_by(params["model"], response)
+        body = normalise_completion(response.model_dump(), served_by.model)
+        generated = "".join(
+            (c["message"]["content"] or "")
+            + "".join(t["function"]["arguments"] for t in c["message"].get("tool_calls", []))
+            for c in body["choices"]
+        )
+        estimated = self._settle_usage(body, served_by.model, params.get("messages"), generated)
+        return ChatResult(ChatCompletion.model_validate(body), served_by, estimated)
 
-    async def chat_stream(self, params: Mapping[str, Any]) -> _LiteLLMChatStream:
-        model = str(params["model"])
-        client_options = dict(params.get("stream_options") or {})
-        upstream = {
-            **self._call_defaults,
-            **params,
-            "stream": True,
-            # Always ask for usage: Cirrus accounts for every stream, even if the client does not.
-            "stream_options": {**client_options, "include_usage": True},
-        }
+    async def chat_stream(self, params: Mapping[str, Any]) -> ChatStream:
+        return await self._open_stream(self._router.acompletion, params, _CHAT)
+
+    async def text_completion(self, params: Mapping[str, Any]) -> CompletionResult:
+        response = await self._call(self._router.atext_completion, params, stream=False)
+        served_by = self._served_by(params["model"], response)
+        body = normalise_text_completion(response.model_dump(), served_by.model)
+        generated = "".join(c["text"] for c in body["choices"])
+        estimated = self._settle_usage(body, served_by.model, params.get("prompt"), generated)
+        return CompletionResult(Completion.model_validate(body), served_by, estimated)
+
+    async def text_completion_stream(self, params: Mapping[str, Any]) -> CompletionStream:
+        return await self._open_stream(self._router.atext_completion, params, _TEXT)
+
+    async def embed(self, params: Mapping[str, Any]) -> EmbeddingResult:
+        upstream = dict(params)
+        # Floats from every provider; base64 is encoded here, as not every provider offers it.
+        encoding = upstream.pop("encoding_format", None) or "float"
+        response = await self._call(self._router.aembedding, upstream)
+        served_by = self._served_by(params["model"], response)
+        body = normalise_embeddings(response.model_dump(), served_by.model, "float")
+        parsed = CreateEmbeddingResponse.model_validate(body)  # checks the provider's answer
+        if encoding == "base64":
+            body = normalise_embeddings(body, served_by.model, "base64")
+        return EmbeddingResult(body, parsed.usage.prompt_tokens, served_by)
+
+    async def _call(self, method: Any, params: Mapping[str, Any], **fixed: Any) -> Any:
         try:
-            wrapper = await self._router.acompletion(**upstream)
+            return await method(**{**self._call_defaults, **params, **fixed})
         except Exception as exc:
             raise self._map_error(exc) from exc
-        hidden = getattr(wrapper, "_hidden_params", None) or {}
-        return _LiteLLMChatStream(
+
+    async def _open_stream(self, method: Any, params: Mapping[str, Any], kind: _StreamKind) -> _LiteLLMStream:
+        client_options = dict(params.get("stream_options") or {})
+        # Always ask for usage: Cirrus accounts for every stream, even if the client does not.
+        options = {**client_options, "include_usage": True}
+        wrapper = await self._call(method, params, stream=True, stream_options=options)
+        return _LiteLLMStream(
             wrapper,
-            served_by=_served_by(model, hidden),
+            kind,
+            requested=str(params["model"]),
             forward_usage=bool(client_options.get("include_usage")),
-            map_error=self._map_error,
+            router=self,
+            prompt=params.get("messages") or params.get("prompt"),
+        )
+
+    def _settle_usage(self, body: dict[str, Any], model: str, prompt: Any, generated: str) -> bool:
+        """Count tokens when the provider reported none (LiteLLM fills in zeros); True if counted."""
+        if (body.get("usage") or {}).get("total_tokens"):
+            return False
+        prompt_tokens = self.count_tokens(model, prompt) if isinstance(prompt, str | list) and prompt else 0
+        output_tokens = self.count_tokens(model, generated) if generated else 0
+        body["usage"] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": output_tokens,
+            "total_tokens": prompt_tokens + output_tokens,
+        }
+        return True
+
+    # --- model facts ----------------------------------------------------------------------
+
+    def cost_usd(self, served_by: ServedBy, input_tokens: int, output_tokens: int) -> float | None:
+        """USD for the tokens: the deployment's own prices from the file, else LiteLLM's price map."""
+        deployment = self._deployments.get(served_by.deployment, {})
+        prices = {**deployment.get("model_info", {}), **deployment.get("litellm_params", {})}
+        if "input_cost_per_token" in prices or "output_cost_per_token" in prices:
+            return input_tokens * float(prices.get("input_cost_per_token") or 0) + output_tokens * float(
+                prices.get("output_cost_per_token") or 0
+            )
+        try:
+            prompt_cost, completion_cost = self._litellm.cost_per_token(
+                model=served_by.upstream_model,
+                custom_llm_provider=served_by.provider,
+                prompt_tokens=input_tokens,
+                completion_tokens=output_tokens,
+            )
+        except Exception:  # a model LiteLLM has no price for: unknown, not free
+            return None
+        return float(prompt_cost) + float(completion_cost)
+
+    def count_tokens(self, model: str, messages: Sequence[Mapping[str, Any]] | str) -> int:
+        """Tokens of `messages` (or a prompt string) with the tokenizer of `model`'s deployment."""
+        upstream = self._upstream_model(model)
+        if isinstance(messages, str):
+            return int(self._litellm.token_counter(model=upstream, text=messages))
+        return int(self._litellm.token_counter(model=upstream, messages=list(messages)))
+
+    def limits(self, model: str) -> ModelLimits:
+        """The tightest input and output limits over `model`'s deployments (the file wins)."""
+        inputs, outputs = [], []
+        for deployment in self._deployments.values():
+            if deployment["model_name"] != model:
+                continue
+            info = dict(deployment.get("model_info") or {})
+            with contextlib.suppress(Exception):  # unknown to LiteLLM: only the file's figures
+                known = self._litellm.get_model_info(deployment["litellm_params"]["model"])
+                info = {**{k: v for k, v in known.items() if v is not None}, **info}
+            if isinstance(info.get("max_input_tokens"), int):
+                inputs.append(info["max_input_tokens"])
+            if isinstance(info.get("max_output_tokens"), int):
+                outputs.append(info["max_output_tokens"])
+        return ModelLimits(min(inputs, default=None), min(outputs, default=None))
+
+    def _upstream_model(self, model: str) -> str:
+        for deployment in self._deployments.values():
+            if deployment["model_name"] == model:
+                return str(deployment["litellm_params"]["model"])
+        return model
+
+    def _served_by(self, requested: str, response: Any) -> ServedBy:
+        hidden = getattr(response, "_hidden_params", None) or {}
+        headers = hidden.get("additional_headers") or {}
+        deployment = self._deployments.get(str(hidden.get("model_id")), {})
+        return ServedBy(
+            model=str(deployment.get("model_name") or headers.get("x-litellm-model-group") or requested),
+            deployment=str(hidden.get("model_id") or "unknown"),
+            provider=str(hidden.get("custom_llm_provider") or "unknown"),
+            upstream_model=str(hidden.get("litellm_model_name") or hidden.get("model") or "unknown"),
+            fallbacks=int(headers.get("x-litellm-attempted-fallbacks") or 0),
+            retries=int(headers.get("x-litellm-attempted-retries") or 0),
         )
 
     async def aclose(self) -> None:
@@ -105,22 +225,57 @@ class LiteLLMRouter:
         return map_litellm_error(self._litellm, exc)
 
 
-class _LiteLLMChatStream:
-    """Iterates LiteLLM's stream wrapper as OpenAI chunks; see `ChatStream` in protocols."""
+@dataclass(frozen=True)
+class _StreamKind:
+    normalise: Callable[[Mapping[str, Any], str, bool], dict[str, Any]]
+    parse: Callable[[Any], Any]
+    text: Callable[[Mapping[str, Any]], str]  # the generated text in a normalised chunk
 
-    def __init__(self, wrapper: Any, *, served_by: ServedBy, forward_usage: bool, map_error: Any) -> None:
+
+def _chat_text(chunk: Mapping[str, Any]) -> str:
+    parts = []
+    for choice in chunk["choices"]:
+        delta = choice["delta"]
+        parts.append(delta.get("content") or "")
+        parts.extend((t.get("function") or {}).get("arguments") or "" for t in delta.get("tool_calls") or [])
+    return "".join(parts)
+
+
+class _LiteLLMStream:
+    """Iterates LiteLLM's stream wrapper as OpenAI chunks; see `ModelStream` in protocols."""
+
+    def __init__(
+        self,
+        wrapper: Any,
+        kind: _StreamKind,
+        *,
+        requested: str,
+        forward_usage: bool,
+        router: LiteLLMRouter,
+        prompt: Any,
+    ) -> None:
         self._wrapper = wrapper
+        self._requested = requested
+        self._kind = kind
         self._forward_usage = forward_usage
-        self._map_error = map_error
-        self.served_by = served_by
+        self._router = router
+        self._prompt = prompt
+        self._text: list[str] = []
         self.usage: CompletionUsage | None = None
+        self.usage_estimated = False
         self.finish_reasons: list[str] = []
 
-    async def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
+    @property
+    def served_by(self) -> ServedBy:
+        # Read afresh: a stream that fails before its first chunk is replaced by a fallback's.
+        return self._router._served_by(self._requested, self._wrapper)
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
         try:
             async for raw in self._wrapper:
-                chunk = normalise_chunk(raw.model_dump(), self.served_by.model, include_usage=True)
-                if chunk["usage"]:
+                chunk = self._kind.normalise(raw.model_dump(), self.served_by.model, True)
+                self._text.append(self._kind.text(chunk))
+                if chunk.get("usage"):
                     self.usage = CompletionUsage.model_validate(chunk["usage"])
                 self.finish_reasons.extend(
                     c["finish_reason"] for c in chunk["choices"] if c.get("finish_reason")
@@ -128,15 +283,30 @@ class _LiteLLMChatStream:
                 if not self._forward_usage:
                     if not chunk["choices"]:
                         continue  # the usage-only chunk the client did not ask for
-                    del chunk["usage"]
-                yield ChatCompletionChunk.model_validate(chunk)
+                    chunk.pop("usage", None)
+                yield self._kind.parse(chunk)
         except CirrusError:
             raise
         except Exception as exc:
-            raise self._map_error(exc) from exc
+            raise self._router._map_error(exc) from exc
+        finally:
+            self._settle_usage()
         if not self.finish_reasons:
             # The connection ended cleanly but the answer did not: never pass that off as complete.
             raise UpstreamError("The model provider ended the stream before the answer was complete.")
+
+    def _settle_usage(self) -> None:
+        """Without the provider's figures, count the prompt and what arrived with LiteLLM's tokenizer."""
+        if self.usage is not None or self.usage_estimated:
+            return
+        with contextlib.suppress(Exception):
+            model = self.served_by.model
+            prompt = self._router.count_tokens(model, self._prompt) if self._prompt else 0
+            output = self._router.count_tokens(model, "".join(self._text)) if any(self._text) else 0
+            self.usage = CompletionUsage(
+                prompt_tokens=prompt, completion_tokens=output, total_tokens=prompt + output
+            )
+            self.usage_estimated = True
 
     async def aclose(self) -> None:
         closer = getattr(self._wrapper, "aclose", None)
@@ -168,15 +338,6 @@ def _router_arguments(config: ModelConfig, router_cls: type) -> tuple[dict[str, 
         )
     settings.setdefault("timeout", DEFAULT_TIMEOUT_S)
     return settings, call_defaults
-
-
-def _served_by(model: str, hidden: Mapping[str, Any]) -> ServedBy:
-    return ServedBy(
-        model=model,
-        deployment=str(hidden.get("model_id") or "unknown"),
-        provider=str(hidden.get("custom_llm_provider") or "unknown"),
-        upstream_model=str(hidden.get("litellm_model_name") or hidden.get("model") or "unknown"),
-    )
 
 
 # --- normalising LiteLLM's objects to OpenAI's wire shape --------------------------------------
@@ -215,6 +376,87 @@ def normalise_chunk(raw: Mapping[str, Any], model: str, include_usage: bool) -> 
         out["usage"] = usage
     _copy_strings(raw, out, "system_fingerprint", "service_tier")
     return out
+
+
+def normalise_text_completion(raw: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """A legacy `CreateCompletionResponse` dict from LiteLLM's `TextCompletionResponse`."""
+    out = _text_base(raw, model)
+    out["choices"] = [{**c, "finish_reason": c["finish_reason"] or "stop"} for c in out["choices"]]
+    if usage := _usage(raw.get("usage")):
+        out["usage"] = usage
+    return out
+
+
+def normalise_text_chunk(raw: Mapping[str, Any], model: str, include_usage: bool) -> dict[str, Any]:
+    """One legacy completion stream chunk; like OpenAI, `finish_reason` is null until the end."""
+    out = _text_base(raw, model)
+    usage = _usage(raw.get("usage"))
+    if usage:
+        out["choices"] = [c for c in out["choices"] if c["text"] or c["finish_reason"]]
+    if include_usage:
+        out["usage"] = usage
+    return out
+
+
+def _text_base(raw: Mapping[str, Any], model: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": raw.get("id") or "cmpl-cirrus",
+        "object": "text_completion",
+        "created": int(raw.get("created") or time.time()),
+        "model": model,
+        "choices": [
+            {
+                "text": c.get("text") or "",
+                "index": int(c.get("index") or 0),
+                "logprobs": c.get("logprobs"),
+                "finish_reason": _finish_reason(c.get("finish_reason")),
+            }
+            for c in raw.get("choices") or []
+        ],
+    }
+    _copy_strings(raw, out, "system_fingerprint")
+    return out
+
+
+def normalise_embeddings(raw: Mapping[str, Any], model: str, encoding_format: str) -> dict[str, Any]:
+    """A `CreateEmbeddingResponse` dict; `base64` packs each vector as little-endian float32."""
+    data = []
+    for index, item in enumerate(raw.get("data") or []):
+        vector = [float(v) for v in item.get("embedding") or []]
+        embedding: Any = vector
+        if encoding_format == "base64":
+            embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "index": int(item.get("index", index)), "embedding": embedding})
+    usage = raw.get("usage") or {}
+    prompt_tokens = int(usage.get("prompt_tokens") or 0)
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "total_tokens": int(usage.get("total_tokens") or prompt_tokens),
+        },
+    }
+
+
+def _text_of_completion_chunk(chunk: Mapping[str, Any]) -> str:
+    return "".join(c["text"] for c in chunk["choices"])
+
+
+class _StreamingCompletionChoice(CompletionChoice):
+    finish_reason: Literal["stop", "length", "content_filter"] | None = None  # type: ignore[assignment]
+
+
+class TextCompletionChunk(Completion):
+    """A legacy completion stream chunk: OpenAI sends `finish_reason: null` until the end, which
+    `openai.types.Completion` does not allow."""
+
+    choices: list[_StreamingCompletionChoice]  # type: ignore[assignment]
+
+
+_CHAT = _StreamKind(normalise_chunk, ChatCompletionChunk.model_validate, _chat_text)
+_TEXT = _StreamKind(normalise_text_chunk, TextCompletionChunk.model_validate, _text_of_completion_chunk)
 
 
 def _choice(raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.completion_usage import CompletionUsage
+
+ChunkT_co = TypeVar("ChunkT_co", covariant=True)
 
 
 @dataclass(frozen=True)
@@ -81,36 +84,76 @@ class QueueStore(Protocol):
 class ServedBy:
     """Which deployment answered: for headers, usage records and spans."""
 
-    model: str  # the public model name the client asked for
+    model: str  # the public model name that answered (another one than asked after a fallback)
     deployment: str  # model_info.id, or LiteLLM's id for the deployment
     provider: str  # LiteLLM's provider name: openai, azure, anthropic, ...
     upstream_model: str  # the provider's model name
+    fallbacks: int = 0  # model-name fallbacks taken before this answer
+    retries: int = 0  # retries within the model name
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    max_input_tokens: int | None
+    max_output_tokens: int | None
 
 
 @dataclass(frozen=True)
 class ChatResult:
     completion: ChatCompletion
     served_by: ServedBy
+    usage_estimated: bool = False  # counted by Cirrus: the provider reported no usage
 
 
-class ChatStream(Protocol):
+@dataclass(frozen=True)
+class CompletionResult:
+    completion: Completion
+    served_by: ServedBy
+    usage_estimated: bool = False
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    """`body` is a CreateEmbeddingResponse as JSON: with base64 vectors it no longer fits the type."""
+
+    body: dict[str, Any]
+    input_tokens: int
+    served_by: ServedBy
+
+
+class ModelStream(Protocol[ChunkT_co]):
     """An upstream stream already accepted by the provider, yielding OpenAI-shaped chunks.
 
-    Chunks carry `usage` only if the client asked for it (`stream_options.include_usage`);
-    `usage` on the stream itself is filled either way once the provider reports it.
+    Chunks carry `usage` only if the client asked for it (`stream_options.include_usage`).
+    `usage` on the stream itself is filled either way once the stream ends: the provider's
+    figures, or LiteLLM's token count when the provider sent none (`usage_estimated`).
     """
 
     served_by: ServedBy
     usage: CompletionUsage | None
+    usage_estimated: bool
     finish_reasons: Sequence[str]
 
-    def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]: ...
+    def __aiter__(self) -> AsyncIterator[ChunkT_co]: ...
     async def aclose(self) -> None: ...
 
 
+ChatStream = ModelStream[ChatCompletionChunk]
+CompletionStream = ModelStream[Completion]
+
+
 class LLMRouter(Protocol):
-    """Routes OpenAI-style requests for a public model name to a provider deployment."""
+    """Routes OpenAI-style requests for a public model name to provider deployments.
+
+    Failures are raised as Cirrus errors (shared.errors), already mapped from the provider's.
+    """
 
     async def chat(self, params: Mapping[str, Any]) -> ChatResult: ...
     async def chat_stream(self, params: Mapping[str, Any]) -> ChatStream: ...
+    async def text_completion(self, params: Mapping[str, Any]) -> CompletionResult: ...
+    async def text_completion_stream(self, params: Mapping[str, Any]) -> CompletionStream: ...
+    async def embed(self, params: Mapping[str, Any]) -> EmbeddingResult: ...
+    def cost_usd(self, served_by: ServedBy, input_tokens: int, output_tokens: int) -> float | None: ...
+    def count_tokens(self, model: str, messages: Sequence[Mapping[str, Any]]) -> int: ...
+    def limits(self, model: str) -> ModelLimits: ...
     async def aclose(self) -> None: ...
