@@ -5,11 +5,24 @@ This file only builds the app and registers one Blueprint per surface; read the 
 
 import azure.functions as func
 
-from shared.blueprints import chat_http, fallback_http, health_http, models_http
+from shared.blueprints import (
+    chat_http,
+    completions_http,
+    fallback_http,
+    health_http,
+    models_http,
+    sessions_http,
+    usage_http,
+    usage_queue,
+)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 app.register_blueprint(health_http.bp)  # GET /health, /health/ready
-app.register_blueprint(models_http.bp)  # GET /v1/models
+app.register_blueprint(models_http.bp)  # GET /v1/models, /v1/models/{model}
 app.register_blueprint(chat_http.bp)  # POST /v1/chat/completions
+app.register_blueprint(completions_http.bp)  # POST /v1/completions, /v1/embeddings
+app.register_blueprint(sessions_http.bp)  # /v1/sessions, /v1/sessions/{session_id}
+app.register_blueprint(usage_http.bp)  # GET /v1/usage
+app.register_blueprint(usage_queue.bp)  # queue %USAGE_QUEUE%: parked usage records
 app.register_blueprint(fallback_http.bp)  # any other /v1 path: OpenAI's 404 envelope

@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     master_key: SecretStr | None = Field(None, alias="CIRRUS_MASTER_KEY")
     models_file: Path | None = Field(None, alias="CIRRUS_MODEL_CONFIG")
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, alias="CIRRUS_MAX_BODY_BYTES")
+    max_messages: int = Field(2048, gt=0, alias="CIRRUS_MAX_MESSAGES")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="CIRRUS_LOG_LEVEL")
 
     # Storage: a connection string locally (Azurite); in Azure the identity-based form
@@ -78,6 +79,7 @@ class Settings(BaseSettings):
     outputs_container: str = Field("outputs", alias="CIRRUS_OUTPUTS_CONTAINER")
     jobs_queue: str = Field("cirrus-jobs", alias="JOBS_QUEUE")
     batch_queue: str = Field("cirrus-batches", alias="BATCH_QUEUE")
+    usage_queue: str = Field("cirrus-usage", alias="USAGE_QUEUE")
 
     appinsights_connection_string: SecretStr | None = Field(
         None, alias="APPLICATIONINSIGHTS_CONNECTION_STRING"

@@ -20,10 +20,16 @@ from shared.clients.protocols import BlobStore, DocumentStore, LLMRouter, QueueS
 from shared.config import ConfigError, ModelConfig, Settings, get_settings, load_model_config
 from shared.errors import ServiceUnavailableError
 from shared.services.auth import AuthService
+from shared.services.background import Background
+from shared.services.cache import ResponseCache
+from shared.services.calls import Metering
 from shared.services.chat import ChatService
+from shared.services.completions import CompletionService, EmbeddingService
 from shared.services.health import HealthService
 from shared.services.model_catalog import ModelCatalog
 from shared.services.provisioning import provision, required_resources
+from shared.services.sessions import SessionService
+from shared.services.usage import UsageService
 
 log = logging.getLogger("cirrus.container")
 
@@ -58,6 +64,10 @@ class Container:
         self.clients = clients
         self.catalog = ModelCatalog(models, created=models_created)
         self.auth = AuthService(settings.master_key)  # type: ignore[arg-type]  # set by Settings' validator
+        self.background = Background()
+        self.usage = UsageService(clients.documents, clients.queues, settings.usage_queue)
+        self.sessions = SessionService(clients.documents, clients.blobs, settings.outputs_container)
+        self.cache = ResponseCache(clients.documents)
         self._llm_factory = llm_factory
         self._llm: LLMRouter | None = None
         self._llm_lock = asyncio.Lock()
@@ -70,8 +80,23 @@ class Container:
                     self._llm = await asyncio.to_thread(self._llm_factory, self.models)
         return self._llm
 
+    async def metering(self) -> Metering:
+        return Metering(await self.llm(), self.usage, self.background)
+
     async def chat(self) -> ChatService:
-        return ChatService(await self.llm(), self.catalog)
+        return ChatService(
+            await self.metering(),
+            self.catalog,
+            self.sessions,
+            self.cache,
+            max_messages=self.settings.max_messages,
+        )
+
+    async def completions(self) -> CompletionService:
+        return CompletionService(await self.metering(), self.catalog)
+
+    async def embeddings(self) -> EmbeddingService:
+        return EmbeddingService(await self.metering(), self.catalog)
 
     def health(self) -> HealthService:
         settings, clients = self.settings, self.clients
@@ -90,6 +115,7 @@ class Container:
         )
 
     async def aclose(self) -> None:
+        await self.background.drain()
         await self.clients.aclose()
         if self._llm is not None:
             await self._llm.aclose()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -241,8 +242,13 @@ def local_host(port: int, env: Mapping[str, str], log_path: Path | None) -> Mana
 
 
 def app_env(emulators: Emulators, provider_port: int, **overrides: str) -> dict[str, str]:
-    """The environment the local host runs `function_app` with: local mode on these emulators."""
-    env = dict(os.environ)
+    """The environment the local host runs `function_app` with: local mode on these emulators.
+
+    Defaults come from local.settings.sample.json (what `func start` users copy), then the
+    caller's environment, then the addresses of the processes started here.
+    """
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    env = {**{k: v for k, v in sample.items() if v}, **os.environ}
     env.update(emulators.env())
     env.update(
         {
@@ -251,7 +257,6 @@ def app_env(emulators: Emulators, provider_port: int, **overrides: str) -> dict[
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         }
     )
-    env.setdefault("CIRRUS_MASTER_KEY", DEV_MASTER_KEY)
     env.update(overrides)
     return env
 

@@ -9,16 +9,19 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
+from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response, StreamingResponse
 from pydantic import BaseModel
 
+from shared import sse
+from shared.clients.protocols import ServedBy
 from shared.container import Container, get_container
 from shared.errors import CirrusError, InvalidRequestError, PayloadTooLargeError, as_cirrus_error, error_body
 from shared.services.auth import Principal
+from shared.services.calls import CallContext
 
 log = logging.getLogger("cirrus.http")
 
@@ -31,6 +34,15 @@ class RequestContext:
     request_id: str
     principal: Principal
     container: Container
+
+    def call(self, req: Request, *, session_id: str | None = None) -> CallContext:
+        """What the services need to know about this request."""
+        return CallContext(
+            request_id=self.request_id,
+            principal=self.principal,
+            session_id=session_id,
+            cache_control=req.headers.get("cache-control"),
+        )
 
 
 Handler = Callable[[Request, RequestContext], Awaitable[Response]]
@@ -73,6 +85,48 @@ def json_response(
 ) -> Response:
     content = body.model_dump(mode="json", exclude_unset=True) if isinstance(body, BaseModel) else body
     return JSONResponse(content, status_code=status, headers=headers)
+
+
+def served_headers(served_by: ServedBy, **extra: str | None) -> dict[str, str]:
+    """Which model and deployment answered, and whether a fallback or retry was needed."""
+    headers = {
+        "x-cirrus-model": served_by.model,
+        "x-cirrus-deployment": served_by.deployment,
+        "x-cirrus-fallback": "true" if served_by.fallbacks else "false",
+        "x-cirrus-retries": str(served_by.retries),
+    }
+    headers.update({f"x-cirrus-{name}": value for name, value in extra.items() if value is not None})
+    return headers
+
+
+def sse_response(chunks: AsyncIterator[BaseModel], request_id: str, headers: dict[str, str]) -> Response:
+    return StreamingResponse(
+        _sse(chunks, request_id), media_type=sse.MEDIA_TYPE, headers={**sse.HEADERS, **headers}
+    )
+
+
+async def _sse(chunks: AsyncIterator[BaseModel], request_id: str) -> AsyncIterator[bytes]:
+    """Chunks as events, then `[DONE]`; a failure mid-stream becomes one error event and no `[DONE]`."""
+    try:
+        async for chunk in chunks:
+            yield sse.encode(chunk.model_dump(mode="json", exclude_unset=True))
+    except Exception as exc:
+        yield sse.encode(error_body(as_cirrus_error(exc, request_id)))
+        return
+    yield sse.DONE
+
+
+def query_int(req: Request, name: str, default: int, *, low: int, high: int) -> int:
+    raw = req.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequestError(f"'{name}' must be an integer.", param=name) from None
+    if not low <= value <= high:
+        raise InvalidRequestError(f"'{name}' must be between {low} and {high}.", param=name)
+    return value
 
 
 async def read_json(req: Request, max_bytes: int) -> Any:

@@ -1,4 +1,4 @@
-"""The chat completion request as Cirrus accepts it: OpenAI's fields, checked before any provider call.
+"""Request bodies as Cirrus accepts them: OpenAI's fields, checked before any provider call.
 
 Why not `openai.types.chat.CompletionCreateParams`: those are TypedDicts with `Iterable` fields,
 which pydantic validates lazily (as generators), so errors would surface mid-request. The response
@@ -50,6 +50,26 @@ Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 ShortStr = Annotated[str, StringConstraints(max_length=512)]
 
 
+class OpenAIRequest(BaseModel):
+    """Base of the request models: unknown fields are refused, steering fields loudest of all."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _no_unknown_fields(self) -> OpenAIRequest:
+        for name in self.model_extra or {}:
+            if name in STEERING_FIELDS:
+                raise SteeringFieldError(name)
+            raise UnknownFieldError(name)
+        return self
+
+    def upstream_params(self) -> dict[str, Any]:
+        """The fields the client set, as plain JSON values for the provider call."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
 class ContentPart(BaseModel):
     """One part of a multi-part message (`text`, `image_url`, `input_audio`, `file`, `refusal`)."""
 
@@ -85,12 +105,9 @@ class StreamOptions(BaseModel):
     include_usage: bool | None = None
 
 
-class ChatCompletionCreate(BaseModel):
+class ChatCompletionCreate(OpenAIRequest):
     """`POST /v1/chat/completions` body. Everything not set by the client stays unset."""
 
-    model_config = ConfigDict(extra="allow")
-
-    model: str = Field(min_length=1, max_length=256)
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool | None = None
     stream_options: StreamOptions | None = None
@@ -129,14 +146,6 @@ class ChatCompletionCreate(BaseModel):
     prompt_cache_retention: str | None = None
     safety_identifier: str | None = None
 
-    @model_validator(mode="after")
-    def _no_unknown_fields(self) -> ChatCompletionCreate:
-        for name in self.model_extra or {}:
-            if name in STEERING_FIELDS:
-                raise SteeringFieldError(name)
-            raise UnknownFieldError(name)
-        return self
-
     @field_validator("stop")
     @classmethod
     def _stop_limit(cls, value: str | list[str] | None) -> str | list[str] | None:
@@ -154,9 +163,67 @@ class ChatCompletionCreate(BaseModel):
                 raise ValueError("each tool needs `type: function` and a `function` object")
         return value
 
-    def upstream_params(self) -> dict[str, Any]:
-        """The fields the client set, as plain JSON values for the provider call."""
-        return self.model_dump(mode="json", exclude_unset=True)
+    @property
+    def output_cap(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+TokenIds = list[Annotated[int, Field(ge=0)]]
+
+
+class CompletionCreate(OpenAIRequest):
+    """`POST /v1/completions` (legacy text completions) body."""
+
+    prompt: str | list[str] | TokenIds | list[TokenIds]
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    n: int | None = Field(None, ge=1, le=128)
+    best_of: int | None = Field(None, ge=1, le=20)
+    echo: bool | None = None
+    logprobs: int | None = Field(None, ge=0, le=5)
+    logit_bias: dict[str, int] | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    suffix: str | None = None
+    user: ShortStr | None = None
+
+    @property
+    def output_cap(self) -> int | None:
+        return self.max_tokens
+
+
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's own limit per request
+
+
+class EmbeddingCreate(OpenAIRequest):
+    """`POST /v1/embeddings` body."""
+
+    input: (
+        Annotated[str, StringConstraints(min_length=1)]
+        | Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(min_length=1)]
+        | Annotated[TokenIds, Field(min_length=1)]
+        | Annotated[list[Annotated[TokenIds, Field(min_length=1)]], Field(min_length=1)]
+    )
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: int | None = Field(None, ge=1)
+    user: ShortStr | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _input_count(cls, value: Any) -> Any:
+        if (
+            isinstance(value, list)
+            and value
+            and not isinstance(value[0], int)
+            and len(value) > MAX_EMBEDDING_INPUTS
+        ):
+            raise ValueError(f"at most {MAX_EMBEDDING_INPUTS} inputs per request")
+        return value
 
 
 class UnknownFieldError(ValueError):

@@ -1,22 +1,30 @@
-"""Chat completions: validate against the catalog, call the router, trace the call."""
+"""Chat completions: checks, session history, the exact-match cache, the call, and what follows."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from openai.types.chat import ChatCompletionChunk
-from openai.types.completion_usage import CompletionUsage
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind
 
-from shared import telemetry
-from shared.clients.protocols import ChatResult, ChatStream, LLMRouter, ServedBy
-from shared.errors import UpstreamError
-from shared.models.chat import ChatCompletionCreate
+from shared.clients.protocols import ChatStream, LLMRouter, ServedBy
+from shared.errors import InvalidRequestError
+from shared.models.requests import ChatCompletionCreate
+from shared.services.accumulate import ChatAccumulator, assistant_message, replay_chunks
+from shared.services.cache import CacheStatus, ResponseCache, cache_key, directives
+from shared.services.calls import CallContext, Meter, Metering, check_model, close_stream, primed
 from shared.services.model_catalog import ModelCatalog
+from shared.services.sessions import SessionService, fit_to_context, turn_to_store
+
+
+@dataclass
+class ChatOutcome:
+    completion: ChatCompletion
+    served_by: ServedBy
+    cache: CacheStatus
+    session_id: str | None
 
 
 @dataclass
@@ -25,137 +33,194 @@ class OpenStream:
 
     served_by: ServedBy
     chunks: AsyncIterator[ChatCompletionChunk]
+    cache: CacheStatus
+    session_id: str | None
+
+
+@dataclass
+class _Prepared:
+    params: dict[str, Any]
+    session_id: str | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    new_messages: list[dict[str, Any]] = field(default_factory=list)
+    cache: CacheStatus = CacheStatus.OFF
+    cache_key: str | None = None
+    cache_ttl: int = 0
+    cached: ChatCompletion | None = None
 
 
 class ChatService:
-    def __init__(self, llm: LLMRouter, catalog: ModelCatalog) -> None:
-        self._llm = llm
+    def __init__(
+        self,
+        metering: Metering,
+        catalog: ModelCatalog,
+        sessions: SessionService,
+        cache: ResponseCache,
+        *,
+        max_messages: int,
+    ) -> None:
+        self._metering = metering
+        self._llm: LLMRouter = metering.llm
         self._catalog = catalog
+        self._sessions = sessions
+        self._cache = cache
+        self._max_messages = max_messages
 
-    async def create(self, request: ChatCompletionCreate) -> ChatResult:
+    async def create(self, request: ChatCompletionCreate, call: CallContext) -> ChatOutcome:
         """A complete (non-streaming) chat completion."""
-        self._catalog.require(request.model)
-        with telemetry.tracer.start_as_current_span(
-            f"chat {request.model}", kind=SpanKind.CLIENT, attributes=_request_attributes(request)
-        ) as span:
-            started = time.perf_counter()
-            try:
-                result = await self._llm.chat(request.upstream_params())
-            except Exception as exc:
-                telemetry.record_error(span, exc)
-                raise
-            choices = result.completion.choices
-            _record_response(
-                span, result.served_by, result.completion.usage, [c.finish_reason for c in choices], started
-            )
-            return result
-
-    async def open_stream(self, request: ChatCompletionCreate) -> OpenStream:
-        """Start a stream and wait for its first chunk, so early failures keep their HTTP status."""
-        self._catalog.require(request.model)
-        span = telemetry.tracer.start_span(
-            f"chat {request.model}", kind=SpanKind.CLIENT, attributes=_request_attributes(request)
-        )
-        started = time.perf_counter()
+        prepared = await self._prepare(request, call)
+        meter = self._meter(request, call, prepared)
+        if prepared.cached is not None:
+            served_by = _cache_served_by(request.model, prepared.cached)
+            _finish_cached(meter, prepared)
+            self._after(prepared, prepared.cached)
+            return ChatOutcome(prepared.cached, served_by, prepared.cache, prepared.session_id)
         try:
-            with trace.use_span(span, end_on_exit=False):
-                stream = await self._llm.chat_stream(request.upstream_params())
+            with trace.use_span(meter.span, end_on_exit=False):
+                result = await self._llm.chat(prepared.params)
         except BaseException as exc:
-            telemetry.record_error(span, exc)
-            span.end()
+            meter.finish(error=exc, session_id=prepared.session_id)
             raise
-        # From here the relay owns the span and the upstream stream, and closes both.
-        chunks = _relay(stream, span, started)
+        usage = result.completion.usage
+        meter.finish(
+            served_by=result.served_by,
+            input_tokens=usage.prompt_tokens if usage else 0,
+            output_tokens=usage.completion_tokens if usage else 0,
+            usage_estimated=result.usage_estimated,
+            finish_reasons=[c.finish_reason for c in result.completion.choices],
+            session_id=prepared.session_id,
+        )
+        self._after(prepared, result.completion)
+        return ChatOutcome(result.completion, result.served_by, prepared.cache, prepared.session_id)
+
+    async def open_stream(self, request: ChatCompletionCreate, call: CallContext) -> OpenStream:
+        """Start a stream and wait for its first chunk, so early failures keep their HTTP status."""
+        prepared = await self._prepare(request, call)
+        meter = self._meter(request, call, prepared)
+        if prepared.cached is not None:
+            include_usage = bool(request.stream_options and request.stream_options.include_usage)
+            chunks = replay_chunks(prepared.cached, include_usage=include_usage)
+            _finish_cached(meter, prepared)
+            self._after(prepared, prepared.cached)
+            return OpenStream(
+                _cache_served_by(request.model, prepared.cached),
+                _iterate(chunks),
+                prepared.cache,
+                prepared.session_id,
+            )
         try:
-            first = await anext(chunks)
-        except StopAsyncIteration:
-            raise UpstreamError("The model provider returned an empty stream.") from None
-        return OpenStream(served_by=stream.served_by, chunks=_prepend(first, chunks))
+            with trace.use_span(meter.span, end_on_exit=False):
+                stream = await self._llm.chat_stream(prepared.params)
+        except BaseException as exc:
+            meter.finish(error=exc, session_id=prepared.session_id)
+            raise
+        # From here the relay owns the meter and the upstream stream, and closes both.
+        chunks = await primed(self._relay(stream, meter, prepared))
+        return OpenStream(stream.served_by, chunks, prepared.cache, prepared.session_id)
+
+    async def _relay(
+        self, stream: ChatStream, meter: Meter, prepared: _Prepared
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        accumulator = ChatAccumulator()
+        upstream = aiter(stream)
+        error: BaseException | None = None
+        try:
+            async for chunk in upstream:
+                meter.first_token()
+                accumulator.add(chunk)
+                yield chunk
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            await close_stream(stream, upstream, meter, error, session_id=prepared.session_id)
+            if error is None and accumulator.complete:
+                self._after(prepared, accumulator.completion(stream.usage))
+
+    async def _prepare(self, request: ChatCompletionCreate, call: CallContext) -> _Prepared:
+        if len(request.messages) > self._max_messages:
+            raise InvalidRequestError(
+                f"Too many messages: {len(request.messages)}; at most {self._max_messages} per request.",
+                param="messages",
+            )
+        cap_param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+        check_model(self._catalog, self._llm, request.model, request.output_cap, cap_param)
+        params = request.upstream_params()
+        metadata = dict(params.pop("metadata", None) or {})
+        session_id = call.session_id or metadata.pop("session_id", None)
+        if metadata:
+            params["metadata"] = metadata
+        prepared = _Prepared(params=params, session_id=session_id, new_messages=params["messages"])
+        if session_id:
+            prepared.history = await self._sessions.history(call.principal, session_id)
+            limits = self._llm.limits(request.model)
+            budget = limits.max_input_tokens and limits.max_input_tokens - (request.output_cap or 0)
+            params["messages"] = fit_to_context(
+                prepared.history,
+                prepared.new_messages,
+                budget,
+                lambda messages: self._llm.count_tokens(request.model, messages),
+            )
+        await self._lookup_cache(prepared, request.model, call)
+        return prepared
+
+    async def _lookup_cache(self, prepared: _Prepared, model: str, call: CallContext) -> None:
+        prepared.cache_ttl = self._catalog.cache_ttl(model)
+        if not prepared.cache_ttl:
+            return
+        wanted = directives(call.cache_control)
+        prepared.cache = CacheStatus.BYPASS if wanted & {"no-cache", "no-store"} else CacheStatus.MISS
+        if "no-store" in wanted:
+            prepared.cache_ttl = 0
+            return
+        prepared.cache_key = cache_key("chat.completions", prepared.params)
+        if prepared.cache is CacheStatus.MISS:
+            prepared.cached = await self._cache.get(prepared.cache_key)
+            if prepared.cached is not None:
+                prepared.cache = CacheStatus.HIT
+
+    def _after(self, prepared: _Prepared, completion: ChatCompletion) -> None:
+        """Work the client need not wait for: the session's new turn and the cache entry."""
+        background = self._metering.background
+        if prepared.session_id:
+            turn = turn_to_store(prepared.new_messages, prepared.history, assistant_message(completion))
+            self._sessions.append_later(background.spawn, prepared.session_id, turn)
+        if prepared.cache_key and prepared.cache_ttl and prepared.cache is not CacheStatus.HIT:
+            background.spawn(
+                self._cache.put(prepared.cache_key, completion, prepared.cache_ttl), name="cache-put"
+            )
+
+    def _meter(self, request: ChatCompletionCreate, call: CallContext, prepared: _Prepared) -> Meter:
+        return self._metering.start(
+            "chat.completions",
+            request.model,
+            call,
+            stream=bool(request.stream),
+            attributes={
+                "gen_ai.request.max_tokens": request.output_cap,
+                "gen_ai.request.temperature": request.temperature,
+                "gen_ai.request.top_p": request.top_p,
+                "gen_ai.request.seed": request.seed,
+                "gen_ai.request.choice.count": request.n,
+                "cirrus.session": prepared.session_id,
+            },
+        )
 
 
-async def _relay(stream: ChatStream, span: Span, started: float) -> AsyncIterator[ChatCompletionChunk]:
-    try:
-        first = True
-        async for chunk in stream:
-            if first:
-                span.set_attribute("cirrus.time_to_first_token_s", time.perf_counter() - started)
-                first = False
-            yield chunk
-        _record_response(span, stream.served_by, stream.usage, stream.finish_reasons, started)
-    except BaseException as exc:
-        telemetry.record_error(span, exc)
-        if stream.usage is not None:  # a stream cut after its usage chunk still used tokens
-            _record_usage(span, stream.served_by, stream.usage)
-        raise
-    finally:
-        await stream.aclose()
-        span.end()
-
-
-async def _prepend(
-    first: ChatCompletionChunk, rest: AsyncIterator[ChatCompletionChunk]
-) -> AsyncIterator[ChatCompletionChunk]:
-    try:
-        yield first
-        async for chunk in rest:
-            yield chunk
-    finally:
-        await rest.aclose()  # type: ignore[attr-defined]  # an async generator
-
-
-def _request_attributes(request: ChatCompletionCreate) -> dict[str, Any]:
-    attributes = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.request.model": request.model,
-        "gen_ai.request.max_tokens": request.max_completion_tokens or request.max_tokens,
-        "gen_ai.request.temperature": request.temperature,
-        "gen_ai.request.top_p": request.top_p,
-        "gen_ai.request.seed": request.seed,
-        "gen_ai.request.choice.count": request.n,
-        "cirrus.stream": bool(request.stream),
-    }
-    return {k: v for k, v in attributes.items() if v is not None}  # OpenTelemetry rejects None
-
-
-def _record_response(
-    span: Span,
-    served_by: ServedBy,
-    usage: CompletionUsage | None,
-    finish_reasons: list[str] | Any,
-    started: float,
-) -> None:
-    duration = time.perf_counter() - started
-    telemetry.set_attributes(
-        span,
-        {
-            "gen_ai.response.model": served_by.upstream_model,
-            "gen_ai.response.finish_reasons": [str(r) for r in finish_reasons if r],
-        },
+def _finish_cached(meter: Meter, prepared: _Prepared) -> None:
+    usage = prepared.cached.usage if prepared.cached else None
+    meter.finish(
+        input_tokens=usage.prompt_tokens if usage else 0,
+        output_tokens=usage.completion_tokens if usage else 0,
+        cache_hit=True,
+        session_id=prepared.session_id,
     )
-    telemetry.operation_duration.record(duration, _metric_attributes(served_by))
-    if usage is not None:
-        _record_usage(span, served_by, usage)
 
 
-def _record_usage(span: Span, served_by: ServedBy, usage: CompletionUsage) -> None:
-    telemetry.set_attributes(
-        span,
-        {
-            "gen_ai.provider.name": served_by.provider,
-            "gen_ai.usage.input_tokens": usage.prompt_tokens,
-            "gen_ai.usage.output_tokens": usage.completion_tokens,
-            "cirrus.deployment": served_by.deployment,
-        },
-    )
-    attributes = _metric_attributes(served_by)
-    telemetry.token_usage.record(usage.prompt_tokens, {**attributes, "gen_ai.token.type": "input"})
-    telemetry.token_usage.record(usage.completion_tokens, {**attributes, "gen_ai.token.type": "output"})
+def _cache_served_by(model: str, completion: ChatCompletion) -> ServedBy:
+    return ServedBy(model=model, deployment="cache", provider="cache", upstream_model=completion.model)
 
 
-def _metric_attributes(served_by: ServedBy) -> dict[str, str]:
-    return {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": served_by.provider,
-        "gen_ai.request.model": served_by.model,
-        "gen_ai.response.model": served_by.upstream_model,
-    }
+async def _iterate(chunks: list[ChatCompletionChunk]) -> AsyncIterator[ChatCompletionChunk]:
+    for chunk in chunks:
+        yield chunk

@@ -25,6 +25,11 @@ class ModelCatalog:
     def list(self) -> list[Model]:
         return list(self._models.values())
 
+    def cache_ttl(self, name: str) -> int:
+        """Seconds to cache exact-match answers for `name` (`model_info.cache_ttl_seconds`); 0 = off."""
+        ttls = [int(d.model_info.get("cache_ttl_seconds") or 0) for d in self._config.deployments(name)]
+        return min(ttls, default=0)
+
     def _model(self, name: str, created: int) -> Model:
         info = self._config.deployments(name)[0].model_info
         return Model(

@@ -19,6 +19,7 @@ COSMOS_CONTAINERS: tuple[CosmosContainerSpec, ...] = (
     CosmosContainerSpec("files"),
     CosmosContainerSpec("batches"),
     CosmosContainerSpec("jobs"),
+    CosmosContainerSpec("cache"),
 )
 
 
@@ -33,7 +34,7 @@ def required_resources(settings: Settings) -> Resources:
     return Resources(
         cosmos_containers=COSMOS_CONTAINERS,
         blob_containers=(settings.uploads_container, settings.outputs_container),
-        queues=(settings.jobs_queue, settings.batch_queue),
+        queues=(settings.jobs_queue, settings.batch_queue, settings.usage_queue),
     )
 
 

@@ -1,0 +1,37 @@
+"""POST /v1/completions (legacy text completions) and POST /v1/embeddings."""
+
+import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Request, Response
+
+from shared.blueprints._http import (
+    RequestContext,
+    endpoint,
+    json_response,
+    read_json,
+    served_headers,
+    sse_response,
+)
+from shared.models.requests import CompletionCreate, EmbeddingCreate
+from shared.models.validation import validate_body
+
+bp = func.Blueprint()
+
+
+@bp.route(route="v1/completions", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@endpoint()
+async def completions(req: Request, ctx: RequestContext) -> Response:
+    request = validate_body(CompletionCreate, await read_json(req, ctx.container.settings.max_body_bytes))
+    service = await ctx.container.completions()
+    if request.stream:
+        stream = await service.open_stream(request, ctx.call(req))
+        return sse_response(stream.chunks, ctx.request_id, served_headers(stream.served_by))
+    result = await service.create(request, ctx.call(req))
+    return json_response(result.completion, headers=served_headers(result.served_by))
+
+
+@bp.route(route="v1/embeddings", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@endpoint()
+async def embeddings(req: Request, ctx: RequestContext) -> Response:
+    request = validate_body(EmbeddingCreate, await read_json(req, ctx.container.settings.max_body_bytes))
+    result = await (await ctx.container.embeddings()).create(request, ctx.call(req))
+    return json_response(result.body, headers=served_headers(result.served_by))

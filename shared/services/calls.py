@@ -1,0 +1,261 @@
+"""One model call, metered: a GenAI span, GenAI metrics and a usage record written afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from opentelemetry.trace import SpanKind
+
+from shared import telemetry
+from shared.clients.protocols import LLMRouter, ModelStream, ServedBy
+from shared.errors import CirrusError, InvalidRequestError, UpstreamError
+from shared.models.usage import Endpoint, UsageRecord
+from shared.services.auth import Principal
+from shared.services.background import Background
+from shared.services.model_catalog import ModelCatalog
+from shared.services.usage import UsageService, day_of
+
+CANCELLED = "cancelled"  # the client went away first
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """Who asked, and how: what a service needs from the transport besides the body."""
+
+    request_id: str
+    principal: Principal
+    session_id: str | None = None
+    cache_control: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Metering:
+    """The collaborators every metered call shares."""
+
+    llm: LLMRouter
+    usage: UsageService
+    background: Background
+
+    def start(
+        self, endpoint: Endpoint, model: str, call: CallContext, *, stream: bool, attributes: dict[str, Any]
+    ) -> Meter:
+        return Meter(self, endpoint, model, call, stream=stream, attributes=attributes)
+
+
+class Meter:
+    """Open at the start of a call; `finish` exactly once, with what happened."""
+
+    def __init__(
+        self,
+        metering: Metering,
+        endpoint: Endpoint,
+        model: str,
+        call: CallContext,
+        *,
+        stream: bool,
+        attributes: dict[str, Any],
+    ) -> None:
+        self._metering = metering
+        self._endpoint = endpoint
+        self._model = model
+        self._call = call
+        self._stream = stream
+        self._created = time.time()
+        self._started = time.perf_counter()
+        self._ttft: float | None = None
+        self._finished = False
+        operation = (
+            "embeddings"
+            if endpoint == "embeddings"
+            else "chat"
+            if endpoint == "chat.completions"
+            else "text_completion"
+        )
+        self._operation = operation
+        self.span = telemetry.tracer.start_span(
+            f"{operation} {model}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": operation,
+                "gen_ai.request.model": model,
+                "cirrus.stream": stream,
+                "cirrus.key_id": call.principal.key_id,
+                "cirrus.request_id": call.request_id,
+                **({"cirrus.session": call.session_id} if call.session_id else {}),
+                **{k: v for k, v in attributes.items() if v is not None},
+            },
+        )
+
+    def first_token(self) -> None:
+        if self._ttft is None:
+            self._ttft = time.perf_counter() - self._started
+            self.span.set_attribute("cirrus.time_to_first_token_s", self._ttft)
+
+    def finish(
+        self,
+        *,
+        served_by: ServedBy | None = None,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        usage_estimated: bool = False,
+        finish_reasons: Sequence[str] = (),
+        error: BaseException | None = None,
+        cache_hit: bool = False,
+        session_id: str | None = None,
+    ) -> UsageRecord | None:
+        """End the span, record metrics and write the usage record in the background."""
+        if self._finished:
+            return None
+        self._finished = True
+        latency = time.perf_counter() - self._started
+        status, http_status = _outcome(error)
+        cost = 0.0 if cache_hit else None
+        if served_by is not None and not cache_hit:
+            cost = self._metering.llm.cost_usd(served_by, input_tokens, output_tokens)
+        record = UsageRecord(
+            id=f"usage_{uuid.uuid4().hex}",
+            pk=self._call.principal.key_id,
+            request_id=self._call.request_id,
+            created_at=self._created,
+            day=day_of(self._created),
+            key_id=self._call.principal.key_id,
+            endpoint=self._endpoint,
+            model=self._model,
+            served_model=served_by.model if served_by else None,
+            deployment=served_by.deployment if served_by else None,
+            provider=served_by.provider if served_by else None,
+            session_id=session_id or self._call.session_id,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            total_tokens=input_tokens + output_tokens,
+            usage_estimated=usage_estimated,
+            cost_usd=cost,
+            latency_ms=round(latency * 1000, 3),
+            ttft_ms=round(self._ttft * 1000, 3) if self._ttft is not None else None,
+            status=status,
+            http_status=http_status,
+            stream=self._stream,
+            cache_hit=cache_hit,
+            fallback=bool(served_by and served_by.fallbacks),
+            tags=self._call.tags,
+        )
+        self._trace(record, served_by, finish_reasons, error, latency)
+        self._metering.background.spawn(self._metering.usage.record(record), name=f"usage-{record.id}")
+        return record
+
+    def _trace(
+        self,
+        record: UsageRecord,
+        served_by: ServedBy | None,
+        finish_reasons: Sequence[str],
+        error: BaseException | None,
+        latency: float,
+    ) -> None:
+        span = self.span
+        if error is not None:
+            telemetry.record_error(span, error)
+        attributes = {
+            "gen_ai.operation.name": self._operation,
+            "gen_ai.request.model": self._model,
+            "gen_ai.provider.name": served_by.provider if served_by else None,
+            "gen_ai.response.model": served_by.upstream_model if served_by else None,
+        }
+        telemetry.set_attributes(
+            span,
+            {
+                **attributes,
+                "gen_ai.usage.input_tokens": record.input_tokens if served_by or record.cache_hit else None,
+                "gen_ai.usage.output_tokens": record.output_tokens if served_by or record.cache_hit else None,
+                "gen_ai.response.finish_reasons": [str(r) for r in finish_reasons if r] or None,
+                "cirrus.deployment": record.deployment,
+                "cirrus.served_model": record.served_model,
+                "cirrus.fallback": record.fallback,
+                "cirrus.cache_hit": record.cache_hit,
+                "cirrus.cost_usd": record.cost_usd,
+                "cirrus.usage_estimated": record.usage_estimated or None,
+            },
+        )
+        metric_attributes = {k: v for k, v in attributes.items() if v is not None}
+        if error is not None:
+            metric_attributes["error.type"] = record.status
+        telemetry.operation_duration.record(latency, metric_attributes)
+        if served_by is not None:
+            telemetry.token_usage.record(
+                record.input_tokens, {**metric_attributes, "gen_ai.token.type": "input"}
+            )
+            telemetry.token_usage.record(
+                record.output_tokens, {**metric_attributes, "gen_ai.token.type": "output"}
+            )
+        span.end()
+
+
+def _outcome(error: BaseException | None) -> tuple[str, int]:
+    if error is None:
+        return "ok", 200
+    if isinstance(error, GeneratorExit | asyncio.CancelledError):
+        return CANCELLED, 499
+    if isinstance(error, CirrusError):
+        return error.code or error.type, error.status
+    return "server_error", 500
+
+
+def check_model(
+    catalog: ModelCatalog, llm: LLMRouter, model: str, output_cap: int | None, cap_param: str
+) -> None:
+    """404 for a model not served; 400 for an output cap over the model's limit."""
+    catalog.require(model)
+    if output_cap is None:
+        return
+    limit = llm.limits(model).max_output_tokens
+    if limit and output_cap > limit:
+        raise InvalidRequestError(
+            f"{cap_param} is too large: {output_cap}. This model supports at most {limit} completion tokens.",
+            param=cap_param,
+        )
+
+
+async def primed(chunks: AsyncIterator[T]) -> AsyncIterator[T]:
+    """Wait for the first chunk, so a failure before it raises here with its own HTTP status."""
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        raise UpstreamError("The model provider returned an empty stream.") from None
+    return _prepend(first, chunks)
+
+
+async def _prepend(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]  # an async generator
+
+
+async def close_stream(
+    stream: ModelStream[Any],
+    upstream: AsyncIterator[Any],
+    meter: Meter,
+    error: BaseException | None,
+    **extra: Any,
+) -> None:
+    """Close an upstream stream and finish its meter with whatever usage it reached."""
+    await upstream.aclose()  # type: ignore[attr-defined]  # settles the stream's usage
+    await stream.aclose()
+    usage = stream.usage
+    meter.finish(
+        served_by=stream.served_by,
+        input_tokens=usage.prompt_tokens if usage else 0,
+        output_tokens=usage.completion_tokens if usage else 0,
+        usage_estimated=stream.usage_estimated,
+        finish_reasons=stream.finish_reasons,
+        error=error,
+        **extra,
+    )
