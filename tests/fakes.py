@@ -12,10 +12,18 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.completion_usage import CompletionUsage
 
-from shared.clients.protocols import ChatResult, CosmosContainerSpec, ServedBy
+from shared.clients.protocols import (
+    ChatResult,
+    CompletionResult,
+    CosmosContainerSpec,
+    EmbeddingResult,
+    ModelLimits,
+    ServedBy,
+)
 from shared.errors import ConflictError, PreconditionFailedError, UpstreamError
 from tests import factories
 
@@ -160,6 +168,7 @@ class FakeStream:
     fail_after: int | None = None
     finish_reasons: list[str] = field(default_factory=list)
     closed: bool = False
+    usage_estimated: bool = False
 
     async def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
         for index, chunk in enumerate(self.chunks):
@@ -175,9 +184,13 @@ class FakeStream:
 
 
 class FakeLLMRouter:
-    """A scriptable router: `enqueue` replies (text or an exception), then inspect `calls`."""
+    """A scriptable router: `enqueue` replies (text or an exception), then inspect `calls`.
 
-    def __init__(self) -> None:
+    Prices: $1 per million input tokens, $2 per million output tokens. Tokens: one per word.
+    """
+
+    def __init__(self, limits: dict[str, ModelLimits] | None = None) -> None:
+        self.model_limits = limits or {}
         self.calls: list[dict[str, Any]] = []
         self.streams: list[FakeStream] = []
         self._script: deque[str | BaseException] = deque()
@@ -209,6 +222,50 @@ class FakeLLMRouter:
         stream = FakeStream(chunks, served_by(params["model"]), fail_after=fail_after)
         self.streams.append(stream)
         return stream
+
+    async def text_completion(self, params: Mapping[str, Any]) -> CompletionResult:
+        self.calls.append(dict(params))
+        text = self._next()
+        body = {
+            "id": "cmpl-test",
+            "object": "text_completion",
+            "created": 1,
+            "model": params["model"],
+            "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": "stop"}],
+            "usage": {
+                "prompt_tokens": 3,
+                "completion_tokens": len(text.split()),
+                "total_tokens": 3 + len(text.split()),
+            },
+        }
+        return CompletionResult(Completion.model_validate(body), served_by(params["model"]))
+
+    async def text_completion_stream(self, params: Mapping[str, Any]) -> FakeStream:
+        raise NotImplementedError
+
+    async def embed(self, params: Mapping[str, Any]) -> EmbeddingResult:
+        self.calls.append(dict(params))
+        inputs = params["input"] if isinstance(params["input"], list) else [params["input"]]
+        body = {
+            "object": "list",
+            "model": params["model"],
+            "data": [
+                {"object": "embedding", "index": i, "embedding": [0.5, 0.5]} for i in range(len(inputs))
+            ],
+            "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)},
+        }
+        return EmbeddingResult(body, len(inputs), served_by(params["model"]))
+
+    def cost_usd(self, served_by: ServedBy, input_tokens: int, output_tokens: int) -> float | None:
+        return input_tokens * 1e-6 + output_tokens * 2e-6
+
+    def count_tokens(self, model: str, messages: Any) -> int:
+        if isinstance(messages, str):
+            return len(messages.split())
+        return sum(len(str(m.get("content") or "").split()) for m in messages)
+
+    def limits(self, model: str) -> ModelLimits:
+        return self.model_limits.get(model, ModelLimits(None, None))
 
     async def aclose(self) -> None:
         pass

@@ -36,7 +36,15 @@ def stack(
     workdir = tmp_path_factory.mktemp("local-host")
     port = free_port()
     provider_port = int(fake_provider_url.rsplit(":", 1)[1])
-    env = app_env(emulators, provider_port, CIRRUS_MASTER_KEY=DEV_MASTER_KEY, COSMOS_DATABASE="cirrus-e2e")
+    env = app_env(
+        emulators,
+        provider_port,
+        CIRRUS_MASTER_KEY=DEV_MASTER_KEY,
+        COSMOS_DATABASE="cirrus-e2e",
+        CIRRUS_MODEL_CONFIG=str(Path(__file__).parent / "model_list.yaml"),
+        E2E_BROKEN_PROVIDER_URL=f"{fake_provider_url}/profile/fault=500/v1",
+        USAGE_QUEUE="e2e-usage",
+    )
     log = workdir / "funchost.log"
     host = local_host(port, env, log).start()
     try:

@@ -7,11 +7,20 @@ from tests.openapi import assert_matches
 
 def test_models_list(stack):
     models = stack.client().models.list()
-    assert [m.id for m in models.data] == ["cirrus-local"]
+    assert [m.id for m in models.data] == ["cirrus-local", "cirrus-embed", "cirrus-cached", "cirrus-broken"]
     raw = httpx.get(
         f"{stack.base_url}/v1/models", headers={"Authorization": f"Bearer {stack.master_key}"}
     ).json()
     assert_matches("ListModelsResponse", raw)
+
+
+def test_one_model(stack):
+    model = stack.client().models.retrieve("cirrus-embed")
+    assert (model.id, model.object) == ("cirrus-embed", "model")
+    response = httpx.get(
+        f"{stack.base_url}/v1/models/gpt-9", headers={"Authorization": f"Bearer {stack.master_key}"}
+    )
+    assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
 
 
 def test_models_need_a_key(stack):
@@ -31,7 +40,7 @@ def test_readiness_checks_every_dependency(stack):
     assert set(body["checks"]) == {"cosmos", "blob", "queue", "models"}
     for check in body["checks"].values():
         assert check["status"] == "ok" and check["latency_ms"] >= 0
-    assert body["checks"]["models"]["detail"] == {"models": 1}
+    assert body["checks"]["models"]["detail"] == {"models": 4}
 
 
 def test_unknown_v1_route_is_an_openai_404(stack):

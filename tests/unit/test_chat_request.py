@@ -3,7 +3,7 @@
 import pytest
 
 from shared.errors import InvalidRequestError
-from shared.models.chat import STEERING_FIELDS, ChatCompletionCreate
+from shared.models.requests import STEERING_FIELDS, ChatCompletionCreate
 from shared.models.validation import param_path, validate_body
 from tests.factories import chat_body, message
 

@@ -12,10 +12,18 @@ EXPECTED_HTTP = {
     "health": ("health", ["GET"]),
     "health_ready": ("health/ready", ["GET"]),
     "list_models": ("v1/models", ["GET"]),
+    "get_model": ("v1/models/{*model}", ["GET"]),
     "chat_completions": ("v1/chat/completions", ["POST"]),
+    "completions": ("v1/completions", ["POST"]),
+    "embeddings": ("v1/embeddings", ["POST"]),
+    "create_session": ("v1/sessions", ["POST"]),
+    "list_sessions": ("v1/sessions", ["GET"]),
+    "get_session": ("v1/sessions/{session_id}", ["GET"]),
+    "delete_session": ("v1/sessions/{session_id}", ["DELETE"]),
+    "usage": ("v1/usage", ["GET"]),
     "unknown_route": ("v1/{*path}", ["GET", "POST", "PUT", "PATCH", "DELETE"]),
 }
-EXPECTED_QUEUES: dict[str, tuple[str, str]] = {}  # name -> (queue setting, connection)
+EXPECTED_QUEUES = {"store_parked_usage": ("%USAGE_QUEUE%", "AzureWebJobsStorage")}
 
 
 @functools.cache  # get_functions() refuses to run twice on one app (it re-checks name uniqueness)
@@ -45,13 +53,16 @@ def test_queue_triggers_name_their_settings():
         assert trigger.connection == connection
 
 
-def test_http_functions_take_the_fastapi_request_for_streaming():
+def test_functions_take_the_types_the_host_binds():
     from fastapi import Request
 
-    for name in EXPECTED_HTTP:
+    for name in [*EXPECTED_HTTP, *EXPECTED_QUEUES]:
         fn = functions()[name].get_user_function()
-        assert fn.__annotations__["req"] is Request, name
         assert not hasattr(fn, "__wrapped__"), f"{name}: the host would index the wrong signature"
+        if name in EXPECTED_QUEUES:
+            assert fn.__annotations__["msg"] is func.QueueMessage
+            continue
+        assert fn.__annotations__["req"] is Request, name
 
 
 def test_importing_the_app_does_not_import_litellm():

@@ -18,7 +18,7 @@ def write(tmp_path, text):
 
 def test_the_local_model_file_loads():
     config = load_model_config(ROOT / LOCAL_MODEL_CONFIG, {"CIRRUS_LOCAL_PROVIDER_URL": "http://x/v1"})
-    assert config.model_names() == ["cirrus-local"]
+    assert config.model_names() == ["cirrus-local", "cirrus-embed"]
     assert config.deployments("cirrus-local")[0].litellm_params.model == "openai/gpt-4o-mini"
 
 
