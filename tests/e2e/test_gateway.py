@@ -195,7 +195,8 @@ def test_a_parked_usage_record_is_written_by_the_queue_function(stack, emulators
         "latency_ms": 1.0,
     }
     queue = QueueClient.from_connection_string(emulators.storage_connection_string, "e2e-usage")
-    queue.send_message(base64.b64encode(json.dumps({"usage": record}).encode()).decode())
+    item = {"id": "ignored", "pk": "parked-key", "records": [record]}
+    queue.send_message(base64.b64encode(json.dumps({"usage_item": item}).encode()).decode())
 
     def landed():
         body = httpx.get(

@@ -47,7 +47,9 @@ class World:
         self.blobs = InMemoryBlobStore()
         self.queues = InMemoryQueueStore()
         self.background = Background()
-        self.usage = UsageService(self.documents, self.queues, "cirrus-usage")
+        self.usage = UsageService(
+            self.documents, self.queues, "cirrus-usage", self.background, flush_interval=0
+        )
         self.sessions = SessionService(self.documents, self.blobs, "outputs")
         metering = Metering(self.router, self.usage, self.background)
         self.chat = ChatService(
@@ -60,7 +62,7 @@ class World:
 
     async def usage_records(self):
         await self.background.drain()
-        return list(self.documents.items["usage"].values())
+        return [record for item in self.documents.items["usage"].values() for record in item["records"]]
 
 
 @pytest.fixture

@@ -1,18 +1,13 @@
-"""Usage records: durable writes (park and replay), and summaries scoped to the caller."""
+"""Usage records: batched into items, durable writes (park and replay), never a lost record."""
 
 import base64
 import json
 import logging
 
-import pytest
-
 from shared.models.usage import UsageRecord
-from shared.services.auth import Principal
-from shared.services.usage import UsageService
+from shared.services.background import Background
+from shared.services.usage import RECORDS_PER_ITEM, UsageService, usage_items
 from tests.fakes import InMemoryDocumentStore, InMemoryQueueStore
-
-ALICE = Principal("key-alice", False)
-MASTER = Principal("master-1", True)
 
 
 def record(n=1, key="key-alice", **fields):
@@ -55,46 +50,56 @@ async def no_sleep(_):
     return None
 
 
-async def test_a_record_goes_to_cosmos():
-    documents = InMemoryDocumentStore()
-    assert await UsageService(documents, InMemoryQueueStore(), "q").record(record()) == "cosmos"
-    assert list(documents.items["usage"]) == [("key-alice", "usage_key-alice_1")]
+def stored_records(documents):
+    return sorted(r["id"] for item in documents.items["usage"].values() for r in item["records"])
+
+
+def test_items_group_by_key_cap_their_size_and_have_stable_ids():
+    records = [record(n) for n in range(RECORDS_PER_ITEM + 5)] + [record(1, key="key-bob")]
+    items = usage_items(records)
+    assert [(i["pk"], len(i["records"])) for i in items] == [
+        ("key-alice", RECORDS_PER_ITEM),
+        ("key-alice", 5),
+        ("key-bob", 1),
+    ]
+    assert [i["id"] for i in usage_items(records)] == [i["id"] for i in items]
+    assert items[0]["first_at"] == records[0].created_at
+    assert len(json.dumps(items[0])) < 40_000  # fits a queue message when parked
+
+
+async def test_submitted_records_are_flushed_together_in_one_write():
+    documents, background = InMemoryDocumentStore(), Background()
+    service = UsageService(documents, InMemoryQueueStore(), "q", background, flush_interval=0.01)
+    for n in range(5):
+        service.submit(record(n))
+    assert len(background) == 1  # one flush for the lot
+    await background.drain()
+    assert len(documents.items["usage"]) == 1
+    assert stored_records(documents) == sorted(record(n).id for n in range(5))
 
 
 async def test_a_failed_write_is_parked_and_replayed_idempotently():
     documents, queues = FlakyDocuments(failures=1), InMemoryQueueStore()
-    service = UsageService(documents, queues, "cirrus-usage")
-    assert await service.record(record()) == "queue"
+    service = UsageService(documents, queues, "cirrus-usage", Background())
+    (item,) = usage_items([record(1), record(2)])
+    assert await service.store(item) == "queue"
     assert documents.items["usage"] == {}
     (parked,) = queues.messages["cirrus-usage"]
     message = json.loads(base64.b64decode(parked))
     await service.store_parked(message)
-    await service.store_parked(message)  # delivered twice: still one record
-    assert list(documents.items["usage"]) == [("key-alice", "usage_key-alice_1")]
+    await service.store_parked(message)  # delivered twice: still one item, two records
+    assert list(documents.items["usage"]) == [("key-alice", item["id"])]
+    assert stored_records(documents) == [record(1).id, record(2).id]
 
 
-async def test_when_cosmos_and_the_queue_are_down_it_keeps_trying_then_logs_the_record(caplog):
+async def test_when_cosmos_and_the_queue_are_down_it_keeps_trying_then_logs_the_item(caplog):
+    (item,) = usage_items([record(1)])
     documents = FlakyDocuments(failures=3)
-    service = UsageService(documents, DeadQueue(), "q", retry_delays=(0, 0, 0), sleep=no_sleep)
-    assert await service.record(record()) == "cosmos"  # the fourth attempt got through
+    service = UsageService(documents, DeadQueue(), "q", Background(), retry_delays=(0, 0, 0), sleep=no_sleep)
+    assert await service.store(item) == "cosmos"  # the fourth attempt got through
     hopeless = UsageService(
-        FlakyDocuments(failures=99), DeadQueue(), "q", retry_delays=(0, 0), sleep=no_sleep
+        FlakyDocuments(failures=99), DeadQueue(), "q", Background(), retry_delays=(0, 0), sleep=no_sleep
     )
     with caplog.at_level(logging.ERROR, logger="cirrus.usage"):
-        assert await hopeless.record(record(2)) == "log"
-    assert "usage_key-alice_2" in caplog.text
-
-
-async def test_summary_is_scoped_to_the_caller_and_groups():
-    documents = InMemoryDocumentStore()
-    service = UsageService(documents, InMemoryQueueStore(), "q")
-    for n, model in enumerate(["a", "a", "b"], start=1):
-        await service.record(record(n, model=model))
-    await service.record(record(9, key="key-bob", model="a"))
-    mine = await service.summary(ALICE, 0, 2e9, "model")
-    assert mine.total.requests == 3 and mine.total.total_tokens == 45
-    assert [(g.group, g.requests) for g in mine.data] == [("a", 2), ("b", 1)]
-    assert mine.total.cost_usd == pytest.approx(0.003)
-    everyone = await service.summary(MASTER, 0, 2e9, "key")
-    assert [(g.group, g.requests) for g in everyone.data] == [("key-alice", 3), ("key-bob", 1)]
-    assert (await service.summary(ALICE, 0, 2e9, None)).data == []
+        assert await hopeless.store(item) == "log"
+    assert record(1).id in caplog.text
