@@ -40,12 +40,12 @@ def _to_invalid_request(exc: ValidationError) -> InvalidRequestError:
 
 
 def param_path(loc: tuple[int | str, ...]) -> str:
-    """`("messages", 0, "str", "content")` → `messages[0].content` (union tags dropped)."""
+    """`("messages", 0, "str", "content")` → `messages[0].content` (union and constraint tags dropped)."""
     path = ""
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in _TYPE_TAGS or "[" in part or part[:1].isupper():
+        elif part in _TYPE_TAGS or "[" in part or "-" in part or part[:1].isupper():
             continue
         else:
             path += f".{part}" if path else part

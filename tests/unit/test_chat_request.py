@@ -3,7 +3,7 @@
 import pytest
 
 from shared.errors import InvalidRequestError
-from shared.models.requests import STEERING_FIELDS, ChatCompletionCreate
+from shared.models.requests import STEERING_FIELDS, ChatCompletionCreate, CompletionCreate, EmbeddingCreate
 from shared.models.validation import param_path, validate_body
 from tests.factories import chat_body, message
 
@@ -90,3 +90,40 @@ def test_param_path_drops_union_tags():
     )
     assert param_path(("stop", "str")) == "stop"
     assert param_path(()) == ""
+
+
+@pytest.mark.parametrize(
+    ("model", "body"),
+    [
+        (CompletionCreate, {"model": "m", "prompt": "hi"}),
+        (EmbeddingCreate, {"model": "m", "input": ["a", "b"]}),
+    ],
+)
+def test_every_endpoint_refuses_steering_and_unknown_fields(model, body):
+    assert validate_body(model, body).upstream_params() == body
+    for field, value in [("api_base", "http://evil/"), ("custom_llm_provider", "bedrock"), ("nope", 1)]:
+        with pytest.raises(InvalidRequestError) as info:
+            validate_body(model, {**body, field: value})
+        assert info.value.param == field
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "m", "input": ""}, "input"),
+        ({"model": "m", "input": []}, "input"),
+        ({"model": "m", "input": ["x"] * 2049}, "input"),
+        ({"model": "m", "input": "x", "encoding_format": "hex"}, "encoding_format"),
+        ({"model": "m", "input": "x", "dimensions": 0}, "dimensions"),
+    ],
+)
+def test_embedding_inputs_are_checked(body, param):
+    with pytest.raises(InvalidRequestError) as info:
+        validate_body(EmbeddingCreate, body)
+    assert info.value.param == param
+
+
+def test_completion_needs_a_prompt():
+    with pytest.raises(InvalidRequestError) as info:
+        validate_body(CompletionCreate, {"model": "m"})
+    assert info.value.param == "prompt"
