@@ -65,7 +65,7 @@ class Container:
         self.catalog = ModelCatalog(models, created=models_created)
         self.auth = AuthService(settings.master_key)  # type: ignore[arg-type]  # set by Settings' validator
         self.background = Background()
-        self.usage = UsageService(clients.documents, clients.queues, settings.usage_queue)
+        self.usage = UsageService(clients.documents, clients.queues, settings.usage_queue, self.background)
         self.sessions = SessionService(clients.documents, clients.blobs, settings.outputs_container)
         self.cache = ResponseCache(clients.documents)
         self._llm_factory = llm_factory

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from shared import telemetry
-from shared.clients.protocols import LLMRouter, ModelStream, ServedBy
+from shared.clients.protocols import ChatResult, CompletionResult, LLMRouter, ModelStream, ServedBy
 from shared.errors import CirrusError, InvalidRequestError, UpstreamError
 from shared.models.usage import Endpoint, UsageRecord
 from shared.services.auth import Principal
@@ -93,6 +94,27 @@ class Meter:
             },
         )
 
+    async def call(self, awaitable: Awaitable[T], **finish: Any) -> T:
+        """Await the provider call inside this span; a failure finishes the meter and re-raises."""
+        try:
+            with trace.use_span(self.span, end_on_exit=False):
+                return await awaitable
+        except BaseException as exc:
+            self.finish(error=exc, **finish)
+            raise
+
+    def finish_with(self, result: ChatResult | CompletionResult, **finish: Any) -> None:
+        """Finish with a complete (non-streamed) chat or text completion."""
+        usage = result.completion.usage
+        self.finish(
+            served_by=result.served_by,
+            input_tokens=usage.prompt_tokens if usage else 0,
+            output_tokens=usage.completion_tokens if usage else 0,
+            usage_estimated=result.usage_estimated,
+            finish_reasons=[c.finish_reason for c in result.completion.choices],
+            **finish,
+        )
+
     def first_token(self) -> None:
         if self._ttft is None:
             self._ttft = time.perf_counter() - self._started
@@ -147,7 +169,7 @@ class Meter:
             tags=self._call.tags,
         )
         self._trace(record, served_by, finish_reasons, error, latency)
-        self._metering.background.spawn(self._metering.usage.record(record), name=f"usage-{record.id}")
+        self._metering.usage.submit(record)
         return record
 
     def _trace(

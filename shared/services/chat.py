@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
-from opentelemetry import trace
 
 from shared.clients.protocols import ChatStream, LLMRouter, ServedBy
 from shared.errors import InvalidRequestError
@@ -75,21 +74,8 @@ class ChatService:
             _finish_cached(meter, prepared)
             self._after(prepared, prepared.cached)
             return ChatOutcome(prepared.cached, served_by, prepared.cache, prepared.session_id)
-        try:
-            with trace.use_span(meter.span, end_on_exit=False):
-                result = await self._llm.chat(prepared.params)
-        except BaseException as exc:
-            meter.finish(error=exc, session_id=prepared.session_id)
-            raise
-        usage = result.completion.usage
-        meter.finish(
-            served_by=result.served_by,
-            input_tokens=usage.prompt_tokens if usage else 0,
-            output_tokens=usage.completion_tokens if usage else 0,
-            usage_estimated=result.usage_estimated,
-            finish_reasons=[c.finish_reason for c in result.completion.choices],
-            session_id=prepared.session_id,
-        )
+        result = await meter.call(self._llm.chat(prepared.params), session_id=prepared.session_id)
+        meter.finish_with(result, session_id=prepared.session_id)
         self._after(prepared, result.completion)
         return ChatOutcome(result.completion, result.served_by, prepared.cache, prepared.session_id)
 
@@ -108,12 +94,7 @@ class ChatService:
                 prepared.cache,
                 prepared.session_id,
             )
-        try:
-            with trace.use_span(meter.span, end_on_exit=False):
-                stream = await self._llm.chat_stream(prepared.params)
-        except BaseException as exc:
-            meter.finish(error=exc, session_id=prepared.session_id)
-            raise
+        stream = await meter.call(self._llm.chat_stream(prepared.params), session_id=prepared.session_id)
         # From here the relay owns the meter and the upstream stream, and closes both.
         chunks = await primed(self._relay(stream, meter, prepared))
         return OpenStream(stream.served_by, chunks, prepared.cache, prepared.session_id)

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from openai.types import Completion
-from opentelemetry import trace
 
 from shared.clients.protocols import CompletionResult, CompletionStream, EmbeddingResult, ServedBy
 from shared.models.requests import CompletionCreate, EmbeddingCreate
@@ -27,30 +26,13 @@ class CompletionService:
 
     async def create(self, request: CompletionCreate, call: CallContext) -> CompletionResult:
         meter = self._start(request, call)
-        try:
-            with trace.use_span(meter.span, end_on_exit=False):
-                result = await self._metering.llm.text_completion(request.upstream_params())
-        except BaseException as exc:
-            meter.finish(error=exc)
-            raise
-        usage = result.completion.usage
-        meter.finish(
-            served_by=result.served_by,
-            input_tokens=usage.prompt_tokens if usage else 0,
-            output_tokens=usage.completion_tokens if usage else 0,
-            usage_estimated=result.usage_estimated,
-            finish_reasons=[c.finish_reason for c in result.completion.choices],
-        )
+        result = await meter.call(self._metering.llm.text_completion(request.upstream_params()))
+        meter.finish_with(result)
         return result
 
     async def open_stream(self, request: CompletionCreate, call: CallContext) -> OpenCompletionStream:
         meter = self._start(request, call)
-        try:
-            with trace.use_span(meter.span, end_on_exit=False):
-                stream = await self._metering.llm.text_completion_stream(request.upstream_params())
-        except BaseException as exc:
-            meter.finish(error=exc)
-            raise
+        stream = await meter.call(self._metering.llm.text_completion_stream(request.upstream_params()))
         return OpenCompletionStream(stream.served_by, await primed(_relay(stream, meter)))
 
     def _start(self, request: CompletionCreate, call: CallContext) -> Meter:
@@ -81,12 +63,7 @@ class EmbeddingService:
             stream=False,
             attributes={"gen_ai.embeddings.dimension.count": request.dimensions},
         )
-        try:
-            with trace.use_span(meter.span, end_on_exit=False):
-                result = await self._metering.llm.embed(request.upstream_params())
-        except BaseException as exc:
-            meter.finish(error=exc)
-            raise
+        result = await meter.call(self._metering.llm.embed(request.upstream_params()))
         meter.finish(served_by=result.served_by, input_tokens=result.input_tokens)
         return result
 
