@@ -10,8 +10,9 @@ write lands on the same item.
 A write that fails is parked on the usage queue, whose queue-triggered function
 (`usage_queue.py`) writes it later. If the queue is unreachable too, both are retried with
 backoff for a few minutes, and as a last resort the item is logged in full at ERROR (records
-carry no prompt, key or secret) so it can be replayed from the logs. A worker that stops
-gracefully flushes first; a crash loses at most the last `flush_interval` of records.
+carry no prompt, key or secret) so it can be replayed from the logs. The Functions worker gives
+apps no shutdown hook, so a worker that stops or crashes can lose its last `flush_interval` of
+records; `Container.aclose()` flushes where a host does call it.
 """
 
 from __future__ import annotations
