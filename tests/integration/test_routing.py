@@ -126,6 +126,18 @@ async def test_context_window_overflow_falls_back_to_a_larger_model(fake_provide
     assert long.served_by.model == "big" and long.served_by.fallbacks == 1
 
 
+async def test_a_content_policy_refusal_falls_back_to_another_model(fake_provider_url):
+    gateway = router(
+        [
+            deployment("strict", fake_provider_url, "status=400,error_message=content_policy_violation"),
+            deployment("lenient", fake_provider_url),
+        ],
+        content_policy_fallbacks=[{"strict": ["lenient"]}],
+    )
+    result = await gateway.chat(chat("strict"))
+    assert result.served_by.model == "lenient" and result.served_by.fallbacks == 1
+
+
 async def test_retries_wait_for_the_providers_retry_after(fake_provider_url, provider):
     gateway = router(
         [deployment("flaky", fake_provider_url, "fail_first=1,fault=429,retry_after=1")], num_retries=1
@@ -134,6 +146,17 @@ async def test_retries_wait_for_the_providers_retry_after(fake_provider_url, pro
     assert result.served_by.retries == 1
     first, second = hits(provider, "fail_first")
     assert second["received_at"] - first["received_at"] >= 0.9  # the provider asked for one second
+
+
+async def test_weights_steer_the_shuffle(fake_provider_url):
+    gateway = router(
+        [
+            deployment("weighted", fake_provider_url, id_="w-all", weight=1),
+            deployment("weighted", fake_provider_url, id_="w-none", weight=0),
+        ]
+    )
+    served = {(await gateway.chat(chat("weighted"))).served_by.deployment for _ in range(20)}
+    assert served == {"w-all"}
 
 
 async def test_latency_based_routing_prefers_the_faster_deployment(fake_provider_url, provider):

@@ -282,7 +282,7 @@ async def _fault(exchange: Exchange, streaming: bool) -> web.StreamResponse | No
     if behaviour.retry_after is not None and status in (429, 503):
         seconds = float(behaviour.retry_after)
         headers["Retry-After"] = str(int(seconds)) if seconds.is_integer() else str(seconds)
-    return await exchange.send_json(error_body(status), status, headers)
+    return await exchange.send_json(error_body(status, behaviour.error_message), status, headers)
 
 
 async def _chat(exchange: Exchange, req: ChatRequest) -> web.StreamResponse:

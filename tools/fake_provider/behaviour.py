@@ -43,6 +43,7 @@ class Behaviour(BaseModel):
         default=None, ge=1, description="Reject chat prompts over this many words with OpenAI's 400."
     )
     omit_usage: bool = Field(default=False, description="Send no usage at all, as some providers do.")
+    error_message: str | None = Field(default=None, description="Message of a `status` or fault error.")
 
     @field_validator("fault", mode="before")
     @classmethod
