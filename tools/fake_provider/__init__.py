@@ -22,8 +22,9 @@ Which `Behaviour` answers a request, first match wins:
 Unset fields of 1 and 2 fall back to the server default. `fail_first=N` fails only the first N
 requests answered by that queued script or profile (with a 500 unless a fault/status is set).
 `context_window=N` rejects chat prompts of more than N words with OpenAI's 400
-`context_length_exceeded`; `omit_usage=true` sends no usage, as some providers do; `error_message` sets the text of a
-`status`/fault error (e.g. `status=400,error_message=content_policy_violation`).
+`context_length_exceeded`; `omit_usage=true` sends no usage, as some providers do;
+`error_message` sets the text of a `status`/fault error
+(e.g. `status=400,error_message=content_policy_violation`).
 
 Control API (loopback clients only): POST /_control/enqueue, POST /_control/reset,
 GET /_control/requests (request log, newest last), GET /_control/health.
