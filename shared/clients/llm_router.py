@@ -80,6 +80,7 @@ class LiteLLMRouter:
         self._deployments: dict[str, dict[str, Any]] = {
             str(d["model_info"]["id"]): d for d in self._router.get_model_list()
         }
+        self._limits: dict[str, ModelLimits] = {}
 
     # --- calls ----------------------------------------------------------------------------
 
@@ -184,6 +185,12 @@ class LiteLLMRouter:
 
     def limits(self, model: str) -> ModelLimits:
         """The tightest input and output limits over `model`'s deployments (the file wins)."""
+        # Fixed by the file and LiteLLM's model map, so worked out once per model, not per request.
+        if model not in self._limits:
+            self._limits[model] = self._work_out_limits(model)
+        return self._limits[model]
+
+    def _work_out_limits(self, model: str) -> ModelLimits:
         inputs, outputs = [], []
         for deployment in self._deployments.values():
             if deployment["model_name"] != model:
