@@ -278,9 +278,12 @@ class _LiteLLMStream:
         return self._router._served_by(self._requested, self._wrapper)
 
     async def __aiter__(self) -> AsyncIterator[Any]:
+        model: str | None = None
         try:
             async for raw in self._wrapper:
-                chunk = self._kind.normalise(raw.model_dump(), self.served_by.model, True)
+                # Settled once the first chunk is in (any fallback has happened by then).
+                model = model or self.served_by.model
+                chunk = self._kind.normalise(raw.model_dump(), model, True)
                 self._text.append(self._kind.text(chunk))
                 if chunk.get("usage"):
                     self.usage = CompletionUsage.model_validate(chunk["usage"])
