@@ -35,12 +35,9 @@ import httpx
 from tools.stack import (
     DEV_MASTER_KEY,
     LOOPBACK,
-    Emulators,
     Ports,
-    app_env,
-    fake_provider,
     http_ok,
-    local_host,
+    running_stack,
 )
 
 TARGET_ADDED_P50_MS = 5.0
@@ -307,64 +304,44 @@ def _table(report: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     ports = Ports.free()
+    provider_args = ("--latency-ms", "0", "--chunk-delay-ms", "0", "--tokens-per-chunk", "1")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        emulators = Emulators(ports, workdir).start()
-        provider = host = None
         try:
-            provider = fake_provider(
-                ports.provider,
-                workdir,
-                "--latency-ms",
-                "0",
-                "--chunk-delay-ms",
-                "0",
-                "--tokens-per-chunk",
-                "1",
-            ).start()
-            provider.wait_ready()
-            env = app_env(emulators, ports.provider)
-            host = local_host(ports.host, env, workdir / "logs" / "funchost.log").start()
-            host.wait_ready()
+            with running_stack(ports, workdir, provider_args=provider_args):
+                baseline = Target(
+                    "baseline", f"http://{LOOPBACK}:{ports.provider}/v1/chat/completions", "gpt-4o-mini"
+                )
+                gateway = Target(
+                    "gateway",
+                    f"http://{LOOPBACK}:{ports.host}/v1/chat/completions",
+                    "cirrus-local",
+                    {"Authorization": f"Bearer {DEV_MASTER_KEY}"},
+                )
+                targets = (baseline, gateway)
+                for target in targets:
+                    target.headers["Content-Type"] = "application/json"
+                scenarios = [
+                    Scenario("c1", "non-stream c=1", 1, args.requests_c1, stream=False),
+                    Scenario("c32", "non-stream c=32", 32, args.requests_c32, stream=False),
+                    Scenario("stream_ttft_c1", "stream TTFT c=1", 1, args.requests_stream, stream=True),
+                ]
+                _wait_ready(f"http://{LOOPBACK}:{ports.host}/health/ready")
 
-            baseline = Target(
-                "baseline", f"http://{LOOPBACK}:{ports.provider}/v1/chat/completions", "gpt-4o-mini"
-            )
-            gateway = Target(
-                "gateway",
-                f"http://{LOOPBACK}:{ports.host}/v1/chat/completions",
-                "cirrus-local",
-                {"Authorization": f"Bearer {DEV_MASTER_KEY}"},
-            )
-            targets = (baseline, gateway)
-            for target in targets:
-                target.headers["Content-Type"] = "application/json"
-            scenarios = [
-                Scenario("c1", "non-stream c=1", 1, args.requests_c1, stream=False),
-                Scenario("c32", "non-stream c=32", 32, args.requests_c32, stream=False),
-                Scenario("stream_ttft_c1", "stream TTFT c=1", 1, args.requests_stream, stream=True),
-            ]
-            _wait_ready(f"http://{LOOPBACK}:{ports.host}/health/ready")
+                async def go() -> dict[str, Any]:
+                    await _warm_up(targets, args.client)
+                    return await _measure(targets, scenarios, args.repeats, args.client)
 
-            async def go() -> dict[str, Any]:
-                await _warm_up(targets, args.client)
-                return await _measure(targets, scenarios, args.repeats, args.client)
-
-            started = time.monotonic()
-            report = asyncio.run(go())
-            report["seconds"] = round(time.monotonic() - started, 1)
-            return report
+                started = time.monotonic()
+                report = asyncio.run(go())
+                report["seconds"] = round(time.monotonic() - started, 1)
+                return report
         except BaseException:
             log = workdir / "logs" / "funchost.log"
             if log.exists():  # the workdir is about to go: show why the gateway failed
                 tail = log.read_text(errors="replace").splitlines()[-40:]
                 print("--- last lines of the gateway's log ---", *tail, sep="\n", file=sys.stderr)
             raise
-        finally:
-            for proc in (host, provider):
-                if proc is not None:
-                    proc.stop()
-            emulators.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -263,13 +263,18 @@ def app_env(emulators: Emulators, provider_port: int, **overrides: str) -> dict[
 
 @contextlib.contextmanager
 def running_stack(
-    ports: Ports, workdir: Path, *, quiet: bool = True, **overrides: str
+    ports: Ports,
+    workdir: Path,
+    *,
+    quiet: bool = True,
+    provider_args: Sequence[str] = (),
+    **overrides: str,
 ) -> Iterator[tuple[Emulators, dict[str, str]]]:
     """Start the whole local stack; yield the emulators and the app's environment."""
     emulators = Emulators(ports, workdir).start()
     provider = host = None
     try:
-        provider = fake_provider(ports.provider, workdir if quiet else None).start()
+        provider = fake_provider(ports.provider, workdir if quiet else None, *provider_args).start()
         provider.wait_ready()
         env = app_env(emulators, ports.provider, **overrides)
         host = local_host(ports.host, env, workdir / "logs" / "funchost.log" if quiet else None)
