@@ -10,6 +10,7 @@ from shared.blueprints import (
     completions_http,
     fallback_http,
     health_http,
+    keys_http,
     models_http,
     sessions_http,
     usage_http,
@@ -24,5 +25,6 @@ app.register_blueprint(chat_http.bp)  # POST /v1/chat/completions
 app.register_blueprint(completions_http.bp)  # POST /v1/completions, /v1/embeddings
 app.register_blueprint(sessions_http.bp)  # /v1/sessions, /v1/sessions/{session_id}
 app.register_blueprint(usage_http.bp)  # GET /v1/usage
+app.register_blueprint(keys_http.bp)  # /v1/keys, /v1/keys/{key_id}, /v1/keys/{key_id}/rotate (admin)
 app.register_blueprint(usage_queue.bp)  # queue %USAGE_QUEUE%: parked usage records
 app.register_blueprint(fallback_http.bp)  # any other /v1 path: OpenAI's 404 envelope

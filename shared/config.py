@@ -33,6 +33,7 @@ APP_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_MODEL_CONFIG = Path("shared/model_list.local.yaml")
 # The documented development key: accepted only when CIRRUS_ENV=local.
 DEV_MASTER_KEY = "sk-cirrus-dev-master-key"
+DEV_KEY_HASH_SECRET = "cirrus-dev-key-hashing-secret-local-only"  # noqa: S105 - local mode only
 MIN_MASTER_KEY_LENGTH = 32
 # What `UseDevelopmentStorage=true` (Core Tools' usual local setting) means: Azurite's defaults.
 # The Azure SDKs do not expand it themselves.
@@ -57,6 +58,9 @@ class Settings(BaseSettings):
 
     env: Literal["local", "azure"] = Field("azure", alias="CIRRUS_ENV")
     master_key: SecretStr | None = Field(None, alias="CIRRUS_MASTER_KEY")
+    # The HMAC key virtual keys are stored under. Separate from the master key, so rotating that
+    # one does not invalidate every virtual key.
+    key_hash_secret: SecretStr | None = Field(None, alias="CIRRUS_KEY_HASH_SECRET")
     models_file: Path | None = Field(None, alias="CIRRUS_MODEL_CONFIG")
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, alias="CIRRUS_MAX_BODY_BYTES")
     max_messages: int = Field(2048, gt=0, alias="CIRRUS_MAX_MESSAGES")
@@ -108,6 +112,8 @@ class Settings(BaseSettings):
         if self.env == "local":
             if self.master_key is None:
                 self.master_key = SecretStr(DEV_MASTER_KEY)
+            if self.key_hash_secret is None:
+                self.key_hash_secret = SecretStr(DEV_KEY_HASH_SECRET)
             if self.models_file is None:
                 self.models_file = LOCAL_MODEL_CONFIG
         else:
@@ -116,6 +122,12 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"CIRRUS_MASTER_KEY must be set to a random secret of at least "
                     f"{MIN_MASTER_KEY_LENGTH} characters outside local mode"
+                )
+            secret = self.key_hash_secret.get_secret_value() if self.key_hash_secret else ""
+            if len(secret) < MIN_MASTER_KEY_LENGTH or secret in (DEV_KEY_HASH_SECRET, key):
+                raise ValueError(
+                    f"CIRRUS_KEY_HASH_SECRET must be set to a random secret of at least "
+                    f"{MIN_MASTER_KEY_LENGTH} characters, different from the master key, outside local mode"
                 )
             if self.models_file is None:
                 raise ValueError("CIRRUS_MODEL_CONFIG must name the model_list file outside local mode")

@@ -26,6 +26,8 @@ from shared.services.calls import Metering
 from shared.services.chat import ChatService
 from shared.services.completions import CompletionService, EmbeddingService
 from shared.services.health import HealthService
+from shared.services.keys import KeyService
+from shared.services.limits import KeyLimiter
 from shared.services.model_catalog import ModelCatalog
 from shared.services.provisioning import provision, required_resources
 from shared.services.sessions import SessionService
@@ -63,7 +65,13 @@ class Container:
         self.models = models
         self.clients = clients
         self.catalog = ModelCatalog(models, created=models_created)
-        self.auth = AuthService(settings.master_key)  # type: ignore[arg-type]  # set by Settings' validator
+        self.limiter = KeyLimiter(clients.documents)
+        self.auth = AuthService(
+            settings.master_key,  # type: ignore[arg-type]  # set by Settings' validator
+            settings.key_hash_secret,  # type: ignore[arg-type]
+            lookup=lambda key_id: self.keys.lookup(key_id),  # noqa: PLW0108 - self.keys comes next
+        )
+        self.keys = KeyService(clients.documents, self.auth, self.limiter)
         self.background = Background()
         self.usage = UsageService(clients.documents, clients.queues, settings.usage_queue, self.background)
         self.sessions = SessionService(clients.documents, clients.blobs, settings.outputs_container)
@@ -81,7 +89,7 @@ class Container:
         return self._llm
 
     async def metering(self) -> Metering:
-        return Metering(await self.llm(), self.usage, self.background)
+        return Metering(await self.llm(), self.usage, self.background, self.limiter)
 
     async def chat(self) -> ChatService:
         return ChatService(

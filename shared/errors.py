@@ -10,6 +10,8 @@
     ├── ConflictError                  409 conflict                (store: id already exists)
     ├── PreconditionFailedError        412 precondition_failed     (store: ETag changed)
     ├── RateLimitError                 429 rate_limit_exceeded     with Retry-After
+    │   └── TokenRateLimitError        429 rate_limit_exceeded     (type `tokens`)
+    ├── InsufficientQuotaError         429 insufficient_quota      the key's budget is spent
     ├── ServiceUnavailableError        503 service_unavailable     (misconfigured or dependency down)
     └── UpstreamError                  502 upstream_error          (the provider failed)
         ├── UpstreamRateLimitError     429 rate_limit_exceeded     the provider's Retry-After
@@ -109,6 +111,16 @@ class RateLimitError(CirrusError):
     status = 429
     type = "requests"
     code = "rate_limit_exceeded"
+
+
+class TokenRateLimitError(RateLimitError):
+    type = "tokens"
+
+
+class InsufficientQuotaError(CirrusError):
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
 
 
 class ServiceUnavailableError(CirrusError):

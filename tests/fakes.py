@@ -259,6 +259,9 @@ class FakeLLMRouter:
     def cost_usd(self, served_by: ServedBy, input_tokens: int, output_tokens: int) -> float | None:
         return input_tokens * 1e-6 + output_tokens * 2e-6
 
+    def max_cost_usd(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
+        return input_tokens * 1e-6 + output_tokens * 2e-6
+
     def count_tokens(self, model: str, messages: Any) -> int:
         if isinstance(messages, str):
             return len(messages.split())

@@ -10,7 +10,7 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response, StreamingResponse
@@ -26,6 +26,7 @@ from shared.services.calls import CallContext
 log = logging.getLogger("cirrus.http")
 
 REQUEST_ID_HEADER = "x-request-id"
+ANONYMOUS = Principal(key_id="anonymous", is_master=False)
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -34,6 +35,8 @@ class RequestContext:
     request_id: str
     principal: Principal
     container: Container
+    # Added to the response whatever its outcome, errors included (rate-limit figures).
+    headers: dict[str, str] = field(default_factory=dict)
 
     def call(self, req: Request, *, session_id: str | None = None) -> CallContext:
         """What the services need to know about this request."""
@@ -42,6 +45,7 @@ class RequestContext:
             principal=self.principal,
             session_id=session_id,
             cache_control=req.headers.get("cache-control"),
+            response_headers=self.headers,
         )
 
 
@@ -54,16 +58,20 @@ def endpoint(*, authenticated: bool = True) -> Callable[[Handler], Callable[[Req
     def decorate(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def function(req: Request) -> Response:
             request_id = _request_id(req)
+            headers: dict[str, str] = {}
             try:
                 container = await get_container()
                 principal = (
-                    container.auth.authenticate(req.headers.get("authorization"), req.headers.get("api-key"))
+                    await container.auth.authenticate(
+                        req.headers.get("authorization"), req.headers.get("api-key")
+                    )
                     if authenticated
-                    else Principal(key_id="anonymous", is_master=False)
+                    else ANONYMOUS
                 )
-                response = await handler(req, RequestContext(request_id, principal, container))
+                response = await handler(req, RequestContext(request_id, principal, container, headers))
             except Exception as exc:
                 response = error_response(as_cirrus_error(exc, request_id))
+            response.headers.update(headers)
             response.headers[REQUEST_ID_HEADER] = request_id
             return response
 

@@ -1,9 +1,10 @@
-"""GET /v1/models and /v1/models/{model}: the public model names, in OpenAI's format."""
+"""GET /v1/models and /v1/models/{model}: the public model names the key may use, in OpenAI's format."""
 
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from shared.blueprints._http import RequestContext, endpoint, json_response
+from shared.errors import ModelNotFoundError
 
 bp = func.Blueprint()
 
@@ -11,7 +12,7 @@ bp = func.Blueprint()
 @bp.route(route="v1/models", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @endpoint()
 async def list_models(req: Request, ctx: RequestContext) -> Response:
-    models = ctx.container.catalog.list()
+    models = [m for m in ctx.container.catalog.list() if ctx.principal.may_use(m.id)]
     return json_response({"object": "list", "data": [m.model_dump(mode="json") for m in models]})
 
 
@@ -19,4 +20,7 @@ async def list_models(req: Request, ctx: RequestContext) -> Response:
 @bp.route(route="v1/models/{*model}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @endpoint()
 async def get_model(req: Request, ctx: RequestContext) -> Response:
-    return json_response(ctx.container.catalog.get(req.path_params["model"]).model_dump(mode="json"))
+    name = req.path_params["model"]
+    if not ctx.principal.may_use(name):
+        raise ModelNotFoundError(name)  # as OpenAI answers: "does not exist or you do not have access"
+    return json_response(ctx.container.catalog.get(name).model_dump(mode="json"))

@@ -1,4 +1,8 @@
-"""GET /v1/usage?start=&end=&group_by=model|day|session|key: totals of requests, tokens and cost."""
+"""GET /v1/usage?start=&end=&group_by=model|day|session|key|team: totals of requests, tokens and cost.
+
+A key sees its own usage (and its team's); the master key sees everyone's and can group by key
+and team.
+"""
 
 import time
 from datetime import UTC, datetime
@@ -7,11 +11,12 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from shared.blueprints._http import RequestContext, endpoint, json_response
-from shared.errors import InvalidRequestError
+from shared.errors import InvalidRequestError, PermissionDeniedError
 
 bp = func.Blueprint()
 
-GROUPS = ("model", "day", "session", "key")
+GROUPS = ("model", "day", "session", "key", "team")
+ADMIN_GROUPS = ("key", "team")
 DEFAULT_WINDOW_S = 30 * 24 * 3600
 
 
@@ -25,6 +30,8 @@ async def usage(req: Request, ctx: RequestContext) -> Response:
     group_by = req.query_params.get("group_by") or None
     if group_by is not None and group_by not in GROUPS:
         raise InvalidRequestError(f"'group_by' must be one of {', '.join(GROUPS)}.", param="group_by")
+    if group_by in ADMIN_GROUPS and not ctx.principal.is_master:
+        raise PermissionDeniedError(f"Grouping usage by {group_by} needs the master key.", param="group_by")
     summary = await ctx.container.usage.summary(ctx.principal, start, end, group_by)  # type: ignore[arg-type]
     return json_response(summary)
 

@@ -81,6 +81,11 @@ class LiteLLMRouter:
             str(d["model_info"]["id"]): d for d in self._router.get_model_list()
         }
         self._limits: dict[str, ModelLimits] = {}
+        self._prices: dict[str, tuple[float, float] | None] = {}
+        self._fallbacks: dict[str, list[str]] = {}
+        for entry in config.router_settings.get("fallbacks") or []:
+            for name, targets in dict(entry).items():
+                self._fallbacks.setdefault(str(name), []).extend(str(t) for t in targets)
 
     # --- calls ----------------------------------------------------------------------------
 
@@ -175,6 +180,27 @@ class LiteLLMRouter:
         except Exception:  # a model LiteLLM has no price for: unknown, not free
             return None
         return float(prompt_cost) + float(completion_cost)
+
+    def max_cost_usd(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
+        """The most a call to `model` can cost: its priciest deployment, fallbacks included."""
+        names, costs = [model, *self._fallbacks.get(model, [])], []
+        for deployment_id, deployment in self._deployments.items():
+            if deployment["model_name"] in names and (price := self._price(deployment_id)) is not None:
+                costs.append(input_tokens * price[0] + output_tokens * price[1])
+        return max(costs, default=None)
+
+    def _price(self, deployment_id: str) -> tuple[float, float] | None:
+        """USD per input and output token of a deployment: the file's prices, else LiteLLM's map."""
+        if deployment_id not in self._prices:
+            deployment = self._deployments[deployment_id]
+            prices = {**deployment.get("model_info", {}), **deployment.get("litellm_params", {})}
+            if "input_cost_per_token" not in prices and "output_cost_per_token" not in prices:
+                with contextlib.suppress(Exception):  # unknown to LiteLLM: no price
+                    prices = self._litellm.get_model_info(deployment["litellm_params"]["model"])
+            per_input, per_output = prices.get("input_cost_per_token"), prices.get("output_cost_per_token")
+            known = per_input is not None or per_output is not None
+            self._prices[deployment_id] = (float(per_input or 0), float(per_output or 0)) if known else None
+        return self._prices[deployment_id]
 
     def count_tokens(self, model: str, messages: Sequence[Mapping[str, Any]] | str) -> int:
         """Tokens of `messages` (or a prompt string) with the tokenizer of `model`'s deployment."""

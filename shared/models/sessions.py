@@ -31,6 +31,7 @@ class SessionRecord(BaseModel):
     pk: str
     object: Literal["session"] = "session"
     owner: str  # key id of the creator
+    team: str | None = None  # the creator's team: its other keys see the session too
     title: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     created_at: float

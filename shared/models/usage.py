@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 Endpoint = Literal["chat.completions", "completions", "embeddings"]
-GroupBy = Literal["model", "day", "session", "key"]
+GroupBy = Literal["model", "day", "session", "key", "team"]
 
 
 class UsageRecord(BaseModel):
@@ -20,6 +20,7 @@ class UsageRecord(BaseModel):
     created_at: float  # unix seconds
     day: str  # YYYY-MM-DD, UTC
     key_id: str
+    team_id: str | None = None
     endpoint: Endpoint
     model: str  # what the client asked for
     served_model: str | None = None  # what answered (differs after a fallback)

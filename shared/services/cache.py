@@ -3,7 +3,7 @@
 Opt-in per model (`model_info.cache_ttl_seconds` in the model file) and per request: a request
 with `Cache-Control: no-cache` skips the lookup (and refreshes the entry), `no-store` neither
 reads nor writes. The key is a hash of the normalised request: model, messages (after session
-history) and every parameter that changes the answer.
+history) and every parameter that changes the answer, scoped to the caller's team or key.
 """
 
 from __future__ import annotations
@@ -36,9 +36,13 @@ class CacheStatus(StrEnum):
     BYPASS = "bypass"  # the client said no-cache or no-store
 
 
-def cache_key(endpoint: str, params: Mapping[str, Any]) -> str:
+def cache_key(endpoint: str, params: Mapping[str, Any], *, tenant: str) -> str:
+    """The entry for a request. Scoped to the caller's tenant (team, or key): a hit must not
+    tell one tenant what another asked."""
     relevant = {k: v for k, v in params.items() if k not in _IGNORED}
-    canonical = json.dumps({"endpoint": endpoint, **relevant}, sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(
+        {"endpoint": endpoint, "tenant": tenant, **relevant}, sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -14,15 +14,19 @@ from opentelemetry.trace import SpanKind
 
 from shared import telemetry
 from shared.clients.protocols import ChatResult, CompletionResult, LLMRouter, ModelStream, ServedBy
-from shared.errors import CirrusError, InvalidRequestError, UpstreamError
+from shared.errors import CirrusError, InvalidRequestError, PermissionDeniedError, UpstreamError
 from shared.models.usage import Endpoint, UsageRecord
 from shared.services.auth import Principal
 from shared.services.background import Background
+from shared.services.limits import Admission, KeyLimiter
 from shared.services.model_catalog import ModelCatalog
 from shared.services.usage import UsageService, day_of
 
 CANCELLED = "cancelled"  # the client went away first
+DEFAULT_OUTPUT_CAP = 4096  # for the budget hold when neither request nor model caps the output
 T = TypeVar("T")
+# The most tokens a call can read and write, for the budget hold: (input, output).
+Estimate = Callable[[], tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,8 @@ class CallContext:
     session_id: str | None = None
     cache_control: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    # Headers for the response, whatever its outcome: the key's `x-ratelimit-*` figures.
+    response_headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -43,11 +49,28 @@ class Metering:
     llm: LLMRouter
     usage: UsageService
     background: Background
+    limiter: KeyLimiter
 
-    def start(
-        self, endpoint: Endpoint, model: str, call: CallContext, *, stream: bool, attributes: dict[str, Any]
+    async def start(
+        self,
+        endpoint: Endpoint,
+        model: str,
+        call: CallContext,
+        *,
+        stream: bool,
+        attributes: dict[str, Any],
+        estimate: Estimate,
     ) -> Meter:
-        return Meter(self, endpoint, model, call, stream=stream, attributes=attributes)
+        """Admit the call against the key's limits (or raise 429), then open its meter."""
+
+        def max_cost() -> float | None:
+            input_tokens, output_tokens = estimate()
+            return self.llm.max_cost_usd(model, input_tokens, output_tokens)
+
+        admission = await self.limiter.admit(call.principal, max_cost)
+        if admission is not None:
+            call.response_headers.update(admission.headers)
+        return Meter(self, endpoint, model, call, stream=stream, attributes=attributes, admission=admission)
 
 
 class Meter:
@@ -62,8 +85,10 @@ class Meter:
         *,
         stream: bool,
         attributes: dict[str, Any],
+        admission: Admission | None = None,
     ) -> None:
         self._metering = metering
+        self._admission = admission
         self._endpoint = endpoint
         self._model = model
         self._call = call
@@ -148,6 +173,7 @@ class Meter:
             created_at=self._created,
             day=day_of(self._created),
             key_id=self._call.principal.key_id,
+            team_id=self._call.principal.team_id,
             endpoint=self._endpoint,
             model=self._model,
             served_model=served_by.model if served_by else None,
@@ -170,6 +196,13 @@ class Meter:
         )
         self._trace(record, served_by, finish_reasons, error, latency)
         self._metering.usage.submit(record)
+        if self._admission is not None and self._admission.needs_settling:
+            self._metering.background.spawn(
+                self._metering.limiter.settle(
+                    self._call.principal, self._admission, cost, 0 if cache_hit else record.total_tokens
+                ),
+                name="limits-settle",
+            )
         return record
 
     def _trace(
@@ -229,10 +262,23 @@ def _outcome(error: BaseException | None) -> tuple[str, int]:
 
 
 def check_model(
-    catalog: ModelCatalog, llm: LLMRouter, model: str, output_cap: int | None, cap_param: str
+    catalog: ModelCatalog,
+    llm: LLMRouter,
+    principal: Principal,
+    model: str,
+    *,
+    output_cap: int | None = None,
+    cap_param: str = "max_tokens",
 ) -> None:
-    """404 for a model not served; 400 for an output cap over the model's limit."""
+    """404 for a model not served, 403 for one the key may not use; 400 for an output cap over
+    the model's limit."""
     catalog.require(model)
+    if not principal.may_use(model):
+        raise PermissionDeniedError(
+            f"This API key is not allowed to use the model `{model}`.",
+            param="model",
+            code="model_not_allowed",
+        )
     if output_cap is None:
         return
     limit = llm.limits(model).max_output_tokens

@@ -13,7 +13,15 @@ from shared.errors import InvalidRequestError
 from shared.models.requests import ChatCompletionCreate
 from shared.services.accumulate import ChatAccumulator, assistant_message, replay_chunks
 from shared.services.cache import CacheStatus, ResponseCache, cache_key, directives
-from shared.services.calls import CallContext, Meter, Metering, check_model, close_stream, primed
+from shared.services.calls import (
+    DEFAULT_OUTPUT_CAP,
+    CallContext,
+    Meter,
+    Metering,
+    check_model,
+    close_stream,
+    primed,
+)
 from shared.services.model_catalog import ModelCatalog
 from shared.services.sessions import SessionService, fit_to_context, turn_to_store
 
@@ -68,7 +76,7 @@ class ChatService:
     async def create(self, request: ChatCompletionCreate, call: CallContext) -> ChatOutcome:
         """A complete (non-streaming) chat completion."""
         prepared = await self._prepare(request, call)
-        meter = self._meter(request, call, prepared)
+        meter = await self._meter(request, call, prepared)
         if prepared.cached is not None:
             served_by = _cache_served_by(request.model, prepared.cached)
             _finish_cached(meter, prepared)
@@ -82,7 +90,7 @@ class ChatService:
     async def open_stream(self, request: ChatCompletionCreate, call: CallContext) -> OpenStream:
         """Start a stream and wait for its first chunk, so early failures keep their HTTP status."""
         prepared = await self._prepare(request, call)
-        meter = self._meter(request, call, prepared)
+        meter = await self._meter(request, call, prepared)
         if prepared.cached is not None:
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
             chunks = replay_chunks(prepared.cached, include_usage=include_usage)
@@ -125,7 +133,14 @@ class ChatService:
                 param="messages",
             )
         cap_param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
-        check_model(self._catalog, self._llm, request.model, request.output_cap, cap_param)
+        check_model(
+            self._catalog,
+            self._llm,
+            call.principal,
+            request.model,
+            output_cap=request.output_cap,
+            cap_param=cap_param,
+        )
         params = request.upstream_params()
         metadata = dict(params.pop("metadata", None) or {})
         session_id = call.session_id or metadata.pop("session_id", None)
@@ -154,7 +169,7 @@ class ChatService:
         if "no-store" in wanted:
             prepared.cache_ttl = 0
             return
-        prepared.cache_key = cache_key("chat.completions", prepared.params)
+        prepared.cache_key = cache_key("chat.completions", prepared.params, tenant=call.principal.tenant)
         if prepared.cache is CacheStatus.MISS:
             prepared.cached = await self._cache.get(prepared.cache_key)
             if prepared.cached is not None:
@@ -171,11 +186,19 @@ class ChatService:
                 self._cache.put(prepared.cache_key, completion, prepared.cache_ttl), name="cache-put"
             )
 
-    def _meter(self, request: ChatCompletionCreate, call: CallContext, prepared: _Prepared) -> Meter:
-        return self._metering.start(
+    async def _meter(self, request: ChatCompletionCreate, call: CallContext, prepared: _Prepared) -> Meter:
+        def estimate() -> tuple[int, int]:
+            if prepared.cached is not None:
+                return 0, 0
+            cap = request.output_cap or self._llm.limits(request.model).max_output_tokens
+            output = (cap or DEFAULT_OUTPUT_CAP) * (request.n or 1)
+            return self._llm.count_tokens(request.model, prepared.params["messages"]), output
+
+        return await self._metering.start(
             "chat.completions",
             request.model,
             call,
+            estimate=estimate,
             stream=bool(request.stream),
             attributes={
                 "gen_ai.request.max_tokens": request.output_cap,

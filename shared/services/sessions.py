@@ -56,7 +56,7 @@ class SessionService:
         record = SessionRecord(
             id=session_id,
             pk=session_id,
-            owner=principal.key_id,
+            **principal.stamp(),
             title=body.title,
             metadata=body.metadata or {},
             created_at=now,
@@ -73,11 +73,8 @@ class SessionService:
 
     async def list(self, principal: Principal, *, limit: int, after: str | None) -> SessionListPublic:
         """The caller's sessions, newest first, `limit` per page after the session `after`."""
-        sql = "SELECT * FROM c WHERE c.object = 'session'"
-        params: dict[str, Any] = {}
-        if not principal.is_master:
-            sql += " AND c.owner = @owner"
-            params["@owner"] = principal.key_id
+        scope, params = principal.scope()
+        sql = "SELECT * FROM c WHERE c.object = 'session'" + scope  # noqa: S608 - parameterised
         if after:
             cursor = await self.load(principal, after)
             sql += " AND c.created_at < @before"
@@ -103,7 +100,7 @@ class SessionService:
     async def load(self, principal: Principal, session_id: str) -> SessionRecord:
         """The session if the caller may see it; 404 otherwise (never a hint that it exists)."""
         doc = await self._documents.read(CONTAINER, session_id, session_id) if session_id else None
-        if doc is None or not (principal.is_master or doc.get("owner") == principal.key_id):
+        if doc is None or not principal.can_see(doc.get("owner"), doc.get("team")):
             raise NotFoundError(f"No session found with id '{session_id}'.", param="session_id")
         return SessionRecord.model_validate(doc)
 

@@ -110,7 +110,12 @@ class UsageService:
         )
         params: dict[str, Any] = {"@start": start, "@end": end}
         pk = None
-        if not principal.is_master:
+        if principal.is_master:
+            pass
+        elif principal.team_id is not None:  # the team's records: every key of it
+            sql += " AND (c.pk = @pk OR c.team = @team)"
+            params.update({"@pk": principal.key_id, "@team": principal.team_id})
+        else:
             sql += " AND c.pk = @pk"
             params["@pk"] = pk = principal.key_id
         rows = await self._documents.query(CONTAINER, sql, params, pk=pk)
@@ -126,12 +131,12 @@ class UsageService:
 
 
 def usage_items(records: list[UsageRecord]) -> list[dict[str, Any]]:
-    """Cosmos items for `records`: grouped by key id, `RECORDS_PER_ITEM` at most per item."""
-    by_key: dict[str, list[UsageRecord]] = {}
+    """Cosmos items for `records`: grouped by key id (and team), `RECORDS_PER_ITEM` at most each."""
+    by_key: dict[tuple[str, str | None], list[UsageRecord]] = {}
     for record in records:
-        by_key.setdefault(record.pk, []).append(record)
+        by_key.setdefault((record.pk, record.team_id), []).append(record)
     items = []
-    for pk, owned in by_key.items():
+    for (pk, team), owned in by_key.items():
         for start in range(0, len(owned), RECORDS_PER_ITEM):
             chunk = owned[start : start + RECORDS_PER_ITEM]
             digest = hashlib.sha256("|".join(r.id for r in chunk).encode()).hexdigest()[:32]
@@ -139,6 +144,7 @@ def usage_items(records: list[UsageRecord]) -> list[dict[str, Any]]:
                 {
                     "id": f"usage_{digest}",
                     "pk": pk,
+                    "team": team,
                     "object": "usage.items",
                     "first_at": min(r.created_at for r in chunk),
                     "last_at": max(r.created_at for r in chunk),
@@ -154,6 +160,7 @@ def _group_key(record: UsageRecord, group_by: GroupBy) -> str | None:
         "day": record.day,
         "session": record.session_id,
         "key": record.key_id,
+        "team": record.team_id,
     }[group_by]
 
 

@@ -18,6 +18,7 @@ from shared.services.background import Background
 from shared.services.cache import CacheStatus, ResponseCache
 from shared.services.calls import CallContext, Metering
 from shared.services.chat import ChatService
+from shared.services.limits import KeyLimiter
 from shared.services.model_catalog import ModelCatalog
 from shared.services.sessions import SessionService
 from shared.services.usage import UsageService
@@ -51,7 +52,8 @@ class World:
             self.documents, self.queues, "cirrus-usage", self.background, flush_interval=0
         )
         self.sessions = SessionService(self.documents, self.blobs, "outputs")
-        metering = Metering(self.router, self.usage, self.background)
+        self.limiter = KeyLimiter(self.documents)
+        metering = Metering(self.router, self.usage, self.background, self.limiter)
         self.chat = ChatService(
             metering,
             ModelCatalog(CONFIG, created=0),

@@ -21,6 +21,12 @@ EXPECTED_HTTP = {
     "get_session": ("v1/sessions/{session_id}", ["GET"]),
     "delete_session": ("v1/sessions/{session_id}", ["DELETE"]),
     "usage": ("v1/usage", ["GET"]),
+    "create_key": ("v1/keys", ["POST"]),
+    "list_keys": ("v1/keys", ["GET"]),
+    "get_key": ("v1/keys/{key_id}", ["GET"]),
+    "update_key": ("v1/keys/{key_id}", ["PATCH"]),
+    "rotate_key": ("v1/keys/{key_id}/rotate", ["POST"]),
+    "revoke_key": ("v1/keys/{key_id}", ["DELETE"]),
     "unknown_route": ("v1/{*path}", ["GET", "POST", "PUT", "PATCH", "DELETE"]),
 }
 EXPECTED_QUEUES = {"store_parked_usage": ("%USAGE_QUEUE%", "AzureWebJobsStorage")}

@@ -6,7 +6,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from shared.config import AZURITE_DEFAULT_CONNECTION, DEV_MASTER_KEY, LOCAL_MODEL_CONFIG, Settings
+from shared.config import (
+    AZURITE_DEFAULT_CONNECTION,
+    DEV_KEY_HASH_SECRET,
+    DEV_MASTER_KEY,
+    LOCAL_MODEL_CONFIG,
+    Settings,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 STRONG_KEY = "sk-" + "x" * 40
@@ -33,6 +39,7 @@ def azure(**values):
     base = {
         "CIRRUS_ENV": "azure",
         "CIRRUS_MASTER_KEY": STRONG_KEY,
+        "CIRRUS_KEY_HASH_SECRET": "h" * 40,
         "CIRRUS_MODEL_CONFIG": "models.yaml",
         "AzureWebJobsStorage__accountName": "acct",
         "COSMOS_ENDPOINT": "https://acct.documents.azure.com:443/",
@@ -62,6 +69,12 @@ def test_azure_mode_refuses_missing_weak_or_dev_master_key(key):
     values = {"CIRRUS_MASTER_KEY": key} if key else {"CIRRUS_MASTER_KEY": ""}
     with pytest.raises(ValidationError, match="CIRRUS_MASTER_KEY"):
         azure(**values)
+
+
+@pytest.mark.parametrize("secret", ["", "short", DEV_KEY_HASH_SECRET, STRONG_KEY])
+def test_azure_mode_refuses_a_missing_weak_dev_or_reused_key_hash_secret(secret):
+    with pytest.raises(ValidationError, match="CIRRUS_KEY_HASH_SECRET"):
+        azure(CIRRUS_KEY_HASH_SECRET=secret)
 
 
 def test_azure_mode_needs_a_model_file_and_no_cosmos_key():

@@ -1,0 +1,66 @@
+"""Virtual keys, for the master key only: /v1/keys (create, list), /v1/keys/{key_id} (get, update,
+revoke) and /v1/keys/{key_id}/rotate."""
+
+import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Request, Response
+
+from shared.blueprints._http import RequestContext, endpoint, json_response, query_int, read_json
+from shared.models.keys import KeyCreate, KeyUpdate
+from shared.models.validation import validate_body
+
+bp = func.Blueprint()
+
+# Secrets in these responses must not be kept by a proxy or the browser.
+NO_STORE = {"cache-control": "no-store"}
+
+
+@bp.route(route="v1/keys", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@endpoint()
+async def create_key(req: Request, ctx: RequestContext) -> Response:
+    ctx.principal.require_master()
+    body = validate_body(KeyCreate, await read_json(req, ctx.container.settings.max_body_bytes))
+    return json_response(await ctx.container.keys.create(body), status=201, headers=NO_STORE)
+
+
+@bp.route(route="v1/keys", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@endpoint()
+async def list_keys(req: Request, ctx: RequestContext) -> Response:
+    ctx.principal.require_master()
+    page = await ctx.container.keys.list(
+        limit=query_int(req, "limit", 20, low=1, high=100),
+        after=req.query_params.get("after"),
+        include_revoked=req.query_params.get("include_revoked", "").lower() in ("1", "true"),
+    )
+    return json_response(page)
+
+
+@bp.route(route="v1/keys/{key_id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@endpoint()
+async def get_key(req: Request, ctx: RequestContext) -> Response:
+    ctx.principal.require_master()
+    return json_response(await ctx.container.keys.get(req.path_params["key_id"]))
+
+
+@bp.route(route="v1/keys/{key_id}", methods=["PATCH"], auth_level=func.AuthLevel.ANONYMOUS)
+@endpoint()
+async def update_key(req: Request, ctx: RequestContext) -> Response:
+    ctx.principal.require_master()
+    body = validate_body(KeyUpdate, await read_json(req, ctx.container.settings.max_body_bytes))
+    return json_response(await ctx.container.keys.update(req.path_params["key_id"], body))
+
+
+@bp.route(route="v1/keys/{key_id}/rotate", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@endpoint()
+async def rotate_key(req: Request, ctx: RequestContext) -> Response:
+    ctx.principal.require_master()
+    return json_response(await ctx.container.keys.rotate(req.path_params["key_id"]), headers=NO_STORE)
+
+
+@bp.route(route="v1/keys/{key_id}", methods=["DELETE"], auth_level=func.AuthLevel.ANONYMOUS)
+@endpoint()
+async def revoke_key(req: Request, ctx: RequestContext) -> Response:
+    ctx.principal.require_master()
+    key = await ctx.container.keys.revoke(req.path_params["key_id"])
+    return json_response(
+        {"id": key.id, "object": "key.deleted", "deleted": True, "revoked_at": key.revoked_at}
+    )

@@ -1,0 +1,196 @@
+"""Virtual keys: create, list, read, update, rotate and revoke (the master key's `/v1/keys`).
+
+The secret is generated here, returned once, and stored only as an HMAC under the server's
+hashing secret (`CIRRUS_KEY_HASH_SECRET`). Lists and logs show its first characters
+(`key_name`), enough to recognise a key and useless to call with.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.clients.protocols import DocumentStore
+from shared.errors import NotFoundError, PreconditionFailedError, ServiceUnavailableError
+from shared.models.keys import Duration, KeyCreate, KeyListPublic, KeyPublic, KeyRecord, KeyUpdate
+from shared.services.auth import SECRET_PREFIX, AuthService, principal_of
+from shared.services.limits import KeyLimiter
+
+log = logging.getLogger("cirrus.keys")
+
+CONTAINER = "keys"
+VISIBLE_CHARS = len(SECRET_PREFIX) + 8
+UPDATE_ATTEMPTS = 10
+
+
+class KeyService:
+    def __init__(self, documents: DocumentStore, auth: AuthService, limiter: KeyLimiter) -> None:
+        self._documents = documents
+        self._auth = auth
+        self._limiter = limiter
+
+    async def lookup(self, key_id: str) -> dict[str, Any] | None:
+        """The stored key for authentication; a store outage is a 503, never a 401 or a 500."""
+        try:
+            return await self._documents.read(CONTAINER, key_id, key_id)
+        except Exception as exc:
+            log.warning("key lookup failed (%s)", type(exc).__name__)
+            raise ServiceUnavailableError("Cirrus cannot check API keys right now; retry shortly.") from exc
+
+    async def create(self, body: KeyCreate) -> KeyPublic:
+        now = time.time()
+        key_id = f"key_{uuid.uuid4().hex[:16]}"
+        secret = _new_secret(key_id)
+        fields = body.model_dump(exclude={"duration", "expires"})
+        record = KeyRecord(
+            id=key_id,
+            pk=key_id,
+            key_hash=self._auth.hash(secret),
+            key_prefix=secret[:VISIBLE_CHARS],
+            **{**fields, "models": fields["models"] or [], "metadata": fields["metadata"] or {}},
+            expires_at=_expires_at(body, now),
+            created_at=now,
+            updated_at=now,
+        )
+        await self._documents.create(CONTAINER, record.model_dump(mode="json", exclude={"etag"}))
+        log.info("key %s created (%s)", key_id, record.key_prefix)
+        return await self._public(record, secret=secret)
+
+    async def get(self, key_id: str) -> KeyPublic:
+        return await self._public(await self._load(key_id))
+
+    async def list(self, *, limit: int, after: str | None, include_revoked: bool) -> KeyListPublic:
+        """Keys newest first, `limit` per page after the key `after`."""
+        sql = "SELECT * FROM c WHERE c.object = 'key'"
+        params: dict[str, Any] = {}
+        if not include_revoked:
+            sql += " AND IS_NULL(c.revoked_at)"
+        if after:
+            cursor = await self._load(after)
+            sql += " AND (c.created_at < @before OR (c.created_at = @before AND c.id < @after))"
+            params.update({"@before": cursor.created_at, "@after": cursor.id})
+        rows = await self._documents.query(
+            CONTAINER, sql + " ORDER BY c.created_at DESC, c.id DESC", params, max_items=limit + 1
+        )
+        records = [KeyRecord.model_validate(r) for r in rows]
+        page = [await self._public(r) for r in records[:limit]]
+        return KeyListPublic(
+            data=page,
+            first_id=page[0].id if page else None,
+            last_id=page[-1].id if page else None,
+            has_more=len(records) > limit,
+        )
+
+    async def update(self, key_id: str, body: KeyUpdate) -> KeyPublic:
+        changes = body.model_dump(include=body.model_fields_set - {"duration", "expires"})
+        if "models" in changes:
+            changes["models"] = changes["models"] or []
+        if "metadata" in changes:
+            changes["metadata"] = changes["metadata"] or {}
+        if body.model_fields_set & {"duration", "expires"}:
+            changes["expires_at"] = _expires_at(body, time.time())
+
+        def apply(record: KeyRecord) -> None:
+            for name, value in changes.items():
+                setattr(record, name, value)
+
+        record = await self._change(key_id, apply)
+        log.info("key %s updated (%s)", key_id, ", ".join(sorted(changes)) or "nothing")
+        return await self._public(record)
+
+    async def rotate(self, key_id: str) -> KeyPublic:
+        """A new secret for the same key (limits, spend and resources stay); the old one stops."""
+        secret = _new_secret(key_id)
+
+        def apply(record: KeyRecord) -> None:
+            if record.revoked_at is not None:
+                raise NotFoundError(f"Key '{key_id}' is revoked; create a new one.", param="key_id")
+            record.key_hash = self._auth.hash(secret)
+            record.key_prefix = secret[:VISIBLE_CHARS]
+            record.rotated_at = time.time()
+
+        record = await self._change(key_id, apply)
+        log.info("key %s rotated (%s)", key_id, record.key_prefix)
+        return await self._public(record, secret=secret)
+
+    async def revoke(self, key_id: str) -> KeyPublic:
+        """Revoke at once: the record stays (usage still names it), the secret stops working."""
+
+        def apply(record: KeyRecord) -> None:
+            if record.revoked_at is None:
+                record.revoked_at = time.time()
+
+        record = await self._change(key_id, apply)
+        log.info("key %s revoked", key_id)
+        return await self._public(record)
+
+    async def _change(self, key_id: str, apply: Any) -> KeyRecord:
+        for _ in range(UPDATE_ATTEMPTS):
+            record = await self._load(key_id)
+            apply(record)
+            record.updated_at = time.time()
+            try:
+                await self._documents.replace(
+                    CONTAINER, record.model_dump(mode="json", exclude={"etag"}), etag=record.etag
+                )
+            except PreconditionFailedError:
+                continue
+            return record
+        raise ServiceUnavailableError(f"Key '{key_id}' is being changed concurrently; retry.")
+
+    async def _load(self, key_id: str) -> KeyRecord:
+        doc = await self._documents.read(CONTAINER, key_id, key_id) if key_id.startswith("key_") else None
+        if doc is None or doc.get("object") != "key":
+            raise NotFoundError(f"No key found with id '{key_id}'.", param="key_id")
+        return KeyRecord.model_validate(doc)
+
+    async def _public(self, record: KeyRecord, *, secret: str | None = None) -> KeyPublic:
+        now = time.time()
+        spend, reset_at = 0.0, None
+        if record.has_limits:
+            spend, reset_at = await self._limiter.state(record.id, principal_of(record.model_dump()).limits)
+        return KeyPublic(
+            id=record.id,
+            key=secret,
+            key_name=record.key_prefix + "...",
+            key_alias=record.key_alias,
+            status=record.status(now),
+            models=record.models,
+            max_budget=record.max_budget,
+            budget_duration=record.budget_duration,
+            budget_reset_at=int(reset_at) if reset_at else None,
+            spend=spend,
+            rpm_limit=record.rpm_limit,
+            tpm_limit=record.tpm_limit,
+            max_parallel_requests=record.max_parallel_requests,
+            expires=_iso(record.expires_at),
+            metadata=record.metadata,
+            user_id=record.user_id,
+            team_id=record.team_id,
+            created_at=int(record.created_at),
+            updated_at=int(record.updated_at),
+            rotated_at=_int(record.rotated_at),
+            revoked_at=_int(record.revoked_at),
+        )
+
+
+def _new_secret(key_id: str) -> str:
+    return SECRET_PREFIX + key_id.removeprefix("key_") + secrets.token_urlsafe(32)
+
+
+def _expires_at(body: KeyCreate | KeyUpdate, now: float) -> float | None:
+    if body.duration is not None:
+        return Duration.parse(body.duration).seconds_from(now)
+    return body.expires
+
+
+def _iso(timestamp: float | None) -> str | None:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat() if timestamp is not None else None
+
+
+def _int(timestamp: float | None) -> int | None:
+    return int(timestamp) if timestamp is not None else None
