@@ -48,14 +48,15 @@ class CirrusError(Exception):
         self.message = message
         self.param = param
         self.retry_after = retry_after
+        self.extra_headers: dict[str, str] = {}  # sent with the error, e.g. rate-limit figures
         if code is not None:
             self.code = code  # type: ignore[misc]  # an instance may refine its class's code
 
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:
-            return {}
+            return dict(self.extra_headers)
         # Retry-After takes whole seconds; round up so a client never retries too early.
-        return {"retry-after": str(max(0, math.ceil(self.retry_after)))}
+        return {**self.extra_headers, "retry-after": str(max(0, math.ceil(self.retry_after)))}
 
 
 class InvalidRequestError(CirrusError):

@@ -33,7 +33,7 @@ async def usage(req: Request, ctx: RequestContext) -> Response:
     if group_by in ADMIN_GROUPS and not ctx.principal.is_master:
         raise PermissionDeniedError(f"Grouping usage by {group_by} needs the master key.", param="group_by")
     summary = await ctx.container.usage.summary(ctx.principal, start, end, group_by)  # type: ignore[arg-type]
-    return json_response(summary)
+    return json_response(summary.model_dump(mode="json"))  # every total, zeros included
 
 
 def _time(req: Request, name: str, default: float) -> float:

@@ -71,10 +71,10 @@ class KeyService:
             sql += " AND IS_NULL(c.revoked_at)"
         if after:
             cursor = await self._load(after)
-            sql += " AND (c.created_at < @before OR (c.created_at = @before AND c.id < @after))"
-            params.update({"@before": cursor.created_at, "@after": cursor.id})
+            sql += " AND c.created_at < @before"  # one ORDER BY field: no composite index needed
+            params["@before"] = cursor.created_at
         rows = await self._documents.query(
-            CONTAINER, sql + " ORDER BY c.created_at DESC, c.id DESC", params, max_items=limit + 1
+            CONTAINER, sql + " ORDER BY c.created_at DESC", params, max_items=limit + 1
         )
         records = [KeyRecord.model_validate(r) for r in rows]
         page = [await self._public(r) for r in records[:limit]]

@@ -31,6 +31,7 @@ from typing import Any
 
 from shared.clients.protocols import DocumentStore
 from shared.errors import (
+    CirrusError,
     ConflictError,
     InsufficientQuotaError,
     PreconditionFailedError,
@@ -112,7 +113,11 @@ class KeyLimiter:
         hold_id = uuid.uuid4().hex[:16] if limits.max_parallel or limits.max_budget is not None else None
 
         def admit(state: _State, now: float) -> None:
-            _check(limits, state, now)
+            try:
+                _check(limits, state, now)
+            except CirrusError as exc:
+                exc.extra_headers.update(rate_headers(limits, state, now))
+                raise
             state.requests += 1
             if hold_id is not None:
                 state.holds[hold_id] = [reserve, now + HOLD_LEASE_S]

@@ -19,11 +19,25 @@ class LocalStack:
     provider_url: str  # the fake provider's root (its control API lives under /_control)
     master_key: str
     log: Path
+    env: dict[str, str]  # the host's environment, for starting another host on the same stack
 
-    def client(self, **options) -> openai.OpenAI:
+    def client(self, key: str | None = None, **options) -> openai.OpenAI:
         return openai.OpenAI(
-            base_url=f"{self.base_url}/v1", api_key=self.master_key, max_retries=0, **options
+            base_url=f"{self.base_url}/v1", api_key=key or self.master_key, max_retries=0, **options
         )
+
+    def admin(self) -> httpx.Client:
+        """HTTP with the master key, for Cirrus's own endpoints (`/v1/keys`, `/v1/usage`)."""
+        return httpx.Client(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {self.master_key}"}, timeout=30
+        )
+
+    def new_key(self, **fields) -> dict:
+        """A fresh virtual key (the response of `POST /v1/keys`, secret in `key`)."""
+        with self.admin() as admin:
+            response = admin.post("/v1/keys", json=fields)
+        assert response.status_code == 201, response.text
+        return response.json()
 
     def provider(self) -> httpx.Client:
         return httpx.Client(base_url=self.provider_url, timeout=10)
@@ -49,7 +63,7 @@ def stack(
     host = local_host(port, env, log).start()
     try:
         host.wait_ready()
-        yield LocalStack(f"http://{LOOPBACK}:{port}", fake_provider_url, DEV_MASTER_KEY, log)
+        yield LocalStack(f"http://{LOOPBACK}:{port}", fake_provider_url, DEV_MASTER_KEY, log, env)
     finally:
         host.stop()
 

@@ -7,7 +7,13 @@ from tests.openapi import assert_matches
 
 def test_models_list(stack):
     models = stack.client().models.list()
-    assert [m.id for m in models.data] == ["cirrus-local", "cirrus-embed", "cirrus-cached", "cirrus-broken"]
+    assert [m.id for m in models.data] == [
+        "cirrus-local",
+        "cirrus-embed",
+        "cirrus-cached",
+        "cirrus-priced",
+        "cirrus-broken",
+    ]
     raw = httpx.get(
         f"{stack.base_url}/v1/models", headers={"Authorization": f"Bearer {stack.master_key}"}
     ).json()
@@ -40,7 +46,7 @@ def test_readiness_checks_every_dependency(stack):
     assert set(body["checks"]) == {"cosmos", "blob", "queue", "models"}
     for check in body["checks"].values():
         assert check["status"] == "ok" and check["latency_ms"] >= 0
-    assert body["checks"]["models"]["detail"] == {"models": 4}
+    assert body["checks"]["models"]["detail"] == {"models": 5}
 
 
 def test_unknown_v1_route_is_an_openai_404(stack):
