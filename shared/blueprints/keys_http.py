@@ -5,6 +5,7 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from shared.blueprints._http import RequestContext, endpoint, json_response, query_int, read_json
+from shared.errors import InvalidRequestError
 from shared.models.keys import KeyCreate, KeyUpdate
 from shared.models.validation import validate_body
 
@@ -19,6 +20,7 @@ NO_STORE = {"cache-control": "no-store"}
 async def create_key(req: Request, ctx: RequestContext) -> Response:
     ctx.principal.require_master()
     body = validate_body(KeyCreate, await read_json(req, ctx.container.settings.max_body_bytes))
+    _known_models(ctx, body.models)
     return json_response(await ctx.container.keys.create(body), status=201, headers=NO_STORE)
 
 
@@ -46,6 +48,7 @@ async def get_key(req: Request, ctx: RequestContext) -> Response:
 async def update_key(req: Request, ctx: RequestContext) -> Response:
     ctx.principal.require_master()
     body = validate_body(KeyUpdate, await read_json(req, ctx.container.settings.max_body_bytes))
+    _known_models(ctx, body.models)
     return json_response(await ctx.container.keys.update(req.path_params["key_id"], body))
 
 
@@ -64,3 +67,14 @@ async def revoke_key(req: Request, ctx: RequestContext) -> Response:
     return json_response(
         {"id": key.id, "object": "key.deleted", "deleted": True, "revoked_at": key.revoked_at}
     )
+
+
+def _known_models(ctx: RequestContext, models: list[str] | None) -> None:
+    """A typo in `models` would lock a key out of the model meant: refuse names not served."""
+    served = {m.id for m in ctx.container.catalog.list()}
+    unknown = [m for m in models or [] if m not in served]
+    if unknown:
+        raise InvalidRequestError(
+            f"Unknown model(s) {', '.join(map(repr, unknown))}; served: {', '.join(sorted(served))}.",
+            param="models",
+        )

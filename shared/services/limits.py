@@ -5,13 +5,13 @@ Each limited key has one state item beside it in the `keys` container (same part
     {"id": "limits_<key id>", "minute": 29411520, "requests": 12, "tokens": 3400,
      "period": "86400s:20424", "spent_usd": 1.25, "holds": {"<hold id>": [0.004, <expires at>]}}
 
-Admitting a request is one read-modify-write of that item guarded by its ETag (retried on a
-conflict): it checks the minute's requests and tokens, the number of requests in flight and the
-budget, then counts the request and places a *hold* for the request's maximum cost. Settling
-after the call removes the hold and adds the real cost and tokens. A request is admitted while
-spent plus held is under the budget, so however many requests race, the spend can pass the
-budget by at most one request's maximum cost. A hold whose instance died before settling lapses
-after `HOLD_LEASE_S`.
+Admitting a request is a read-modify-write of that item guarded by its ETag, retried on a
+conflict (requests of one worker that arrive together share one write). It checks the minute's
+requests and tokens, the number of requests in flight and the budget, then counts the request
+and places a *hold* for the request's maximum cost. Settling after the call removes the hold and
+adds the real cost and tokens. A request is admitted while spent plus held is under the budget,
+so however many requests race, the spend can pass the budget by at most one request's maximum
+cost. A hold whose instance died before settling lapses after `HOLD_LEASE_S`.
 
 Requests and tokens are counted in fixed one-minute windows (UTC minutes), as OpenAI's headers
 describe them; budget periods are UTC-calendar windows of `budget_duration` (see `Duration`).
@@ -60,6 +60,16 @@ class Admission:
     needs_settling: bool = True  # False when only requests are counted: nothing to add afterwards
 
 
+Change = Callable[["_State", float], Any]
+
+
+@dataclass
+class _Op:
+    change: Change
+    limits: Limits
+    future: asyncio.Future[Any]
+
+
 @dataclass
 class _State:
     minute: int
@@ -100,6 +110,8 @@ class KeyLimiter:
         self._documents = documents
         self._clock = clock
         self._sleep = sleep
+        self._pending: dict[str, list[_Op]] = {}  # changes waiting for the next write, per key
+        self._writers: dict[str, asyncio.Task[None]] = {}
 
     async def admit(self, principal: Principal, max_cost: Callable[[], float | None]) -> Admission | None:
         """Count this request against the key's limits, or raise 429. None for an unlimited key.
@@ -112,7 +124,7 @@ class KeyLimiter:
         reserve = (max_cost() or 0.0) if limits.max_budget is not None else 0.0
         hold_id = uuid.uuid4().hex[:16] if limits.max_parallel or limits.max_budget is not None else None
 
-        def admit(state: _State, now: float) -> None:
+        def admit(state: _State, now: float) -> Admission:
             try:
                 _check(limits, state, now)
             except CirrusError as exc:
@@ -121,20 +133,19 @@ class KeyLimiter:
             state.requests += 1
             if hold_id is not None:
                 state.holds[hold_id] = [reserve, now + HOLD_LEASE_S]
+            return Admission(
+                principal.key_id,
+                hold_id,
+                rate_headers(limits, state, now),
+                needs_settling=hold_id is not None or limits.tpm is not None,
+            )
 
-        state, now = await self._mutate(principal.key_id, limits, admit)
-        return Admission(
-            principal.key_id,
-            hold_id,
-            rate_headers(limits, state, now),
-            needs_settling=hold_id is not None or limits.tpm is not None,
-        )
+        return await self._submit(principal.key_id, limits, admit)
 
     async def settle(
         self, principal: Principal, admission: Admission, cost_usd: float | None, tokens: int
     ) -> None:
         """Release the request's hold and add what it really cost and used."""
-        limits = principal.limits
 
         def settle(state: _State, now: float) -> None:
             state.holds.pop(admission.hold_id or "", None)
@@ -142,7 +153,7 @@ class KeyLimiter:
             state.tokens += tokens
 
         try:
-            await self._mutate(principal.key_id, limits, settle)
+            await self._submit(principal.key_id, principal.limits, settle)
         except Exception as exc:  # the hold lapses on its own; the spend is in the usage records
             log.warning("settling key %s failed (%s)", principal.key_id, type(exc).__name__)
 
@@ -154,15 +165,52 @@ class KeyLimiter:
         state = _State.of(doc, minute_of(now), period, now)
         return state.spent_usd, reset_at
 
-    async def _mutate(
-        self, key_id: str, limits: Limits, change: Callable[[_State, float], None]
-    ) -> tuple[_State, float]:
+    async def _submit(self, key_id: str, limits: Limits, change: Change) -> Any:
+        """Apply `change` to the key's state in the next write of it from this worker.
+
+        Group commit: changes to one key that arrive while a write of it is in flight wait and
+        go together in the next one, so a busy key costs one write per round trip per worker
+        instead of one per request, and requests of one worker never race each other.
+        """
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(key_id, []).append(_Op(change, limits, future))
+        if key_id not in self._writers:
+            self._writers[key_id] = asyncio.get_running_loop().create_task(
+                self._write_pending(key_id), name=f"limits-{key_id}"
+            )
+        return await future
+
+    async def _write_pending(self, key_id: str) -> None:
+        try:
+            while ops := self._pending.pop(key_id, None):
+                try:
+                    outcomes = await self._mutate(key_id, ops)
+                except Exception as exc:
+                    outcomes = [exc] * len(ops)
+                for op, outcome in zip(ops, outcomes, strict=True):
+                    if op.future.done():  # its request was cancelled meanwhile
+                        continue
+                    if isinstance(outcome, BaseException):
+                        op.future.set_exception(outcome)
+                    else:
+                        op.future.set_result(outcome)
+        finally:  # no await between the empty check above and this: no change is stranded
+            del self._writers[key_id]
+
+    async def _mutate(self, key_id: str, ops: list[_Op]) -> list[Any]:
+        """Apply every op to the state item in one ETag-guarded write; each op's result or error."""
+        limits = ops[-1].limits  # the newest view of the key's limits decides the budget period
         for attempt in range(ATTEMPTS):
             now = self._clock()
             period, _ = budget_period(limits.budget_duration, now)
             doc = await self._documents.read(CONTAINER, state_id(key_id), key_id)
             state = _State.of(doc, minute_of(now), period, now)
-            change(state, now)
+            outcomes: list[Any] = []
+            for op in ops:
+                try:
+                    outcomes.append(op.change(state, now))
+                except CirrusError as exc:  # refused: a check raises before it changes anything
+                    outcomes.append(exc)
             item = {
                 "id": state_id(key_id),
                 "pk": key_id,
@@ -180,10 +228,10 @@ class KeyLimiter:
                 else:
                     await self._documents.replace(CONTAINER, item, etag=doc.get("_etag"))
             except (ConflictError, PreconditionFailedError):
-                # Another request wrote first: back off a random, growing while and try again.
+                # Another worker wrote first: back off a random, growing while and try again.
                 await self._sleep(random.uniform(0, min(0.2, 0.004 * 2 ** min(attempt, 6))))  # noqa: S311
                 continue
-            return state, now
+            return outcomes
         raise ServiceUnavailableError("Too many concurrent requests for this key; retry shortly.")
 
 

@@ -90,6 +90,7 @@ def test_admin_api_refuses_other_keys_and_bad_input(stack):
             ({"budget_duration": "fortnightly"}, "budget_duration"),
             ({"rpm_limit": 0}, "rpm_limit"),
             ({"max_budget": -1}, "max_budget"),
+            ({"models": ["cirrus-locl"]}, "models"),
         ]:
             response = admin.post("/v1/keys", json=body)
             assert response.status_code == 400, body

@@ -14,6 +14,7 @@ from shared.errors import AuthenticationError, InsufficientQuotaError, RateLimit
 from shared.models.keys import KeyCreate
 from shared.models.requests import ChatCompletionCreate
 from shared.services.calls import CallContext
+from shared.services.limits import KeyLimiter
 from tests.fakes import FakeLLMRouter
 from tools.stack import COSMOS_EMULATOR_KEY
 
@@ -42,9 +43,11 @@ async def principal(container, **fields):
 async def test_fifty_racing_requests_overshoot_the_budget_by_at_most_one_request(container):
     budget, max_cost = 0.01, 0.001
     _, caller = await principal(container, max_budget=budget)
-    limiter = container.limiter
+    # Three workers on one store: their writes of the key's state race through the ETag.
+    workers = [container.limiter, *(KeyLimiter(container.clients.documents) for _ in range(2))]
 
-    async def request() -> float:
+    async def request(limiter: KeyLimiter) -> float:
+        await asyncio.sleep(random.uniform(0, 0.05))
         try:
             admission = await limiter.admit(caller, lambda: max_cost)
         except InsufficientQuotaError:
@@ -54,10 +57,10 @@ async def test_fifty_racing_requests_overshoot_the_budget_by_at_most_one_request
         await limiter.settle(caller, admission, cost, 10)
         return cost
 
-    costs = await asyncio.gather(*(request() for _ in range(50)))
+    costs = await asyncio.gather(*(request(workers[i % 3]) for i in range(50)))
     spent = sum(costs)
     assert 0 < sum(1 for c in costs if c) < 50
-    assert budget - max_cost <= spent <= budget + max_cost
+    assert spent <= budget + max_cost
     shown = await container.keys.get(caller.key_id)
     assert shown.spend == pytest.approx(spent)
 

@@ -1,5 +1,6 @@
 """Virtual keys and their limits, on in-memory stores with a controlled clock."""
 
+import asyncio
 import calendar
 import json
 
@@ -231,3 +232,22 @@ def test_principals_see_their_own_and_their_teams_resources():
     assert MASTER.can_see(**carol.stamp())
     with pytest.raises(PermissionDeniedError):
         alice.require_master()
+
+
+async def test_requests_of_one_worker_share_one_write_of_the_key_state(keys, documents):
+    principal = await principal_for(keys, rpm_limit=15)
+    writes = []
+    replace = documents.replace
+
+    async def counting_replace(*args, **kwargs):
+        writes.append(1)
+        return await replace(*args, **kwargs)
+
+    documents.replace = counting_replace
+    await keys.limiter.admit(principal, lambda: None)  # creates the state item
+    results = await asyncio.gather(
+        *(keys.limiter.admit(principal, lambda: None) for _ in range(20)), return_exceptions=True
+    )
+    assert sum(not isinstance(r, Exception) for r in results) == 14  # 15 per minute in all
+    assert all(isinstance(r, RateLimitError) for r in results[14:])
+    assert len(writes) == 1  # twenty admissions, one write
