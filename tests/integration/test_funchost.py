@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -61,6 +61,7 @@ class Host:
     connection_string: str
     basic_queue: str
     slow_queue: str
+    failing_queue: str  # always_fails' queue; the function `poisoned` consumes its poison queue
 
     def events(self, **match: Any) -> list[dict[str, Any]]:
         if not self.record.exists():
@@ -90,15 +91,20 @@ class Host:
     def wait_empty(self, queue: str) -> None:
         wait_for(lambda: self.message_count(queue) == 0, f"queue {queue} to be empty")
 
+    def queue_exists(self, name: str) -> bool:
+        with QueueServiceClient.from_connection_string(self.connection_string) as service:
+            return any(q.name == name for q in service.list_queues(name_starts_with=name))
+
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
 
-def start_host(emulators: Emulators, workdir: Path) -> Host:
+def start_host(emulators: Emulators, workdir: Path, settings: Mapping[str, str] | None = None) -> Host:
+    """Start funchost on the test app; `settings` are extra app settings (environment variables)."""
     suffix = uuid.uuid4().hex[:10]
-    basic, slow = f"fh-basic-{suffix}", f"fh-slow-{suffix}"
+    basic, slow, failing = f"fh-basic-{suffix}", f"fh-slow-{suffix}", f"fh-failing-{suffix}"
     with QueueServiceClient.from_connection_string(emulators.storage_connection_string) as service:
-        for name in (basic, slow):
+        for name in (basic, slow, failing):
             service.create_queue(name)  # the app provisions its queues; the host never creates them
     port = free_port()
     base_url = f"http://{LOOPBACK}:{port}"
@@ -109,6 +115,8 @@ def start_host(emulators: Emulators, workdir: Path) -> Host:
         "FUNCHOST_TEST_RECORD": str(record),
         "FUNCHOST_BASIC_QUEUE": basic,
         "FUNCHOST_SLOW_QUEUE": slow,
+        "FUNCHOST_FAILING_QUEUE": failing,
+        **(settings or {}),
     }
     argv = [sys.executable, "-m", "tools.funchost", "--script-root", str(APP_DIR), "--host", LOOPBACK]
     process = ManagedProcess(
@@ -120,7 +128,7 @@ def start_host(emulators: Emulators, workdir: Path) -> Host:
         startup_timeout=WAIT,
     )
     process.start().wait_ready()
-    return Host(process, base_url, record, log, emulators.storage_connection_string, basic, slow)
+    return Host(process, base_url, record, log, emulators.storage_connection_string, basic, slow, failing)
 
 
 @pytest.fixture(scope="module")
@@ -289,12 +297,60 @@ def test_sigterm_waits_for_in_flight_invocations_and_exits_0(emulators: Emulator
         host.process.stop()
 
 
-# --- In process: lease renewal, missing queues ---------------------------------------------------
+def test_host_json_overrides_and_a_trigger_on_a_poison_queue(emulators: Emulators, tmp_path: Path) -> None:
+    settings = {
+        "AzureFunctionsJobHost__extensions__queues__maxDequeueCount": "2",  # host.json says 3
+        "azurefunctionsjobhost__Extensions__QUEUES__VisibilityTimeout": "00:00:00",  # any case
+        "AzureFunctionsJobHost__functionTimeout": "00:05:00",
+    }
+    host = start_host(emulators, tmp_path, settings)
+    poison = f"{host.failing_queue}-poison"
+    try:
+        log = host.log_text()
+        assert "maxDequeueCount=2, visibilityTimeout=0s" in log
+        assert "functionTimeout=300s" in log
+        for name in settings:
+            assert f"overridden by app setting {name}" in log
+        assert f"poisoned: queueTrigger on '{poison}' (poison: none)" in log
+
+        handled = {"id": uuid.uuid4().hex}
+        stuck = {"id": uuid.uuid4().hex, "poison_fails": True}
+        for payload in (handled, stuck):
+            host.send(host.failing_queue, b64(payload))
+        for payload in (handled, stuck):
+            wait_for(
+                lambda p=payload: host.events(event="poisoned", id=p["id"]), "the poison queue's trigger"
+            )
+        for payload in (handled, stuck):
+            attempts = [e["dequeue_count"] for e in host.events(event="always_fails", id=payload["id"])]
+            assert attempts == [1, 2]  # maxDequeueCount from the app setting
+        [event] = host.events(event="poisoned", id=handled["id"])
+        assert event["dequeue_count"] == 1
+        assert json.loads(event["body"]) == handled
+        host.wait_empty(host.failing_queue)
+
+        # A poison queue has no poison queue of its own (as in Azure): a failure there is left
+        # invisible until its lease expires, never moved to '...-poison-poison'.
+        wait_for(lambda: f"Queue '{poison}' has no poison queue" in host.log_text(), "the failure logged")
+        assert [e["dequeue_count"] for e in host.events(event="poisoned", id=stuck["id"])] == [1]
+        wait_for(lambda: host.message_count(poison) == 1, "only the failed message left")
+        with host.queue(poison) as client:
+            assert list(client.peek_messages()) == []  # invisible, not released for a retry
+        assert not host.queue_exists(f"{poison}-poison")
+    finally:
+        host.process.stop()
 
 
-def _listener(emulators: Emulators, queue: str, handler: Any, **kwargs: Any) -> QueueListener:
+# --- In process: lease renewal, missing queues, poison queues -----------------------------------
+
+
+def _listener(
+    emulators: Emulators, queue: str, handler: Any, max_dequeue_count: int = 5, **kwargs: Any
+) -> QueueListener:
     function = HostedFunction(queue, handler, SimpleNamespace(name="msg"))
-    options = QueueOptions(batch_size=4, new_batch_threshold=2, max_polling_interval=0.2)
+    options = QueueOptions(
+        batch_size=4, new_batch_threshold=2, max_polling_interval=0.2, max_dequeue_count=max_dequeue_count
+    )
     return QueueListener(function, queue, emulators.storage_connection_string, options, None, **kwargs)
 
 
@@ -342,3 +398,32 @@ async def test_a_missing_queue_counts_as_empty_and_is_not_created(emulators: Emu
     listener.stop()
     await asyncio.wait_for(task, WAIT)
     assert bodies == [b'"late"']
+
+
+async def test_failures_on_a_poison_queue_are_retried_after_the_lease_never_moved(
+    emulators: Emulators,
+) -> None:
+    name = f"fh-jobs-{uuid.uuid4().hex[:10]}-poison"
+    with QueueClient.from_connection_string(emulators.storage_connection_string, name) as queue:
+        queue.create_queue()
+        queue.send_message(b64({"id": "poisoned"}))
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def handler(msg: func.QueueMessage) -> None:
+        seen.append(msg.dequeue_count)
+        if len(seen) < 3:
+            raise RuntimeError("planned failure")
+        done.set()
+
+    # maxDequeueCount does not apply: with no poison queue there is nowhere to move the message to.
+    listener = _listener(emulators, name, handler, max_dequeue_count=1, lease=2)
+    assert listener.poison_queue_name is None
+    task = asyncio.create_task(listener.run())
+    await asyncio.wait_for(done.wait(), WAIT)
+    listener.stop()
+    await asyncio.wait_for(task, WAIT)
+    assert seen == [1, 2, 3]
+    with QueueServiceClient.from_connection_string(emulators.storage_connection_string) as service:
+        assert service.get_queue_client(name).get_queue_properties().approximate_message_count == 0
+        assert not [q for q in service.list_queues(name_starts_with=f"{name}-poison")]

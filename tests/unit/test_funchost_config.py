@@ -18,7 +18,10 @@ from tools.funchost.functions import HostedFunction, index_functions, invoke
 from tools.funchost.hostconfig import (
     HostConfig,
     HostConfigError,
+    HostOverride,
     QueueOptions,
+    apply_host_overrides,
+    host_overrides,
     load_host_config,
     load_local_settings,
     parse_host_config,
@@ -26,7 +29,12 @@ from tools.funchost.hostconfig import (
     resolve_setting_refs,
 )
 from tools.funchost.http import build_routes, convert_route, to_response
-from tools.funchost.queues import DEVELOPMENT_STORAGE, storage_connection_string
+from tools.funchost.queues import (
+    DEVELOPMENT_STORAGE,
+    QueueListener,
+    poison_queue_name,
+    storage_connection_string,
+)
 
 # --- host.json ----------------------------------------------------------------------------------
 
@@ -129,9 +137,147 @@ def test_host_json_is_required_and_must_be_json(tmp_path: Path) -> None:
 
 
 def test_the_test_apps_host_json() -> None:
-    config = load_host_config(Path(__file__).parent.parent / "integration" / "funchost_app")
+    config = load_host_config(Path(__file__).parent.parent / "integration" / "funchost_app", {})
     assert config.route_prefix == ""
     assert config.queues == QueueOptions(4, 2, 0.2, 0.2, 3, "base64")
+
+
+# --- host.json overrides by app settings --------------------------------------------------------
+
+HOST_JSON = {
+    "version": "2.0",
+    "functionTimeout": "00:30:00",
+    "extensions": {"http": {"routePrefix": ""}, "queues": {"batchSize": 16, "maxDequeueCount": 5}},
+}
+
+
+def _overridden(environ: dict[str, str], data: dict[str, Any] | None = None) -> dict[str, Any]:
+    return apply_host_overrides(HOST_JSON if data is None else data, host_overrides(environ))
+
+
+def test_override_sets_a_nested_value_and_leaves_the_rest() -> None:
+    data = _overridden({"AzureFunctionsJobHost__extensions__queues__maxDequeueCount": "2", "OTHER": "x"})
+    assert data["extensions"]["queues"] == {"batchSize": 16, "maxDequeueCount": 2}
+    assert data["extensions"]["http"] == {"routePrefix": ""}
+    assert data["functionTimeout"] == "00:30:00"
+    assert HOST_JSON["extensions"]["queues"]["maxDequeueCount"] == 5  # host.json's data is not modified
+
+
+def test_override_prefix_and_path_are_case_insensitive() -> None:
+    data = _overridden(
+        {
+            "AZUREFUNCTIONSJOBHOST__EXTENSIONS__Queues__maxdequeuecount": "2",
+            "azurefunctionsjobhost__FunctionTimeout": "00:05:00",
+        }
+    )
+    assert data["extensions"]["queues"]["maxDequeueCount"] == 2  # host.json's spelling of the key is kept
+    assert "maxdequeuecount" not in data["extensions"]["queues"]
+    assert data["functionTimeout"] == "00:05:00"
+    assert list(data) == ["version", "functionTimeout", "extensions"]
+
+
+def test_overrides_take_effect_in_the_parsed_config() -> None:
+    environ = {
+        "AzureFunctionsJobHost__extensions__queues__maxDequeueCount": "2",
+        "AzureFunctionsJobHost__extensions__queues__batchSize": " 4 ",  # as .NET parses integers
+        "AzureFunctionsJobHost__extensions__queues__newBatchThreshold": "0",
+        "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:00",
+        "AzureFunctionsJobHost__extensions__queues__messageEncoding": "none",
+        "AzureFunctionsJobHost__extensions__http__routePrefix": "2024",  # a string setting stays a string
+        "AzureFunctionsJobHost__functionTimeout": "00:05:00",
+    }
+    config = parse_host_config(_overridden(environ))
+    assert config.queues == QueueOptions(4, 0, 60.0, 0.0, 2, "none")
+    assert config.route_prefix == "2024"
+    assert config.function_timeout == 300.0
+
+
+def test_override_of_a_setting_host_json_lacks_and_of_unknown_ones() -> None:
+    environ = {
+        "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:01",
+        "AzureFunctionsJobHost__logging__logLevel__default": "Warning",  # not honoured locally
+        "AzureFunctionsJobHost__extensions__serviceBus__prefetchCount": "10",
+    }
+    data = _overridden(environ, {"version": "2.0"})
+    assert data["logging"] == {"logLevel": {"default": "Warning"}}  # applied like any host.json key...
+    assert data["extensions"]["serviceBus"] == {"prefetchCount": "10"}  # (a string: not a known integer)
+    config = parse_host_config(data)  # ...and ignored like one
+    assert config.queues.max_polling_interval == 1.0
+    assert config == parse_host_config({"extensions": {"queues": {"maxPollingInterval": "00:00:01"}}})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("AzureFunctionsJobHost__extensions__queues__maxDequeueCount", "two", r"maxDequeueCount.*'two'"),
+        ("AzureFunctionsJobHost__extensions__queues__batchSize", "4.0", "batchSize"),
+        ("AzureFunctionsJobHost__extensions__queues__batchSize", "64", "batchSize"),
+        ("AzureFunctionsJobHost__extensions__queues__visibilityTimeout", "10", "visibilityTimeout"),
+        ("AzureFunctionsJobHost__functionTimeout", "00:00:00", "functionTimeout"),
+        ("AzureFunctionsJobHost__extensions__queues", "big", r"extensions\.queues: expected an object"),
+    ],
+)
+def test_invalid_override_fails_naming_the_setting_and_the_app_setting(
+    tmp_path: Path, name: str, value: str, message: str
+) -> None:
+    (tmp_path / "host.json").write_text(json.dumps(HOST_JSON))
+    with pytest.raises(HostConfigError, match=message) as raised:
+        load_host_config(tmp_path, {name: value})
+    assert str(raised.value).endswith(f"(from app setting {name})")
+
+
+def test_an_error_in_host_json_itself_names_no_app_setting(tmp_path: Path) -> None:
+    (tmp_path / "host.json").write_text(json.dumps({"extensions": {"queues": {"batchSize": 0}}}))
+    environ = {"AzureFunctionsJobHost__extensions__queues__maxDequeueCount": "2"}
+    with pytest.raises(HostConfigError, match="batchSize") as raised:
+        load_host_config(tmp_path, environ)
+    assert "app setting" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"AzureFunctionsJobHost__functionTimeout__x": "1"}, r"functionTimeout holds a value"),
+        ({"AzureFunctionsJobHost__extensions____queues": "1"}, "empty level"),
+        ({"AzureFunctionsJobHost__": "1"}, "empty level"),
+        (
+            {
+                "AzureFunctionsJobHost__functionTimeout": "00:01:00",
+                "AZUREFUNCTIONSJOBHOST__FUNCTIONTIMEOUT": "1",
+            },
+            "differently",
+        ),
+    ],
+)
+def test_overrides_that_cannot_apply(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(HostConfigError, match=message):
+        _overridden(environ)
+
+
+def test_override_names_and_load_host_config_reads_the_given_environ(tmp_path: Path) -> None:
+    environ = {
+        "AzureFunctionsJobHost__extensions__queues__maxDequeueCount": "1",
+        "AzureFunctionsJobHost": "x",
+    }
+    assert host_overrides(environ) == [
+        HostOverride(
+            "AzureFunctionsJobHost__extensions__queues__maxDequeueCount",
+            ("extensions", "queues", "maxDequeueCount"),
+            1,
+        )
+    ]
+    (tmp_path / "host.json").write_text(json.dumps(HOST_JSON))
+    assert load_host_config(tmp_path, environ).queues.max_dequeue_count == 1
+    assert load_host_config(tmp_path, {}).queues.max_dequeue_count == 5
+
+
+def test_local_settings_can_hold_overrides(tmp_path: Path) -> None:
+    values = {"AzureFunctionsJobHost__extensions__queues__maxDequeueCount": "2"}
+    (tmp_path / "local.settings.json").write_text(json.dumps({"Values": values}))
+    (tmp_path / "host.json").write_text(json.dumps(HOST_JSON))
+    environ: dict[str, str] = {}
+    load_local_settings(tmp_path, environ)
+    assert load_host_config(tmp_path, environ).queues.max_dequeue_count == 2
 
 
 # --- app settings -------------------------------------------------------------------------------
@@ -156,6 +302,8 @@ def test_setting_references() -> None:
     assert resolve_setting_refs("%JOBS%", {"JOBS": "jobs-1"}, "f") == "jobs-1"
     assert resolve_setting_refs("%A%-%B%", {"A": "x", "B": "y"}, "f") == "x-y"
     assert resolve_setting_refs("plain", {}, "f") == "plain"
+    assert resolve_setting_refs("%BATCH_QUEUE%-poison", {"BATCH_QUEUE": "batch"}, "f") == "batch-poison"
+    assert resolve_setting_refs("pre-%Q%-poison", {"Q": "100%"}, "f") == "pre-100%-poison"  # not re-scanned
     with pytest.raises(HostConfigError, match="'MISSING'"):
         resolve_setting_refs("%MISSING%", {}, "f")
 
@@ -170,6 +318,23 @@ def test_storage_connection_strings() -> None:
     assert "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1" in dev
     with pytest.raises(HostConfigError, match="'Missing'"):
         storage_connection_string("Missing", {}, "f")
+
+
+def test_poison_queues_have_no_poison_queue_of_their_own() -> None:
+    assert poison_queue_name("jobs") == "jobs-poison"
+    assert poison_queue_name("jobs-poison") is None  # as the host's queue extension decides
+    assert poison_queue_name("a" * 56) == "a" * 56 + "-poison"  # 63 characters
+    assert poison_queue_name("a" * 57) is None  # "-poison" would make it too long
+
+
+def test_a_queue_trigger_on_a_poison_queue_by_setting_reference() -> None:
+    trigger = SimpleNamespace(name="msg", queue_name="%BATCH_QUEUE%-poison", connection="AzureWebJobsStorage")
+    function = HostedFunction("batch_poisoned", lambda msg: None, trigger)
+    environ = {"BATCH_QUEUE": "batch-jobs", "AzureWebJobsStorage": "UseDevelopmentStorage=true"}
+    listener = QueueListener.for_function(function, QueueOptions(), None, environ)
+    assert (listener.queue_name, listener.poison_queue_name) == ("batch-jobs-poison", None)
+    with pytest.raises(HostConfigError, match="'BATCH_QUEUE'"):
+        QueueListener.for_function(function, QueueOptions(), None, {"AzureWebJobsStorage": "x"})
 
 
 # --- routes -------------------------------------------------------------------------------------

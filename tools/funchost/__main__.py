@@ -87,13 +87,28 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("Cannot start: loading function_app failed")
         return 1
 
+    q = config.queues
+    log.info(
+        "Queues: batchSize=%d, newBatchThreshold=%d, maxDequeueCount=%d, visibilityTimeout=%gs, "
+        "maxPollingInterval=%gs, messageEncoding=%s; functionTimeout=%s",
+        q.batch_size,
+        q.new_batch_threshold,
+        q.max_dequeue_count,
+        q.visibility_timeout,
+        q.max_polling_interval,
+        q.message_encoding,
+        "unbounded" if config.function_timeout is None else f"{config.function_timeout:g}s",
+    )
     log.info("Functions:")
     for route in routes:
         methods = ",".join(sorted(route.methods)) if route.methods else "all methods"
         url = f"http://{args.host}:{args.port}{route.variant.path}"
         log.info("    %s: [%s] %s", route.function.name, methods, url)
     for listener in listeners:
-        log.info("    %s: queueTrigger on '%s'", listener.function.name, listener.queue_name)
+        poison = listener.poison_queue_name or "none"
+        log.info(
+            "    %s: queueTrigger on '%s' (poison: %s)", listener.function.name, listener.queue_name, poison
+        )
 
     server = _Server(
         uvicorn.Config(

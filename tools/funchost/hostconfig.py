@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("funchost")
 
 
 class HostConfigError(ValueError):
@@ -71,6 +75,78 @@ def _section(parent: Mapping[str, Any], key: str, where: str) -> Mapping[str, An
     return value
 
 
+# App settings `AzureFunctionsJobHost__a__b=v` override host.json's a.b, as in Azure (`__` separates levels).
+HOST_OVERRIDE_PREFIX = "AzureFunctionsJobHost__"
+# Settings that parse_host_config reads as integers: an override's string value becomes an int for them.
+_INT_SETTINGS = frozenset(
+    (
+        "extensions.queues.batchsize",
+        "extensions.queues.newbatchthreshold",
+        "extensions.queues.maxdequeuecount",
+    )
+)
+_INTEGER = re.compile(r"\s*[+-]?\d+\s*")
+
+
+@dataclass(frozen=True)
+class HostOverride:
+    """One `AzureFunctionsJobHost__...` app setting: where it points in host.json and its value."""
+
+    name: str  # the app setting, e.g. AzureFunctionsJobHost__extensions__queues__maxDequeueCount
+    path: tuple[str, ...]  # ("extensions", "queues", "maxDequeueCount")
+    value: Any  # the string, or an int for the integer settings
+
+    @property
+    def setting(self) -> str:
+        return ".".join(self.path)
+
+
+def host_overrides(environ: Mapping[str, str]) -> list[HostOverride]:
+    """The `AzureFunctionsJobHost__<path>` app settings (prefix and path case-insensitive), shortest first."""
+    prefix = HOST_OVERRIDE_PREFIX.lower()
+    overrides: dict[str, HostOverride] = {}
+    for name in sorted(environ):
+        if not name.lower().startswith(prefix):
+            continue
+        path = tuple(name[len(prefix) :].split("__"))
+        if not all(path):
+            raise HostConfigError(
+                f"app setting {name}: empty level in the host.json path ('__' separates levels)"
+            )
+        value: Any = environ[name]
+        key = ".".join(path).lower()
+        if key in _INT_SETTINGS and _INTEGER.fullmatch(value):
+            value = int(value)  # otherwise parse_host_config rejects it, naming the setting
+        other = overrides.setdefault(key, HostOverride(name, path, value))
+        if other.value != value:  # names differing only in case: which one wins would be arbitrary
+            raise HostConfigError(f"app settings {other.name} and {name} set {other.setting} differently")
+    return sorted(overrides.values(), key=lambda o: len(o.path))
+
+
+def apply_host_overrides(data: Mapping[str, Any], overrides: list[HostOverride]) -> dict[str, Any]:
+    """A copy of the parsed host.json with each override set at its path (keys matched case-insensitively).
+
+    Levels missing from host.json are created, so an unknown path is applied and then ignored like any
+    unknown host.json key; a level that holds a value rather than an object cannot take a sub-setting.
+    """
+    result = copy.deepcopy(dict(data))
+    for override in overrides:
+        section = result
+        for depth, segment in enumerate(override.path):
+            key = next((k for k in section if k.lower() == segment.lower()), segment)
+            if depth == len(override.path) - 1:
+                section[key] = override.value
+                break
+            child = section.get(key)
+            if child is None:
+                child = section[key] = {}
+            if not isinstance(child, dict):
+                where = ".".join(override.path[: depth + 1])
+                raise HostConfigError(f"app setting {override.name}: {where} holds a value, not an object")
+            section = child
+    return result
+
+
 def _int(section: Mapping[str, Any], key: str, default: int, low: int, high: int) -> int:
     value = _get(section, key, default)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -122,8 +198,8 @@ def parse_host_config(data: Mapping[str, Any]) -> HostConfig:
     return HostConfig(route_prefix=prefix.strip("/"), queues=queues, function_timeout=timeout)
 
 
-def load_host_config(script_root: Path) -> HostConfig:
-    """Read `<script_root>/host.json`; it is required, as with Core Tools."""
+def load_host_config(script_root: Path, environ: Mapping[str, str] = os.environ) -> HostConfig:
+    """Read `<script_root>/host.json` (required, as with Core Tools) with its app-setting overrides."""
     path = script_root / "host.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
@@ -131,7 +207,20 @@ def load_host_config(script_root: Path) -> HostConfig:
         raise HostConfigError(f"{path} not found: the script root must contain host.json") from None
     except json.JSONDecodeError as exc:
         raise HostConfigError(f"{path}: invalid JSON ({exc})") from None
-    return parse_host_config(data)
+    overrides = host_overrides(environ)
+    if overrides and isinstance(data, Mapping):  # otherwise parse_host_config says what is wrong
+        data = apply_host_overrides(data, overrides)
+        for override in overrides:
+            log.info("host.json: %s overridden by app setting %s", override.setting, override.name)
+    try:
+        return parse_host_config(data)
+    except HostConfigError as exc:
+        # Errors start with the setting's path: name the app setting when the value came from one.
+        setting = str(exc).split(":", 1)[0].lower()
+        for override in overrides:
+            if setting == override.setting.lower() or setting.startswith(override.setting.lower() + "."):
+                raise HostConfigError(f"{exc} (from app setting {override.name})") from None
+        raise
 
 
 def load_local_settings(script_root: Path, environ: MutableMapping[str, str] = os.environ) -> list[str]:

@@ -32,6 +32,16 @@ MIN_POLL_SECONDS = 0.1  # first back-off step on an empty queue
 DRAIN_SECONDS = 10.0  # how long shutdown waits for in-flight invocations
 RECEIVE_GRACE_SECONDS = 2.0  # how long shutdown lets a receive in flight finish
 _QUEUE_NAME = re.compile(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]")
+POISON_SUFFIX = "-poison"
+
+
+def poison_queue_name(queue: str) -> str | None:
+    """`<queue>-poison`, or None as in the host's queue extension: a queue named `*-poison` has no poison
+    queue of its own, nor one whose poison name would be invalid (longer than 63 characters)."""
+    if queue.endswith(POISON_SUFFIX):
+        return None
+    name = queue + POISON_SUFFIX
+    return name if _QUEUE_NAME.fullmatch(name) else None
 
 
 def storage_connection_string(connection: str | None, environ: Mapping[str, str], where: str) -> str:
@@ -68,6 +78,7 @@ class QueueListener:
     ) -> None:
         self.function = function
         self.queue_name = queue_name
+        self.poison_queue_name = poison_queue_name(queue_name)
         self._connection_string = connection_string
         self._options = options
         self._timeout = function_timeout
@@ -86,7 +97,8 @@ class QueueListener:
         timeout: float | None,
         environ: Mapping[str, str],
     ) -> QueueListener:
-        """Resolve the queue name (%SETTING%) and connection now, so a bad setting fails at startup."""
+        """Resolve the queue name (`%SETTING%`, also within a name such as `%JOBS%-poison`) and the
+        connection now, so a bad setting fails at startup."""
         where = f"function '{function.name}'"
         queue = resolve_setting_refs(function.trigger.queue_name, environ, where)
         if not _QUEUE_NAME.fullmatch(queue):
@@ -102,10 +114,13 @@ class QueueListener:
     async def run(self) -> None:
         """Poll until stop(), then drain; re-raise if polling itself crashed."""
         connect = QueueClient.from_connection_string
-        async with (
-            connect(self._connection_string, self.queue_name) as client,
-            connect(self._connection_string, f"{self.queue_name}-poison") as poison,
-        ):
+        async with contextlib.AsyncExitStack() as clients:
+            client = await clients.enter_async_context(connect(self._connection_string, self.queue_name))
+            poison = None
+            if self.poison_queue_name is not None:
+                poison = await clients.enter_async_context(
+                    connect(self._connection_string, self.poison_queue_name)
+                )
             poller = asyncio.create_task(self._poll(client, poison))
             stopped = asyncio.create_task(self._stopped.wait())
             await asyncio.wait([poller, stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -118,7 +133,7 @@ class QueueListener:
         if isinstance(outcome, Exception):
             raise outcome
 
-    async def _poll(self, client: QueueClient, poison: QueueClient) -> None:
+    async def _poll(self, client: QueueClient, poison: QueueClient | None) -> None:
         options = self._options
         delay = MIN_POLL_SECONDS
         while not self._stopped.is_set():
@@ -178,7 +193,9 @@ class QueueListener:
         except binascii.Error:
             raise ValueError("message content is not valid base64 (messageEncoding is 'base64')") from None
 
-    async def _process(self, client: QueueClient, poison: QueueClient, message: StorageMessage) -> None:
+    async def _process(
+        self, client: QueueClient, poison: QueueClient | None, message: StorageMessage
+    ) -> None:
         invocation = new_invocation()
         lease = _Lease(message.pop_receipt)
         finished = asyncio.Event()
@@ -224,15 +241,26 @@ class QueueListener:
     async def _settle(
         self,
         client: QueueClient,
-        poison: QueueClient,
+        poison: QueueClient | None,
         message: StorageMessage,
         lease: _Lease,
         error: Exception | None,
     ) -> None:
-        """Delete on success; on failure retry after visibilityTimeout or, at maxDequeueCount, poison."""
+        """Delete on success; on failure retry after visibilityTimeout or, at maxDequeueCount, poison.
+
+        Without a poison queue (see poison_queue_name) a failed message is left as it is, as the host
+        does against a fast endless loop: invisible until its lease expires, then retried, never moved.
+        """
         try:
             if error is None:
                 await client.delete_message(message.id, lease.pop_receipt)
+            elif poison is None:
+                log.warning(
+                    "Queue '%s' has no poison queue: message %s stays invisible until its lease expires,"
+                    " then is retried",
+                    self.queue_name,
+                    message.id,
+                )
             elif (message.dequeue_count or 0) >= self._options.max_dequeue_count:
                 await self._send_to_poison(poison, message.content or "")
                 await client.delete_message(message.id, lease.pop_receipt)

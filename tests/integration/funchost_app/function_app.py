@@ -197,5 +197,24 @@ async def slow(msg: func.QueueMessage) -> None:
     record(event="end", id=body["id"])
 
 
+@bp.queue_trigger(arg_name="msg", queue_name="%FUNCHOST_FAILING_QUEUE%", connection="AzureWebJobsStorage")
+async def always_fails(msg: func.QueueMessage) -> None:
+    """Fails every time, so each message ends in the poison queue after maxDequeueCount attempts."""
+    body = json.loads(msg.get_body())
+    record(event="always_fails", id=body["id"], dequeue_count=msg.dequeue_count)
+    raise RuntimeError(f"planned failure on attempt {msg.dequeue_count}")
+
+
+@bp.queue_trigger(
+    arg_name="msg", queue_name="%FUNCHOST_FAILING_QUEUE%-poison", connection="AzureWebJobsStorage"
+)
+async def poisoned(msg: func.QueueMessage) -> None:
+    """Consumes always_fails' poison queue; fails too when the message says `poison_fails`."""
+    body = json.loads(msg.get_body())
+    record(event="poisoned", id=body["id"], dequeue_count=msg.dequeue_count, body=msg.get_body().decode())
+    if body.get("poison_fails"):
+        raise RuntimeError("planned failure in the poison queue")
+
+
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_blueprint(bp)
