@@ -6,9 +6,12 @@ This file only builds the app and registers one Blueprint per surface; read the 
 import azure.functions as func
 
 from shared.blueprints import (
+    batch_queue,
+    batches_http,
     chat_http,
     completions_http,
     fallback_http,
+    files_http,
     health_http,
     keys_http,
     models_http,
@@ -26,5 +29,8 @@ app.register_blueprint(completions_http.bp)  # POST /v1/completions, /v1/embeddi
 app.register_blueprint(sessions_http.bp)  # /v1/sessions, /v1/sessions/{session_id}
 app.register_blueprint(usage_http.bp)  # GET /v1/usage
 app.register_blueprint(keys_http.bp)  # /v1/keys, /v1/keys/{key_id}, /v1/keys/{key_id}/rotate (admin)
+app.register_blueprint(files_http.bp)  # /v1/files, /v1/files/{file_id}, /v1/files/{file_id}/content
+app.register_blueprint(batches_http.bp)  # /v1/batches, /v1/batches/{batch_id}, /v1/batches/{batch_id}/cancel
+app.register_blueprint(batch_queue.bp)  # queues %BATCH_QUEUE% and its poison queue: batch work
 app.register_blueprint(usage_queue.bp)  # queue %USAGE_QUEUE%: parked usage records
 app.register_blueprint(fallback_http.bp)  # any other /v1 path: OpenAI's 404 envelope

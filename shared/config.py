@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     models_file: Path | None = Field(None, alias="CIRRUS_MODEL_CONFIG")
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, alias="CIRRUS_MAX_BODY_BYTES")
     max_messages: int = Field(2048, gt=0, alias="CIRRUS_MAX_MESSAGES")
+    max_upload_bytes: int = Field(200 * 1024 * 1024, gt=0, alias="CIRRUS_MAX_UPLOAD_BYTES")
+    # Batches: requests per queue message, requests in flight per message, and (for tests) the
+    # real length of the `24h` completion window.
+    batch_chunk_size: int = Field(100, ge=1, le=1000, alias="CIRRUS_BATCH_CHUNK_SIZE")
+    batch_concurrency: int = Field(8, ge=1, le=256, alias="CIRRUS_BATCH_CONCURRENCY")
+    batch_window_seconds: int = Field(24 * 3600, ge=1, alias="CIRRUS_BATCH_WINDOW_SECONDS")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="CIRRUS_LOG_LEVEL")
 
     # Storage: a connection string locally (Azurite); in Azure the identity-based form

@@ -21,10 +21,12 @@ from shared.config import ConfigError, ModelConfig, Settings, get_settings, load
 from shared.errors import ServiceUnavailableError
 from shared.services.auth import AuthService
 from shared.services.background import Background
+from shared.services.batches import BatchService, live_gateway
 from shared.services.cache import ResponseCache
 from shared.services.calls import Metering
 from shared.services.chat import ChatService
 from shared.services.completions import CompletionService, EmbeddingService
+from shared.services.files import FileService
 from shared.services.health import HealthService
 from shared.services.keys import KeyService
 from shared.services.limits import KeyLimiter
@@ -76,6 +78,21 @@ class Container:
         self.usage = UsageService(clients.documents, clients.queues, settings.usage_queue, self.background)
         self.sessions = SessionService(clients.documents, clients.blobs, settings.outputs_container)
         self.cache = ResponseCache(clients.documents)
+        self.files = FileService(clients.documents, clients.blobs, settings.uploads_container)
+        self.batches = BatchService(
+            clients.documents,
+            clients.blobs,
+            clients.queues,
+            self.files,
+            self.catalog,
+            queue=settings.batch_queue,
+            outputs_container=settings.outputs_container,
+            chunk_size=settings.batch_chunk_size,
+            concurrency=settings.batch_concurrency,
+            window_seconds=settings.batch_window_seconds,
+            gateway=live_gateway(self.chat, self.completions, self.embeddings),
+            owner=self.auth.principal_for,
+        )
         self._llm_factory = llm_factory
         self._llm: LLMRouter | None = None
         self._llm_lock = asyncio.Lock()

@@ -129,6 +129,9 @@ class InMemoryBlobStore:
     async def delete(self, container: str, name: str) -> bool:
         return self.blobs.pop((container, name), None) is not None
 
+    async def names(self, container: str, prefix: str) -> list[str]:
+        return sorted(n for c, n in self.blobs if c == container and n.startswith(prefix))
+
     async def ensure_container(self, name: str) -> None:
         self.containers.add(name)
 

@@ -77,6 +77,11 @@ class AzureBlobStore:
             return False
         return True
 
+    async def names(self, container: str, prefix: str) -> list[str]:
+        """Names of the blobs under `prefix`, in name order."""
+        client = self._client.get_container_client(container)
+        return [blob.name async for blob in client.list_blobs(name_starts_with=prefix)]
+
     async def ensure_container(self, name: str) -> None:
         with contextlib.suppress(ResourceExistsError):
             await self._client.create_container(name)

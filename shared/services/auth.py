@@ -118,12 +118,26 @@ class AuthService:
         stored = await self._lookup("key_" + match.group(1))
         if stored is None or not hmac.compare_digest(self.hash(key), str(stored.get("key_hash", ""))):
             raise AuthenticationError(BAD_KEY)
-        if stored.get("revoked_at") is not None:
-            raise AuthenticationError("This API key has been revoked.")
-        expires_at = stored.get("expires_at")
-        if expires_at is not None and expires_at <= time.time():
-            raise AuthenticationError("This API key has expired.")
-        return principal_of(stored)
+        return _live(stored)
+
+    async def principal_for(self, key_id: str) -> Principal:
+        """The principal of a key named by id, for work done on its behalf later (batches, jobs):
+        401 if it has been revoked or has expired since."""
+        if key_id == MASTER_KEY_ID:
+            return MASTER
+        stored = await self._lookup(key_id) if key_id.startswith("key_") else None
+        if stored is None:
+            raise AuthenticationError(f"The key {key_id} no longer exists.")
+        return _live(stored)
+
+
+def _live(stored: Mapping[str, Any]) -> Principal:
+    if stored.get("revoked_at") is not None:
+        raise AuthenticationError("This API key has been revoked.")
+    expires_at = stored.get("expires_at")
+    if expires_at is not None and expires_at <= time.time():
+        raise AuthenticationError("This API key has expired.")
+    return principal_of(stored)
 
 
 def principal_of(stored: Mapping[str, Any]) -> Principal:

@@ -34,7 +34,13 @@ def required_resources(settings: Settings) -> Resources:
     return Resources(
         cosmos_containers=COSMOS_CONTAINERS,
         blob_containers=(settings.uploads_container, settings.outputs_container),
-        queues=(settings.jobs_queue, settings.batch_queue, settings.usage_queue),
+        # The batch queue's poison queue has a trigger of its own, so it must exist from the start.
+        queues=(
+            settings.jobs_queue,
+            settings.batch_queue,
+            f"{settings.batch_queue}-poison",
+            settings.usage_queue,
+        ),
     )
 
 

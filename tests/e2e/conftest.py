@@ -57,6 +57,8 @@ def stack(
         COSMOS_DATABASE="cirrus-e2e",
         CIRRUS_MODEL_CONFIG=str(Path(__file__).parent / "model_list.yaml"),
         E2E_BROKEN_PROVIDER_URL=f"{fake_provider_url}/profile/fault=500/v1",
+        E2E_SLOW_PROVIDER_URL=f"{fake_provider_url}/profile/latency_ms=300/v1",
+        CIRRUS_MAX_UPLOAD_BYTES="1000000",
         USAGE_QUEUE="e2e-usage",
     )
     log = workdir / "funchost.log"

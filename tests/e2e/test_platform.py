@@ -12,6 +12,7 @@ def test_models_list(stack):
         "cirrus-embed",
         "cirrus-cached",
         "cirrus-priced",
+        "cirrus-slow",
         "cirrus-broken",
     ]
     raw = httpx.get(
@@ -46,7 +47,7 @@ def test_readiness_checks_every_dependency(stack):
     assert set(body["checks"]) == {"cosmos", "blob", "queue", "models"}
     for check in body["checks"].values():
         assert check["status"] == "ok" and check["latency_ms"] >= 0
-    assert body["checks"]["models"]["detail"] == {"models": 5}
+    assert body["checks"]["models"]["detail"] == {"models": 6}
 
 
 def test_unknown_v1_route_is_an_openai_404(stack):

@@ -27,9 +27,22 @@ EXPECTED_HTTP = {
     "update_key": ("v1/keys/{key_id}", ["PATCH"]),
     "rotate_key": ("v1/keys/{key_id}/rotate", ["POST"]),
     "revoke_key": ("v1/keys/{key_id}", ["DELETE"]),
+    "upload_file": ("v1/files", ["POST"]),
+    "list_files": ("v1/files", ["GET"]),
+    "get_file": ("v1/files/{file_id}", ["GET"]),
+    "file_content": ("v1/files/{file_id}/content", ["GET"]),
+    "delete_file": ("v1/files/{file_id}", ["DELETE"]),
+    "create_batch": ("v1/batches", ["POST"]),
+    "list_batches": ("v1/batches", ["GET"]),
+    "get_batch": ("v1/batches/{batch_id}", ["GET"]),
+    "cancel_batch": ("v1/batches/{batch_id}/cancel", ["POST"]),
     "unknown_route": ("v1/{*path}", ["GET", "POST", "PUT", "PATCH", "DELETE"]),
 }
-EXPECTED_QUEUES = {"store_parked_usage": ("%USAGE_QUEUE%", "AzureWebJobsStorage")}
+EXPECTED_QUEUES = {
+    "store_parked_usage": ("%USAGE_QUEUE%", "AzureWebJobsStorage"),
+    "run_batch": ("%BATCH_QUEUE%", "AzureWebJobsStorage"),
+    "fail_poisoned_batch_work": ("%BATCH_QUEUE%-poison", "AzureWebJobsStorage"),
+}
 
 
 @functools.cache  # get_functions() refuses to run twice on one app (it re-checks name uniqueness)

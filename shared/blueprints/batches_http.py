@@ -1,0 +1,38 @@
+"""Batches, as OpenAI serves them: /v1/batches (create, list), /v1/batches/{batch_id} and
+/v1/batches/{batch_id}/cancel. The work itself runs on the batch queue (`batch_queue.py`)."""
+
+import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Request, Response
+
+from shared.blueprints._http import RequestContext, endpoint, json_response, query_int, read_json
+from shared.models.batches import BatchCreate
+from shared.models.validation import validate_body
+
+bp = func.Blueprint()
+
+
+@bp.route(route="v1/batches", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@endpoint()
+async def create_batch(req: Request, ctx: RequestContext) -> Response:
+    body = validate_body(BatchCreate, await read_json(req, ctx.container.settings.max_body_bytes))
+    return json_response(await ctx.container.batches.create(ctx.principal, body))
+
+
+@bp.route(route="v1/batches", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@endpoint()
+async def list_batches(req: Request, ctx: RequestContext) -> Response:
+    limit = query_int(req, "limit", 20, low=1, high=100)
+    page = await ctx.container.batches.list(ctx.principal, limit=limit, after=req.query_params.get("after"))
+    return json_response(page)
+
+
+@bp.route(route="v1/batches/{batch_id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@endpoint()
+async def get_batch(req: Request, ctx: RequestContext) -> Response:
+    return json_response(await ctx.container.batches.get(ctx.principal, req.path_params["batch_id"]))
+
+
+@bp.route(route="v1/batches/{batch_id}/cancel", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@endpoint()
+async def cancel_batch(req: Request, ctx: RequestContext) -> Response:
+    return json_response(await ctx.container.batches.cancel(ctx.principal, req.path_params["batch_id"]))
