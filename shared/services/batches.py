@@ -667,6 +667,8 @@ class BatchService:
             content=_jsonl(lines),
             container=self._outputs,
             file_id=file_id,
+            # Its own blob per attempt: two finalizers of one batch must not write one blob at once.
+            blob=f"batches/{batch_id}/{kind}-{uuid.uuid4().hex[:12]}.jsonl",
             content_type="application/jsonl",
         )
         return file_id

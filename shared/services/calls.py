@@ -23,7 +23,6 @@ from shared.services.model_catalog import ModelCatalog
 from shared.services.usage import UsageService, day_of
 
 CANCELLED = "cancelled"  # the client went away first
-SETTLE_WAIT_S = 2.0
 DEFAULT_OUTPUT_CAP = 4096  # for the budget hold when neither request nor model caps the output
 T = TypeVar("T")
 # The most tokens a call can read and write, for the budget hold: (input, output).
@@ -90,7 +89,6 @@ class Meter:
     ) -> None:
         self._metering = metering
         self._admission = admission
-        self._settling: asyncio.Task[None] | None = None
         self._endpoint = endpoint
         self._model = model
         self._call = call
@@ -128,15 +126,7 @@ class Meter:
                 return await awaitable
         except BaseException as exc:
             self.finish(error=exc, **finish)
-            if not isinstance(exc, asyncio.CancelledError):
-                await self.settled()
             raise
-
-    async def settled(self) -> None:
-        """Wait (briefly) until the key's limits have this call's real cost, so the caller's next
-        request is judged on it: a client with one request at a time never trips its own cap."""
-        if self._settling is not None:
-            await asyncio.wait([self._settling], timeout=SETTLE_WAIT_S)
 
     def finish_with(self, result: ChatResult | CompletionResult, **finish: Any) -> None:
         """Finish with a complete (non-streamed) chat or text completion."""
@@ -206,8 +196,10 @@ class Meter:
         )
         self._trace(record, served_by, finish_reasons, error, latency)
         self._metering.usage.submit(record)
+        # In the background, yet before this worker's next request of the key: the limiter
+        # applies one key's changes in the order they arrive (see KeyLimiter._submit).
         if self._admission is not None and self._admission.needs_settling:
-            self._settling = self._metering.background.spawn(
+            self._metering.background.spawn(
                 self._metering.limiter.settle(
                     self._call.principal, self._admission, cost, 0 if cache_hit else record.total_tokens
                 ),
@@ -328,7 +320,7 @@ async def close_stream(
     await upstream.aclose()  # type: ignore[attr-defined]  # settles the stream's usage
     await stream.aclose()
     usage = stream.usage
-    finish = meter.finish(
+    meter.finish(
         served_by=stream.served_by,
         input_tokens=usage.prompt_tokens if usage else 0,
         output_tokens=usage.completion_tokens if usage else 0,
@@ -337,5 +329,3 @@ async def close_stream(
         error=error,
         **extra,
     )
-    if finish is not None and not isinstance(error, GeneratorExit | asyncio.CancelledError):
-        await meter.settled()  # before the stream's last event reaches the client

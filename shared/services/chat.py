@@ -81,12 +81,10 @@ class ChatService:
             served_by = _cache_served_by(request.model, prepared.cached)
             _finish_cached(meter, prepared)
             self._after(prepared, prepared.cached)
-            await meter.settled()
             return ChatOutcome(prepared.cached, served_by, prepared.cache, prepared.session_id)
         result = await meter.call(self._llm.chat(prepared.params), session_id=prepared.session_id)
         meter.finish_with(result, session_id=prepared.session_id)
         self._after(prepared, result.completion)
-        await meter.settled()
         return ChatOutcome(result.completion, result.served_by, prepared.cache, prepared.session_id)
 
     async def open_stream(self, request: ChatCompletionCreate, call: CallContext) -> OpenStream:
@@ -98,7 +96,6 @@ class ChatService:
             chunks = replay_chunks(prepared.cached, include_usage=include_usage)
             _finish_cached(meter, prepared)
             self._after(prepared, prepared.cached)
-            await meter.settled()
             return OpenStream(
                 _cache_served_by(request.model, prepared.cached),
                 _iterate(chunks),

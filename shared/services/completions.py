@@ -31,7 +31,6 @@ class CompletionService:
         meter = await self._start(request, call)
         result = await meter.call(self._metering.llm.text_completion(request.upstream_params()))
         meter.finish_with(result)
-        await meter.settled()
         return result
 
     async def open_stream(self, request: CompletionCreate, call: CallContext) -> OpenCompletionStream:
@@ -80,7 +79,6 @@ class EmbeddingService:
         )
         result = await meter.call(self._metering.llm.embed(request.upstream_params()))
         meter.finish(served_by=result.served_by, input_tokens=result.input_tokens)
-        await meter.settled()
         return result
 
 

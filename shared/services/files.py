@@ -42,6 +42,7 @@ class FileService:
         content: bytes | AsyncIterator[bytes],
         container: str | None = None,
         file_id: str | None = None,
+        blob: str | None = None,
         content_type: str = "application/octet-stream",
     ) -> FilePublic:
         """Store `content` (streamed if an iterator) and its record. A failure leaves neither.
@@ -50,7 +51,7 @@ class FileService:
         """
         file_id = file_id or new_file_id()
         container = container or self._uploads
-        blob = f"files/{file_id}"
+        blob = blob or f"files/{file_id}"
         size = await self._blobs.put(
             container, blob, content, content_type=content_type, metadata={"file_id": file_id}
         )

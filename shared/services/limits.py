@@ -112,6 +112,9 @@ class KeyLimiter:
         self._sleep = sleep
         self._pending: dict[str, list[_Op]] = {}  # changes waiting for the next write, per key
         self._writers: dict[str, asyncio.Task[None]] = {}
+        # The state item as this worker last wrote it: the next write tries that ETag without a
+        # read first, and reads only if another worker wrote meanwhile.
+        self._last: dict[str, dict[str, Any]] = {}
 
     async def admit(self, principal: Principal, max_cost: Callable[[], float | None]) -> Admission | None:
         """Count this request against the key's limits, or raise 429. None for an unlimited key.
@@ -203,7 +206,9 @@ class KeyLimiter:
         for attempt in range(ATTEMPTS):
             now = self._clock()
             period, _ = budget_period(limits.budget_duration, now)
-            doc = await self._documents.read(CONTAINER, state_id(key_id), key_id)
+            doc = self._last.pop(key_id, None) if attempt == 0 else None
+            if doc is None:
+                doc = await self._documents.read(CONTAINER, state_id(key_id), key_id)
             state = _State.of(doc, minute_of(now), period, now)
             outcomes: list[Any] = []
             for op in ops:
@@ -224,13 +229,14 @@ class KeyLimiter:
             }
             try:
                 if doc is None:
-                    await self._documents.create(CONTAINER, item)
+                    stored = await self._documents.create(CONTAINER, item)
                 else:
-                    await self._documents.replace(CONTAINER, item, etag=doc.get("_etag"))
+                    stored = await self._documents.replace(CONTAINER, item, etag=doc.get("_etag"))
             except (ConflictError, PreconditionFailedError):
-                # Another worker wrote first: back off a random, growing while and try again.
-                await self._sleep(random.uniform(0, min(0.2, 0.004 * 2 ** min(attempt, 6))))  # noqa: S311
+                if attempt:  # another worker wrote first: back off a random, growing while
+                    await self._sleep(random.uniform(0, min(0.2, 0.004 * 2 ** min(attempt, 6))))  # noqa: S311
                 continue
+            self._last[key_id] = stored
             return outcomes
         raise ServiceUnavailableError("Too many concurrent requests for this key; retry shortly.")
 

@@ -99,7 +99,8 @@ def test_the_purpose_may_follow_the_file_and_must_be_known(stack):
     boundary = "XyZ"
     body = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\nhi\r\n'
-        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nuser_data\r\n--{boundary}--\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nuser_data\r\n'
+        f"--{boundary}--\r\n"
     )
     content_type = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
     ok = httpx.post(f"{stack.base_url}/v1/files", headers={**headers, **content_type}, content=body)

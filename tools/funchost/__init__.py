@@ -25,6 +25,8 @@ values are strings (integers for batchSize, newBatchThreshold, maxDequeueCount) 
 host.json's own, the error naming the app setting. A path host.json lacks is added, so an unknown one
 is ignored like an unknown host.json key; one below a value that is not an object is an error. The
 `:` separator is not supported (Linux app settings only take `__`).
+`FUNCHOST_LEASE_SECONDS` (not a Functions setting) shortens the 10-minute lease on received
+messages, so a test that kills a host sees its messages come back in seconds.
 local.settings.json `Values` fill in environment variables that are not already set, before host.json
 is read, so they can hold such overrides too.
 

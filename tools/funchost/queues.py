@@ -28,6 +28,8 @@ DEVELOPMENT_STORAGE = (  # what UseDevelopmentStorage=true means: Azurite's defa
     f"QueueEndpoint=http://127.0.0.1:10001/{AZURITE_ACCOUNT};"
 )
 LEASE_SECONDS = 600.0  # the host leases a message for 10 minutes and renews at half of that
+# Not a Functions setting: lets crash tests see a dead host's messages come back in seconds.
+LEASE_SETTING = "FUNCHOST_LEASE_SECONDS"
 MIN_POLL_SECONDS = 0.1  # first back-off step on an empty queue
 DRAIN_SECONDS = 10.0  # how long shutdown waits for in-flight invocations
 RECEIVE_GRACE_SECONDS = 2.0  # how long shutdown lets a receive in flight finish
@@ -104,7 +106,12 @@ class QueueListener:
         if not _QUEUE_NAME.fullmatch(queue):
             raise HostConfigError(f"{where}: {queue!r} is not a valid queue name (3-63 of a-z, 0-9, '-')")
         connection = storage_connection_string(function.trigger.connection, environ, where)
-        return cls(function, queue, connection, options, timeout)
+        lease = environ.get(LEASE_SETTING, "")
+        if lease and not lease.isdigit():
+            raise HostConfigError(f"{LEASE_SETTING} must be whole seconds")
+        return cls(
+            function, queue, connection, options, timeout, lease=float(lease) if lease else LEASE_SECONDS
+        )
 
     def stop(self) -> None:
         """Stop polling; run() then waits for in-flight invocations and returns."""

@@ -1,0 +1,244 @@
+"""The batch runner on the Cosmos server, Azurite's Blob and Queue: the host is played by the test
+(it receives the batch queue's messages and hands them to the service), the gateway by a
+function that answers, fails or waits on demand. So each case is a few seconds: duplicate and
+concurrent delivery, a crash between saves, a poisoned chunk, expiry, and pacing by 429s."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+from typing import Any
+
+import pytest
+from azure.storage.queue.aio import QueueClient
+
+from shared.clients.blob_store import AzureBlobStore
+from shared.clients.cosmos_store import CosmosDocumentStore
+from shared.clients.protocols import CosmosContainerSpec
+from shared.clients.queue_store import AzureQueueStore
+from shared.config import ModelConfig
+from shared.errors import RateLimitError
+from shared.models.batches import BatchCreate
+from shared.services import batches as batches_module
+from shared.services.auth import MASTER
+from shared.services.batches import BatchService
+from shared.services.files import FileService
+from shared.services.model_catalog import ModelCatalog
+from tools.stack import COSMOS_EMULATOR_KEY
+
+MODELS = ModelConfig.model_validate(
+    {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x"}}]}
+)
+
+
+class Crash(BaseException):
+    """The worker process dying in the middle of a chunk (not an error a request can catch)."""
+
+
+class Gateway:
+    """Answers every request; can crash, refuse with 429, or take its time."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.crash_on: str | None = None  # the request during which the worker dies
+        self.refuse_first = 0
+        self.delay = 0.0
+
+    async def __call__(self, endpoint: str, request: Any, call: Any) -> dict[str, Any]:
+        text = request.messages[0].content
+        if self.refuse_first > 0:
+            self.refuse_first -= 1
+            raise RateLimitError("slow down", retry_after=0.1)
+        if text == self.crash_on:
+            await asyncio.sleep(0.3)  # long enough for the answers before it to be saved
+            raise Crash
+        await asyncio.sleep(self.delay)
+        self.calls.append(text)
+        assert call.tags["batch_id"].startswith("batch_")  # usage is tagged with the batch
+        return {
+            "id": "x",
+            "object": "chat.completion",
+            "choices": [],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 2},
+        }
+
+
+class World:
+    def __init__(self, documents, blobs, queues, queue_name: str, **settings: Any) -> None:
+        self.gateway = Gateway()
+        self.files = FileService(documents, blobs, "uploads")
+        self.queue_name = queue_name
+        options = {"chunk_size": 5, "concurrency": 2, "window_seconds": 3600, **settings}
+        self.service = BatchService(
+            documents,
+            blobs,
+            queues,
+            self.files,
+            ModelCatalog(MODELS, created=0),
+            queue=queue_name,
+            outputs_container="outputs",
+            gateway=self.gateway,
+            owner=self._owner,
+            **options,
+        )
+
+    async def _owner(self, key_id: str):
+        return MASTER
+
+    async def submit(self, n: int) -> str:
+        lines = [
+            {
+                "custom_id": f"r{i}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {"model": "m", "messages": [{"role": "user", "content": f"r{i}"}]},
+            }
+            for i in range(n)
+        ]
+        source = await self.files.create(
+            MASTER, filename="in.jsonl", purpose="batch", content="\n".join(map(json.dumps, lines)).encode()
+        )
+        created = await self.service.create(
+            MASTER,
+            BatchCreate(input_file_id=source.id, endpoint="/v1/chat/completions", completion_window="24h"),
+        )
+        return created["id"]
+
+    async def receive(self, connection: str) -> list[dict[str, Any]]:
+        async with QueueClient.from_connection_string(connection, self.queue_name) as client:
+            messages = []
+            async for message in client.receive_messages(max_messages=32, visibility_timeout=60):
+                messages.append(json.loads(base64.b64decode(message.content)))
+                await client.delete_message(message)
+            return messages
+
+    async def run_all(self, connection: str, *, twice: bool = False) -> None:
+        """Deliver every message until the queue is empty (each one twice, at once, if asked)."""
+        while messages := await self.receive(connection):
+            for message in messages:
+                copies = [self.service.handle(message)] * 1
+                if twice:
+                    copies.append(self.service.handle(message))
+                await asyncio.gather(*copies)
+
+    async def outputs(self, batch_id: str) -> tuple[dict[str, Any], list[dict], list[dict]]:
+        batch = await self.service.get(MASTER, batch_id)
+        lines = []
+        for key in ("output_file_id", "error_file_id"):
+            if batch.get(key):
+                data = b"".join([c async for c in await self.files.content(MASTER, batch[key])])
+                lines.append([json.loads(t) for t in data.decode().splitlines()])
+            else:
+                lines.append([])
+        return batch, lines[0], lines[1]
+
+
+@pytest.fixture
+async def world(emulators):
+    database = "b-" + uuid.uuid4().hex[:8]
+    documents = CosmosDocumentStore(emulators.cosmos_endpoint, COSMOS_EMULATOR_KEY, database, local=True)
+    await documents.ensure_database()
+    for name in ("batches", "files"):
+        await documents.ensure_container(CosmosContainerSpec(name))
+    blobs = AzureBlobStore.from_connection_string(emulators.storage_connection_string)
+    for name in ("uploads", "outputs"):
+        await blobs.ensure_container(name)
+    queues = AzureQueueStore.from_connection_string(emulators.storage_connection_string)
+    queue = "batches-" + uuid.uuid4().hex[:8]
+    await queues.ensure_queue(queue)
+    built = World(documents, blobs, queues, queue)
+    built.connection = emulators.storage_connection_string
+    yield built
+    for client in (documents, blobs, queues):
+        await client.aclose()
+
+
+def ids(lines: list[dict]) -> list[str]:
+    return sorted(line["custom_id"] for line in lines)
+
+
+async def test_every_message_delivered_twice_at_once_still_gives_each_request_once(world):
+    batch_id = await world.submit(23)
+    await world.run_all(world.connection, twice=True)
+    batch, output, errors = await world.outputs(batch_id)
+    assert batch["status"] == "completed"
+    assert ids(output) == sorted(f"r{i}" for i in range(23)) and errors == []
+    assert batch["request_counts"] == {"total": 23, "completed": 23, "failed": 0}
+    assert batch["usage"]["input_tokens"] == 23
+
+
+async def test_a_redelivered_chunk_after_it_finished_runs_nothing(world):
+    batch_id = await world.submit(5)
+    messages = await world.receive(world.connection)  # the start message
+    await world.service.handle(messages[0])
+    (chunk,) = await world.receive(world.connection)
+    await world.service.handle(chunk)
+    calls = len(world.gateway.calls)
+    await world.service.handle(chunk)  # delivered again
+    assert len(world.gateway.calls) == calls == 5
+    await world.run_all(world.connection)
+    assert (await world.outputs(batch_id))[0]["status"] == "completed"
+
+
+async def test_a_crash_resumes_after_the_last_save_without_redoing_it(world, monkeypatch):
+    monkeypatch.setattr(batches_module, "PART_FLUSH_S", 0.05)
+    world.gateway.delay = 0.03
+    batch_id = await world.submit(5)
+    (start,) = await world.receive(world.connection)
+    await world.service.handle(start)
+    (chunk,) = await world.receive(world.connection)
+    world.gateway.crash_on = "r3"
+    with pytest.raises(Crash):
+        await world.service.handle(chunk)
+    saved = {line["custom_id"] for line in await world.service._result_lines(batch_id, 0)}
+    assert saved  # some answers were saved before the crash...
+    before = len(world.gateway.calls)
+    world.gateway.crash_on = None
+    await world.service.handle(chunk)  # the host delivers it again
+    again = world.gateway.calls[before:]
+    assert not saved & set(again)  # ...and none of those is asked again
+    assert set(again) == {f"r{i}" for i in range(5)} - saved
+    await world.run_all(world.connection)
+    batch, output, _ = await world.outputs(batch_id)
+    assert batch["status"] == "completed" and ids(output) == [f"r{i}" for i in range(5)]
+
+
+async def test_a_poisoned_chunk_fails_its_requests_and_the_batch_still_ends(world):
+    batch_id = await world.submit(12)  # chunks of 5, 5 and 2
+    (start,) = await world.receive(world.connection)
+    await world.service.handle(start)
+    chunks = await world.receive(world.connection)
+    poisoned = next(m for m in chunks if m["chunk"] == 1)
+    for message in chunks:
+        if message is not poisoned:
+            await world.service.handle(message)
+    await world.service.handle_poison(poisoned)
+    await world.run_all(world.connection)
+    batch, output, errors = await world.outputs(batch_id)
+    assert batch["status"] == "completed"
+    assert batch["request_counts"] == {"total": 12, "completed": 7, "failed": 5}
+    assert ids(errors) == sorted(f"r{i}" for i in range(5, 10))
+    assert {e["error"]["code"] for e in errors} == {"batch_request_failed"}
+    assert ids(output + errors) == sorted(f"r{i}" for i in range(12))
+
+
+async def test_a_batch_past_its_window_expires_with_its_partial_results(world):
+    world.service._window = 1  # seconds
+    world.gateway.delay = 0.3
+    batch_id = await world.submit(10)
+    await world.run_all(world.connection)
+    batch, output, errors = await world.outputs(batch_id)
+    assert batch["status"] == "expired" and batch["expired_at"]
+    assert 0 < len(output) < 10
+    assert {e["error"]["code"] for e in errors} == {"batch_expired"}
+    assert ids(output + errors) == sorted(f"r{i}" for i in range(10))
+
+
+async def test_rate_limited_requests_wait_and_retry_instead_of_failing(world):
+    world.gateway.refuse_first = 4
+    batch_id = await world.submit(3)
+    await world.run_all(world.connection)
+    batch, output, errors = await world.outputs(batch_id)
+    assert batch["status"] == "completed" and len(output) == 3 and errors == []
