@@ -134,6 +134,7 @@ class _ChunkRun:
     unsaved: list[dict[str, Any]] = field(default_factory=list)
     stop: str | None = None  # "cancelled" or "expired" once the batch says so
     checked_at: float = 0.0
+    saving: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class BatchService:
@@ -546,13 +547,20 @@ class BatchService:
             await self._save(run)
 
     async def _save(self, run: _ChunkRun) -> None:
-        """Write the results gathered so far as one more result blob, and the chunk's counts."""
+        """Write the results gathered so far as one more result blob, and the chunk's counts.
+
+        A line leaves `unsaved` only once its blob is written, so a save cut short loses nothing."""
+        async with run.saving:
+            await self._save_locked(run)
+
+    async def _save_locked(self, run: _ChunkRun) -> None:
         while run.unsaved:
-            lines, run.unsaved = run.unsaved[:PART_MAX_LINES], run.unsaved[PART_MAX_LINES:]
+            lines = run.unsaved[:PART_MAX_LINES]
             part = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl"  # name order is write order
             name = _results_prefix(run.batch_id, run.chunk) + part
             body = "".join(json.dumps(line) + "\n" for line in lines).encode()
             await self._blobs.put(self._outputs, name, body, content_type="application/jsonl")
+            del run.unsaved[: len(lines)]
         counts = [sum(run.outcomes.values()), sum(not ok for ok in run.outcomes.values())]
 
         def count(batch: BatchRecord) -> bool:
