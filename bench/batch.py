@@ -13,8 +13,8 @@ ends.
 The configured concurrency is the number of requests in flight at once: chunk messages worked
 at a time (batchSize + newBatchThreshold, as the Functions host runs them, at most the number of
 chunks) times the requests each works at a time. Ideal = ceil(requests / concurrency) x latency:
-what the provider's latency alone would cost at that concurrency. Reported: median wall time (create → completed) over repeats and
-its ratio to the ideal. Target: at most 1.3x (reported, never asserted).
+what the provider's latency alone would cost at that concurrency. Reported: median wall time
+(create → completed) over repeats and its ratio to the ideal. Target: at most 1.3x (reported, never asserted).
 """
 
 from __future__ import annotations
