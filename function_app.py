@@ -13,6 +13,8 @@ from shared.blueprints import (
     fallback_http,
     files_http,
     health_http,
+    jobs_http,
+    jobs_queue,
     keys_http,
     models_http,
     sessions_http,
@@ -32,5 +34,7 @@ app.register_blueprint(keys_http.bp)  # /v1/keys, /v1/keys/{key_id}, /v1/keys/{k
 app.register_blueprint(files_http.bp)  # /v1/files, /v1/files/{file_id}, /v1/files/{file_id}/content
 app.register_blueprint(batches_http.bp)  # /v1/batches, /v1/batches/{batch_id}, /v1/batches/{batch_id}/cancel
 app.register_blueprint(batch_queue.bp)  # queues %BATCH_QUEUE% and its poison queue: batch work
+app.register_blueprint(jobs_http.bp)  # /v1/jobs, /v1/jobs/{job_id}, .../cancel, .../events (SSE)
+app.register_blueprint(jobs_queue.bp)  # queues %JOBS_QUEUE% and its poison queue: agent and analysis runs
 app.register_blueprint(usage_queue.bp)  # queue %USAGE_QUEUE%: parked usage records
 app.register_blueprint(fallback_http.bp)  # any other /v1 path: OpenAI's 404 envelope

@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     batch_chunk_size: int = Field(100, ge=1, le=1000, alias="CIRRUS_BATCH_CHUNK_SIZE")
     batch_concurrency: int = Field(8, ge=1, le=256, alias="CIRRUS_BATCH_CONCURRENCY")
     batch_window_seconds: int = Field(24 * 3600, ge=1, alias="CIRRUS_BATCH_WINDOW_SECONDS")
+    # Outbound HTTP from agent tools (`http_get`) and job webhooks: only these hosts (comma
+    # separated, `*.example.com` for subdomains), only public addresses, capped in size and time.
+    http_allowlist: str = Field("", alias="CIRRUS_HTTP_ALLOWLIST")
+    http_max_bytes: int = Field(1_000_000, gt=0, alias="CIRRUS_HTTP_MAX_BYTES")
+    http_timeout_s: float = Field(10.0, gt=0, le=120, alias="CIRRUS_HTTP_TIMEOUT_S")
+    # How long a job stays claimed by a worker that stops renewing it (died): then another resumes it.
+    job_lease_seconds: float = Field(90.0, ge=1, le=600, alias="CIRRUS_JOB_LEASE_SECONDS")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="CIRRUS_LOG_LEVEL")
 
     # Storage: a connection string locally (Azurite); in Azure the identity-based form

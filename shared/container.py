@@ -9,6 +9,8 @@ use in a worker thread so the event loop keeps serving meanwhile.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
@@ -28,12 +30,15 @@ from shared.services.chat import ChatService
 from shared.services.completions import CompletionService, EmbeddingService
 from shared.services.files import FileService
 from shared.services.health import HealthService
+from shared.services.jobs import AnalysisRunner, JobService, live_chat
 from shared.services.keys import KeyService
 from shared.services.limits import KeyLimiter
 from shared.services.model_catalog import ModelCatalog
 from shared.services.provisioning import provision, required_resources
 from shared.services.sessions import SessionService
+from shared.services.tools import ToolSettings
 from shared.services.usage import UsageService
+from shared.services.webhooks import WebhookSender
 
 log = logging.getLogger("cirrus.container")
 
@@ -93,6 +98,28 @@ class Container:
             gateway=live_gateway(self.chat, self.completions, self.embeddings),
             owner=self.auth.principal_for,
         )
+        tools = ToolSettings(
+            http_allowlist=tuple(h.strip() for h in settings.http_allowlist.split(",") if h.strip()),
+            http_max_bytes=settings.http_max_bytes,
+            http_timeout_s=settings.http_timeout_s,
+        )
+        hash_secret = settings.key_hash_secret.get_secret_value().encode()  # type: ignore[union-attr]
+        self.jobs = JobService(
+            clients.documents,
+            clients.queues,
+            self.files,
+            self.catalog,
+            queue=settings.jobs_queue,
+            chat=live_chat(self.chat, self._cost),
+            owner=self.auth.principal_for,
+            tool_settings=tools,
+            webhook_secret=hmac.new(hash_secret, b"cirrus-webhooks", hashlib.sha256).digest(),
+            deliver_webhook=WebhookSender(tools),
+            lease_seconds=settings.job_lease_seconds,
+            analysis=AnalysisRunner(
+                self.files, self._max_input_tokens, max_file_bytes=settings.max_upload_bytes
+            ),
+        )
         self._llm_factory = llm_factory
         self._llm: LLMRouter | None = None
         self._llm_lock = asyncio.Lock()
@@ -104,6 +131,12 @@ class Container:
                 if self._llm is None:
                     self._llm = await asyncio.to_thread(self._llm_factory, self.models)
         return self._llm
+
+    async def _cost(self, served_by: Any, input_tokens: int, output_tokens: int) -> float | None:
+        return (await self.llm()).cost_usd(served_by, input_tokens, output_tokens)
+
+    async def _max_input_tokens(self, model: str) -> int | None:
+        return (await self.llm()).limits(model).max_input_tokens
 
     async def metering(self) -> Metering:
         return Metering(await self.llm(), self.usage, self.background, self.limiter)

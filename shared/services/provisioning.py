@@ -34,9 +34,10 @@ def required_resources(settings: Settings) -> Resources:
     return Resources(
         cosmos_containers=COSMOS_CONTAINERS,
         blob_containers=(settings.uploads_container, settings.outputs_container),
-        # The batch queue's poison queue has a trigger of its own, so it must exist from the start.
+        # Poison queues with a trigger of their own must exist from the start.
         queues=(
             settings.jobs_queue,
+            f"{settings.jobs_queue}-poison",
             settings.batch_queue,
             f"{settings.batch_queue}-poison",
             settings.usage_queue,

@@ -59,6 +59,9 @@ def stack(
         E2E_BROKEN_PROVIDER_URL=f"{fake_provider_url}/profile/fault=500/v1",
         E2E_SLOW_PROVIDER_URL=f"{fake_provider_url}/profile/latency_ms=300/v1",
         CIRRUS_MAX_UPLOAD_BYTES="1000000",
+        # Two tries a second apart before the poison queue, so poison tests take seconds.
+        AzureFunctionsJobHost__extensions__queues__maxDequeueCount="2",
+        AzureFunctionsJobHost__extensions__queues__visibilityTimeout="00:00:01",
         USAGE_QUEUE="e2e-usage",
     )
     log = workdir / "funchost.log"

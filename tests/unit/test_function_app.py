@@ -36,12 +36,19 @@ EXPECTED_HTTP = {
     "list_batches": ("v1/batches", ["GET"]),
     "get_batch": ("v1/batches/{batch_id}", ["GET"]),
     "cancel_batch": ("v1/batches/{batch_id}/cancel", ["POST"]),
+    "create_job": ("v1/jobs", ["POST"]),
+    "list_jobs": ("v1/jobs", ["GET"]),
+    "get_job": ("v1/jobs/{job_id}", ["GET"]),
+    "cancel_job": ("v1/jobs/{job_id}/cancel", ["POST"]),
+    "job_events": ("v1/jobs/{job_id}/events", ["GET"]),
     "unknown_route": ("v1/{*path}", ["GET", "POST", "PUT", "PATCH", "DELETE"]),
 }
 EXPECTED_QUEUES = {
     "store_parked_usage": ("%USAGE_QUEUE%", "AzureWebJobsStorage"),
     "run_batch": ("%BATCH_QUEUE%", "AzureWebJobsStorage"),
     "fail_poisoned_batch_work": ("%BATCH_QUEUE%-poison", "AzureWebJobsStorage"),
+    "run_job": ("%JOBS_QUEUE%", "AzureWebJobsStorage"),
+    "record_poisoned_job": ("%JOBS_QUEUE%-poison", "AzureWebJobsStorage"),
 }
 
 

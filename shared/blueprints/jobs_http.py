@@ -1,0 +1,61 @@
+"""Jobs: /v1/jobs (submit → 202, list), /v1/jobs/{job_id}, /v1/jobs/{job_id}/cancel and
+/v1/jobs/{job_id}/events (server-sent events, replayable, resumable with Last-Event-ID). The runs
+themselves happen on the jobs queue (`jobs_queue.py`)."""
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
+
+from shared import sse
+from shared.blueprints._http import RequestContext, endpoint, json_response, query_int, read_json
+from shared.errors import InvalidRequestError
+from shared.models.jobs import JobCreate
+from shared.models.validation import validate_body
+
+bp = func.Blueprint()
+
+
+@bp.route(route="v1/jobs", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@endpoint()
+async def create_job(req: Request, ctx: RequestContext) -> Response:
+    body = validate_body(JobCreate, await read_json(req, ctx.container.settings.max_body_bytes))
+    return json_response(await ctx.container.jobs.create(ctx.principal, body), status=202)
+
+
+@bp.route(route="v1/jobs", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@endpoint()
+async def list_jobs(req: Request, ctx: RequestContext) -> Response:
+    limit = query_int(req, "limit", 20, low=1, high=100)
+    return json_response(
+        await ctx.container.jobs.list(ctx.principal, limit=limit, after=req.query_params.get("after"))
+    )
+
+
+@bp.route(route="v1/jobs/{job_id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@endpoint()
+async def get_job(req: Request, ctx: RequestContext) -> Response:
+    return json_response(await ctx.container.jobs.get(ctx.principal, req.path_params["job_id"]))
+
+
+@bp.route(route="v1/jobs/{job_id}/cancel", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@endpoint()
+async def cancel_job(req: Request, ctx: RequestContext) -> Response:
+    return json_response(await ctx.container.jobs.cancel(ctx.principal, req.path_params["job_id"]))
+
+
+@bp.route(route="v1/jobs/{job_id}/events", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@endpoint()
+async def job_events(req: Request, ctx: RequestContext) -> Response:
+    raw = req.headers.get("last-event-id") or req.query_params.get("after") or "0"
+    if not raw.isdigit():
+        raise InvalidRequestError("Last-Event-ID must be an event number.", param="Last-Event-ID")
+    events = await ctx.container.jobs.events(ctx.principal, req.path_params["job_id"], int(raw))
+    return StreamingResponse(_sse(events), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+
+
+async def _sse(events: AsyncIterator[tuple[int, str, Any]]) -> AsyncIterator[bytes]:
+    async for seq, kind, data in events:
+        yield f"id: {seq}\nevent: {kind}\ndata: {json.dumps(data)}\n\n".encode()
