@@ -4,12 +4,14 @@ jobs queue. The fake provider scripts the model: tool calls, then replies."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 import uuid
 
 import httpx
 import pytest
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient
 
 ENDED = {"completed", "failed", "cancelled", "incomplete"}
@@ -61,10 +63,8 @@ def events(client: httpx.Client, job_id: str, last: int | None = None) -> list[d
 
 def send_raw(stack, queue: str, text: str) -> None:
     client = QueueClient.from_connection_string(stack.env["AzureWebJobsStorage"], queue)
-    try:
+    with contextlib.suppress(ResourceExistsError):
         client.create_queue()
-    except Exception:  # noqa: BLE001, S110 - it exists already
-        pass
     client.send_message(base64.b64encode(text.encode()).decode())
 
 
@@ -372,7 +372,7 @@ def test_a_job_put_straight_on_the_queue_runs_once_and_replies(stack, provider):
         send_raw(stack, "cirrus-jobs", json.dumps(message))  # the same message again
         time.sleep(3)
         assert len(events(client, job_id)) == seen  # ran once
-        assert client.get(f"/v1/usage").json()["total"]["requests"] == 1  # charged to the key it named
+        assert client.get("/v1/usage").json()["total"]["requests"] == 1  # charged to the key it named
 
 
 def test_a_queued_job_with_an_unknown_key_fails_with_a_record(stack):
