@@ -340,7 +340,7 @@ class JobService:
                 pk=job.id,
                 max_items=1,
             )
-            job.event_seq = max([job.event_seq, *(int(row["seq"]) for row in latest)])
+            job.event_seq = max([job.event_seq, *(int(row["seq"]) for row in latest if "seq" in row)])
             principal = await self._owner(job.owner)
             if job.attempts == 1 and not job.steps:
                 await self._event(job, "job.started", {"type": job.type, "model": spec.model})

@@ -1,0 +1,133 @@
+"""The job runner on in-memory stores with a scripted model: checkpoints, claims and webhooks."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+import pytest
+from openai.types.chat import ChatCompletion
+
+from shared.config import ModelConfig
+from shared.models.jobs import JobCreate
+from shared.services.auth import MASTER
+from shared.services.files import FileService
+from shared.services.jobs import JobService, _unanswered
+from shared.services.model_catalog import ModelCatalog
+from shared.services.tools import ToolSettings
+from tests import factories
+from tests.fakes import InMemoryBlobStore, InMemoryDocumentStore, InMemoryQueueStore
+
+MODELS = ModelConfig.model_validate(
+    {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x"}}]}
+)
+
+
+def tool_call(call_id: str, expression: str) -> ChatCompletion:
+    body = factories.completion_dict("")
+    body["choices"][0]["message"] = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": call_id,
+                "type": "function",
+                "function": {"name": "calculator", "arguments": json.dumps({"expression": expression})},
+            }
+        ],
+    }
+    body["choices"][0]["finish_reason"] = "tool_calls"
+    return ChatCompletion.model_validate(body)
+
+
+class World:
+    def __init__(self) -> None:
+        self.documents = InMemoryDocumentStore()
+        self.queues = InMemoryQueueStore()
+        self.answers: list[ChatCompletion] = []
+        self.hooks: list[tuple[str, bytes, dict[str, str]]] = []
+        files = FileService(self.documents, InMemoryBlobStore(), "uploads")
+        self.jobs = self.service(files)
+
+    def service(self, files: FileService) -> JobService:
+        async def chat(request: Any, call: Any) -> tuple[ChatCompletion, float]:
+            return self.answers.pop(0), 0.001
+
+        async def owner(key_id: str):
+            return MASTER
+
+        async def hook(url: str, body: bytes, headers: dict[str, str]) -> None:
+            self.hooks.append((url, body, headers))
+
+        return JobService(
+            self.documents,
+            self.queues,
+            files,
+            ModelCatalog(MODELS, created=0),
+            queue="jobs",
+            chat=chat,
+            owner=owner,
+            tool_settings=ToolSettings(),
+            webhook_secret=b"s" * 32,
+            deliver_webhook=hook,
+        )
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+async def test_a_run_checkpoints_each_step_and_signs_its_webhook(world):
+    world.answers = [
+        tool_call("c1", "2+3"),
+        ChatCompletion.model_validate(factories.completion_dict("Five.")),
+    ]
+    spec = JobCreate(
+        type="agent", model="m", input="2+3?", tools=["calculator"], webhook_url="https://hooks.example.com/x"
+    )
+    created = await world.jobs.create(MASTER, spec)
+    await world.jobs.handle({"v": 1, "job_id": created["id"]})
+    job = await world.jobs.get(MASTER, created["id"])
+    assert job["status"] == "completed" and job["result"]["output_text"] == "Five."
+    assert job["usage"]["cost_usd"] == pytest.approx(0.002)
+    ((url, body, headers),) = world.hooks
+    expected = hmac.new(
+        created["webhook_secret"].encode(),
+        f"{headers['x-cirrus-timestamp']}.".encode() + body,
+        hashlib.sha256,
+    )
+    assert headers["x-cirrus-signature"] == f"sha256={expected.hexdigest()}"
+    assert json.loads(body)["status"] == "completed" and url == "https://hooks.example.com/x"
+
+
+async def test_a_second_copy_while_another_worker_holds_the_job_does_nothing(world):
+    world.answers = [ChatCompletion.model_validate(factories.completion_dict("Hi."))]
+    created = await world.jobs.create(MASTER, JobCreate(type="agent", model="m", input="hi"))
+    other = world.service(FileService(world.documents, InMemoryBlobStore(), "uploads"))  # another instance
+    assert await other._claim(created["id"]) is not None
+    await world.jobs.handle({"v": 1, "job_id": created["id"]})
+    assert (await world.jobs.get(MASTER, created["id"]))["status"] == "running"
+    assert world.answers  # no model call was made
+
+
+def test_only_tool_calls_without_a_saved_result_are_pending():
+    calls = [{"id": "a", "function": {}}, {"id": "b", "function": {}}]
+    messages = [
+        {"role": "user"},
+        {"role": "assistant", "tool_calls": calls},
+        {"role": "tool", "tool_call_id": "a"},
+    ]
+    assert [c["id"] for c in _unanswered(messages)] == ["b"]
+    assert _unanswered([*messages, {"role": "tool", "tool_call_id": "b"}]) == []
+
+
+def test_job_requests_are_checked_by_kind():
+    with pytest.raises(ValueError, match="input"):
+        JobCreate(type="agent", model="m")
+    with pytest.raises(ValueError, match="task"):
+        JobCreate(type="analysis", model="m", input={})
+    with pytest.raises(ValueError, match="queue name"):
+        JobCreate(type="agent", model="m", input="x", reply_queue="Bad_Name")
