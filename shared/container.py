@@ -97,6 +97,7 @@ class Container:
             window_seconds=settings.batch_window_seconds,
             gateway=live_gateway(self.chat, self.completions, self.embeddings),
             owner=self.auth.principal_for,
+            limiter=self.limiter,
         )
         tools = ToolSettings(
             http_allowlist=tuple(h.strip() for h in settings.http_allowlist.split(",") if h.strip()),

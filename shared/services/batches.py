@@ -67,11 +67,12 @@ from shared.models.batches import (
 )
 from shared.models.requests import ChatCompletionCreate, CompletionCreate, EmbeddingCreate
 from shared.models.validation import validate_body
-from shared.services.auth import Principal
+from shared.services.auth import Limits, Principal
 from shared.services.calls import CallContext
 from shared.services.chat import ChatService
 from shared.services.completions import CompletionService, EmbeddingService
 from shared.services.files import FileService
+from shared.services.limits import KeyLimiter
 from shared.services.model_catalog import ModelCatalog
 
 log = logging.getLogger("cirrus.batches")
@@ -153,6 +154,7 @@ class BatchService:
         window_seconds: int,
         gateway: Gateway,
         owner: OwnerLookup,
+        limiter: KeyLimiter | None = None,
     ) -> None:
         self._documents = documents
         self._blobs = blobs
@@ -166,6 +168,7 @@ class BatchService:
         self._window = window_seconds
         self._gateway = gateway
         self._owner = owner
+        self._limiter = limiter
 
     # --- the HTTP API ---------------------------------------------------------------------
 
@@ -488,7 +491,14 @@ class BatchService:
         transient = 0
         while True:
             try:
-                body = await self._gateway(batch.endpoint, parsed, call)
+                pace = await self._pace(str(getattr(parsed, "model", "")))
+                answered: dict[str, Any] = {}
+                try:
+                    body = answered = await self._gateway(batch.endpoint, parsed, call)
+                finally:
+                    if pace is not None and self._limiter is not None:
+                        tokens = int((answered.get("usage") or {}).get("total_tokens") or 0)
+                        await self._limiter.settle(pace[0], pace[1], None, tokens)
             except (RateLimitError, UpstreamRateLimitError) as exc:
                 wait = min(MAX_RATE_WAIT_S, exc.retry_after if exc.retry_after is not None else 1.0)
                 if not await self._wait(run, wait + random.uniform(0, 0.5)):  # noqa: S311 - jitter
@@ -510,6 +520,19 @@ class BatchService:
                 "response": {"status_code": 200, "request_id": call.request_id, "body": body},
                 "error": None,
             }
+
+    async def _pace(self, model: str) -> tuple[Principal, Any] | None:
+        """Count the request against the model's rpm/tpm from the model file, shared by every
+        instance like a key's limits; a 429 here makes the request wait like any rate limit."""
+        if self._limiter is None:
+            return None
+        rpm, tpm = self._catalog.rate_limits(model)
+        if rpm is None and tpm is None:
+            return None
+        name = "model_" + hashlib.sha256(model.encode()).hexdigest()[:16]
+        principal = Principal(key_id=name, is_master=False, limits=Limits(rpm=rpm, tpm=tpm))
+        admission = await self._limiter.admit(principal, lambda: None)
+        return (principal, admission) if admission is not None and admission.needs_settling else None
 
     async def _wait(self, run: _ChunkRun, seconds: float) -> bool:
         """Sleep unless the batch is cancelled or expires first; False if it did."""

@@ -30,6 +30,18 @@ class ModelCatalog:
         ttls = [int(d.model_info.get("cache_ttl_seconds") or 0) for d in self._config.deployments(name)]
         return min(ttls, default=0)
 
+    def rate_limits(self, name: str) -> tuple[int | None, int | None]:
+        """Requests and tokens per minute `name` can take: the sum of its deployments' `rpm`/`tpm`
+        (LiteLLM's fields, in `litellm_params` or `model_info`); None where any deployment has none."""
+        totals: list[int | None] = []
+        for field_name in ("rpm", "tpm"):
+            values = [
+                d.litellm_params.model_dump().get(field_name) or d.model_info.get(field_name)
+                for d in self._config.deployments(name)
+            ]
+            totals.append(sum(int(v) for v in values) if values and all(values) else None)
+        return totals[0], totals[1]
+
     def _model(self, name: str, created: int) -> Model:
         info = self._config.deployments(name)[0].model_info
         return Model(

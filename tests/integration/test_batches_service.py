@@ -25,6 +25,7 @@ from shared.services import batches as batches_module
 from shared.services.auth import MASTER
 from shared.services.batches import BatchService
 from shared.services.files import FileService
+from shared.services.limits import KeyLimiter
 from shared.services.model_catalog import ModelCatalog
 from tools.stack import COSMOS_EMULATOR_KEY
 
@@ -150,6 +151,7 @@ async def world(emulators):
     await queues.ensure_queue(queue)
     built = World(documents, blobs, queues, queue)
     built.connection = emulators.storage_connection_string
+    built.database = database
     yield built
     for client in (documents, blobs, queues):
         await client.aclose()
@@ -242,3 +244,32 @@ async def test_rate_limited_requests_wait_and_retry_instead_of_failing(world):
     await world.run_all(world.connection)
     batch, output, errors = await world.outputs(batch_id)
     assert batch["status"] == "completed" and len(output) == 3 and errors == []
+
+
+async def test_a_batch_keeps_to_the_models_requests_per_minute(emulators, world, monkeypatch):
+    monkeypatch.setattr(batches_module, "MAX_RATE_WAIT_S", 0.02)
+    paced = ModelConfig.model_validate(
+        {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x", "rpm": 1}}]}
+    )
+    now = [1_800_000_000.0]
+    minutes: list[int] = []
+    world.service._catalog = ModelCatalog(paced, created=0)
+    documents = CosmosDocumentStore(
+        emulators.cosmos_endpoint, COSMOS_EMULATOR_KEY, world.database, local=True
+    )
+    await documents.ensure_container(CosmosContainerSpec("keys"))
+    world.service._limiter = KeyLimiter(documents, clock=lambda: now[0])
+    answer = world.gateway.__call__
+
+    async def gateway(endpoint, request, call):
+        minutes.append(int(now[0] // 60))
+        now[0] += 61  # the next call may only come in the next minute
+        return await answer(endpoint, request, call)
+
+    world.service._gateway = gateway
+    batch_id = await world.submit(3)
+    await world.run_all(world.connection)
+    batch, output, _ = await world.outputs(batch_id)
+    assert batch["status"] == "completed" and len(output) == 3
+    assert len(set(minutes)) == len(minutes) == 3  # one request per minute, as the model file says
+    await documents.aclose()
