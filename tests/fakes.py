@@ -25,6 +25,7 @@ from shared.clients.protocols import (
     ServedBy,
 )
 from shared.errors import ConflictError, PreconditionFailedError, UpstreamError
+from shared.observability import with_trace_context
 from tests import factories
 
 
@@ -149,7 +150,8 @@ class InMemoryQueueStore:
         self.queues: set[str] = set()
 
     async def send(self, queue: str, message: Mapping[str, Any], *, delay_seconds: int = 0) -> str:
-        self.messages[queue].append(base64.b64encode(json.dumps(message).encode()).decode())
+        body = json.dumps(with_trace_context(message)).encode()
+        self.messages[queue].append(base64.b64encode(body).decode())
         return uuid.uuid4().hex
 
     async def ensure_queue(self, name: str) -> None:

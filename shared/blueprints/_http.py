@@ -8,18 +8,21 @@ into the OpenAI error envelope. A traceback never reaches a client.
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response, StreamingResponse
+from opentelemetry import trace
 from pydantic import BaseModel
 
 from shared import sse
 from shared.clients.protocols import ServedBy
 from shared.container import Container, get_container
 from shared.errors import CirrusError, InvalidRequestError, PayloadTooLargeError, as_cirrus_error, error_body
+from shared.observability import end_server_span, server_span
 from shared.services.auth import Principal
 from shared.services.calls import CallContext
 
@@ -57,8 +60,26 @@ def endpoint(*, authenticated: bool = True) -> Callable[[Handler], Callable[[Req
 
     def decorate(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def function(req: Request) -> Response:
+            started = time.perf_counter()
             request_id = _request_id(req)
             headers: dict[str, str] = {}
+            span = server_span(req.method, name, req.headers)
+            span.set_attribute("cirrus.request_id", request_id)
+            try:
+                with trace.use_span(span, end_on_exit=False):
+                    response = await _serve(req, request_id, headers, span)
+            except BaseException:
+                end_server_span(span, req.method, name, 499, started)
+                raise
+            response.headers.update(headers)
+            response.headers[REQUEST_ID_HEADER] = request_id
+            if isinstance(response, StreamingResponse):  # the span ends with the stream, not before it
+                response.body_iterator = _ending(response.body_iterator, span, req.method, name, started)
+            else:
+                end_server_span(span, req.method, name, response.status_code, started)
+            return response
+
+        async def _serve(req: Request, request_id: str, headers: dict[str, str], span: Any) -> Response:
             try:
                 container = await get_container()
                 principal = (
@@ -68,12 +89,12 @@ def endpoint(*, authenticated: bool = True) -> Callable[[Handler], Callable[[Req
                     if authenticated
                     else ANONYMOUS
                 )
-                response = await handler(req, RequestContext(request_id, principal, container, headers))
+                span.set_attribute("cirrus.key_id", principal.key_id)
+                return await handler(req, RequestContext(request_id, principal, container, headers))
             except Exception as exc:
-                response = error_response(as_cirrus_error(exc, request_id))
-            response.headers.update(headers)
-            response.headers[REQUEST_ID_HEADER] = request_id
-            return response
+                return error_response(as_cirrus_error(exc, request_id))
+
+        name = handler.__name__
 
         # Not functools.wraps: its __wrapped__ would make the Functions host index the handler's
         # (req, ctx) signature instead of this function's (req: Request).
@@ -82,6 +103,20 @@ def endpoint(*, authenticated: bool = True) -> Callable[[Handler], Callable[[Req
         return function
 
     return decorate
+
+
+async def _ending(
+    chunks: AsyncIterator[Any], span: Any, method: str, name: str, started: float
+) -> AsyncIterator[Any]:
+    status = 200
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except BaseException:
+        status = 499  # the client went away mid-stream
+        raise
+    finally:
+        end_server_span(span, method, name, status, started)
 
 
 def error_response(err: CirrusError) -> Response:

@@ -5,10 +5,9 @@ Handlers are idempotent (see `shared/services/batches.py`); a failure raises, so
 retries the message and, after `maxDequeueCount`, moves it to the poison queue.
 """
 
-import json
-
 import azure.functions as func
 
+from shared.blueprints._queue import process
 from shared.container import get_container
 
 bp = func.Blueprint()
@@ -17,14 +16,11 @@ bp = func.Blueprint()
 @bp.queue_trigger(arg_name="msg", queue_name="%BATCH_QUEUE%", connection="AzureWebJobsStorage")
 async def run_batch(msg: func.QueueMessage) -> None:
     container = await get_container()
-    await container.batches.handle(json.loads(msg.get_body()))
+    await process(msg, container.settings.batch_queue, container.batches.handle)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name="%BATCH_QUEUE%-poison", connection="AzureWebJobsStorage")
 async def fail_poisoned_batch_work(msg: func.QueueMessage) -> None:
     container = await get_container()
-    try:
-        message = json.loads(msg.get_body())
-    except ValueError:
-        message = None
-    await container.batches.handle_poison(message)
+    queue = f"{container.settings.batch_queue}-poison"
+    await process(msg, queue, container.batches.handle_poison, poison=True)

@@ -6,10 +6,9 @@ A message that is not JSON or not the schema raises, so the host retries it and,
 `maxDequeueCount`, moves it to the poison queue.
 """
 
-import json
-
 import azure.functions as func
 
+from shared.blueprints._queue import process
 from shared.container import get_container
 
 bp = func.Blueprint()
@@ -18,14 +17,10 @@ bp = func.Blueprint()
 @bp.queue_trigger(arg_name="msg", queue_name="%JOBS_QUEUE%", connection="AzureWebJobsStorage")
 async def run_job(msg: func.QueueMessage) -> None:
     container = await get_container()
-    await container.jobs.handle(json.loads(msg.get_body()))
+    await process(msg, container.settings.jobs_queue, container.jobs.handle)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name="%JOBS_QUEUE%-poison", connection="AzureWebJobsStorage")
 async def record_poisoned_job(msg: func.QueueMessage) -> None:
     container = await get_container()
-    try:
-        message = json.loads(msg.get_body())
-    except ValueError:
-        message = None
-    await container.jobs.handle_poison(message)
+    await process(msg, f"{container.settings.jobs_queue}-poison", container.jobs.handle_poison, poison=True)

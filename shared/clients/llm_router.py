@@ -67,11 +67,73 @@ def _import_litellm() -> Any:
     return litellm
 
 
+_provider_spans: Any = None
+
+
+def _trace_provider_calls(litellm: Any) -> None:
+    """One CLIENT span per provider attempt (retries and fallbacks included), child of the model
+    call's span: LiteLLM calls `log_pre_api_call` and its success/failure hooks in the caller's
+    context. Registered once per process on LiteLLM's callback list, which only Cirrus's router uses."""
+    global _provider_spans  # noqa: PLW0603 - one registration per process
+    if _provider_spans is not None:
+        return
+    from litellm.integrations.custom_logger import CustomLogger  # noqa: PLC0415 - litellm is lazy
+    from opentelemetry import trace  # noqa: PLC0415
+    from opentelemetry.trace import SpanKind, StatusCode  # noqa: PLC0415
+
+    tracer = trace.get_tracer("cirrus")
+
+    class ProviderSpans(CustomLogger):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.open: dict[str, Any] = {}
+
+        def log_pre_api_call(self, model: Any, messages: Any, kwargs: Any) -> None:
+            call_id = str(kwargs.get("litellm_call_id") or "")
+            params = kwargs.get("litellm_params") or {}
+            previous = self.open.pop(call_id, None)
+            if previous is not None:  # a retry under the same call id: the last attempt failed
+                previous.set_status(StatusCode.ERROR, "retried")
+                previous.end()
+            base = str(params.get("api_base") or "")
+            self.open[call_id] = tracer.start_span(
+                f"provider {kwargs.get('custom_llm_provider') or ''}".strip(),
+                kind=SpanKind.CLIENT,
+                attributes={
+                    "gen_ai.provider.name": str(kwargs.get("custom_llm_provider") or "unknown"),
+                    "gen_ai.request.model": str(model),
+                    "server.address": base.split("://", 1)[-1].split("/", 1)[0],
+                    "cirrus.deployment": str((params.get("model_info") or {}).get("id") or ""),
+                },
+            )
+
+        async def async_log_success_event(
+            self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
+        ) -> None:
+            span = self.open.pop(str(kwargs.get("litellm_call_id") or ""), None)
+            if span is not None:
+                span.end()
+
+        async def async_log_failure_event(
+            self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
+        ) -> None:
+            span = self.open.pop(str(kwargs.get("litellm_call_id") or ""), None)
+            if span is not None:
+                exc = kwargs.get("exception")
+                span.set_status(StatusCode.ERROR, type(exc).__name__ if exc else "error")
+                span.set_attribute("error.type", type(exc).__name__ if exc else "error")
+                span.end()
+
+    _provider_spans = ProviderSpans()
+    litellm.callbacks.append(_provider_spans)
+
+
 class LiteLLMRouter:
     """Routes requests for the file's public model names through one `litellm.Router`."""
 
     def __init__(self, config: ModelConfig) -> None:
         self._litellm = _import_litellm()
+        _trace_provider_calls(self._litellm)
         kwargs, self._call_defaults = _router_arguments(config, self._litellm.Router)
         self._router = self._litellm.Router(
             model_list=[d.model_dump(exclude_none=True) for d in config.model_list], **kwargs

@@ -11,6 +11,8 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
+from shared.observability import with_trace_context
+
 # Azure's limit is 64 KiB of message text; base64 turns 3 bytes into 4.
 MAX_MESSAGE_BYTES = 48 * 1024
 
@@ -44,7 +46,8 @@ class AzureQueueStore:
         return self._queues[name]
 
     async def send(self, queue: str, message: Mapping[str, Any], *, delay_seconds: int = 0) -> str:
-        body = json.dumps(message, separators=(",", ":")).encode()
+        """Send `message` as JSON, with the current trace context (`traceparent`) added."""
+        body = json.dumps(with_trace_context(message), separators=(",", ":")).encode()
         if len(body) > MAX_MESSAGE_BYTES:
             raise MessageTooLargeError(f"{len(body)} bytes is over the {MAX_MESSAGE_BYTES}-byte limit")
         sent = await self._queue(queue).send_message(body, visibility_timeout=delay_seconds or None)

@@ -115,6 +115,7 @@ class Meter:
                 "cirrus.key_id": call.principal.key_id,
                 "cirrus.request_id": call.request_id,
                 **({"cirrus.session": call.session_id} if call.session_id else {}),
+                **{f"cirrus.{name}": value for name, value in call.tags.items()},  # job_id, batch_id
                 **{k: v for k, v in attributes.items() if v is not None},
             },
         )

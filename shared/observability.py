@@ -1,0 +1,118 @@
+"""Traces and metrics around Cirrus's own edges: HTTP requests in, queue messages in and out.
+
+- Every queue message Cirrus writes carries the W3C `traceparent` of the span that wrote it, so
+  the function that processes it (and everything it fans out to) joins the trace of the HTTP
+  request that started the work.
+- Every HTTP request is a SERVER span (continuing the caller's `traceparent` if sent) and feeds
+  `http.server.request.duration`; every queue message is a CONSUMER span and feeds
+  `messaging.process.duration` and `cirrus.queue.message.age`; poisoned messages count in
+  `cirrus.queue.poisoned`.
+
+GenAI spans and metrics (one per model call) live in `shared/telemetry.py` and `services/calls.py`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import context, metrics, propagate, trace
+from opentelemetry.trace import Span, SpanKind, StatusCode
+
+SCOPE = "cirrus"
+TRACEPARENT = "traceparent"
+_tracer = trace.get_tracer(SCOPE)
+_meter = metrics.get_meter(SCOPE)
+
+http_duration = _meter.create_histogram(
+    "http.server.request.duration", unit="s", description="Duration of HTTP requests Cirrus served"
+)
+queue_processing = _meter.create_histogram(
+    "messaging.process.duration", unit="s", description="Time to process one queue message"
+)
+queue_age = _meter.create_histogram(
+    "cirrus.queue.message.age", unit="s", description="Time a queue message waited before processing"
+)
+poisoned = _meter.create_counter("cirrus.queue.poisoned", description="Messages that reached a poison queue")
+
+
+def with_trace_context(message: Mapping[str, Any]) -> dict[str, Any]:
+    """`message` plus the current trace context (`traceparent`), for a queue message."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    extra = {TRACEPARENT: carrier[TRACEPARENT]} if TRACEPARENT in carrier else {}
+    return {**message, **extra}
+
+
+def context_of(carrier: Mapping[str, Any] | None) -> context.Context:
+    """The trace context a message or a request's headers carry (empty if none or invalid)."""
+    value = (carrier or {}).get(TRACEPARENT)
+    return propagate.extract({TRACEPARENT: value} if isinstance(value, str) else {})
+
+
+@contextlib.contextmanager
+def consuming(
+    queue: str,
+    message: Mapping[str, Any] | None,
+    *,
+    message_id: str | None = None,
+    dequeue_count: int | None = None,
+    inserted: datetime | None = None,
+    poison: bool = False,
+) -> Iterator[Span]:
+    """A CONSUMER span for one queue message, child of the trace the message carries."""
+    started = time.perf_counter()
+    attributes = {
+        "messaging.system": "azure_queues",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": queue,
+        "messaging.message.id": message_id,
+        "messaging.azure_queues.dequeue_count": dequeue_count,
+    }
+    metric = {"messaging.destination.name": queue}
+    if inserted is not None:
+        queue_age.record(max(0.0, (datetime.now(UTC) - inserted).total_seconds()), metric)
+    if poison:
+        poisoned.add(1, metric)
+    span = _tracer.start_span(
+        f"process {queue}",
+        context=context_of(message),
+        kind=SpanKind.CONSUMER,
+        attributes={k: v for k, v in attributes.items() if v is not None},
+    )
+    outcome = "ok"
+    try:
+        with trace.use_span(span, end_on_exit=False):
+            yield span
+    except BaseException as exc:
+        outcome = "error"
+        span.set_status(StatusCode.ERROR, type(exc).__name__)
+        span.set_attribute("error.type", type(exc).__name__)
+        raise
+    finally:
+        span.end()
+        queue_processing.record(time.perf_counter() - started, {**metric, "cirrus.outcome": outcome})
+
+
+def server_span(method: str, function: str, headers: Mapping[str, str]) -> Span:
+    """A SERVER span for one HTTP request, continuing the caller's trace if it sent one."""
+    return _tracer.start_span(
+        f"{method} {function}",
+        context=context_of({TRACEPARENT: headers.get(TRACEPARENT)}),
+        kind=SpanKind.SERVER,
+        attributes={"http.request.method": method, "cirrus.function": function},
+    )
+
+
+def end_server_span(span: Span, method: str, function: str, status: int, started: float) -> None:
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        span.set_status(StatusCode.ERROR)
+    span.end()
+    http_duration.record(
+        time.perf_counter() - started,
+        {"http.request.method": method, "cirrus.function": function, "http.response.status_code": status},
+    )

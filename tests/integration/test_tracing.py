@@ -1,0 +1,115 @@
+"""Traces across the real function code, in this process so an in-memory exporter sees them: the
+local host's ASGI app (over httpx's ASGI transport) on the real emulators and fake provider, and
+the queue functions called with the messages the HTTP functions really put on Azurite."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib
+import json
+import uuid
+
+import httpx
+import pytest
+from azure.functions.queue import QueueMessage  # what the host passes: with dequeue_count & co.
+from azure.storage.queue.aio import QueueClient
+
+from shared import config as config_module
+from tools.funchost.functions import index_functions
+from tools.funchost.http import build_routes, create_app
+from tools.stack import DEV_MASTER_KEY, app_env
+
+PROMPT = "the secret plan is purple elephants"
+
+
+@pytest.fixture
+async def host(emulators, fake_provider_url, monkeypatch):
+    """The app as the local host serves it, in-process, with a queue of its own."""
+    port = int(fake_provider_url.rsplit(":", 1)[1])
+    env = app_env(
+        emulators,
+        port,
+        COSMOS_DATABASE="trace-" + uuid.uuid4().hex[:8],
+        JOBS_QUEUE="trace-jobs-" + uuid.uuid4().hex[:6],
+    )
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config_module.get_settings.cache_clear()
+    import function_app
+
+    app = importlib.reload(function_app).app  # a fresh FunctionApp: get_functions() runs once per app
+    http_functions, queue_functions = index_functions(app)
+    asgi = create_app(build_routes(http_functions, ""), None)
+    queues = {f.name: f for f in queue_functions}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=asgi),
+        base_url="http://cirrus",
+        headers={"Authorization": f"Bearer {DEV_MASTER_KEY}"},
+        timeout=60,
+    ) as client:
+        yield client, queues, env
+    config_module.get_settings.cache_clear()
+    importlib.reload(function_app)  # leave an app whose get_functions() has not run, for other tests
+
+
+def by_name(spans, prefix: str):
+    return [s for s in spans if s.name.startswith(prefix)]
+
+
+async def test_a_chat_request_is_one_trace_server_then_model_call_then_provider(host, spans):
+    client, _, _ = host
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    response = await client.post(
+        "/v1/chat/completions",
+        headers={"traceparent": parent},
+        json={"model": "cirrus-local", "messages": [{"role": "user", "content": PROMPT}]},
+    )
+    assert response.status_code == 200
+    for _ in range(50):  # LiteLLM ends the provider span from its logging task, just after the call
+        if by_name(spans.get_finished_spans(), "provider"):
+            break
+        await asyncio.sleep(0.05)
+    finished = spans.get_finished_spans()
+    (server,) = by_name(finished, "POST chat_completions")
+    (model,) = by_name(finished, "chat cirrus-local")
+    provider = by_name(finished, "provider")
+    assert server.context.trace_id == int("0af7651916cd43dd8448eb211c80319c", 16)  # the caller's trace
+    assert model.parent.span_id == server.context.span_id
+    assert provider and provider[0].parent.span_id == model.context.span_id
+    assert server.attributes["http.response.status_code"] == 200
+    attributes = model.attributes
+    assert (
+        attributes["gen_ai.operation.name"] == "chat" and attributes["gen_ai.request.model"] == "cirrus-local"
+    )
+    assert attributes["gen_ai.provider.name"] == "openai" and attributes["gen_ai.response.model"]
+    assert attributes["gen_ai.usage.input_tokens"] > 0 and attributes["gen_ai.usage.output_tokens"] > 0
+    assert attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert attributes["cirrus.deployment"] and attributes["cirrus.fallback"] is False
+    recorded = json.dumps(
+        [dict(s.attributes) for s in finished] + [[e.name for e in s.events] for s in finished]
+    )
+    assert "purple elephants" not in recorded and DEV_MASTER_KEY not in recorded  # no prompt, no key
+
+
+async def test_a_job_submitted_over_http_runs_from_the_queue_in_the_same_trace(host, spans):
+    client, queues, env = host
+    response = await client.post("/v1/jobs", json={"type": "agent", "model": "cirrus-local", "input": PROMPT})
+    assert response.status_code == 202
+    job_id = response.json()["id"]
+    submitted = by_name(spans.get_finished_spans(), "POST create_job")[0]
+    async with QueueClient.from_connection_string(env["AzureWebJobsStorage"], env["JOBS_QUEUE"]) as queue:
+        (message,) = [m async for m in queue.receive_messages(max_messages=5)]
+        body = base64.b64decode(message.content)
+        assert json.loads(body)["traceparent"].split("-")[1] == f"{submitted.context.trace_id:032x}"
+        await queues["run_job"].fn(
+            QueueMessage(id=message.id, body=body, dequeue_count=1, insertion_time=message.inserted_on)
+        )
+    job = (await client.get(f"/v1/jobs/{job_id}")).json()
+    assert job["status"] == "completed"
+    finished = spans.get_finished_spans()
+    (consumer,) = by_name(finished, f"process {env['JOBS_QUEUE']}")
+    (model,) = by_name(finished, "chat cirrus-local")
+    assert consumer.context.trace_id == model.context.trace_id == submitted.context.trace_id
+    assert model.attributes["cirrus.job_id"] == job_id
+    assert "purple elephants" not in json.dumps([dict(s.attributes) for s in finished])
