@@ -78,6 +78,14 @@ class Settings(BaseSettings):
     # How long a job stays claimed by a worker that stops renewing it (died): then another resumes it.
     job_lease_seconds: float = Field(90.0, ge=1, le=600, alias="CIRRUS_JOB_LEASE_SECONDS")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="CIRRUS_LOG_LEVEL")
+    # JSON lines locally (for tools to read); text in Azure, where the host and Application
+    # Insights keep the timestamp, level and logger apart already.
+    log_format: Literal["json", "text"] = Field(
+        default_factory=lambda data: "json" if data.get("env") == "local" else "text",
+        alias="CIRRUS_LOG_FORMAT",
+    )
+    # Opt-in: record prompt and completion text in telemetry. Off, no span or log carries it.
+    trace_content: bool = Field(False, alias="CIRRUS_TRACE_CONTENT")
 
     # Storage: a connection string locally (Azurite); in Azure the identity-based form
     # (`AzureWebJobsStorage__blobServiceUri` ...) that the Functions host itself uses.
@@ -101,6 +109,8 @@ class Settings(BaseSettings):
     appinsights_connection_string: SecretStr | None = Field(
         None, alias="APPLICATIONINSIGHTS_CONNECTION_STRING"
     )
+    # The standard OpenTelemetry variable: an OTLP/HTTP collector's base URL (`/v1/traces` & co. are added).
+    otlp_endpoint: str | None = Field(None, alias="OTEL_EXPORTER_OTLP_ENDPOINT")
 
     @property
     def is_local(self) -> bool:
@@ -119,6 +129,16 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError("must be an http(s) URL")
         return value
+
+    @field_validator("otlp_endpoint", mode="before")
+    @classmethod
+    def _optional_url(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if value and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return value or None  # an empty app setting means unset
 
     @model_validator(mode="after")
     def _fail_fast(self) -> Settings:

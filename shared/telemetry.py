@@ -31,15 +31,34 @@ log = logging.getLogger("cirrus.telemetry")
 
 
 @functools.cache
-def configure_exporters(appinsights_connection_string: str | None) -> str:
-    """Install exporters once per process; returns which ("azure-monitor" or "none")."""
-    if not appinsights_connection_string:
-        return "none"
-    from azure.monitor.opentelemetry import configure_azure_monitor  # noqa: PLC0415 - heavy, optional
+def configure_exporters(appinsights_connection_string: str | None, otlp_endpoint: str | None = None) -> str:
+    """Install exporters once per process; returns which: "azure-monitor", "otlp", both ("+"), or "none".
 
-    configure_azure_monitor(connection_string=appinsights_connection_string, logger_name=SCOPE)
-    log.info("exporting telemetry to Application Insights")
-    return "azure-monitor"
+    Application Insights goes through the Azure Monitor distro; OTLP (HTTP/protobuf, traces, metrics
+    and logs) to `otlp_endpoint`, the base URL as in `OTEL_EXPORTER_OTLP_ENDPOINT`. A provider set
+    before (tests set an in-memory TracerProvider) is never replaced: the exporters are added to it.
+    """
+    targets = [
+        name
+        for name, wanted in (("azure-monitor", appinsights_connection_string), ("otlp", otlp_endpoint))
+        if wanted
+    ]
+    if not targets:
+        return "none"
+    if _installed:  # called again with other arguments: the cache alone would install a second set
+        log.warning("telemetry exporters are already installed (%s); not installing others", _installed[0])
+        return _installed[0]
+    unset, extensible = _providers_already_set()
+    pending = _otlp_exporters(otlp_endpoint, unset | set(extensible)) if otlp_endpoint else {}
+    if appinsights_connection_string:
+        _install_azure_monitor(appinsights_connection_string, unset, extensible, pending)
+    else:
+        _install_sdk_providers(unset, pending)
+    _add_to_current_providers(pending)
+    _attach_log_handler()
+    log.info("exporting telemetry to %s", " and ".join(targets))
+    _installed.append("+".join(targets))
+    return _installed[0]
 
 
 def set_attributes(span: Span, attributes: Mapping[str, Any]) -> None:
@@ -50,3 +69,164 @@ def set_attributes(span: Span, attributes: Mapping[str, Any]) -> None:
 def record_error(span: Span, exc: BaseException) -> None:
     span.set_status(StatusCode.ERROR, type(exc).__name__)
     span.set_attribute("error.type", getattr(exc, "code", None) or type(exc).__name__)
+
+
+# --- exporter set-up (helpers of configure_exporters; the exporter packages are imported lazily) -----
+
+SIGNALS = ("traces", "metrics", "logs")
+DEFAULT_SERVICE_NAME = "cirrus"
+# What configure_exporters installed in this process: OpenTelemetry's providers are set once.
+_installed: list[str] = []
+
+
+def _providers_already_set() -> tuple[set[str], dict[str, Any]]:
+    """The signals with no provider yet, and the SDK providers already set that take more exporters."""
+    from opentelemetry import _logs  # noqa: PLC0415 - only when exporting
+    from opentelemetry.sdk._logs import LoggerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+
+    current = {
+        "traces": trace.get_tracer_provider(),
+        "metrics": metrics.get_meter_provider(),
+        "logs": _logs.get_logger_provider(),
+    }
+    unset: set[str] = set()
+    extensible: dict[str, Any] = {}
+    for signal, provider in current.items():
+        kind = type(provider).__name__
+        if kind.lstrip("_").startswith("Proxy"):  # the API's stand-in until a provider is set
+            unset.add(signal)
+        elif isinstance(provider, TracerProvider | LoggerProvider):
+            log.info("%s: keeping the %s already set, adding the exporters to it", signal, kind)
+            extensible[signal] = provider
+        else:  # an SDK MeterProvider takes its readers when it is built, not after
+            log.warning("%s: a %s is already set and takes no more exporters; not exported", signal, kind)
+    return unset, extensible
+
+
+def _otlp_exporters(endpoint: str, signals: set[str]) -> dict[str, list[Any]]:
+    """Batching OTLP/HTTP exporters for `signals`; per-signal OTEL_EXPORTER_OTLP_* variables still apply."""
+    import os  # noqa: PLC0415
+
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter  # noqa: PLC0415
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter  # noqa: PLC0415
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: PLC0415
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor  # noqa: PLC0415
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
+
+    def url(signal: str) -> str | None:
+        # The exporters add `/v1/<signal>` to the variable's base URL, not to an `endpoint` argument.
+        if os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT"):
+            return None
+        return f"{endpoint.rstrip('/')}/v1/{signal}"
+
+    build = {
+        "traces": lambda: BatchSpanProcessor(OTLPSpanExporter(endpoint=url("traces"))),
+        "metrics": lambda: PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=url("metrics"))),
+        "logs": lambda: BatchLogRecordProcessor(OTLPLogExporter(endpoint=url("logs"))),
+    }
+    return {signal: [build[signal]()] for signal in SIGNALS if signal in signals}
+
+
+def _install_azure_monitor(
+    connection_string: str, unset: set[str], extensible: dict[str, Any], pending: dict[str, list[Any]]
+) -> None:
+    """The distro sets the providers not set yet, with `pending`'s exporters for them too; the
+    Application Insights exporters for providers set before join `pending`."""
+    from azure.monitor.opentelemetry import configure_azure_monitor  # noqa: PLC0415 - heavy, optional
+    from azure.monitor.opentelemetry.exporter import (  # noqa: PLC0415
+        AzureMonitorLogExporter,
+        AzureMonitorTraceExporter,
+    )
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
+
+    handed = {signal: pending.pop(signal, []) if signal in unset else [] for signal in SIGNALS}
+    # The distro's only switch for a signal is OTEL_<SIGNAL>_EXPORTER=none (its disable_* arguments
+    # are overwritten); without it, it would try to replace a provider set before.
+    saved = _set_environ({f"OTEL_{s.upper()}_EXPORTER": "none" for s in SIGNALS if s not in unset})
+    try:
+        configure_azure_monitor(
+            connection_string=connection_string,
+            logger_name=SCOPE,
+            resource=_resource(),
+            span_processors=handed["traces"],
+            metric_readers=handed["metrics"],
+            log_record_processors=handed["logs"],
+        )
+    finally:
+        _set_environ(saved)
+    if "traces" in extensible:
+        exporter = AzureMonitorTraceExporter(connection_string=connection_string)
+        pending.setdefault("traces", []).append(BatchSpanProcessor(exporter))
+    if "logs" in extensible:
+        exporter = AzureMonitorLogExporter(connection_string=connection_string)
+        pending.setdefault("logs", []).append(BatchLogRecordProcessor(exporter))
+
+
+def _install_sdk_providers(unset: set[str], pending: dict[str, list[Any]]) -> None:
+    """Set SDK providers for the signals that have none; a MeterProvider takes its readers now."""
+    from opentelemetry import _logs  # noqa: PLC0415 - only when exporting
+    from opentelemetry.sdk._logs import LoggerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+
+    resource = _resource()
+    if "traces" in unset:
+        trace.set_tracer_provider(TracerProvider(resource=resource))
+    if "metrics" in unset:
+        readers = pending.pop("metrics", [])
+        metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+    if "logs" in unset:
+        _logs.set_logger_provider(LoggerProvider(resource=resource))
+
+
+def _add_to_current_providers(pending: dict[str, list[Any]]) -> None:
+    from opentelemetry import _logs  # noqa: PLC0415 - only when exporting
+
+    for processor in pending.get("traces", []):
+        trace.get_tracer_provider().add_span_processor(processor)  # type: ignore[attr-defined]
+    for processor in pending.get("logs", []):
+        _logs.get_logger_provider().add_log_record_processor(processor)  # type: ignore[attr-defined]
+
+
+def _attach_log_handler() -> None:
+    """`cirrus.*` records go to the SDK logger provider (once), carrying the request and trace ids."""
+    from opentelemetry import _logs  # noqa: PLC0415 - only when exporting
+    from opentelemetry.instrumentation.logging.handler import LoggingHandler  # noqa: PLC0415
+    from opentelemetry.sdk._logs import LoggerProvider  # noqa: PLC0415
+
+    from shared.logs import add_context_filter  # noqa: PLC0415
+
+    logger = logging.getLogger(SCOPE)
+    provider = _logs.get_logger_provider()
+    ours = [h for h in logger.handlers if isinstance(h, LoggingHandler)]
+    if isinstance(provider, LoggerProvider) and not ours:
+        ours.append(LoggingHandler(logger_provider=provider))
+        logger.addHandler(ours[0])
+    for handler in ours:
+        add_context_filter(handler)
+
+
+def _resource() -> Any:
+    """`service.name` "cirrus" unless OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES names the service."""
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource  # noqa: PLC0415 - only when exporting
+
+    detected = Resource.create()
+    if str(detected.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        return Resource.create({SERVICE_NAME: DEFAULT_SERVICE_NAME})
+    return detected
+
+
+def _set_environ(values: dict[str, str | None]) -> dict[str, str | None]:
+    """Set (None: remove) environment variables; returns what they were, to put back."""
+    import os  # noqa: PLC0415
+
+    before = {name: os.environ.get(name) for name in values}
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    return before
