@@ -1,0 +1,19 @@
+#!/bin/sh
+# azd preprovision hook: give this azd environment a random CIRRUS_MASTER_KEY and
+# CIRRUS_KEY_HASH_SECRET the first time, and keep them after that (a changed hash secret would
+# invalidate every virtual key). main.parameters.json passes them to Bicep, which stores them in
+# Key Vault; the app reads them from there. To rotate the master key: azd env set, then azd provision.
+set -eu
+
+random_secret() {
+  # 48 URL-safe characters from 36 random bytes.
+  head -c 36 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'
+}
+
+for name in CIRRUS_MASTER_KEY CIRRUS_KEY_HASH_SECRET; do
+  current="$(azd env get-value "$name" 2>/dev/null || true)"
+  if [ -z "$current" ]; then
+    azd env set "$name" "$(random_secret)" >/dev/null
+    echo "ensure-secrets: generated $name for this environment"
+  fi
+done

@@ -1,0 +1,219 @@
+"""infra/ agrees with the code: app settings, Cosmos containers, blob containers and queues.
+
+No Azure and no Bicep compiler: main.bicep keeps what these tests read in plain literals (the
+`appSettings` object, `cosmosContainers`, `blobContainers`, `queues`, string variables and
+parameter defaults), and a few regular expressions read them. checkov (`make infra-check`) checks
+the rest of the file.
+"""
+
+import json
+import re
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shared.config import Settings
+from shared.services.provisioning import required_resources
+
+ROOT = Path(__file__).resolve().parents[2]
+BICEP = ROOT / "infra" / "main.bicep"
+
+# In local.settings.sample.json, never in Azure.
+LOCAL_ONLY = {
+    "AzureWebJobsStorage": "a connection string; in Azure the host and Cirrus use the identity",
+    "COSMOS_KEY": "the emulator's key; Cosmos DB local auth is off in Azure",
+    "CIRRUS_LOCAL_PROVIDER_URL": "read by the local model file only",
+    "FUNCTIONS_WORKER_RUNTIME": "Flex Consumption takes the runtime from functionAppConfig, not a setting",
+}
+# In Azure only: identity-based storage (Settings reads some), Entra ID ingestion for Application
+# Insights, and host.json values overridden per deployment.
+AZURE_ONLY = {
+    "AzureWebJobsStorage__accountName",
+    "AzureWebJobsStorage__blobServiceUri",
+    "AzureWebJobsStorage__queueServiceUri",
+    "AzureWebJobsStorage__credential",
+    "AzureWebJobsStorage__clientId",
+    "AZURE_CLIENT_ID",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    "AzureFunctionsJobHost__extensions__queues__batchSize",
+}
+# Read by the Functions host or a library, not by Settings; in both places.
+HOST_SETTINGS = {"PYTHON_ENABLE_INIT_INDEXING", "LITELLM_LOCAL_MODEL_COST_MAP"}
+SECRETS = ("CIRRUS_MASTER_KEY", "CIRRUS_KEY_HASH_SECRET")
+
+_PARAM = re.compile(r"^param (\w+) (\w+)(?: = (.+))?$", re.M)
+_STRING_VAR = re.compile(r"^var (\w+) = '([^'$]*)'$", re.M)
+_INTERPOLATION = re.compile(r"\$\{(\w+)\}")
+_CHECKOV_SKIP = re.compile(r"checkov:skip=([A-Z0-9_]+)(:?)(.*)$")
+
+
+def bicep() -> str:
+    return BICEP.read_text(encoding="utf-8")
+
+
+def block(header: str) -> list[str]:
+    """The lines of a top-level `var` literal, from its header to the closing bracket at column 0."""
+    lines = bicep().splitlines()
+    start = lines.index(header)
+    end = next(i for i in range(start + 1, len(lines)) if lines[i] in ("}", "]"))
+    return lines[start + 1 : end]
+
+
+def params() -> dict[str, tuple[str, str | None]]:
+    return {m[1]: (m[2], m[3]) for m in _PARAM.finditer(bicep())}
+
+
+def string_vars() -> dict[str, str]:
+    return {m[1]: m[2] for m in _STRING_VAR.finditer(bicep())}
+
+
+def resolve(expr: str) -> str | None:
+    """A Bicep expression's value when it is known before deployment, else None (a runtime value)."""
+    expr = expr.strip()
+    known = string_vars()
+    if m := re.fullmatch(r"'(.*)'", expr):
+        missing = [name for name in _INTERPOLATION.findall(m[1]) if name not in known]
+        return None if missing else _INTERPOLATION.sub(lambda n: known[n[1]], m[1])
+    if expr in known:
+        return known[expr]
+    if m := re.fullmatch(r"string\((\w+)\)", expr):
+        expr = m[1]
+    kind, default = params().get(expr, ("", None))
+    if default is None:
+        return None
+    return default.strip("'") if kind == "string" else default
+
+
+@cache
+def app_settings() -> dict[str, str]:
+    """The `appSettings` object: setting name -> its Bicep expression."""
+    settings = {}
+    for line in block("var appSettings = {"):
+        m = re.fullmatch(r"  (\w+): (.+)", line)
+        assert m, f"appSettings holds one `NAME: value` a line, got {line!r}"
+        assert m[1] not in settings, f"{m[1]} is set twice"
+        settings[m[1]] = m[2]
+    return settings
+
+
+def aliases() -> set[str]:
+    return {field.alias for field in Settings.model_fields.values()}
+
+
+def sample_settings() -> dict[str, str]:
+    return json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+
+
+def azure_settings() -> Settings:
+    """Settings as the deployed app would read them: Bicep's known values, stand-ins for the rest."""
+    values = {name: resolve(expr) for name, expr in app_settings().items()}
+    stand_ins = {
+        "CIRRUS_MASTER_KEY": "m" * 40,
+        "CIRRUS_KEY_HASH_SECRET": "h" * 40,
+        "COSMOS_ENDPOINT": "https://cosmos.documents.azure.com:443/",
+        "AzureWebJobsStorage__accountName": "stcirrus",
+        "AzureWebJobsStorage__blobServiceUri": "https://stcirrus.blob.core.windows.net/",
+        "AzureWebJobsStorage__queueServiceUri": "https://stcirrus.queue.core.windows.net/",
+    }
+    known = {name: value for name, value in values.items() if value is not None and name in aliases()}
+    return Settings(_env_file=None, **{**known, **stand_ins})
+
+
+def test_bicep_sets_every_setting_cirrus_reads_in_azure():
+    expected = (aliases() - set(LOCAL_ONLY)) | HOST_SETTINGS | AZURE_ONLY
+    actual = set(app_settings())
+    assert not expected - actual, f"missing from infra/main.bicep appSettings: {sorted(expected - actual)}"
+    assert not actual - expected, f"not read by Cirrus or the host: {sorted(actual - expected)}"
+
+
+def test_local_sample_and_bicep_differ_only_by_the_documented_settings():
+    local = set(sample_settings()) - set(LOCAL_ONLY)
+    azure = set(app_settings()) - AZURE_ONLY
+    assert local == azure, f"only locally: {sorted(local - azure)}; only in Azure: {sorted(azure - local)}"
+    assert set(LOCAL_ONLY) <= set(sample_settings())
+
+
+def test_local_only_settings_and_keys_never_reach_azure():
+    assert not set(LOCAL_ONLY) & set(app_settings())
+    text = bicep()
+    for forbidden in ("listKeys(", "AccountKey=", "connectionStrings", "FUNCTIONS_EXTENSION_VERSION"):
+        assert forbidden not in text
+    assert "allowSharedKeyAccess: false" in text
+    assert "allowBlobPublicAccess: false" in text
+    assert "disableLocalAuth: true" in text
+    assert "DisableLocalAuth: true" in text  # Application Insights: Entra ID ingestion only
+
+
+@pytest.mark.parametrize("name", SECRETS)
+def test_secrets_are_key_vault_references(name):
+    assert app_settings()[name].startswith("'@Microsoft.KeyVault(SecretUri=")
+
+
+def test_bicep_values_are_valid_settings_in_azure_mode():
+    settings = azure_settings()
+    assert not settings.is_local
+    assert resolve(app_settings()["CIRRUS_ENV"]) == "azure"
+    assert settings.cosmos_key is None and settings.storage_connection_string is None
+
+
+def test_cosmos_containers_match_the_code():
+    items, current = [], {}
+    for line in block("var cosmosContainers = ["):
+        if m := re.fullmatch(r"\s+(name|partitionKey|defaultTtl): (.+)", line):
+            current[m[1]] = m[2].strip("'")
+        elif line.strip() == "}":
+            items.append((current["name"], current["partitionKey"], int(current["defaultTtl"])))
+            current = {}
+    assert len(items) == len(set(items))
+    code = required_resources(azure_settings()).cosmos_containers
+    assert set(items) == {(c.name, c.partition_key, c.default_ttl) for c in code}
+    database = resolve(app_settings()["COSMOS_DATABASE"])
+    assert database == azure_settings().cosmos_database == string_vars()["cosmosDatabaseName"]
+
+
+def test_blob_containers_match_the_code():
+    names = [resolve(line) for line in block("var blobContainers = [")]
+    assert set(names) == set(required_resources(azure_settings()).blob_containers)
+
+
+def test_queues_are_the_codes_and_their_poison_queues():
+    settings = azure_settings()
+    names = [resolve(line) for line in block("var queues = [")]
+    triggered = {settings.jobs_queue, settings.batch_queue, settings.usage_queue}
+    assert len(names) == len(set(names))
+    assert set(required_resources(settings).queues) <= set(names)
+    assert set(names) == triggered | {f"{queue}-poison" for queue in triggered}
+
+
+def test_queue_batch_size_default_is_host_json():
+    host = json.loads((ROOT / "host.json").read_text())
+    assert params()["queueBatchSize"][1] == str(host["extensions"]["queues"]["batchSize"])
+    assert app_settings()["AzureFunctionsJobHost__extensions__queues__batchSize"] == "string(queueBatchSize)"
+
+
+def test_every_checkov_skip_gives_a_reason():
+    skips = [m for line in bicep().splitlines() if (m := _CHECKOV_SKIP.search(line))]
+    assert skips
+    for check, colon, reason in (m.groups() for m in skips):
+        assert colon and len(reason.strip()) >= 20, f"{check} is skipped without a written reason"
+
+
+def test_outputs_are_named_as_the_app_settings_they_feed():
+    outputs = re.findall(r"^output (\w+) ", bicep(), re.M)
+    for name in outputs:
+        assert name.startswith(("AZURE_", "SERVICE_")) or name in app_settings(), name
+
+
+def test_parameters_file_names_real_parameters_and_every_required_one():
+    declared = params()
+    given = json.loads((ROOT / "infra" / "main.parameters.json").read_text())["parameters"]
+    assert set(given) <= set(declared)
+    assert {name for name, (_, default) in declared.items() if default is None} <= set(given)
+
+
+def test_azure_yaml_deploys_this_folder_as_a_python_function_app():
+    config = yaml.safe_load((ROOT / "azure.yaml").read_text())
+    assert config["infra"]["path"] == "infra"
+    assert config["services"]["api"] == {"project": ".", "language": "python", "host": "function"}
