@@ -21,6 +21,7 @@ from shared import telemetry
 from shared.clients.protocols import BlobStore, DocumentStore, LLMRouter, QueueStore
 from shared.config import ConfigError, ModelConfig, Settings, get_settings, load_model_config
 from shared.errors import ServiceUnavailableError
+from shared.logs import configure_logging
 from shared.services.auth import AuthService
 from shared.services.background import Background
 from shared.services.batches import BatchService, live_gateway
@@ -140,7 +141,13 @@ class Container:
         return (await self.llm()).limits(model).max_input_tokens
 
     async def metering(self) -> Metering:
-        return Metering(await self.llm(), self.usage, self.background, self.limiter)
+        return Metering(
+            await self.llm(),
+            self.usage,
+            self.background,
+            self.limiter,
+            trace_content=self.settings.trace_content,
+        )
 
     async def chat(self) -> ChatService:
         return ChatService(
@@ -230,11 +237,12 @@ async def build_container(
     except ConfigError as exc:
         log.error("%s", exc)
         raise ServiceUnavailableError("Cirrus is not configured correctly; see the server log.") from exc
-    logging.getLogger("cirrus").setLevel(settings.log_level)
+    configure_logging(settings.log_format == "json", settings.log_level)
     telemetry.configure_exporters(
         settings.appinsights_connection_string.get_secret_value()
         if settings.appinsights_connection_string
-        else None
+        else None,
+        settings.otlp_endpoint,
     )
     built = clients(settings)
     if settings.is_local:

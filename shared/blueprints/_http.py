@@ -22,6 +22,7 @@ from shared import sse
 from shared.clients.protocols import ServedBy
 from shared.container import Container, get_container
 from shared.errors import CirrusError, InvalidRequestError, PayloadTooLargeError, as_cirrus_error, error_body
+from shared.logs import bind_request_id
 from shared.observability import end_server_span, server_span
 from shared.services.auth import Principal
 from shared.services.calls import CallContext
@@ -66,7 +67,7 @@ def endpoint(*, authenticated: bool = True) -> Callable[[Handler], Callable[[Req
             span = server_span(req.method, name, req.headers)
             span.set_attribute("cirrus.request_id", request_id)
             try:
-                with trace.use_span(span, end_on_exit=False):
+                with trace.use_span(span, end_on_exit=False), bind_request_id(request_id):
                     response = await _serve(req, request_id, headers, span)
             except BaseException:
                 end_server_span(span, req.method, name, 499, started)

@@ -7,6 +7,7 @@ from typing import Any
 
 import azure.functions as func
 
+from shared.logs import bind_request_id
 from shared.observability import consuming
 
 
@@ -19,13 +20,16 @@ async def process(
     except ValueError:
         body = None
     carrier = body if isinstance(body, dict) else None
-    with consuming(
-        queue,
-        carrier,
-        message_id=msg.id,
-        dequeue_count=msg.dequeue_count,
-        inserted=msg.insertion_time,
-        poison=poison,
+    with (
+        consuming(
+            queue,
+            carrier,
+            message_id=msg.id,
+            dequeue_count=msg.dequeue_count,
+            inserted=msg.insertion_time,
+            poison=poison,
+        ),
+        bind_request_id(msg.id),
     ):
         if body is None and not poison:
             raise ValueError("the message is not JSON")  # retried, then poisoned

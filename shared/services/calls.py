@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -24,6 +25,7 @@ from shared.services.usage import UsageService, day_of
 
 CANCELLED = "cancelled"  # the client went away first
 DEFAULT_OUTPUT_CAP = 4096  # for the budget hold when neither request nor model caps the output
+MAX_TRACED_CHARS = 32_000  # opt-in content on spans is cut here: exporters cap attribute sizes
 T = TypeVar("T")
 # The most tokens a call can read and write, for the budget hold: (input, output).
 Estimate = Callable[[], tuple[int, int]]
@@ -50,6 +52,7 @@ class Metering:
     usage: UsageService
     background: Background
     limiter: KeyLimiter
+    trace_content: bool = False  # record prompts and completions on spans (CIRRUS_TRACE_CONTENT)
 
     async def start(
         self,
@@ -60,8 +63,11 @@ class Metering:
         stream: bool,
         attributes: dict[str, Any],
         estimate: Estimate,
+        content: Any = None,
     ) -> Meter:
-        """Admit the call against the key's limits (or raise 429), then open its meter."""
+        """Admit the call against the key's limits (or raise 429), then open its meter.
+
+        `content` (the messages, prompt or input) goes on the span only with CIRRUS_TRACE_CONTENT."""
 
         def max_cost() -> float | None:
             input_tokens, output_tokens = estimate()
@@ -70,7 +76,12 @@ class Metering:
         admission = await self.limiter.admit(call.principal, max_cost)
         if admission is not None:
             call.response_headers.update(admission.headers)
-        return Meter(self, endpoint, model, call, stream=stream, attributes=attributes, admission=admission)
+        meter = Meter(self, endpoint, model, call, stream=stream, attributes=attributes, admission=admission)
+        if self.trace_content and content is not None:
+            meter.span.set_attribute(
+                "gen_ai.input.messages", json.dumps(content, default=str)[:MAX_TRACED_CHARS]
+            )
+        return meter
 
 
 class Meter:
@@ -129,8 +140,16 @@ class Meter:
             self.finish(error=exc, **finish)
             raise
 
+    def record_output(self, output: Any) -> None:
+        """The answer, on the span, only with CIRRUS_TRACE_CONTENT (off: never recorded)."""
+        if self._metering.trace_content and not self._finished:
+            self.span.set_attribute(
+                "gen_ai.output.messages", json.dumps(output, default=str)[:MAX_TRACED_CHARS]
+            )
+
     def finish_with(self, result: ChatResult | CompletionResult, **finish: Any) -> None:
         """Finish with a complete (non-streamed) chat or text completion."""
+        self.record_output([c.model_dump(mode="json", exclude_none=True) for c in result.completion.choices])
         usage = result.completion.usage
         self.finish(
             served_by=result.served_by,

@@ -122,6 +122,13 @@ class ChatService:
             error = exc
             raise
         finally:
+            if accumulator.complete:
+                meter.record_output(
+                    [
+                        c.model_dump(mode="json", exclude_none=True)
+                        for c in accumulator.completion(None).choices
+                    ]
+                )
             await close_stream(stream, upstream, meter, error, session_id=prepared.session_id)
             if error is None and accumulator.complete:
                 self._after(prepared, accumulator.completion(stream.usage))
@@ -199,6 +206,7 @@ class ChatService:
             request.model,
             call,
             estimate=estimate,
+            content=prepared.params["messages"],
             stream=bool(request.stream),
             attributes={
                 "gen_ai.request.max_tokens": request.output_cap,

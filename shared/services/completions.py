@@ -53,6 +53,7 @@ class CompletionService:
             request.model,
             call,
             estimate=estimate,
+            content=request.prompt,
             stream=bool(request.stream),
             attributes={
                 "gen_ai.request.max_tokens": request.max_tokens,
@@ -74,6 +75,7 @@ class EmbeddingService:
             request.model,
             call,
             estimate=lambda: (_tokens(llm, request.model, _inputs(request.input)), 0),
+            content=request.input,
             stream=False,
             attributes={"gen_ai.embeddings.dimension.count": request.dimensions},
         )

@@ -36,7 +36,10 @@ from shared.errors import (
     InvalidRequestError,
     NotFoundError,
     PreconditionFailedError,
+    RateLimitError,
     ServiceUnavailableError,
+    UpstreamError,
+    UpstreamRateLimitError,
 )
 from shared.models.jobs import ENDED, JobCreate, JobMessage, JobRecord
 from shared.models.requests import ChatCompletionCreate
@@ -61,6 +64,8 @@ UPDATE_ATTEMPTS = 30
 EVENT_POLL_S = 0.5
 EVENT_STREAM_S = 200.0  # under Azure's 230 s HTTP limit; clients resume with Last-Event-ID
 MAX_TOOL_OUTPUT_CHARS = 20_000
+MAX_RATE_WAIT_S = 60.0
+TRANSIENT_ATTEMPTS = 3
 
 # Runs one chat request as live traffic would: the completion and its cost in USD (None: unknown).
 ChatCall = Callable[[ChatCompletionCreate, CallContext], Awaitable[tuple[ChatCompletion, float | None]]]
@@ -103,7 +108,6 @@ class JobService:
         self._webhook_secret = webhook_secret
         self._deliver_webhook = deliver_webhook
         self._analysis = analysis
-        self._worker = uuid.uuid4().hex[:12]
         self._lease = lease_seconds  # a worker that stops renewing for this long is presumed dead
 
     # --- the HTTP API ---------------------------------------------------------------------
@@ -310,16 +314,19 @@ class JobService:
             return job
 
     async def _claim(self, job_id: str) -> JobRecord | None:
+        """Hold the job for one run. The holder is the run, not the process: two copies of a message
+        in one worker do not both run it."""
         claimed = False
+        token = uuid.uuid4().hex[:16]
 
         def claim(job: JobRecord) -> bool:
             nonlocal claimed
             now = time.time()
-            if job.status in ENDED or (job.worker not in (None, self._worker) and job.lease_until > now):
+            if job.status in ENDED or (job.worker is not None and job.lease_until > now):
                 return False
             if job.status == "queued":
                 job.status, job.started_at = "running", int(now)
-            job.worker, job.lease_until, job.attempts = self._worker, now + self._lease, job.attempts + 1
+            job.worker, job.lease_until, job.attempts = token, now + self._lease, job.attempts + 1
             claimed = True
             return True
 
@@ -330,7 +337,7 @@ class JobService:
 
     async def _run(self, job: JobRecord) -> None:
         spec = JobCreate.model_validate(job.spec)
-        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(job.id))
+        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(job.id, str(job.worker)))
         try:
             # Events written after the last checkpoint of a worker that died are kept: go on after them.
             latest = await self._documents.query(
@@ -356,6 +363,9 @@ class JobService:
             if isinstance(getattr(exc, "raw_output", None), str):  # an answer that never fit the schema
                 error["raw_output"] = exc.raw_output  # type: ignore[attr-defined]
             await self._end(job, "failed", error=error)
+        except BaseException:
+            await self._release(job)  # the host retries the message; the retry must not find it held
+            raise
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -389,7 +399,7 @@ class JobService:
             {"model": spec.model, "messages": job.messages, **({"tools": tool_specs} if tool_specs else {})}
         )
         call = CallContext(request_id=f"req_{uuid.uuid4().hex}", principal=principal, tags={"job_id": job.id})
-        completion, cost = await self._chat(request, call)
+        completion, cost = await self._ask(job, spec, request, call)
         message = completion.choices[0].message.model_dump(mode="json", exclude_none=True)
         message.pop("refusal", None)
         usage = completion.usage
@@ -460,7 +470,7 @@ class JobService:
             call = CallContext(
                 request_id=f"req_{uuid.uuid4().hex}", principal=principal, tags={"job_id": job.id}
             )
-            completion, cost = await self._chat(request, call)
+            completion, cost = await self._ask(job, spec, request, call)
             text = completion.choices[0].message.content or ""
             usage = completion.usage
             job.calls.append(text)
@@ -475,6 +485,25 @@ class JobService:
             return text
 
         return await self._analysis.run(spec, principal, complete)
+
+    async def _ask(
+        self, job: JobRecord, spec: JobCreate, request: ChatCompletionCreate, call: CallContext
+    ) -> tuple[ChatCompletion, float | None]:
+        """One model call; rate limits wait their Retry-After and provider faults get 3 tries, so a
+        long run does not fail on a passing 429 or 503."""
+        faults = 0
+        while True:
+            try:
+                return await self._chat(request, call)
+            except (RateLimitError, UpstreamRateLimitError) as exc:
+                wait = min(MAX_RATE_WAIT_S, exc.retry_after if exc.retry_after is not None else 1.0)
+            except (UpstreamError, ServiceUnavailableError):
+                faults += 1
+                if faults >= TRANSIENT_ATTEMPTS:
+                    raise
+                wait = 2.0**faults
+            await asyncio.sleep(wait)
+            await self._check_stop(job, spec)
 
     async def _check_stop(self, job: JobRecord, spec: JobCreate) -> None:
         current = await self._load(job.id)
@@ -497,7 +526,7 @@ class JobService:
         values = {name: getattr(job, name) for name in fields}
 
         def save(current: JobRecord) -> bool:
-            if current.worker != self._worker:
+            if current.worker != job.worker:
                 raise _Stop("lost", error=None)
             for name, value in values.items():
                 setattr(current, name, value)
@@ -576,12 +605,22 @@ class JobService:
             except Exception as exc:
                 log.warning("job %s: webhook failed (%s)", job.id, type(exc).__name__)
 
-    async def _heartbeat(self, job_id: str) -> None:
+    async def _release(self, job: JobRecord) -> None:
+        def release(current: JobRecord) -> bool:
+            if current.worker != job.worker:
+                return False
+            current.worker, current.lease_until = None, 0.0
+            return True
+
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._update(job.id, release))
+
+    async def _heartbeat(self, job_id: str, token: str) -> None:
         while True:
             await asyncio.sleep(self._lease / 4)
 
             def renew(job: JobRecord) -> bool:
-                if job.worker != self._worker:
+                if job.worker != token:
                     return False
                 job.lease_until = time.time() + self._lease
                 return True

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import importlib
 import json
+import logging
 import uuid
 
 import httpx
@@ -57,7 +58,8 @@ def by_name(spans, prefix: str):
     return [s for s in spans if s.name.startswith(prefix)]
 
 
-async def test_a_chat_request_is_one_trace_server_then_model_call_then_provider(host, spans):
+async def test_a_chat_request_is_one_trace_server_then_model_call_then_provider(host, spans, caplog):
+    caplog.set_level(logging.INFO)  # the default level
     client, _, _ = host
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     response = await client.post(
@@ -89,7 +91,11 @@ async def test_a_chat_request_is_one_trace_server_then_model_call_then_provider(
     recorded = json.dumps(
         [dict(s.attributes) for s in finished] + [[e.name for e in s.events] for s in finished]
     )
-    assert "purple elephants" not in recorded and DEV_MASTER_KEY not in recorded  # no prompt, no key
+    reply = response.json()["choices"][0]["message"]["content"]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert caplog.records, "nothing was logged: the check below would prove nothing"
+    for text in ("purple elephants", reply, DEV_MASTER_KEY):  # no prompt, completion or key
+        assert text not in recorded and text not in logged
 
 
 async def test_a_job_submitted_over_http_runs_from_the_queue_in_the_same_trace(host, spans):

@@ -53,9 +53,9 @@ class World:
         )
         self.sessions = SessionService(self.documents, self.blobs, "outputs")
         self.limiter = KeyLimiter(self.documents)
-        metering = Metering(self.router, self.usage, self.background, self.limiter)
+        self.metering = Metering(self.router, self.usage, self.background, self.limiter)
         self.chat = ChatService(
-            metering,
+            self.metering,
             ModelCatalog(CONFIG, created=0),
             self.sessions,
             ResponseCache(self.documents),
@@ -323,3 +323,15 @@ async def test_a_cache_hit_replays_as_a_stream(world):
     assert text_of(chunks) == "cached words here"
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 3
     assert len(world.router.calls) == 1
+
+
+async def test_prompts_and_answers_reach_spans_only_when_opted_in(world, spans):
+    body = request({"role": "user", "content": "private words"})
+    await world.chat.create(body, CallContext(request_id="r1", principal=ALICE))
+    assert "private words" not in str([s.attributes for s in spans.get_finished_spans()])
+    world.metering.trace_content = True
+    spans.clear()
+    await world.chat.create(body, CallContext(request_id="r2", principal=ALICE))
+    (span,) = [s for s in spans.get_finished_spans() if s.name.startswith("chat ")]
+    assert "private words" in span.attributes["gen_ai.input.messages"]
+    assert "Hello from the fake router" in span.attributes["gen_ai.output.messages"]

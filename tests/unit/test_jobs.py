@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -131,3 +132,11 @@ def test_job_requests_are_checked_by_kind():
         JobCreate(type="analysis", model="m", input={})
     with pytest.raises(ValueError, match="queue name"):
         JobCreate(type="agent", model="m", input="x", reply_queue="Bad_Name")
+
+
+async def test_two_copies_of_a_message_in_one_worker_run_the_job_once(world):
+    world.answers = [ChatCompletion.model_validate(factories.completion_dict("Once."))]
+    created = await world.jobs.create(MASTER, JobCreate(type="agent", model="m", input="hi"))
+    message = {"v": 1, "job_id": created["id"]}
+    await asyncio.gather(world.jobs.handle(message), world.jobs.handle(message))
+    assert (await world.jobs.get(MASTER, created["id"]))["status"] == "completed"  # one answer was enough
