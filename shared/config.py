@@ -156,6 +156,15 @@ class Settings(BaseSettings):
                     f"CIRRUS_MASTER_KEY must be set to a random secret of at least "
                     f"{MIN_MASTER_KEY_LENGTH} characters outside local mode"
                 )
+            # App Service passes an unresolved Key Vault reference through as its own text, which is
+            # long enough to pass for a key: refuse it rather than run with a guessable secret.
+            for name, value in (("CIRRUS_MASTER_KEY", key), ("CIRRUS_KEY_HASH_SECRET", self.key_hash_secret)):
+                text = value.get_secret_value() if isinstance(value, SecretStr) else str(value or "")
+                if text.startswith("@Microsoft.KeyVault("):
+                    raise ValueError(
+                        f"{name} is an unresolved Key Vault reference: "
+                        "check the secret exists and the identity may read it"
+                    )
             secret = self.key_hash_secret.get_secret_value() if self.key_hash_secret else ""
             if len(secret) < MIN_MASTER_KEY_LENGTH or secret in (DEV_KEY_HASH_SECRET, key):
                 raise ValueError(

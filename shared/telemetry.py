@@ -44,6 +44,7 @@ def configure_exporters(appinsights_connection_string: str | None, otlp_endpoint
         if wanted
     ]
     if not targets:
+        _ensure_tracer_provider()
         return "none"
     if _installed:  # called again with other arguments: the cache alone would install a second set
         log.warning("telemetry exporters are already installed (%s); not installing others", _installed[0])
@@ -59,6 +60,15 @@ def configure_exporters(appinsights_connection_string: str | None, otlp_endpoint
     log.info("exporting telemetry to %s", " and ".join(targets))
     _installed.append("+".join(targets))
     return _installed[0]
+
+
+def _ensure_tracer_provider() -> None:
+    """Spans with real ids even when nothing is exported, so log lines carry trace and span ids a
+    caller's `traceparent` (or a queue message's) can be matched to. No processor: nothing kept."""
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        trace.set_tracer_provider(TracerProvider())
 
 
 def set_attributes(span: Span, attributes: Mapping[str, Any]) -> None:

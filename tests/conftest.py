@@ -31,9 +31,11 @@ def _span_exporter():
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     exporter = InMemorySpanExporter()
-    provider = TracerProvider()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):  # an app container may have installed one already
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)  # once per process, as OpenTelemetry allows
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)  # once per process, as OpenTelemetry allows
     return exporter
 
 

@@ -1,7 +1,8 @@
 """End to end: a job's worker killed between two agent steps; another resumes the run.
 
 A dedicated local host works its own jobs queue with a 3-second message lease and job lease, so
-a killed worker's job comes back within seconds (in Azure: 10 minutes and 90 seconds).
+a killed worker's job comes back within seconds (in Azure: 10 minutes and 90 seconds). It talks to
+a fake provider of its own, so no other test's traffic can take the answers scripted here.
 """
 
 from __future__ import annotations
@@ -9,19 +10,33 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.e2e.test_jobs import calc, events, script, submit, wait
-from tools.stack import LOOPBACK, free_port, local_host
+from tools.stack import LOOPBACK, fake_provider, free_port, local_host
 
 QUEUE = "e2e-jobs-workers"
 
 
-def start_host(stack, tmp_path_factory, name: str):
+@pytest.fixture
+def own_provider(tmp_path_factory) -> Iterator[httpx.Client]:
+    port = free_port()
+    process = fake_provider(port, tmp_path_factory.mktemp("job-provider")).start()
+    try:
+        process.wait_ready()
+        with httpx.Client(base_url=f"http://{LOOPBACK}:{port}", timeout=10) as client:
+            yield client
+    finally:
+        process.stop()
+
+
+def start_host(stack, tmp_path_factory, name: str, provider: httpx.Client):
     env = {
         **stack.env,
+        "CIRRUS_LOCAL_PROVIDER_URL": str(provider.base_url.join("/v1")),
         "JOBS_QUEUE": QUEUE,
         "FUNCHOST_LEASE_SECONDS": "3",
         "CIRRUS_JOB_LEASE_SECONDS": "3",
@@ -32,8 +47,11 @@ def start_host(stack, tmp_path_factory, name: str):
     return process, f"http://{LOOPBACK}:{port}"
 
 
-def test_a_killed_worker_resumes_without_repeating_a_finished_tool_call(stack, provider, tmp_path_factory):
-    first, url = start_host(stack, tmp_path_factory, "job-worker-a")
+def test_a_killed_worker_resumes_without_repeating_a_finished_tool_call(
+    stack, own_provider, tmp_path_factory
+):
+    provider = own_provider
+    first, url = start_host(stack, tmp_path_factory, "job-worker-a", provider)
     second = None
     try:
         # Step 1 calls the calculator; step 2's answer takes 4 s, so the kill lands between them.
@@ -49,7 +67,7 @@ def test_a_killed_worker_resumes_without_repeating_a_finished_tool_call(stack, p
         os.killpg(first.proc.pid, signal.SIGKILL)
         first.proc.wait()
         script(provider, {"reply": "Resumed: 42."})
-        second, url = start_host(stack, tmp_path_factory, "job-worker-b")
+        second, url = start_host(stack, tmp_path_factory, "job-worker-b", provider)
         with httpx.Client(
             base_url=url, headers={"Authorization": f"Bearer {stack.master_key}"}, timeout=30
         ) as client:

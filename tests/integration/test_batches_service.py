@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 import uuid
 from typing import Any
 
@@ -226,10 +227,23 @@ async def test_a_poisoned_chunk_fails_its_requests_and_the_batch_still_ends(worl
     assert ids(output + errors) == sorted(f"r{i}" for i in range(12))
 
 
-async def test_a_batch_past_its_window_expires_with_its_partial_results(world):
-    world.service._window = 1  # seconds
-    world.gateway.delay = 0.3
+async def test_a_batch_past_its_window_expires_with_its_partial_results(world, monkeypatch):
+    monkeypatch.setattr(batches_module, "STATUS_REFRESH_S", 0.0)  # see the new expiry at once
+    world.gateway.delay = 0.05
     batch_id = await world.submit(10)
+    answer = world.gateway.__call__
+
+    async def gateway(endpoint, request, call):  # after three answers, the 24 hours are over
+        if len(world.gateway.calls) >= 3 and not expired:
+            expired.append(True)
+            doc = await world.files._documents.read("batches", batch_id, batch_id)
+            doc["expires_at"] = int(time.time()) - 1
+            await world.files._documents.upsert("batches", doc)
+        return await answer(endpoint, request, call)
+
+    expired: list[bool] = []
+
+    world.service._gateway = gateway
     await world.run_all(world.connection)
     batch, output, errors = await world.outputs(batch_id)
     assert batch["status"] == "expired" and batch["expired_at"]

@@ -77,6 +77,12 @@ def test_azure_mode_refuses_a_missing_weak_dev_or_reused_key_hash_secret(secret)
         azure(CIRRUS_KEY_HASH_SECRET=secret)
 
 
+@pytest.mark.parametrize("name", ["CIRRUS_MASTER_KEY", "CIRRUS_KEY_HASH_SECRET"])
+def test_an_unresolved_key_vault_reference_is_refused(name):
+    with pytest.raises(ValidationError, match="Key Vault"):
+        azure(**{name: "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/master-key/)"})
+
+
 def test_azure_mode_needs_a_model_file_and_no_cosmos_key():
     with pytest.raises(ValidationError, match="CIRRUS_MODEL_CONFIG"):
         azure(CIRRUS_MODEL_CONFIG=None)
