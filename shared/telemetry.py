@@ -26,6 +26,9 @@ token_usage = meter.create_histogram(
 operation_duration = meter.create_histogram(
     "gen_ai.client.operation.duration", unit="s", description="Duration of model calls"
 )
+time_to_first_token = meter.create_histogram(
+    "gen_ai.server.time_to_first_token", unit="s", description="Time to the first streamed token"
+)
 
 log = logging.getLogger("cirrus.telemetry")
 

@@ -39,6 +39,34 @@ def _span_exporter():
     return exporter
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _metric_reader():
+    """An in-memory reader on the process's MeterProvider, set first so nothing else can."""
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    return reader
+
+
+@pytest.fixture
+def recorded_metrics(_metric_reader):
+    """Names of the metrics recorded so far in this process (cumulative)."""
+
+    def names() -> set[str]:
+        data = _metric_reader.get_metrics_data()
+        return {
+            metric.name
+            for resource in (data.resource_metrics if data else [])
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+        }
+
+    return names
+
+
 @pytest.fixture
 def spans(_span_exporter):
     """Spans finished during the test, from an in-memory exporter."""

@@ -164,6 +164,9 @@ class Meter:
         if self._ttft is None:
             self._ttft = time.perf_counter() - self._started
             self.span.set_attribute("cirrus.time_to_first_token_s", self._ttft)
+            telemetry.time_to_first_token.record(
+                self._ttft, {"gen_ai.operation.name": self._operation, "gen_ai.request.model": self._model}
+            )
 
     def finish(
         self,

@@ -58,7 +58,9 @@ def by_name(spans, prefix: str):
     return [s for s in spans if s.name.startswith(prefix)]
 
 
-async def test_a_chat_request_is_one_trace_server_then_model_call_then_provider(host, spans, caplog):
+async def test_a_chat_request_is_one_trace_server_then_model_call_then_provider(
+    host, spans, caplog, recorded_metrics
+):
     caplog.set_level(logging.INFO)  # the default level
     client, _, _ = host
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -96,9 +98,20 @@ async def test_a_chat_request_is_one_trace_server_then_model_call_then_provider(
     assert caplog.records, "nothing was logged: the check below would prove nothing"
     for text in ("purple elephants", reply, DEV_MASTER_KEY):  # no prompt, completion or key
         assert text not in recorded and text not in logged
+    stream = await client.post(
+        "/v1/chat/completions",
+        json={"model": "cirrus-local", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert stream.status_code == 200
+    assert {
+        "http.server.request.duration",
+        "gen_ai.client.token.usage",
+        "gen_ai.client.operation.duration",
+        "gen_ai.server.time_to_first_token",
+    } <= recorded_metrics()
 
 
-async def test_a_job_submitted_over_http_runs_from_the_queue_in_the_same_trace(host, spans):
+async def test_a_job_submitted_over_http_runs_from_the_queue_in_the_same_trace(host, spans, recorded_metrics):
     client, queues, env = host
     response = await client.post("/v1/jobs", json={"type": "agent", "model": "cirrus-local", "input": PROMPT})
     assert response.status_code == 202
@@ -118,4 +131,15 @@ async def test_a_job_submitted_over_http_runs_from_the_queue_in_the_same_trace(h
     (model,) = by_name(finished, "chat cirrus-local")
     assert consumer.context.trace_id == model.context.trace_id == submitted.context.trace_id
     assert model.attributes["cirrus.job_id"] == job_id
+    assert {"messaging.process.duration", "cirrus.queue.message.age"} <= recorded_metrics()
     assert "purple elephants" not in json.dumps([dict(s.attributes) for s in finished])
+
+
+async def test_a_poisoned_message_is_counted_and_recorded(host, recorded_metrics):
+    client, queues, _ = host
+    job_id = f"job_bad_{uuid.uuid4().hex[:10]}"
+    body = json.dumps({"v": 1, "job_id": job_id, "job": {"type": "nope"}}).encode()
+    await queues["record_poisoned_job"].fn(QueueMessage(id="m1", body=body, dequeue_count=1))
+    assert "cirrus.queue.poisoned" in recorded_metrics()
+    record = (await client.get(f"/v1/jobs/{job_id}")).json()
+    assert record["status"] == "failed" and record["error"]["code"] == "message_failed"
