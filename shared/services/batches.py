@@ -47,7 +47,6 @@ from shared.errors import (
     ConflictError,
     InvalidRequestError,
     NotFoundError,
-    PreconditionFailedError,
     RateLimitError,
     ServiceUnavailableError,
     UpstreamError,
@@ -67,6 +66,7 @@ from shared.models.batches import (
 )
 from shared.models.requests import ChatCompletionCreate, CompletionCreate, EmbeddingCreate
 from shared.models.validation import validate_body
+from shared.services import records
 from shared.services.auth import Limits, Principal
 from shared.services.calls import CallContext
 from shared.services.chat import ChatService
@@ -81,7 +81,6 @@ CONTAINER = "batches"
 PART_FLUSH_S = 2.0  # how often a running chunk saves its results and its counts
 PART_MAX_LINES = 200
 STATUS_REFRESH_S = 1.0  # how stale a running chunk's view of cancel may be
-UPDATE_ATTEMPTS = 50
 TRANSIENT_ATTEMPTS = 3  # provider 5xx and timeouts, per request
 MAX_RATE_WAIT_S = 60.0
 MAX_CUSTOM_ID = 512
@@ -168,6 +167,7 @@ class BatchService:
         self._window = window_seconds
         self._gateway = gateway
         self._owner = owner
+        self._gates: dict[str, asyncio.Semaphore] = {}
         self._limiter = limiter
 
     # --- the HTTP API ---------------------------------------------------------------------
@@ -206,23 +206,16 @@ class BatchService:
         return (await self._load_for(principal, batch_id)).public()
 
     async def list(self, principal: Principal, *, limit: int, after: str | None) -> dict[str, Any]:
-        scope, params = principal.scope()
-        sql = "SELECT * FROM c WHERE c.object = 'batch'" + scope  # noqa: S608 - parameterised
-        if after:
-            cursor = await self._load_for(principal, after)
-            sql += " AND c.ts < @ts"
-            params["@ts"] = cursor.ts
-        rows = await self._documents.query(
-            CONTAINER, sql + " ORDER BY c.ts DESC", params, max_items=limit + 1
+        after_ts = (await self._load_for(principal, after)).ts if after else None
+        return await records.owned_page(
+            self._documents,
+            CONTAINER,
+            "batch",
+            principal,
+            limit=limit,
+            after_ts=after_ts,
+            public=lambda row: BatchRecord.model_validate(row).public(),
         )
-        page = [BatchRecord.model_validate(r).public() for r in rows[:limit]]
-        return {
-            "object": "list",
-            "data": page,
-            "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None,
-            "has_more": len(rows) > limit,
-        }
 
     async def cancel(self, principal: Principal, batch_id: str) -> dict[str, Any]:
         await self._load_for(principal, batch_id)
@@ -459,7 +452,9 @@ class BatchService:
     async def _work(
         self, batch: BatchRecord, run: _ChunkRun, principal: Principal, todo: list[_Request]
     ) -> None:
-        gate = asyncio.Semaphore(self._concurrency)
+        # One gate per batch in this worker, shared by all its chunk messages here: the next chunk
+        # takes the slots the last one frees, so chunk boundaries leave no idle gap.
+        gate = self._gates.setdefault(batch.id, asyncio.Semaphore(self._concurrency))
         model = REQUEST_MODELS[batch.endpoint]
         saver = asyncio.get_running_loop().create_task(self._save_periodically(run))
 
@@ -683,6 +678,7 @@ class BatchService:
             return True
 
         await self._update(batch.id, end)
+        self._gates.pop(batch.id, None)
         log.info("batch %s %s: %d succeeded, %d failed", batch.id, ended, len(ok), len(failed))
 
     async def _write_file(
@@ -711,22 +707,7 @@ class BatchService:
         return BatchRecord.model_validate(doc) if doc else None
 
     async def _update(self, batch_id: str, change: Callable[[BatchRecord], bool]) -> BatchRecord:
-        """Apply `change` (which returns False for "nothing to do") under the item's ETag."""
-        for attempt in range(UPDATE_ATTEMPTS):
-            batch = await self._load(batch_id)
-            if batch is None:
-                raise NotFoundError(f"No batch found with id '{batch_id}'.", param="batch_id")
-            if not change(batch):
-                return batch
-            try:
-                stored = await self._documents.replace(
-                    CONTAINER, batch.model_dump(mode="json"), etag=batch.etag
-                )
-            except PreconditionFailedError:
-                await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))  # noqa: S311 - jitter
-                continue
-            return BatchRecord.model_validate(stored)
-        raise ServiceUnavailableError(f"Batch {batch_id} is changing too fast; retry.")
+        return await records.update(self._documents, CONTAINER, batch_id, self._load, change, what="batch")
 
 
 def _mark_fanned_out(batch: BatchRecord) -> bool:

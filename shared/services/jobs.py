@@ -35,7 +35,6 @@ from shared.errors import (
     ConflictError,
     InvalidRequestError,
     NotFoundError,
-    PreconditionFailedError,
     RateLimitError,
     ServiceUnavailableError,
     UpstreamError,
@@ -44,6 +43,7 @@ from shared.errors import (
 from shared.models.jobs import ENDED, JobCreate, JobMessage, JobRecord
 from shared.models.requests import ChatCompletionCreate
 from shared.models.validation import validate_body
+from shared.services import records
 from shared.services.auth import Principal
 from shared.services.calls import CallContext
 from shared.services.files import FileService
@@ -60,7 +60,6 @@ from shared.services.tools import (
 log = logging.getLogger("cirrus.jobs")
 
 CONTAINER = "jobs"
-UPDATE_ATTEMPTS = 30
 EVENT_POLL_S = 0.5
 EVENT_STREAM_S = 200.0  # under Azure's 230 s HTTP limit; clients resume with Last-Event-ID
 MAX_TOOL_OUTPUT_CHARS = 20_000
@@ -130,23 +129,16 @@ class JobService:
         return (await self._load_for(principal, job_id)).public()
 
     async def list(self, principal: Principal, *, limit: int, after: str | None) -> dict[str, Any]:
-        scope, params = principal.scope()
-        sql = "SELECT * FROM c WHERE c.object = 'job'" + scope  # noqa: S608 - parameterised
-        if after:
-            cursor = await self._load_for(principal, after)
-            sql += " AND c.ts < @ts"
-            params["@ts"] = cursor.ts
-        rows = await self._documents.query(
-            CONTAINER, sql + " ORDER BY c.ts DESC", params, max_items=limit + 1
+        after_ts = (await self._load_for(principal, after)).ts if after else None
+        return await records.owned_page(
+            self._documents,
+            CONTAINER,
+            "job",
+            principal,
+            limit=limit,
+            after_ts=after_ts,
+            public=lambda row: JobRecord.model_validate(row).public(),
         )
-        page = [JobRecord.model_validate(r).public() for r in rows[:limit]]
-        return {
-            "object": "list",
-            "data": page,
-            "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None,
-            "has_more": len(rows) > limit,
-        }
 
     async def cancel(self, principal: Principal, job_id: str) -> dict[str, Any]:
         await self._load_for(principal, job_id)
@@ -650,19 +642,7 @@ class JobService:
         return JobRecord.model_validate(doc) if doc and doc.get("object") == "job" else None
 
     async def _update(self, job_id: str, change: Callable[[JobRecord], bool]) -> JobRecord:
-        for attempt in range(UPDATE_ATTEMPTS):
-            job = await self._load(job_id)
-            if job is None:
-                raise NotFoundError(f"No job found with id '{job_id}'.", param="job_id")
-            if not change(job):
-                return job
-            try:
-                stored = await self._documents.replace(CONTAINER, job.model_dump(mode="json"), etag=job.etag)
-            except PreconditionFailedError:
-                await asyncio.sleep(0.01 * (attempt + 1))
-                continue
-            return JobRecord.model_validate(stored)
-        raise ServiceUnavailableError(f"Job {job_id} is changing too fast; retry.")
+        return await records.update(self._documents, CONTAINER, job_id, self._load, change, what="job")
 
 
 def _first_messages(spec: JobCreate) -> list[dict[str, Any]]:
