@@ -5,8 +5,9 @@ conversation so far, or an analysis's model answers. A worker claims the job wit
 lease, and saves the item after every model call and every tool result, before the next step.
 A redelivered message, or another worker after the lease lapses, resumes from the item: a tool
 call with a saved result is never run again; a model call is repeated only if the worker died
-between getting its answer and saving it. A second copy of a message while a live worker holds
-the lease does nothing.
+between getting its answer and saving it. A second copy of a message while another run holds
+the lease runs nothing: it only comes back after the lease could have lapsed, to take over a run
+whose worker died.
 
 Events (step started/finished, tool call/result/blocked, usage, the end) are items of their own
 in the job's partition, numbered, so `GET /v1/jobs/{id}/events` can replay them and resume after
@@ -235,8 +236,19 @@ class JobService:
             return  # a second copy of a finished job runs nothing
         claimed = await self._claim(job.id)
         if claimed is None:
-            return  # a live worker holds it; if that worker dies, the queue redelivers
+            await self._check_later(job.id)
+            return
         await self._run(claimed)
+
+    async def _check_later(self, job_id: str) -> None:
+        """Another run holds the job. It may be alive (then this copy must not run it too) or dead
+        with its lease not yet lapsed: look again once the lease has had time to lapse, so a job
+        is never left to a worker that is gone."""
+        current = await self._load(job_id)
+        if current is None or current.status in ENDED:
+            return
+        delay = max(1, int(current.lease_until - time.time()) + 1)
+        await self._queues.send(self._queue, {"v": 1, "job_id": job_id}, delay_seconds=delay)
 
     async def handle_poison(self, raw: Any) -> None:
         """A message that failed every delivery: leave a record saying why, never silence."""

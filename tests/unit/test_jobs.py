@@ -112,6 +112,7 @@ async def test_a_second_copy_while_another_worker_holds_the_job_does_nothing(wor
     await world.jobs.handle({"v": 1, "job_id": created["id"]})
     assert (await world.jobs.get(MASTER, created["id"]))["status"] == "running"
     assert world.answers  # no model call was made
+    assert len(world.queues.messages["jobs"]) == 2  # ...but a look later, in case that worker died
 
 
 def test_only_tool_calls_without_a_saved_result_are_pending():
