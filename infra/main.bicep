@@ -84,7 +84,7 @@ param batchChunkSize int = 100
 
 @minValue(1)
 @maxValue(256)
-@description('Requests in flight per batch queue message (CIRRUS_BATCH_CONCURRENCY).')
+@description('Requests in flight per batch in one worker, shared by its chunk messages (CIRRUS_BATCH_CONCURRENCY).')
 param batchConcurrency int = 8
 
 @allowed([

@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, alias="CIRRUS_MAX_BODY_BYTES")
     max_messages: int = Field(2048, gt=0, alias="CIRRUS_MAX_MESSAGES")
     max_upload_bytes: int = Field(200 * 1024 * 1024, gt=0, alias="CIRRUS_MAX_UPLOAD_BYTES")
-    # Batches: requests per queue message, requests in flight per message, and (for tests) the
+    # Batches: requests per queue message, requests in flight per batch per worker, and (for tests) the
     # real length of the `24h` completion window.
     batch_chunk_size: int = Field(100, ge=1, le=1000, alias="CIRRUS_BATCH_CHUNK_SIZE")
     batch_concurrency: int = Field(8, ge=1, le=256, alias="CIRRUS_BATCH_CONCURRENCY")
