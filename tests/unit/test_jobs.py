@@ -141,3 +141,35 @@ async def test_two_copies_of_a_message_in_one_worker_run_the_job_once(world):
     message = {"v": 1, "job_id": created["id"]}
     await asyncio.gather(world.jobs.handle(message), world.jobs.handle(message))
     assert (await world.jobs.get(MASTER, created["id"]))["status"] == "completed"  # one answer was enough
+
+
+def http_call(call_id: str, url: str) -> ChatCompletion:
+    completion = tool_call(call_id, "1")
+    function = completion.choices[0].message.tool_calls[0].function
+    function.name, function.arguments = "http_get", json.dumps({"url": url})
+    return completion
+
+
+async def test_a_redirect_to_the_metadata_endpoint_is_blocked_and_recorded(world, monkeypatch):
+    """A prompt-injected fetch of an allowed host that redirects to 169.254.169.254: the agent's
+    tool answers with the refusal, and the job's events record it."""
+    from shared.services.tools import registry
+    from tests.unit.test_tools import FakeWeb, http_tool, redirect
+
+    web = FakeWeb({("example.com", "/"): redirect("http://169.254.169.254/latest/meta-data/")})
+    monkeypatch.setattr(registry, "HttpGetTool", lambda: http_tool(web=web))
+    world.jobs._tools = ToolSettings(http_allowlist=("example.com",))
+    world.answers = [
+        http_call("c1", "https://example.com/"),
+        ChatCompletion.model_validate(factories.completion_dict("I could not fetch it.")),
+    ]
+    created = await world.jobs.create(
+        MASTER, JobCreate(type="agent", model="m", input="x", tools=["http_get"])
+    )
+    await world.jobs.handle({"v": 1, "job_id": created["id"]})
+    job = await world.jobs.get(MASTER, created["id"])
+    assert job["status"] == "completed" and [s.get("status") for s in job["steps"]] == [None, "blocked", None]
+    events = [d for d in world.documents.items["jobs"].values() if d.get("object") == "job.event"]
+    (blocked,) = [e["data"] for e in events if e["type"] == "tool.blocked"]
+    assert blocked["reason"] == "link-local address 169.254.169.254"
+    assert len(web.requests) == 1  # the allowed host was asked; the metadata address never was
