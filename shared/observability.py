@@ -19,13 +19,13 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from opentelemetry import context, metrics, propagate, trace
+from opentelemetry import context, propagate, trace
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
-SCOPE = "cirrus"
+from shared.telemetry import meter as _meter
+from shared.telemetry import tracer as _tracer
+
 TRACEPARENT = "traceparent"
-_tracer = trace.get_tracer(SCOPE)
-_meter = metrics.get_meter(SCOPE)
 
 http_duration = _meter.create_histogram(
     "http.server.request.duration", unit="s", description="Duration of HTTP requests Cirrus served"

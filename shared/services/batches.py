@@ -136,6 +136,10 @@ class _ChunkRun:
     checked_at: float = 0.0
     saving: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    def counts(self) -> list[int]:
+        """[completed, failed] among the chunk's requests that have a result."""
+        return [sum(self.outcomes.values()), sum(not ok for ok in self.outcomes.values())]
+
 
 class BatchService:
     def __init__(
@@ -579,7 +583,7 @@ class BatchService:
             body = "".join(json.dumps(line) + "\n" for line in lines).encode()
             await self._blobs.put(self._outputs, name, body, content_type="application/jsonl")
             del run.unsaved[: len(lines)]
-        counts = [sum(run.outcomes.values()), sum(not ok for ok in run.outcomes.values())]
+        counts = run.counts()
 
         def count(batch: BatchRecord) -> bool:
             if run.chunk in batch.chunks_done or batch.chunk_counts.get(str(run.chunk)) == counts:
@@ -599,10 +603,7 @@ class BatchService:
             if poisoned:
                 batch.poisoned_chunks.append(n)
             if run is not None:
-                batch.chunk_counts[str(n)] = [
-                    sum(run.outcomes.values()),
-                    sum(not ok for ok in run.outcomes.values()),
-                ]
+                batch.chunk_counts[str(n)] = run.counts()
             if len(batch.chunks_done) >= batch.chunks and batch.status == "in_progress":
                 batch.status, batch.finalizing_at = "finalizing", int(time.time())
             return True

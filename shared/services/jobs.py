@@ -526,8 +526,7 @@ class JobService:
 
     async def _checkpoint(self, job: JobRecord) -> None:
         """Save the run's progress (only while this worker holds the lease)."""
-        fields = ("messages", "calls", "step", "steps", "usage", "event_seq")
-        values = {name: getattr(job, name) for name in fields}
+        values = _progress(job)
 
         def save(current: JobRecord) -> bool:
             if current.worker != job.worker:
@@ -551,9 +550,7 @@ class JobService:
         if status == "lost":
             log.warning("job %s: another worker took over", job.id)
             return
-        values = {
-            name: getattr(job, name) for name in ("messages", "calls", "step", "steps", "usage", "event_seq")
-        }
+        values = _progress(job)
 
         def end(current: JobRecord) -> bool:
             if current.status in ENDED:
@@ -655,6 +652,11 @@ class JobService:
 
     async def _update(self, job_id: str, change: Callable[[JobRecord], bool]) -> JobRecord:
         return await records.update(self._documents, CONTAINER, job_id, self._load, change, what="job")
+
+
+def _progress(job: JobRecord) -> dict[str, Any]:
+    """What a run changes on its job as it goes: saved at each checkpoint and at the end."""
+    return {name: getattr(job, name) for name in ("messages", "calls", "step", "steps", "usage", "event_seq")}
 
 
 def _first_messages(spec: JobCreate) -> list[dict[str, Any]]:
