@@ -674,6 +674,293 @@ async def test_models(http: httpx.AsyncClient, sdk: openai.AsyncOpenAI, conforms
         await sdk.models.retrieve("nope")
 
 
+# --- Azure OpenAI URL shapes and credentials ----------------------------------------------
+
+API_VERSION = "2024-10-21"
+AZURE_NOT_FOUND = {"error": {"code": "404", "message": "Resource not found"}}
+BAD_API_KEY = (
+    "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a "
+    "valid key for an active subscription and use a correct regional API endpoint for your resource."
+)
+BAD_BEARER = (
+    "Unauthorized. Access token is missing, invalid, audience is incorrect "
+    "(https://cognitiveservices.azure.com), or have expired."
+)
+NO_MODEL = {key: value for key, value in CHAT.items() if key != "model"}
+
+
+def deployment_path(operation: str, deployment: str = "my-gpt", root: str = "") -> str:
+    return f"{root}/openai/deployments/{deployment}/{operation}?api-version={API_VERSION}"
+
+
+def azure_401(message: str) -> dict[str, Any]:
+    return {"error": {"code": "401", "message": message}}
+
+
+async def test_azure_deployment_chat_answers_as_the_deployment(
+    http: httpx.AsyncClient, url: str, conforms: Conforms
+) -> None:
+    path = deployment_path("chat/completions")
+    response = await http.post(path, json=NO_MODEL)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    conforms("CreateChatCompletionResponse", body)
+    assert body["model"] == "my-gpt"
+    assert content(response).startswith("Fake reply to: Hello there, fake model ")
+    # A `model` in the body is ignored, as Azure does: the deployment is the model.
+    with_model = await http.post(path, json={**CHAT, "model": "gpt-4o"})
+    assert with_model.json()["model"] == "my-gpt" and content(with_model) == content(response)
+    assert content(await chat(http, model="my-gpt")) == content(response)  # same as /v1 for that model
+
+    chunks = await stream_chunks(http, path)
+    for chunk in chunks:
+        conforms("CreateChatCompletionStreamResponse", chunk)
+    assert {c["model"] for c in chunks} == {"my-gpt"}
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == content(response)
+
+    async with openai.AsyncAzureOpenAI(
+        azure_endpoint=url, api_version=API_VERSION, api_key="key", max_retries=0, timeout=5
+    ) as azure:
+        completion = await azure.chat.completions.create(model="my-gpt", messages=CHAT["messages"])
+        assert completion.model == "my-gpt" and completion.choices[0].message.content == content(response)
+        stream = await azure.chat.completions.create(model="my-gpt", messages=CHAT["messages"], stream=True)
+        parts = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+        assert "".join(parts) == content(response)
+
+    log = await request_log(http)
+    assert [r["deployment"] for r in log] == ["my-gpt", "my-gpt", None, "my-gpt", "my-gpt", "my-gpt"]
+    assert [r["api_version"] for r in log] == [API_VERSION, API_VERSION, None, *[API_VERSION] * 3]
+    assert log[0]["path"] == "/openai/deployments/my-gpt/chat/completions"
+    assert log[0]["body"] == NO_MODEL  # logged as sent, without the model it was answered as
+    assert log[3]["stream"] is True and log[4]["headers"]["api-key"] == "key"  # log[4]: the SDK
+
+
+async def test_azure_deployment_completions_and_embeddings(
+    http: httpx.AsyncClient, conforms: Conforms
+) -> None:
+    for root in ("", "/profile/latency_ms=1"):
+        completion = await http.post(
+            deployment_path("completions", "instruct", root), json={"prompt": "Say this is a test"}
+        )
+        assert completion.status_code == 200, completion.text
+        body = completion.json()
+        conforms("CreateCompletionResponse", body)
+        assert body["model"] == "instruct"
+        assert body["choices"][0]["text"].startswith("Fake reply to: Say this is a test ")
+        chunks = await stream_chunks(
+            http, deployment_path("completions", "instruct", root), prompt="Say this is a test"
+        )
+        assert {c["model"] for c in chunks} == {"instruct"}
+        assert "".join(c["choices"][0]["text"] for c in chunks) == body["choices"][0]["text"]
+
+        request = {"input": ["first text", "second one"]}
+        embedded = await http.post(deployment_path("embeddings", "embedder", root), json=request)
+        assert embedded.status_code == 200, embedded.text
+        conforms("CreateEmbeddingResponse", embedded.json())
+        assert embedded.json()["model"] == "embedder"
+        plain = await http.post("/v1/embeddings", json={**request, "model": "embedder"})
+        assert embedded.json()["data"] == plain.json()["data"]
+    sources = [r["source"] for r in await request_log(http) if r["deployment"]]
+    assert sources == ["default"] * 3 + ["profile:latency_ms=1"] * 3
+
+
+async def test_azure_deployment_without_api_version_is_not_found(http: httpx.AsyncClient, url: str) -> None:
+    for root in ("", "/profile/reply=hi"):
+        for operation in ("chat/completions", "completions", "embeddings"):
+            path = f"{root}/openai/deployments/my-gpt/{operation}"
+            for query in ("", "?api-version=", "?api_version=2024-10-21"):
+                response = await http.post(path + query, json=NO_MODEL)
+                assert response.status_code == 404, path + query
+                assert response.json() == AZURE_NOT_FOUND
+    for path in ("/openai/deployments/my-gpt/nope?api-version=1", "/profile/x=1/openai/v2/chat/completions"):
+        response = await http.post(path, json=CHAT)
+        assert (response.status_code, response.json()) == (404, AZURE_NOT_FOUND), path
+    async with openai.AsyncOpenAI(
+        base_url=f"{url}/openai/deployments/my-gpt", api_key="key", max_retries=0, timeout=5
+    ) as sdk:
+        with pytest.raises(openai.NotFoundError):
+            await sdk.chat.completions.create(**CHAT)
+    record = (await request_log(http))[0]
+    assert (record["status"], record["deployment"], record["api_version"]) == (404, "my-gpt", None)
+
+
+async def test_azure_v1_shape(http: httpx.AsyncClient, url: str, conforms: Conforms) -> None:
+    expected = content(await chat(http))
+    for path in (
+        "/openai/v1/chat/completions",
+        f"/openai/v1/chat/completions?api-version={API_VERSION}",
+        "/profile/latency_ms=1/openai/v1/chat/completions?api-version=preview",
+    ):
+        response = await chat(http, path)
+        assert response.status_code == 200, path
+        conforms("CreateChatCompletionResponse", response.json())
+        assert response.json()["model"] == "gpt-4o-mini" and content(response) == expected
+        chunks = await stream_chunks(http, path)
+        assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == expected
+    missing_model = await http.post("/openai/v1/chat/completions", json=NO_MODEL)
+    assert missing_model.status_code == 400 and missing_model.json()["error"]["param"] == "model"
+
+    completion = await http.post("/openai/v1/completions", json={"model": "m", "prompt": "hi"})
+    assert completion.status_code == 200 and completion.json()["model"] == "m"
+    embedding = await http.post("/openai/v1/embeddings", json={"model": "e", "input": "x"})
+    assert embedding.status_code == 200 and embedding.json()["model"] == "e"
+
+    async with openai.AsyncOpenAI(base_url=f"{url}/openai/v1", api_key="key", max_retries=0) as sdk:
+        assert (await sdk.chat.completions.create(**CHAT)).choices[0].message.content == expected
+        assert "gpt-4o" in [m.id async for m in sdk.models.list()]
+
+    log = await request_log(http)
+    # log[0] is the /v1 request, then a JSON and a streamed request per path.
+    assert [(r["deployment"], r["api_version"]) for r in log[1:7:2]] == [
+        (None, None),
+        (None, API_VERSION),
+        (None, "preview"),
+    ]
+
+
+async def test_require_api_key(http: httpx.AsyncClient, url: str, conforms: Conforms) -> None:
+    root = "/profile/require_api_key=s3cret"
+    path = deployment_path("chat/completions", root=root)
+    assert (await http.post(path, json=NO_MODEL, headers={"api-key": "s3cret"})).status_code == 200
+    for headers in ({}, {"api-key": "wrong"}, {"api-key": "S3CRET"}, {"authorization": "Bearer s3cret"}):
+        for body in (NO_MODEL, {**NO_MODEL, "stream": True}):
+            refused = await http.post(path, json=body, headers=headers)
+            assert refused.status_code == 401, headers
+            assert refused.headers["content-type"].startswith("application/json")
+            assert refused.json() == azure_401(BAD_API_KEY)
+    # Credentials are checked before the body is looked at, as a real provider does.
+    garbage = await http.post(path, content=b"{not json", headers={"api-key": "wrong"})
+    assert garbage.status_code == 401
+
+    for route in ("chat/completions", "completions", "embeddings"):  # 401s before any body check
+        for prefix in ("/openai/v1", "/v1"):
+            response = await http.post(f"{root}{prefix}/{route}", json={"model": "m", "input": "x"})
+            assert response.status_code == 401, (prefix, route)
+    plain = await chat(http, f"{root}/v1/chat/completions", stream=True)
+    conforms("ErrorResponse", plain.json())
+    assert plain.json()["error"]["message"] == BAD_API_KEY
+    assert plain.json()["error"]["code"] == "invalid_api_key"
+    keyed = await http.post(f"{root}/v1/chat/completions", json=CHAT, headers={"api-key": "s3cret"})
+    assert keyed.status_code == 200
+    assert (await http.get(f"{root}/v1/models", headers={"api-key": "s3cret"})).status_code == 200
+    assert (await http.get(f"{root}/openai/v1/models")).status_code == 401
+
+    endpoint = f"{url}{root}"
+    for key, error in (("s3cret", None), ("nope", openai.AuthenticationError)):
+        async with openai.AsyncAzureOpenAI(
+            azure_endpoint=endpoint, api_version=API_VERSION, api_key=key, max_retries=0, timeout=5
+        ) as azure:
+            if error is None:
+                completion = await azure.chat.completions.create(model="dep", messages=CHAT["messages"])
+                assert completion.model == "dep"
+            else:
+                with pytest.raises(error):
+                    await azure.embeddings.create(model="dep", input="x")
+
+
+async def test_require_bearer(http: httpx.AsyncClient, url: str, conforms: Conforms) -> None:
+    root = "/profile/require_bearer=tok.en-1"
+    path = deployment_path("chat/completions", root=root)
+    for accepted in ("Bearer tok.en-1", "bearer tok.en-1"):
+        response = await http.post(path, json=NO_MODEL, headers={"authorization": accepted})
+        assert response.status_code == 200, accepted
+    for headers in (
+        {},
+        {"authorization": "Bearer other"},
+        {"authorization": "tok.en-1"},
+        {"api-key": "tok.en-1"},
+    ):
+        refused = await http.post(path, json=NO_MODEL, headers=headers)
+        assert (refused.status_code, refused.json()) == (401, azure_401(BAD_BEARER)), headers
+    plain = await chat(http, f"{root}/v1/chat/completions")
+    assert plain.status_code == 401
+    conforms("ErrorResponse", plain.json())
+    assert plain.json()["error"]["message"] == BAD_BEARER
+
+    # The openai SDK sends its api_key as a bearer token; AzureOpenAI sends azure_ad_token as one.
+    async with openai.AsyncOpenAI(base_url=f"{url}{root}/v1", api_key="tok.en-1", max_retries=0) as sdk:
+        assert (await sdk.chat.completions.create(**CHAT)).model == "gpt-4o-mini"
+    async with openai.AsyncOpenAI(base_url=f"{url}{root}/openai/v1", api_key="wrong", max_retries=0) as sdk:
+        with pytest.raises(openai.AuthenticationError):
+            await sdk.chat.completions.create(**CHAT)
+    async with openai.AsyncAzureOpenAI(
+        azure_endpoint=f"{url}{root}", api_version=API_VERSION, azure_ad_token="tok.en-1", max_retries=0
+    ) as azure:
+        stream = await azure.chat.completions.create(model="dep", messages=CHAT["messages"], stream=True)
+        assert {c.model async for c in stream} == {"dep"}
+
+
+async def test_api_key_and_bearer_accept_either(http: httpx.AsyncClient) -> None:
+    path = deployment_path("chat/completions", root="/profile/require_api_key=k1,require_bearer=t1")
+    cases: list[tuple[dict[str, str], int, str | None]] = [
+        ({"api-key": "k1"}, 200, None),
+        ({"authorization": "Bearer t1"}, 200, None),
+        ({"api-key": "wrong", "authorization": "Bearer t1"}, 200, None),
+        ({"api-key": "k1", "authorization": "Bearer wrong"}, 200, None),
+        ({"api-key": "t1"}, 401, BAD_API_KEY),
+        ({"authorization": "Bearer k1"}, 401, BAD_BEARER),  # the message is about what was sent
+        ({"api-key": "wrong", "authorization": "Bearer wrong"}, 401, BAD_API_KEY),
+        ({}, 401, BAD_API_KEY),
+    ]
+    for headers, status, message in cases:
+        response = await http.post(path, json=NO_MODEL, headers=headers)
+        assert response.status_code == status, headers
+        if message is not None:
+            assert response.json() == azure_401(message), headers
+
+
+async def test_refused_requests_use_nothing_up() -> None:
+    default = Behaviour(require_bearer="t", reply="default")
+    async with serving(default) as base, httpx.AsyncClient(base_url=base, timeout=5) as http:
+        good = {"authorization": "Bearer t"}
+        # The server default applies everywhere; the control API needs no credentials.
+        assert (await http.get("/v1/models")).status_code == 401
+        assert (await http.get("/_control/health")).json()["status"] == "ok"
+        assert content(await http.post("/v1/chat/completions", json=CHAT, headers=good)) == "default"
+
+        # A refused request neither runs a queued script nor counts towards fail_first.
+        await enqueue(http, reply="scripted", require_api_key="k", model="dep")
+        path = deployment_path("chat/completions", "dep")
+        # Merged with the default, the script accepts the bearer token t or the api-key k.
+        assert content(await http.post(path, json=NO_MODEL, headers=good)) == "scripted"
+        assert (await http.get("/_control/health")).json()["queued"] == 0
+        await enqueue(http, reply="scripted", require_api_key="k", require_bearer="other")
+        assert (await http.post(path, json=NO_MODEL, headers=good)).status_code == 401
+        assert (await http.get("/_control/health")).json()["queued"] == 1
+        assert content(await http.post(path, json=NO_MODEL, headers={"api-key": "k"})) == "scripted"
+
+        flaky = "/profile/fail_first=1,fault=503,latency_ms=300,require_api_key=k/v1/chat/completions"
+        started = time.monotonic()
+        assert [(await chat(http, flaky)).status_code for _ in range(3)] == [401] * 3
+        assert time.monotonic() - started < 0.3  # refused before the latency
+        statuses = [
+            (await http.post(flaky, json=CHAT, headers={"api-key": "k"})).status_code for _ in range(2)
+        ]
+        assert statuses == [503, 200]
+
+        log = await request_log(http)
+        refused = [r for r in log if r["status"] == 401]
+        assert [r["source"] for r in refused][-3:] == ["profile:" + flaky.split("/")[2]] * 3
+        assert refused[1]["source"] == "queue:2"
+
+
+async def test_request_log_records_azure_fields_and_headers(http: httpx.AsyncClient) -> None:
+    headers = {"api-key": "k1", "authorization": "Bearer t1", "x-test": "42"}
+    path = deployment_path("embeddings", "emb-dep", root="/profile/require_api_key=k1")
+    assert (await http.post(path, json={"input": "x"}, headers=headers)).status_code == 200
+    assert (await http.post(path, json={"input": "x"})).status_code == 401
+    await http.post("/v1/embeddings", json={"model": "e", "input": "x"})
+    first, refused, plain = await request_log(http)
+    assert first["path"] == "/profile/require_api_key=k1/openai/deployments/emb-dep/embeddings"
+    assert (first["deployment"], first["api_version"], first["status"]) == ("emb-dep", API_VERSION, 200)
+    assert first["source"] == "profile:require_api_key=k1"
+    assert {k.lower(): v for k, v in first["headers"].items()}.items() >= headers.items()
+    assert (refused["deployment"], refused["api_version"], refused["status"]) == ("emb-dep", API_VERSION, 401)
+    assert "api-key" not in {k.lower() for k in refused["headers"]}
+    assert refused["source"] == "profile:require_api_key=k1" and refused["finished_at"]
+    assert (plain["deployment"], plain["api_version"]) == (None, None)
+
+
 # --- LiteLLM and the CLI ------------------------------------------------------------------
 
 

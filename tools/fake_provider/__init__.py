@@ -9,6 +9,20 @@ API (also under `/profile/<spec>/v1/...`):
                                 encoding_format float or base64
     GET  /v1/models, /v1/models/{id}
 
+Azure OpenAI's URL shapes (also under `/profile/<spec>/openai/...`), answered the same way:
+    POST /openai/deployments/{deployment}/chat/completions?api-version=2024-10-21
+    POST /openai/deployments/{deployment}/completions?api-version=...
+    POST /openai/deployments/{deployment}/embeddings?api-version=...
+        `api-version` is required (any non-empty value); without it the answer is Azure's 404
+        `{"error": {"code": "404", "message": "Resource not found"}}`. The body needs no `model`
+        and one it has is ignored: the deployment is the model answered as (response `model`,
+        reply text, `/_control/enqueue` `model` filter).
+    POST /openai/v1/chat/completions, /openai/v1/completions, /openai/v1/embeddings
+    GET  /openai/v1/models, /openai/v1/models/{id}
+        the v1 shape: exactly the /v1 API, `model` in the body, `api-version` optional.
+Unknown paths under /openai/ get that same Azure 404; the request log records `deployment`
+(None off the deployment routes) and `api_version` (the `api-version` query parameter, or None).
+
 Replies are deterministic: "Fake reply to: <first 60 chars of the last user message>" padded
 with filler words (picked by hashing model, messages and seed) to 24 words. A token is a
 whitespace-separated word: prompt_tokens counts the words of all message contents,
@@ -25,6 +39,18 @@ requests answered by that queued script or profile (with a 500 unless a fault/st
 `context_length_exceeded`; `omit_usage=true` sends no usage, as some providers do;
 `error_message` sets the text of a `status`/fault error
 (e.g. `status=400,error_message=content_policy_violation`).
+
+Credentials, on every API route: `require_api_key=<value>` requires the header
+`api-key: <value>`, `require_bearer=<value>` requires `Authorization: Bearer <value>`
+(e.g. /profile/require_api_key=k1,require_bearer=t1/openai/deployments/d/chat/completions?api-version=...);
+with both set either credential is accepted. Profile values cannot contain a comma. A request
+without an accepted credential gets a 401 before anything else (no latency, fault or reply) and
+uses up no queued script or `fail_first` count. Under /openai/ it is Azure's envelope,
+`{"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong
+API endpoint. ..."}}` (or, for a bearer token, "Unauthorized. Access token is missing, invalid,
+audience is incorrect (https://cognitiveservices.azure.com), or have expired."); under /v1 the
+same message in OpenAI's envelope with code `invalid_api_key`. The message is about the
+required credential or, with both required, the one sent (the key if neither was).
 
 Control API (loopback clients only): POST /_control/enqueue, POST /_control/reset,
 GET /_control/requests (request log, newest last), GET /_control/health.

@@ -1,7 +1,9 @@
 """The fake provider's aiohttp application: OpenAI-compatible API, faults and control API.
 
-API routes live under `/v1/...` and, with a fixed behaviour, under `/profile/<spec>/v1/...`.
-Control routes live under `/_control/...`. See the package docstring for the full contract.
+API routes live under `/v1/...`, Azure OpenAI's `/openai/v1/...` and
+`/openai/deployments/{deployment}/...`, and, with a fixed behaviour, under the same paths prefixed
+by `/profile/<spec>`. Control routes live under `/_control/...`. See the package docstring for the
+full contract.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import asyncio
 import ipaddress
 import json
 import math
+import re
+import secrets
 import socket
 import struct
 import time
@@ -28,6 +32,7 @@ from .wire import (
     ChatRequest,
     CompletionRequest,
     EmbeddingRequest,
+    azure_error_body,
     chat_choices,
     chat_chunks,
     chat_completion,
@@ -45,6 +50,17 @@ from .wire import (
 
 _POLL_S = 0.05  # how often long waits check for a vanished client or a shutdown
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+_AZURE_PATH = re.compile(r"(/profile/[^/]+)?/openai/")
+_AZURE_NOT_FOUND = "Resource not found"
+# Azure OpenAI's own words for a wrong or missing key, and for a bad Entra ID token.
+_BAD_API_KEY = (
+    "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a "
+    "valid key for an active subscription and use a correct regional API endpoint for your resource."
+)
+_BAD_BEARER = (
+    "Unauthorized. Access token is missing, invalid, audience is incorrect "
+    "(https://cognitiveservices.azure.com), or have expired."
+)
 
 Responder = Callable[["Exchange", Any], Awaitable[web.StreamResponse]]
 
@@ -70,9 +86,16 @@ def create_app(
         ("GET", "/models", None, _models),
         ("GET", "/models/{model:.+}", None, _model),
     ]
-    for prefix in ("/v1", "/profile/{profile}/v1"):
-        for method, path, request_model, respond in api:
-            app.router.add_route(method, prefix + path, _api_handler(request_model, respond))
+    families = (  # (prefix, routes, answer errors in Azure's envelope)
+        ("/v1", api, False),
+        ("/openai/v1", api, True),
+        ("/openai/deployments/{deployment}", api[:3], True),
+    )
+    for root in ("", "/profile/{profile}"):
+        for prefix, routes, azure in families:
+            for method, path, request_model, respond in routes:
+                handler = _api_handler(request_model, respond, azure=azure)
+                app.router.add_route(method, root + prefix + path, handler)
     app.router.add_post("/_control/enqueue", _enqueue)
     app.router.add_post("/_control/reset", _reset)
     app.router.add_get("/_control/requests", _requests)
@@ -89,12 +112,14 @@ async def _on_shutdown(app: web.Application) -> None:
 async def _openai_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Report routing errors (404, 405, 403...) in OpenAI's error envelope."""
+    """Report routing errors (404, 405, 403...) in OpenAI's error envelope (Azure's for its 404s)."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        if exc.status == 404 and _AZURE_PATH.match(request.path):
+            return web.json_response(azure_error_body(404, _AZURE_NOT_FOUND), status=404)
         message = exc.reason
         if exc.status in (404, 405):
             message = f"Invalid URL ({request.method} {request.path})"
@@ -192,9 +217,10 @@ def _sse_frames(events: Iterable[dict[str, Any]]) -> Iterator[bytes]:
 
 
 def _api_handler(
-    request_model: type[BaseModel] | None, respond: Responder
+    request_model: type[BaseModel] | None, respond: Responder, *, azure: bool
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """An aiohttp handler: log, parse, choose a behaviour, wait, inject faults, respond."""
+    """An aiohttp handler: log, check credentials, parse, choose a behaviour, wait, inject faults,
+    respond. `azure` routes report 404s and 401s in Azure OpenAI's envelope."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         state = request.app[STATE]
@@ -210,9 +236,7 @@ def _api_handler(
         record = state.record(request, body)
         exchange = Exchange(request, state, record)
         try:
-            if problem is not None:
-                raise problem
-            return await _serve(exchange, request_model, body, respond)
+            return await _serve(exchange, request_model, body, problem, respond, azure=azure)
         except ApiError as exc:
             return await exchange.send_json(exc.body(), exc.status)
         finally:
@@ -223,15 +247,35 @@ def _api_handler(
 
 
 async def _serve(
-    exchange: Exchange, request_model: type[BaseModel] | None, body: Any, respond: Responder
+    exchange: Exchange,
+    request_model: type[BaseModel] | None,
+    body: Any,
+    problem: ApiError | None,
+    respond: Responder,
+    *,
+    azure: bool,
 ) -> web.StreamResponse:
-    """Validate, pick the behaviour, wait `latency_ms`, then fail or respond as it says."""
+    """Check the URL and credentials, validate, pick the behaviour, wait `latency_ms`, then fail
+    or respond as it says."""
+    request = exchange.request
+    deployment = request.match_info.get("deployment")
+    if deployment is not None and not request.query.get("api-version"):
+        raise ApiError(404, _AZURE_NOT_FOUND, azure=True)  # what Azure says without api-version
+    profile = _profile(request)
+    # Credentials come first, checked against the behaviour that would answer, which is then
+    # only used up (queue, fail_first) by a request that gets past them.
+    model = deployment or (body.get("model") if isinstance(body, dict) else None)
+    behaviour, source = exchange.state.peek(model if isinstance(model, str) else None, profile)
+    _authenticate(exchange, behaviour, source, azure)
+    if problem is not None:
+        raise problem
     parsed: Any = None
     if request_model is not None:
         if not isinstance(body, dict):
             raise ApiError(400, "The request body must be a JSON object.")
+        if deployment is not None:  # the deployment is the model, whatever the body says (as Azure)
+            body = {**body, "model": deployment}
         parsed = parse_request(request_model, body)
-    profile = _profile(exchange.request)
     streaming = bool(getattr(parsed, "stream", False))
     exchange.record.stream = streaming
     exchange.behaviour, exchange.record.source = exchange.state.choose(
@@ -244,6 +288,33 @@ async def _serve(
     if failure is not None:
         return failure
     return await respond(exchange, parsed)
+
+
+def _authenticate(exchange: Exchange, behaviour: Behaviour, source: str, azure: bool) -> None:
+    """Raise a 401 unless the request carries a credential `behaviour` requires (either, if both)."""
+    key, token = behaviour.require_api_key, behaviour.require_bearer
+    if key is None and token is None:
+        return
+    headers = exchange.request.headers
+    sent_key, sent_token = headers.get("api-key"), _bearer_token(headers.get("Authorization"))
+    if (key is not None and _matches(sent_key, key)) or (token is not None and _matches(sent_token, token)):
+        return
+    exchange.record.source = source
+    # Complain about the credential that is required or, both being accepted, the one sent.
+    if key is None or (token is not None and sent_key is None and sent_token is not None):
+        message = _BAD_BEARER
+    else:
+        message = _BAD_API_KEY
+    raise ApiError(401, message, code="invalid_api_key", azure=azure)
+
+
+def _bearer_token(authorization: str | None) -> str | None:
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def _matches(sent: str | None, expected: str) -> bool:
+    return sent is not None and secrets.compare_digest(sent.encode(), expected.encode())
 
 
 def _profile(request: web.Request) -> tuple[str, Behaviour] | None:

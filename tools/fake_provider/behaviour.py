@@ -22,7 +22,9 @@ class Behaviour(BaseModel):
     """How to answer one request.
 
     Fields left unset in a queued or profile behaviour fall back to the server default.
-    Failure precedence: `fault` reset/timeout/cut, then `status`, then `fault` 429/500/503.
+    `require_api_key` / `require_bearer` are checked before anything else (a refused request gets
+    a 401 and uses up no queued script or `fail_first` count). Failure precedence after that:
+    `fault` reset/timeout/cut, then `status`, then `fault` 429/500/503.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -44,6 +46,15 @@ class Behaviour(BaseModel):
     )
     omit_usage: bool = Field(default=False, description="Send no usage at all, as some providers do.")
     error_message: str | None = Field(default=None, description="Message of a `status` or fault error.")
+    require_api_key: str | None = Field(
+        default=None, min_length=1, description="Refuse (401) requests without the header `api-key: <value>`."
+    )
+    require_bearer: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Refuse (401) requests without `Authorization: Bearer <value>`; with `require_api_key` "
+        "too, either credential is accepted.",
+    )
 
     @field_validator("fault", mode="before")
     @classmethod

@@ -19,6 +19,8 @@ class RequestRecord:
     """One API request as received, and how far answering it got.
 
     Times are Unix epoch seconds. `streaming` is true while a streamed response is being written.
+    `deployment` is the Azure deployment named in the path (`/openai/deployments/{deployment}/...`),
+    `api_version` the `api-version` query parameter; both are None when absent.
     """
 
     id: int
@@ -33,6 +35,8 @@ class RequestRecord:
     finished_at: float | None = None
     status: int | None = None  # None when the connection was dropped without a response
     source: str | None = None  # which behaviour answered: "queue:<id>", "profile:<spec>", "default"
+    deployment: str | None = None
+    api_version: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,6 +74,8 @@ class ProviderState:
             headers=dict(request.headers),
             body=body,
             received_at=time.time(),
+            deployment=request.match_info.get("deployment"),
+            api_version=request.query.get("api-version"),
         )
         self.requests.append(entry)
         return entry
@@ -87,17 +93,27 @@ class ProviderState:
 
     def choose(self, model: str | None, profile: tuple[str, Behaviour] | None) -> tuple[Behaviour, str]:
         """The behaviour for a request and its source: first matching queued one, profile, default."""
+        entry, behaviour, source = self._find(model, profile)
+        if entry is not None:
+            entry.remaining -= 1
+            if entry.remaining == 0:
+                self.queue.remove(entry)
+        return self._count(behaviour, source), source
+
+    def peek(self, model: str | None, profile: tuple[str, Behaviour] | None) -> tuple[Behaviour, str]:
+        """What `choose` would pick, without using up a queued script or a `fail_first` count."""
+        _, behaviour, source = self._find(model, profile)
+        return behaviour, source
+
+    def _find(
+        self, model: str | None, profile: tuple[str, Behaviour] | None
+    ) -> tuple[QueuedBehaviour | None, Behaviour, str]:
         for entry in self.queue:
             if entry.model is None or entry.model == model:
-                entry.remaining -= 1
-                if entry.remaining == 0:
-                    self.queue.remove(entry)
-                source = f"queue:{entry.id}"
-                return self._count(merge(self.default, entry.behaviour), source), source
+                return entry, merge(self.default, entry.behaviour), f"queue:{entry.id}"
         if profile is not None:
-            source = f"profile:{profile[0]}"
-            return self._count(merge(self.default, profile[1]), source), source
-        return self._count(self.default, "default"), "default"
+            return None, merge(self.default, profile[1]), f"profile:{profile[0]}"
+        return None, self.default, "default"
 
     def _count(self, behaviour: Behaviour, source: str) -> Behaviour:
         """Apply `fail_first`: fail (500 unless a failure is set) the first N uses of a source."""

@@ -39,16 +39,25 @@ _FAULT_MESSAGES = {
 
 
 class ApiError(Exception):
-    """A failure to report in OpenAI's error envelope."""
+    """A failure to report in OpenAI's error envelope (or, with `azure`, Azure's shorter one)."""
 
     def __init__(
-        self, status: int, message: str, *, param: str | None = None, code: str | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        azure: bool = False,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
+        self.azure = azure
 
     def body(self) -> dict[str, Any]:
         """The `ErrorResponse` JSON body."""
+        if self.azure:
+            return azure_error_body(self.status, self.message)
         return error_body(self.status, self.message, param=self.param, code=self.code)
 
 
@@ -64,6 +73,11 @@ def error_body(
         kind = "invalid_request_error"
     message = message or _FAULT_MESSAGES.get(status, f"Fake provider error {status}.")
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def azure_error_body(status: int, message: str) -> dict[str, Any]:
+    """Azure OpenAI's gateway envelope, e.g. `{"error": {"code": "404", "message": "Resource not found"}}`."""
+    return {"error": {"code": str(status), "message": message}}
 
 
 # --- requests -----------------------------------------------------------------------------
