@@ -6,9 +6,10 @@
 //
 // Function App (Flex Consumption, Python 3.11) · Storage (blobs, queues, deployment package) ·
 // Cosmos DB for NoSQL (serverless by default) · Key Vault (master key, hash secret, provider keys) ·
-// Application Insights on Log Analytics. No connection strings and no keys anywhere: shared-key
-// access is off on Storage, local auth is off on Cosmos DB and Application Insights, and secrets
-// reach the app as Key Vault references.
+// Application Insights on Log Analytics · optionally, keyless access to an existing Azure OpenAI
+// account (azureOpenAiAccountName; modules/azure-openai-access.bicep). No connection strings and
+// no keys anywhere: shared-key access is off on Storage, local auth is off on Cosmos DB and
+// Application Insights, and secrets reach the app as Key Vault references.
 //
 // The app's settings are the `appSettings` object below, one key a line, so that
 // tests/unit/test_infra.py can compare its keys with shared/config.py's Settings and with
@@ -128,6 +129,12 @@ param principalId string = ''
 ])
 @description('Kind of principal principalId is.')
 param principalType string = 'User'
+
+@description('Keyless Azure OpenAI: name of an existing Azure OpenAI or Azure AI Services account (Microsoft.CognitiveServices/accounts, kind OpenAI or AIServices). The app\'s identity gets Cognitive Services OpenAI User on it, and azure/ deployments without an api_key sign in with that identity. Empty: no assignment.')
+param azureOpenAiAccountName string = ''
+
+@description('Resource group of azureOpenAiAccountName, in this subscription. Empty: this resource group.')
+param azureOpenAiResourceGroup string = ''
 
 // --- names -------------------------------------------------------------------------------------
 
@@ -551,6 +558,18 @@ resource deployerSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04
   }
 }
 
+// Keyless Azure OpenAI (azureOpenAiAccountName): Cognitive Services OpenAI User on the existing
+// account, assigned by a module deployed to the account's resource group (this one by default).
+module azureOpenAiAccess 'modules/azure-openai-access.bicep' = if (!empty(azureOpenAiAccountName)) {
+  name: 'cirrus-azure-openai-${resourceToken}'
+  scope: resourceGroup(empty(azureOpenAiResourceGroup) ? resourceGroup().name : azureOpenAiResourceGroup)
+  params: {
+    accountName: azureOpenAiAccountName
+    identityId: identity.id
+    principalId: identity.properties.principalId
+  }
+}
+
 // --- the Function App --------------------------------------------------------------------------
 
 // Every app setting Cirrus reads in Azure (shared/config.py Settings aliases), plus the host's own.
@@ -571,6 +590,8 @@ var appSettings = {
   CIRRUS_HTTP_MAX_BYTES: '1000000'
   CIRRUS_HTTP_TIMEOUT_S: '10'
   CIRRUS_JOB_LEASE_SECONDS: '90'
+  CIRRUS_PROVIDER_MAX_CONNECTIONS: '256'
+  CIRRUS_PROVIDER_KEEPALIVE_SECONDS: '30'
   CIRRUS_LOG_LEVEL: 'INFO'
   CIRRUS_LOG_FORMAT: 'text'
   CIRRUS_TRACE_CONTENT: 'false'
@@ -691,6 +712,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     secretsUser
     metricsPublisher
     cosmosRoleAssignment
+    azureOpenAiAccess
     packageContainer
     appQueues
   ]
@@ -755,3 +777,5 @@ output BATCH_QUEUE string = batchQueue
 output USAGE_QUEUE string = usageQueue
 output CIRRUS_MODEL_CONFIG string = modelConfig
 output APPLICATIONINSIGHTS_CONNECTION_STRING string = appInsights.properties.ConnectionString
+// The keyless account's endpoint, for the model file's api_base (an output only: see modelSettings).
+output AZURE_OPENAI_ENDPOINT string = empty(azureOpenAiAccountName) ? '' : azureOpenAiAccess!.outputs.endpoint

@@ -19,6 +19,9 @@ from shared.services.provisioning import required_resources
 
 ROOT = Path(__file__).resolve().parents[2]
 BICEP = ROOT / "infra" / "main.bicep"
+AZURE_OPENAI_MODULE = ROOT / "infra" / "modules" / "azure-openai-access.bicep"
+# Built-in role Cognitive Services OpenAI User: inference on Azure OpenAI with an Entra ID token.
+COGNITIVE_SERVICES_OPENAI_USER = "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd"
 
 # In local.settings.sample.json, never in Azure.
 LOCAL_ONLY = {
@@ -51,6 +54,20 @@ _CHECKOV_SKIP = re.compile(r"checkov:skip=([A-Z0-9_]+)(:?)(.*)$")
 
 def bicep() -> str:
     return BICEP.read_text(encoding="utf-8")
+
+
+def every_bicep() -> str:
+    """main.bicep and its modules: what checkov scans."""
+    return "\n".join(path.read_text(encoding="utf-8") for path in sorted((ROOT / "infra").rglob("*.bicep")))
+
+
+def declaration(text: str, header: str) -> str:
+    """A top-level `resource` or `module` declaration, from the line matching `header` (a regular
+    expression) to its closing brace at column 0."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if re.match(header, line))
+    end = next(i for i in range(start + 1, len(lines)) if lines[i] == "}")
+    return "\n".join(lines[start : end + 1])
 
 
 def block(header: str) -> list[str]:
@@ -137,7 +154,7 @@ def test_local_sample_and_bicep_differ_only_by_the_documented_settings():
 
 def test_local_only_settings_and_keys_never_reach_azure():
     assert not set(LOCAL_ONLY) & set(app_settings())
-    text = bicep()
+    text = every_bicep()
     for forbidden in ("listKeys(", "AccountKey=", "connectionStrings", "FUNCTIONS_EXTENSION_VERSION"):
         assert forbidden not in text
     assert "allowSharedKeyAccess: false" in text
@@ -194,7 +211,7 @@ def test_queue_batch_size_default_is_host_json():
 
 
 def test_every_checkov_skip_gives_a_reason():
-    skips = [m for line in bicep().splitlines() if (m := _CHECKOV_SKIP.search(line))]
+    skips = [m for line in every_bicep().splitlines() if (m := _CHECKOV_SKIP.search(line))]
     assert skips
     for check, colon, reason in (m.groups() for m in skips):
         assert colon and len(reason.strip()) >= 20, f"{check} is skipped without a written reason"
@@ -217,3 +234,43 @@ def test_azure_yaml_deploys_this_folder_as_a_python_function_app():
     config = yaml.safe_load((ROOT / "azure.yaml").read_text())
     assert config["infra"]["path"] == "infra"
     assert config["services"]["api"] == {"project": ".", "language": "python", "host": "function"}
+
+
+def test_keyless_azure_openai_is_off_by_default_and_assigns_openai_user_on_the_account():
+    declared = params()
+    assert declared["azureOpenAiAccountName"] == ("string", "''")
+    assert declared["azureOpenAiResourceGroup"] == ("string", "''")
+
+    # main.bicep: the module only when the account is named, deployed to the account's resource
+    # group (this one when none is given), for the app's identity.
+    module = declaration(bicep(), r"module azureOpenAiAccess 'modules/azure-openai-access\.bicep' = ")
+    assert "= if (!empty(azureOpenAiAccountName)) {" in module.splitlines()[0]
+    account_group = "empty(azureOpenAiResourceGroup) ? resourceGroup().name : azureOpenAiResourceGroup"
+    assert f"  scope: resourceGroup({account_group})\n" in module
+    assert "accountName: azureOpenAiAccountName" in module
+    assert "identityId: identity.id" in module
+    assert "principalId: identity.properties.principalId" in module
+    assert re.search(r"^    azureOpenAiAccess$", declaration(bicep(), r"resource functionApp "), re.M)
+    endpoint = "empty(azureOpenAiAccountName) ? '' : azureOpenAiAccess!.outputs.endpoint"
+    assert f"\noutput AZURE_OPENAI_ENDPOINT string = {endpoint}\n" in bicep()
+
+    # The module: the role on the existing account itself, named deterministically.
+    text = AZURE_OPENAI_MODULE.read_text(encoding="utf-8")
+    account = declaration(text, r"resource account 'Microsoft\.CognitiveServices/accounts@.+' existing = \{$")
+    assert "  name: accountName" in account
+    role_id = re.search(r"^var (\w+) = '" + COGNITIVE_SERVICES_OPENAI_USER + "'$", text, re.M)
+    assert role_id, "the module names the Cognitive Services OpenAI User role id"
+    assignment = declaration(text, r"resource \w+ 'Microsoft\.Authorization/roleAssignments@[\d-]+' = \{$")
+    assert "  scope: account\n" in assignment
+    assert f"  name: guid(account.id, identityId, {role_id[1]})\n" in assignment
+    assert (
+        f"roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', {role_id[1]})"
+        in assignment
+    )
+    assert "principalId: principalId" in assignment
+    assert "principalType: 'ServicePrincipal'" in assignment
+
+    # azd hands both parameters over from the environment, empty unless set.
+    given = json.loads((ROOT / "infra" / "main.parameters.json").read_text())["parameters"]
+    assert given["azureOpenAiAccountName"] == {"value": "${CIRRUS_AZURE_OPENAI_ACCOUNT_NAME}"}
+    assert given["azureOpenAiResourceGroup"] == {"value": "${CIRRUS_AZURE_OPENAI_RESOURCE_GROUP}"}
