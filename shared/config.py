@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     http_allowlist: str = Field("", alias="CIRRUS_HTTP_ALLOWLIST")
     http_max_bytes: int = Field(1_000_000, gt=0, alias="CIRRUS_HTTP_MAX_BYTES")
     http_timeout_s: float = Field(10.0, gt=0, le=120, alias="CIRRUS_HTTP_TIMEOUT_S")
+    # Connections to model providers: one pool per worker process, kept alive between requests.
+    provider_max_connections: int = Field(256, ge=1, le=10_000, alias="CIRRUS_PROVIDER_MAX_CONNECTIONS")
+    provider_keepalive_seconds: float = Field(30.0, gt=0, le=600, alias="CIRRUS_PROVIDER_KEEPALIVE_SECONDS")
     # How long a job stays claimed by a worker that stops renewing it (died): then another resumes it.
     job_lease_seconds: float = Field(90.0, ge=1, le=600, alias="CIRRUS_JOB_LEASE_SECONDS")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="CIRRUS_LOG_LEVEL")

@@ -1,14 +1,15 @@
 """The typed container: settings, clients and services, built once per worker process.
 
 Functions get it with `await get_container()`. Building it reads the app settings and the model
-file and creates the Azure clients (no network I/O), then in local mode creates any missing
-database, containers and queues. The LLM router, whose import takes seconds, is built on first
-use in a worker thread so the event loop keeps serving meanwhile.
+file, builds the model router and creates the Azure clients (no network I/O), then in local mode
+creates any missing database, containers and queues. The router is cheap to build; only a model
+file with deployments LiteLLM serves starts LiteLLM's import, in a background thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import logging
@@ -65,13 +66,14 @@ class Container:
         settings: Settings,
         models: ModelConfig,
         clients: Clients,
-        llm_factory: LLMFactory,
+        llm: LLMRouter,
         *,
         models_created: int = 0,
     ) -> None:
         self.settings = settings
         self.models = models
         self.clients = clients
+        self.llm = llm
         self.catalog = ModelCatalog(models, created=models_created)
         self.limiter = KeyLimiter(clients.documents)
         self.auth = AuthService(
@@ -122,27 +124,16 @@ class Container:
                 self.files, self._max_input_tokens, max_file_bytes=settings.max_upload_bytes
             ),
         )
-        self._llm_factory = llm_factory
-        self._llm: LLMRouter | None = None
-        self._llm_lock = asyncio.Lock()
-
-    async def llm(self) -> LLMRouter:
-        """The router, built on first use off the event loop (LiteLLM's import is slow)."""
-        if self._llm is None:
-            async with self._llm_lock:
-                if self._llm is None:
-                    self._llm = await asyncio.to_thread(self._llm_factory, self.models)
-        return self._llm
 
     async def _cost(self, served_by: Any, input_tokens: int, output_tokens: int) -> float | None:
-        return (await self.llm()).cost_usd(served_by, input_tokens, output_tokens)
+        return self.llm.cost_usd(served_by, input_tokens, output_tokens)
 
     async def _max_input_tokens(self, model: str) -> int | None:
-        return (await self.llm()).limits(model).max_input_tokens
+        return self.llm.limits(model).max_input_tokens
 
     async def metering(self) -> Metering:
         return Metering(
-            await self.llm(),
+            self.llm,
             self.usage,
             self.background,
             self.limiter,
@@ -168,7 +159,7 @@ class Container:
         settings, clients = self.settings, self.clients
 
         async def models() -> dict[str, Any]:
-            await self.llm()
+            await self.llm.warm()
             return {"models": len(self.catalog.list())}
 
         return HealthService(
@@ -183,8 +174,7 @@ class Container:
     async def aclose(self) -> None:
         await self.background.drain()
         await self.clients.aclose()
-        if self._llm is not None:
-            await self._llm.aclose()
+        await self.llm.aclose()
 
 
 def azure_clients(settings: Settings) -> Clients:
@@ -217,23 +207,37 @@ def azure_clients(settings: Settings) -> Clients:
     return Clients(documents=documents, blobs=blobs, queues=queues)
 
 
-def litellm_router(models: ModelConfig) -> LLMRouter:
-    from shared.clients.llm_router import LiteLLMRouter  # noqa: PLC0415 - imports litellm
+def model_router(models: ModelConfig, settings: Settings) -> LLMRouter:
+    """Cirrus's router over the model file, its provider connections sized by the settings."""
+    from shared.clients.llm import ModelRouter  # noqa: PLC0415 - keeps aiohttp off /health's path
 
-    return LiteLLMRouter(models)
+    def azure_credential() -> Any:
+        # Keyless Azure OpenAI: the app's identity (managed identity in Azure, `az login` locally).
+        from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415
+
+        return DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id)
+
+    return ModelRouter(
+        models,
+        max_connections=settings.provider_max_connections,
+        keepalive_seconds=settings.provider_keepalive_seconds,
+        azure_credential=azure_credential,
+    )
 
 
 async def build_container(
     settings: Settings | None = None,
     *,
     clients: Callable[[Settings], Clients] = azure_clients,
-    llm_factory: LLMFactory = litellm_router,
+    llm_factory: LLMFactory | None = None,
 ) -> Container:
-    """Read settings and the model file, create clients and, in local mode, missing resources."""
+    """Read settings and the model file, build the router and clients and, in local mode, create
+    missing resources."""
     try:
         settings = settings or get_settings()
         path = settings.resolved_models_file()
         models = load_model_config(path)
+        llm = (llm_factory or functools.partial(model_router, settings=settings))(models)
     except ConfigError as exc:
         log.error("%s", exc)
         raise ServiceUnavailableError("Cirrus is not configured correctly; see the server log.") from exc
@@ -250,9 +254,10 @@ async def build_container(
             await provision(required_resources(settings), built.documents, built.blobs, built.queues)
         except Exception as exc:
             await built.aclose()
+            await llm.aclose()
             log.error("local provisioning failed: %s", type(exc).__name__)
             raise ServiceUnavailableError("A storage dependency of Cirrus is unreachable.") from exc
-    return Container(settings, models, built, llm_factory, models_created=int(path.stat().st_mtime))
+    return Container(settings, models, built, llm, models_created=int(path.stat().st_mtime))
 
 
 @dataclass

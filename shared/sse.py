@@ -5,9 +5,10 @@ Pure functions over bytes; tested as exact bytes in tests/unit/test_sse.py.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 DONE = b"data: [DONE]\n\n"
 MEDIA_TYPE = "text/event-stream"
@@ -15,9 +16,14 @@ MEDIA_TYPE = "text/event-stream"
 HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
+def data_event(data: Mapping[str, Any]) -> bytes:
+    """One `data:` event of compact JSON: what every OpenAI stream chunk is (the hot path)."""
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
 def encode(data: Mapping[str, Any] | str, *, event: str | None = None, id: str | None = None) -> bytes:
     """One event. Mappings become compact JSON; a multi-line string becomes several `data:` lines."""
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    payload = data if isinstance(data, str) else orjson.dumps(data).decode()
     lines = []
     if id is not None:
         lines.append(f"id: {_single_line(id, 'id')}")

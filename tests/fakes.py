@@ -12,16 +12,11 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from openai.types import Completion
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
-from openai.types.completion_usage import CompletionUsage
-
 from shared.clients.protocols import (
-    ChatResult,
-    CompletionResult,
     CosmosContainerSpec,
     EmbeddingResult,
     ModelLimits,
+    ModelResult,
     ServedBy,
 )
 from shared.errors import ConflictError, PreconditionFailedError, UpstreamError
@@ -167,21 +162,21 @@ class InMemoryQueueStore:
 
 @dataclass
 class FakeStream:
-    chunks: list[ChatCompletionChunk]
+    chunks: list[dict[str, Any]]
     served_by: ServedBy
-    usage: CompletionUsage | None = None
+    usage: dict[str, Any] | None = None
     fail_after: int | None = None
     finish_reasons: list[str] = field(default_factory=list)
     closed: bool = False
     usage_estimated: bool = False
 
-    async def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         for index, chunk in enumerate(self.chunks):
             if self.fail_after is not None and index >= self.fail_after:
                 raise UpstreamError("The model provider returned an error.")
-            self.finish_reasons.extend(c.finish_reason for c in chunk.choices if c.finish_reason)
-            if chunk.usage is not None:
-                self.usage = chunk.usage
+            self.finish_reasons.extend(c["finish_reason"] for c in chunk["choices"] if c.get("finish_reason"))
+            if chunk.get("usage") is not None:
+                self.usage = chunk["usage"]
             yield chunk
 
     async def aclose(self) -> None:
@@ -210,25 +205,21 @@ class FakeLLMRouter:
             raise reply
         return reply
 
-    async def chat(self, params: Mapping[str, Any]) -> ChatResult:
+    async def chat(self, params: Mapping[str, Any]) -> ModelResult:
         self.calls.append(dict(params))
         text = self._next()
-        completion = ChatCompletion.model_validate(factories.completion_dict(text, model=params["model"]))
-        return ChatResult(completion, served_by(params["model"]))
+        return ModelResult(factories.completion_dict(text, model=params["model"]), served_by(params["model"]))
 
     async def chat_stream(self, params: Mapping[str, Any], *, fail_after: int | None = None) -> FakeStream:
         self.calls.append(dict(params))
         text = self._next()
         include_usage = bool((params.get("stream_options") or {}).get("include_usage"))
-        chunks = [
-            ChatCompletionChunk.model_validate(c)
-            for c in factories.chunk_dicts(text, model=params["model"], include_usage=include_usage)
-        ]
+        chunks = factories.chunk_dicts(text, model=params["model"], include_usage=include_usage)
         stream = FakeStream(chunks, served_by(params["model"]), fail_after=fail_after)
         self.streams.append(stream)
         return stream
 
-    async def text_completion(self, params: Mapping[str, Any]) -> CompletionResult:
+    async def text_completion(self, params: Mapping[str, Any]) -> ModelResult:
         self.calls.append(dict(params))
         text = self._next()
         body = {
@@ -243,7 +234,7 @@ class FakeLLMRouter:
                 "total_tokens": 3 + len(text.split()),
             },
         }
-        return CompletionResult(Completion.model_validate(body), served_by(params["model"]))
+        return ModelResult(body, served_by(params["model"]))
 
     async def text_completion_stream(self, params: Mapping[str, Any]) -> FakeStream:
         raise NotImplementedError
@@ -274,6 +265,9 @@ class FakeLLMRouter:
 
     def limits(self, model: str) -> ModelLimits:
         return self.model_limits.get(model, ModelLimits(None, None))
+
+    async def warm(self) -> None:
+        pass
 
     async def aclose(self) -> None:
         pass

@@ -5,7 +5,6 @@ which gives the Functions host the signature it indexes (`req: Request`) and tur
 into the OpenAI error envelope. A traceback never reaches a client.
 """
 
-import json
 import logging
 import re
 import time
@@ -14,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response, StreamingResponse
 from opentelemetry import trace
 from pydantic import BaseModel
@@ -127,8 +127,13 @@ def error_response(err: CirrusError) -> Response:
 def json_response(
     body: BaseModel | dict[str, Any], *, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
-    content = body.model_dump(mode="json", exclude_unset=True) if isinstance(body, BaseModel) else body
-    return JSONResponse(content, status_code=status, headers=headers)
+    """JSON serialised once, with orjson (models through pydantic's own serialiser)."""
+    content = (
+        body.model_dump_json(exclude_unset=True).encode()
+        if isinstance(body, BaseModel)
+        else orjson.dumps(body)
+    )
+    return Response(content, status_code=status, headers=headers, media_type="application/json")
 
 
 def served_headers(served_by: ServedBy, **extra: str | None) -> dict[str, str]:
@@ -143,17 +148,17 @@ def served_headers(served_by: ServedBy, **extra: str | None) -> dict[str, str]:
     return headers
 
 
-def sse_response(chunks: AsyncIterator[BaseModel], request_id: str, headers: dict[str, str]) -> Response:
+def sse_response(chunks: AsyncIterator[dict[str, Any]], request_id: str, headers: dict[str, str]) -> Response:
     return StreamingResponse(
         _sse(chunks, request_id), media_type=sse.MEDIA_TYPE, headers={**sse.HEADERS, **headers}
     )
 
 
-async def _sse(chunks: AsyncIterator[BaseModel], request_id: str) -> AsyncIterator[bytes]:
+async def _sse(chunks: AsyncIterator[dict[str, Any]], request_id: str) -> AsyncIterator[bytes]:
     """Chunks as events, then `[DONE]`; a failure mid-stream becomes one error event and no `[DONE]`."""
     try:
         async for chunk in chunks:
-            yield sse.encode(chunk.model_dump(mode="json", exclude_unset=True))
+            yield sse.data_event(chunk)
     except Exception as exc:
         yield sse.encode(error_body(as_cirrus_error(exc, request_id)))
         return
@@ -186,8 +191,8 @@ async def read_json(req: Request, max_bytes: int) -> Any:
     if not body.strip():
         raise InvalidRequestError("The request body is empty; expected a JSON object.")
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:  # also invalid UTF-8, NaN literals and nesting deeper than 1024
         raise InvalidRequestError(
             "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
             "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "

@@ -26,7 +26,7 @@ async def completions(req: Request, ctx: RequestContext) -> Response:
         stream = await service.open_stream(request, ctx.call(req))
         return sse_response(stream.chunks, ctx.request_id, served_headers(stream.served_by))
     result = await service.create(request, ctx.call(req))
-    return json_response(result.completion, headers=served_headers(result.served_by))
+    return json_response(result.body, headers=served_headers(result.served_by))
 
 
 @bp.route(route="v1/embeddings", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)

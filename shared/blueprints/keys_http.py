@@ -71,7 +71,7 @@ async def revoke_key(req: Request, ctx: RequestContext) -> Response:
 
 def _known_models(ctx: RequestContext, models: list[str] | None) -> None:
     """A typo in `models` would lock a key out of the model meant: refuse names not served."""
-    served = {m.id for m in ctx.container.catalog.list()}
+    served = {m["id"] for m in ctx.container.catalog.list()}
     unknown = [m for m in models or [] if m not in served]
     if unknown:
         raise InvalidRequestError(

@@ -12,8 +12,8 @@ bp = func.Blueprint()
 @bp.route(route="v1/models", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @endpoint()
 async def list_models(req: Request, ctx: RequestContext) -> Response:
-    models = [m for m in ctx.container.catalog.list() if ctx.principal.may_use(m.id)]
-    return json_response({"object": "list", "data": [m.model_dump(mode="json") for m in models]})
+    models = [m for m in ctx.container.catalog.list() if ctx.principal.may_use(m["id"])]
+    return json_response({"object": "list", "data": models})
 
 
 # A catch-all segment: public model names may contain slashes ("openai/gpt-4o").
@@ -23,4 +23,4 @@ async def get_model(req: Request, ctx: RequestContext) -> Response:
     name = req.path_params["model"]
     if not ctx.principal.may_use(name):
         raise ModelNotFoundError(name)  # as OpenAI answers: "does not exist or you do not have access"
-    return json_response(ctx.container.catalog.get(name).model_dump(mode="json"))
+    return json_response(ctx.container.catalog.get(name))

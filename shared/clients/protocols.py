@@ -1,20 +1,16 @@
 """The seams between Cirrus's services and the outside world. Services depend on these only.
 
 Each Protocol has one production adapter named for its technology (`cosmos_store.py`,
-`blob_store.py`, `queue_store.py`, `llm_router.py`) and an in-memory fake in `tests/fakes.py`.
+`blob_store.py`, `queue_store.py`; the model data plane is the `llm` package) and an in-memory
+fake in `tests/fakes.py`. Model answers travel as plain OpenAI-shaped dicts: no SDK objects are
+built on the hot path.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
-
-from openai.types import Completion
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
-from openai.types.completion_usage import CompletionUsage
-
-ChunkT_co = TypeVar("ChunkT_co", covariant=True)
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -100,47 +96,46 @@ class ModelLimits:
 
 
 @dataclass(frozen=True)
-class ChatResult:
-    completion: ChatCompletion
+class ModelResult:
+    """A complete chat or legacy completion: `body` is OpenAI's JSON (`model` the public name)."""
+
+    body: dict[str, Any]
     served_by: ServedBy
     usage_estimated: bool = False  # counted by Cirrus: the provider reported no usage
 
+    @property
+    def usage(self) -> dict[str, Any]:
+        return self.body.get("usage") or {}
 
-@dataclass(frozen=True)
-class CompletionResult:
-    completion: Completion
-    served_by: ServedBy
-    usage_estimated: bool = False
+    @property
+    def finish_reasons(self) -> list[str]:
+        return [str(c.get("finish_reason")) for c in self.body.get("choices") or () if c.get("finish_reason")]
 
 
 @dataclass(frozen=True)
 class EmbeddingResult:
-    """`body` is a CreateEmbeddingResponse as JSON: with base64 vectors it no longer fits the type."""
+    """`body` is a CreateEmbeddingResponse as JSON."""
 
     body: dict[str, Any]
     input_tokens: int
     served_by: ServedBy
 
 
-class ModelStream(Protocol[ChunkT_co]):
-    """An upstream stream already accepted by the provider, yielding OpenAI-shaped chunks.
+class ModelStream(Protocol):
+    """An upstream stream already accepted by the provider, yielding OpenAI-shaped chunk dicts.
 
     Chunks carry `usage` only if the client asked for it (`stream_options.include_usage`).
     `usage` on the stream itself is filled either way once the stream ends: the provider's
-    figures, or LiteLLM's token count when the provider sent none (`usage_estimated`).
+    figures, or Cirrus's token count when the provider sent none (`usage_estimated`).
     """
 
     served_by: ServedBy
-    usage: CompletionUsage | None
+    usage: dict[str, Any] | None
     usage_estimated: bool
     finish_reasons: Sequence[str]
 
-    def __aiter__(self) -> AsyncIterator[ChunkT_co]: ...
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]: ...
     async def aclose(self) -> None: ...
-
-
-ChatStream = ModelStream[ChatCompletionChunk]
-CompletionStream = ModelStream[Completion]
 
 
 class LLMRouter(Protocol):
@@ -149,13 +144,14 @@ class LLMRouter(Protocol):
     Failures are raised as Cirrus errors (shared.errors), already mapped from the provider's.
     """
 
-    async def chat(self, params: Mapping[str, Any]) -> ChatResult: ...
-    async def chat_stream(self, params: Mapping[str, Any]) -> ChatStream: ...
-    async def text_completion(self, params: Mapping[str, Any]) -> CompletionResult: ...
-    async def text_completion_stream(self, params: Mapping[str, Any]) -> CompletionStream: ...
+    async def chat(self, params: Mapping[str, Any]) -> ModelResult: ...
+    async def chat_stream(self, params: Mapping[str, Any]) -> ModelStream: ...
+    async def text_completion(self, params: Mapping[str, Any]) -> ModelResult: ...
+    async def text_completion_stream(self, params: Mapping[str, Any]) -> ModelStream: ...
     async def embed(self, params: Mapping[str, Any]) -> EmbeddingResult: ...
     def cost_usd(self, served_by: ServedBy, input_tokens: int, output_tokens: int) -> float | None: ...
     def max_cost_usd(self, model: str, input_tokens: int, output_tokens: int) -> float | None: ...
     def count_tokens(self, model: str, messages: Sequence[Mapping[str, Any]] | str) -> int: ...
     def limits(self, model: str) -> ModelLimits: ...
+    async def warm(self) -> None: ...
     async def aclose(self) -> None: ...

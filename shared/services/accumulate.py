@@ -1,51 +1,53 @@
-"""Rebuild a complete chat completion from its stream chunks (for sessions and the cache)."""
+"""Rebuild a complete chat completion from its stream chunks (for sessions and the cache).
+
+Chunks and completions are OpenAI-shaped dicts, as the data plane relays them.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
-
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
-from openai.types.completion_usage import CompletionUsage
 
 
 class ChatAccumulator:
     """Feed it every chunk; `completion()` gives what the non-streaming call would have returned."""
 
     def __init__(self) -> None:
-        self._first: ChatCompletionChunk | None = None
+        self._first: Mapping[str, Any] | None = None
         self._content: dict[int, list[str]] = {}
         self._refusal: dict[int, list[str]] = {}
         self._tools: dict[int, dict[int, dict[str, Any]]] = {}
         self._finish: dict[int, str] = {}
-        self.usage: CompletionUsage | None = None
+        self.usage: dict[str, Any] | None = None
 
-    def add(self, chunk: ChatCompletionChunk) -> None:
+    def add(self, chunk: Mapping[str, Any]) -> None:
         self._first = self._first or chunk
-        if chunk.usage is not None:
-            self.usage = chunk.usage
-        for choice in chunk.choices:
-            delta, index = choice.delta, choice.index
-            if delta.content:
-                self._content.setdefault(index, []).append(delta.content)
-            if delta.refusal:
-                self._refusal.setdefault(index, []).append(delta.refusal)
-            for call in delta.tool_calls or []:
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            delta, index = choice.get("delta") or {}, int(choice.get("index") or 0)
+            if delta.get("content"):
+                self._content.setdefault(index, []).append(delta["content"])
+            if delta.get("refusal"):
+                self._refusal.setdefault(index, []).append(delta["refusal"])
+            for call in delta.get("tool_calls") or ():
                 slot = self._tools.setdefault(index, {}).setdefault(
-                    call.index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+                    int(call.get("index") or 0),
+                    {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
                 )
-                slot["id"] = call.id or slot["id"]
-                if call.function is not None:
-                    slot["function"]["name"] += call.function.name or ""
-                    slot["function"]["arguments"] += call.function.arguments or ""
-            if choice.finish_reason:
-                self._finish[index] = choice.finish_reason
+                slot["id"] = call.get("id") or slot["id"]
+                function = call.get("function") or {}
+                slot["function"]["name"] += function.get("name") or ""
+                slot["function"]["arguments"] += function.get("arguments") or ""
+            if choice.get("finish_reason"):
+                self._finish[index] = choice["finish_reason"]
 
     @property
     def complete(self) -> bool:
         return bool(self._finish)
 
-    def completion(self, usage: CompletionUsage | None = None) -> ChatCompletion:
-        first = self._first
+    def completion(self, usage: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        first = self._first or {}
         indexes = sorted({*self._content, *self._refusal, *self._tools, *self._finish}) or [0]
         choices = []
         for index in indexes:
@@ -65,54 +67,61 @@ class ChatAccumulator:
                 }
             )
         body: dict[str, Any] = {
-            "id": first.id if first else "chatcmpl-cirrus",
+            "id": first.get("id") or "chatcmpl-cirrus",
             "object": "chat.completion",
-            "created": first.created if first else 0,
-            "model": first.model if first else "",
+            "created": first.get("created") or 0,
+            "model": first.get("model") or "",
             "choices": choices,
         }
         if usage or self.usage:
-            body["usage"] = (usage or self.usage).model_dump(exclude_none=True)  # type: ignore[union-attr]
-        return ChatCompletion.model_validate(body)
+            body["usage"] = {k: v for k, v in dict(usage or self.usage or {}).items() if v is not None}
+        return body
 
 
-def assistant_message(completion: ChatCompletion) -> dict[str, Any]:
+def assistant_message(completion: Mapping[str, Any]) -> dict[str, Any]:
     """The first choice as a message to store in a session's history."""
-    message = completion.choices[0].message
-    stored: dict[str, Any] = {"role": "assistant", "content": message.content}
-    if message.tool_calls:
-        stored["tool_calls"] = [t.model_dump(mode="json", exclude_none=True) for t in message.tool_calls]
+    message = (completion.get("choices") or [{}])[0].get("message") or {}
+    stored: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
+    if message.get("tool_calls"):
+        stored["tool_calls"] = [
+            {"id": t.get("id"), "type": t.get("type") or "function", "function": t.get("function")}
+            for t in message["tool_calls"]
+        ]
     return stored
 
 
-def replay_chunks(completion: ChatCompletion, *, include_usage: bool) -> list[ChatCompletionChunk]:
+def replay_chunks(completion: Mapping[str, Any], *, include_usage: bool) -> list[dict[str, Any]]:
     """A stored completion as the chunks a stream would have carried (for cache hits)."""
     base = {
-        "id": completion.id,
+        "id": completion.get("id"),
         "object": "chat.completion.chunk",
-        "created": completion.created,
-        "model": completion.model,
+        "created": completion.get("created"),
+        "model": completion.get("model"),
     }
     extra = {"usage": None} if include_usage else {}
     chunks: list[dict[str, Any]] = []
-    for choice in completion.choices:
-        message = choice.message
-        delta: dict[str, Any] = {"role": "assistant", "content": message.content or ""}
-        if message.tool_calls:
+    for choice in completion.get("choices") or ():
+        message = choice.get("message") or {}
+        delta: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
+        if message.get("tool_calls"):
             delta["tool_calls"] = [
                 {
                     "index": i,
-                    "id": t.id,
+                    "id": t.get("id"),
                     "type": "function",
-                    "function": {"name": t.function.name, "arguments": t.function.arguments},
+                    "function": {
+                        "name": (t.get("function") or {}).get("name"),
+                        "arguments": (t.get("function") or {}).get("arguments"),
+                    },
                 }
-                for i, t in enumerate(message.tool_calls)
+                for i, t in enumerate(message["tool_calls"])
             ]
+        index = choice.get("index", 0)
         chunks.append(
             {
                 **base,
                 **extra,
-                "choices": [{"index": choice.index, "delta": delta, "finish_reason": None, "logprobs": None}],
+                "choices": [{"index": index, "delta": delta, "finish_reason": None, "logprobs": None}],
             }
         )
         chunks.append(
@@ -121,14 +130,14 @@ def replay_chunks(completion: ChatCompletion, *, include_usage: bool) -> list[Ch
                 **extra,
                 "choices": [
                     {
-                        "index": choice.index,
+                        "index": index,
                         "delta": {},
-                        "finish_reason": choice.finish_reason,
+                        "finish_reason": choice.get("finish_reason"),
                         "logprobs": None,
                     }
                 ],
             }
         )
-    if include_usage and completion.usage is not None:
-        chunks.append({**base, "choices": [], "usage": completion.usage.model_dump(exclude_none=True)})
-    return [ChatCompletionChunk.model_validate(c) for c in chunks]
+    if include_usage and completion.get("usage"):
+        chunks.append({**base, "choices": [], "usage": dict(completion["usage"])})
+    return chunks

@@ -105,11 +105,9 @@ def live_gateway(
 
     async def run(endpoint: str, request: BaseModel, call: CallContext) -> dict[str, Any]:
         if isinstance(request, ChatCompletionCreate):
-            outcome = await (await chat()).create(request, call)
-            return outcome.completion.model_dump(mode="json", exclude_unset=True)
+            return (await (await chat()).create(request, call)).completion
         if isinstance(request, CompletionCreate):
-            result = await (await completions()).create(request, call)
-            return result.completion.model_dump(mode="json", exclude_unset=True)
+            return (await (await completions()).create(request, call)).body
         if isinstance(request, EmbeddingCreate):
             return (await (await embeddings()).create(request, call)).body
         raise InvalidRequestError(f"Batches do not serve {endpoint}.", param="endpoint")

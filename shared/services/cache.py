@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-from openai.types.chat import ChatCompletion
-
 from shared.clients.protocols import DocumentStore
 
 log = logging.getLogger("cirrus.cache")
@@ -54,7 +52,8 @@ class ResponseCache:
     def __init__(self, documents: DocumentStore) -> None:
         self._documents = documents
 
-    async def get(self, key: str) -> ChatCompletion | None:
+    async def get(self, key: str) -> dict[str, Any] | None:
+        """The stored chat completion (OpenAI's JSON), or None on a miss."""
         try:
             doc = await self._documents.read(CONTAINER, key, key)
         except Exception as exc:  # a cache that is down is a miss, not an outage
@@ -62,15 +61,16 @@ class ResponseCache:
             return None
         if doc is None or doc.get("expires_at", 0) < time.time():
             return None
-        return ChatCompletion.model_validate(doc["completion"])
+        completion = doc.get("completion")
+        return completion if isinstance(completion, dict) else None
 
-    async def put(self, key: str, completion: ChatCompletion, ttl_seconds: int) -> None:
+    async def put(self, key: str, completion: Mapping[str, Any], ttl_seconds: int) -> None:
         await self._documents.upsert(
             CONTAINER,
             {
                 "id": key,
                 "pk": key,
-                "completion": completion.model_dump(mode="json", exclude_unset=True),
+                "completion": dict(completion),
                 "ttl": ttl_seconds,
                 # Cosmos deletes after `ttl`; the explicit expiry also covers stores without TTL.
                 "expires_at": time.time() + ttl_seconds,

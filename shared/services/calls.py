@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import orjson
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from shared import telemetry
-from shared.clients.protocols import ChatResult, CompletionResult, LLMRouter, ModelStream, ServedBy
+from shared.clients.protocols import LLMRouter, ModelResult, ModelStream, ServedBy
 from shared.errors import CirrusError, InvalidRequestError, PermissionDeniedError, UpstreamError
 from shared.models.usage import Endpoint, UsageRecord
 from shared.services.auth import Principal
@@ -78,9 +78,7 @@ class Metering:
             call.response_headers.update(admission.headers)
         meter = Meter(self, endpoint, model, call, stream=stream, attributes=attributes, admission=admission)
         if self.trace_content and content is not None:
-            meter.span.set_attribute(
-                "gen_ai.input.messages", json.dumps(content, default=str)[:MAX_TRACED_CHARS]
-            )
+            meter.span.set_attribute("gen_ai.input.messages", _traced(content))
         return meter
 
 
@@ -143,20 +141,18 @@ class Meter:
     def record_output(self, output: Any) -> None:
         """The answer, on the span, only with CIRRUS_TRACE_CONTENT (off: never recorded)."""
         if self._metering.trace_content and not self._finished:
-            self.span.set_attribute(
-                "gen_ai.output.messages", json.dumps(output, default=str)[:MAX_TRACED_CHARS]
-            )
+            self.span.set_attribute("gen_ai.output.messages", _traced(output))
 
-    def finish_with(self, result: ChatResult | CompletionResult, **finish: Any) -> None:
+    def finish_with(self, result: ModelResult, **finish: Any) -> None:
         """Finish with a complete (non-streamed) chat or text completion."""
-        self.record_output([c.model_dump(mode="json", exclude_none=True) for c in result.completion.choices])
-        usage = result.completion.usage
+        self.record_output(result.body.get("choices"))
+        usage = result.usage
         self.finish(
             served_by=result.served_by,
-            input_tokens=usage.prompt_tokens if usage else 0,
-            output_tokens=usage.completion_tokens if usage else 0,
+            input_tokens=int(usage.get("prompt_tokens") or 0),
+            output_tokens=int(usage.get("completion_tokens") or 0),
             usage_estimated=result.usage_estimated,
-            finish_reasons=[c.finish_reason for c in result.completion.choices],
+            finish_reasons=result.finish_reasons,
             **finish,
         )
 
@@ -276,6 +272,10 @@ class Meter:
         span.end()
 
 
+def _traced(content: Any) -> str:
+    return orjson.dumps(content, default=str).decode()[:MAX_TRACED_CHARS]
+
+
 def _outcome(error: BaseException | None) -> tuple[str, int]:
     if error is None:
         return "ok", 200
@@ -333,7 +333,7 @@ async def _prepend(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
 
 
 async def close_stream(
-    stream: ModelStream[Any],
+    stream: ModelStream,
     upstream: AsyncIterator[Any],
     meter: Meter,
     error: BaseException | None,
@@ -342,11 +342,11 @@ async def close_stream(
     """Close an upstream stream and finish its meter with whatever usage it reached."""
     await upstream.aclose()  # type: ignore[attr-defined]  # settles the stream's usage
     await stream.aclose()
-    usage = stream.usage
+    usage = stream.usage or {}
     meter.finish(
         served_by=stream.served_by,
-        input_tokens=usage.prompt_tokens if usage else 0,
-        output_tokens=usage.completion_tokens if usage else 0,
+        input_tokens=int(usage.get("prompt_tokens") or 0),
+        output_tokens=int(usage.get("completion_tokens") or 0),
         usage_estimated=stream.usage_estimated,
         finish_reasons=stream.finish_reasons,
         error=error,

@@ -6,9 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
-
-from shared.clients.protocols import ChatStream, LLMRouter, ServedBy
+from shared.clients.protocols import LLMRouter, ModelStream, ServedBy
 from shared.errors import InvalidRequestError
 from shared.models.requests import ChatCompletionCreate
 from shared.services.accumulate import ChatAccumulator, assistant_message, replay_chunks
@@ -25,10 +23,12 @@ from shared.services.calls import (
 from shared.services.model_catalog import ModelCatalog
 from shared.services.sessions import SessionService, fit_to_context, turn_to_store
 
+Chunk = dict[str, Any]
+
 
 @dataclass
 class ChatOutcome:
-    completion: ChatCompletion
+    completion: dict[str, Any]  # OpenAI's chat.completion JSON
     served_by: ServedBy
     cache: CacheStatus
     session_id: str | None
@@ -39,7 +39,7 @@ class OpenStream:
     """A stream whose first chunk has arrived: failures before it were raised as ordinary errors."""
 
     served_by: ServedBy
-    chunks: AsyncIterator[ChatCompletionChunk]
+    chunks: AsyncIterator[Chunk]
     cache: CacheStatus
     session_id: str | None
 
@@ -53,7 +53,14 @@ class _Prepared:
     cache: CacheStatus = CacheStatus.OFF
     cache_key: str | None = None
     cache_ttl: int = 0
-    cached: ChatCompletion | None = None
+    cached: dict[str, Any] | None = None
+
+    @property
+    def keeps_answer(self) -> bool:
+        """Whether the whole answer is needed afterwards (a session turn or a cache entry)."""
+        return bool(
+            self.session_id or (self.cache_key and self.cache_ttl and self.cache is not CacheStatus.HIT)
+        )
 
 
 class ChatService:
@@ -84,8 +91,8 @@ class ChatService:
             return ChatOutcome(prepared.cached, served_by, prepared.cache, prepared.session_id)
         result = await meter.call(self._llm.chat(prepared.params), session_id=prepared.session_id)
         meter.finish_with(result, session_id=prepared.session_id)
-        self._after(prepared, result.completion)
-        return ChatOutcome(result.completion, result.served_by, prepared.cache, prepared.session_id)
+        self._after(prepared, result.body)
+        return ChatOutcome(result.body, result.served_by, prepared.cache, prepared.session_id)
 
     async def open_stream(self, request: ChatCompletionCreate, call: CallContext) -> OpenStream:
         """Start a stream and wait for its first chunk, so early failures keep their HTTP status."""
@@ -107,30 +114,28 @@ class ChatService:
         chunks = await primed(self._relay(stream, meter, prepared))
         return OpenStream(stream.served_by, chunks, prepared.cache, prepared.session_id)
 
-    async def _relay(
-        self, stream: ChatStream, meter: Meter, prepared: _Prepared
-    ) -> AsyncIterator[ChatCompletionChunk]:
-        accumulator = ChatAccumulator()
+    async def _relay(self, stream: ModelStream, meter: Meter, prepared: _Prepared) -> AsyncIterator[Chunk]:
+        # The whole answer is rebuilt only when something keeps it: a session, the cache, a trace.
+        accumulator = ChatAccumulator() if prepared.keeps_answer or self._metering.trace_content else None
         upstream = aiter(stream)
         error: BaseException | None = None
+        first = True
         try:
             async for chunk in upstream:
-                meter.first_token()
-                accumulator.add(chunk)
+                if first:
+                    meter.first_token()
+                    first = False
+                if accumulator is not None:
+                    accumulator.add(chunk)
                 yield chunk
         except BaseException as exc:
             error = exc
             raise
         finally:
-            if accumulator.complete:
-                meter.record_output(
-                    [
-                        c.model_dump(mode="json", exclude_none=True)
-                        for c in accumulator.completion(None).choices
-                    ]
-                )
+            if accumulator is not None and accumulator.complete:
+                meter.record_output(accumulator.completion(None)["choices"])
             await close_stream(stream, upstream, meter, error, session_id=prepared.session_id)
-            if error is None and accumulator.complete:
+            if error is None and accumulator is not None and accumulator.complete:
                 self._after(prepared, accumulator.completion(stream.usage))
 
     async def _prepare(self, request: ChatCompletionCreate, call: CallContext) -> _Prepared:
@@ -182,7 +187,7 @@ class ChatService:
             if prepared.cached is not None:
                 prepared.cache = CacheStatus.HIT
 
-    def _after(self, prepared: _Prepared, completion: ChatCompletion) -> None:
+    def _after(self, prepared: _Prepared, completion: dict[str, Any]) -> None:
         """Work the client need not wait for: the session's new turn and the cache entry."""
         background = self._metering.background
         if prepared.session_id:
@@ -220,19 +225,21 @@ class ChatService:
 
 
 def _finish_cached(meter: Meter, prepared: _Prepared) -> None:
-    usage = prepared.cached.usage if prepared.cached else None
+    usage = (prepared.cached or {}).get("usage") or {}
     meter.finish(
-        input_tokens=usage.prompt_tokens if usage else 0,
-        output_tokens=usage.completion_tokens if usage else 0,
+        input_tokens=int(usage.get("prompt_tokens") or 0),
+        output_tokens=int(usage.get("completion_tokens") or 0),
         cache_hit=True,
         session_id=prepared.session_id,
     )
 
 
-def _cache_served_by(model: str, completion: ChatCompletion) -> ServedBy:
-    return ServedBy(model=model, deployment="cache", provider="cache", upstream_model=completion.model)
+def _cache_served_by(model: str, completion: dict[str, Any]) -> ServedBy:
+    return ServedBy(
+        model=model, deployment="cache", provider="cache", upstream_model=str(completion.get("model"))
+    )
 
 
-async def _iterate(chunks: list[ChatCompletionChunk]) -> AsyncIterator[ChatCompletionChunk]:
+async def _iterate(chunks: list[Chunk]) -> AsyncIterator[Chunk]:
     for chunk in chunks:
         yield chunk

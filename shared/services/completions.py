@@ -6,9 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from openai.types import Completion
-
-from shared.clients.protocols import CompletionResult, CompletionStream, EmbeddingResult, LLMRouter, ServedBy
+from shared.clients.protocols import EmbeddingResult, LLMRouter, ModelResult, ModelStream, ServedBy
 from shared.models.requests import CompletionCreate, EmbeddingCreate
 from shared.services.calls import CallContext, Meter, Metering, check_model, close_stream, primed
 from shared.services.model_catalog import ModelCatalog
@@ -19,7 +17,7 @@ OPENAI_DEFAULT_MAX_TOKENS = 16  # what /v1/completions generates when max_tokens
 @dataclass
 class OpenCompletionStream:
     served_by: ServedBy
-    chunks: AsyncIterator[Completion]
+    chunks: AsyncIterator[dict[str, Any]]
 
 
 class CompletionService:
@@ -27,7 +25,7 @@ class CompletionService:
         self._metering = metering
         self._catalog = catalog
 
-    async def create(self, request: CompletionCreate, call: CallContext) -> CompletionResult:
+    async def create(self, request: CompletionCreate, call: CallContext) -> ModelResult:
         meter = await self._start(request, call)
         result = await meter.call(self._metering.llm.text_completion(request.upstream_params()))
         meter.finish_with(result)
@@ -84,7 +82,7 @@ class EmbeddingService:
         return result
 
 
-async def _relay(stream: CompletionStream, meter: Meter) -> AsyncIterator[Completion]:
+async def _relay(stream: ModelStream, meter: Meter) -> AsyncIterator[dict[str, Any]]:
     upstream = aiter(stream)
     error: BaseException | None = None
     try:

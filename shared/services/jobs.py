@@ -27,7 +27,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from openai.types.chat import ChatCompletion
 from pydantic import ValidationError
 
 from shared.clients.protocols import DocumentStore, QueueStore
@@ -68,7 +67,8 @@ MAX_RATE_WAIT_S = 60.0
 TRANSIENT_ATTEMPTS = 3
 
 # Runs one chat request as live traffic would: the completion and its cost in USD (None: unknown).
-ChatCall = Callable[[ChatCompletionCreate, CallContext], Awaitable[tuple[ChatCompletion, float | None]]]
+Completion = dict[str, Any]  # OpenAI's chat.completion JSON
+ChatCall = Callable[[ChatCompletionCreate, CallContext], Awaitable[tuple[Completion, float | None]]]
 OwnerLookup = Callable[[str], Awaitable[Principal]]
 
 
@@ -404,14 +404,11 @@ class JobService:
         )
         call = CallContext(request_id=f"req_{uuid.uuid4().hex}", principal=principal, tags={"job_id": job.id})
         completion, cost = await self._ask(job, spec, request, call)
-        message = completion.choices[0].message.model_dump(mode="json", exclude_none=True)
+        message = {k: v for k, v in completion["choices"][0]["message"].items() if v is not None}
         message.pop("refusal", None)
-        usage = completion.usage
         job.messages.append(message)
         job.step = number
-        self._add_usage(
-            job, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0, cost
-        )
+        self._add_usage(job, completion, cost)
         job.steps.append(
             {
                 "step": number,
@@ -475,13 +472,10 @@ class JobService:
                 request_id=f"req_{uuid.uuid4().hex}", principal=principal, tags={"job_id": job.id}
             )
             completion, cost = await self._ask(job, spec, request, call)
-            text = completion.choices[0].message.content or ""
-            usage = completion.usage
+            text = completion["choices"][0]["message"].get("content") or ""
             job.calls.append(text)
             job.step = number
-            self._add_usage(
-                job, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0, cost
-            )
+            self._add_usage(job, completion, cost)
             job.steps.append({"step": number, "kind": "model", "call": index})
             await self._checkpoint(job)
             await self._event(job, "usage", {"step": number, **job.usage})
@@ -492,7 +486,7 @@ class JobService:
 
     async def _ask(
         self, job: JobRecord, spec: JobCreate, request: ChatCompletionCreate, call: CallContext
-    ) -> tuple[ChatCompletion, float | None]:
+    ) -> tuple[Completion, float | None]:
         """One model call; rate limits wait their Retry-After and provider faults get 3 tries, so a
         long run does not fail on a passing 429 or 503."""
         faults = 0
@@ -519,9 +513,10 @@ class JobService:
             raise _Stop("incomplete", "max_cost")
 
     @staticmethod
-    def _add_usage(job: JobRecord, input_tokens: int, output_tokens: int, cost: float | None) -> None:
-        job.usage["input_tokens"] += input_tokens
-        job.usage["output_tokens"] += output_tokens
+    def _add_usage(job: JobRecord, completion: Completion, cost: float | None) -> None:
+        usage = completion.get("usage") or {}
+        job.usage["input_tokens"] += int(usage.get("prompt_tokens") or 0)
+        job.usage["output_tokens"] += int(usage.get("completion_tokens") or 0)
         job.usage["cost_usd"] = round(job.usage["cost_usd"] + (cost or 0.0), 10)
 
     async def _checkpoint(self, job: JobRecord) -> None:
@@ -713,13 +708,13 @@ def live_chat(
 ) -> ChatCall:
     """A job's model call through the chat service (routing, fallbacks, key limits, usage)."""
 
-    async def run(request: ChatCompletionCreate, call: CallContext) -> tuple[ChatCompletion, float | None]:
+    async def run(request: ChatCompletionCreate, call: CallContext) -> tuple[Completion, float | None]:
         outcome = await (await chat()).create(request, call)
-        usage = outcome.completion.usage
         if outcome.cache.value == "hit":
             return outcome.completion, 0.0
+        usage = outcome.completion.get("usage") or {}
         spent = await cost(
-            outcome.served_by, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0
+            outcome.served_by, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
         )
         return outcome.completion, spent
 

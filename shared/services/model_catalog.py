@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from openai.types import Model
+from typing import Any
 
 from shared.config import ModelConfig
 from shared.errors import ModelNotFoundError
@@ -18,11 +18,11 @@ class ModelCatalog:
         if name not in self._models:
             raise ModelNotFoundError(name)
 
-    def get(self, name: str) -> Model:
+    def get(self, name: str) -> dict[str, Any]:
         self.require(name)
         return self._models[name]
 
-    def list(self) -> list[Model]:
+    def list(self) -> list[dict[str, Any]]:
         return list(self._models.values())
 
     def cache_ttl(self, name: str) -> int:
@@ -42,11 +42,12 @@ class ModelCatalog:
             totals.append(sum(int(v) for v in values) if values and all(values) else None)
         return totals[0], totals[1]
 
-    def _model(self, name: str, created: int) -> Model:
+    def _model(self, name: str, created: int) -> dict[str, Any]:
+        """OpenAI's `Model` object."""
         info = self._config.deployments(name)[0].model_info
-        return Model(
-            id=name,
-            object="model",
-            created=int(info.get("created", created)),
-            owned_by=str(info.get("owned_by", "cirrus")),
-        )
+        return {
+            "id": name,
+            "object": "model",
+            "created": int(info.get("created", created)),
+            "owned_by": str(info.get("owned_by", "cirrus")),
+        }

@@ -9,7 +9,6 @@ import json
 from typing import Any
 
 import pytest
-from openai.types.chat import ChatCompletion
 
 from shared.config import ModelConfig
 from shared.models.jobs import JobCreate
@@ -26,7 +25,10 @@ MODELS = ModelConfig.model_validate(
 )
 
 
-def tool_call(call_id: str, expression: str) -> ChatCompletion:
+Completion = dict[str, Any]
+
+
+def tool_call(call_id: str, expression: str) -> Completion:
     body = factories.completion_dict("")
     body["choices"][0]["message"] = {
         "role": "assistant",
@@ -40,20 +42,20 @@ def tool_call(call_id: str, expression: str) -> ChatCompletion:
         ],
     }
     body["choices"][0]["finish_reason"] = "tool_calls"
-    return ChatCompletion.model_validate(body)
+    return body
 
 
 class World:
     def __init__(self) -> None:
         self.documents = InMemoryDocumentStore()
         self.queues = InMemoryQueueStore()
-        self.answers: list[ChatCompletion] = []
+        self.answers: list[Completion] = []
         self.hooks: list[tuple[str, bytes, dict[str, str]]] = []
         files = FileService(self.documents, InMemoryBlobStore(), "uploads")
         self.jobs = self.service(files)
 
     def service(self, files: FileService) -> JobService:
-        async def chat(request: Any, call: Any) -> tuple[ChatCompletion, float]:
+        async def chat(request: Any, call: Any) -> tuple[Completion, float]:
             return self.answers.pop(0), 0.001
 
         async def owner(key_id: str):
@@ -84,7 +86,7 @@ def world() -> World:
 async def test_a_run_checkpoints_each_step_and_signs_its_webhook(world):
     world.answers = [
         tool_call("c1", "2+3"),
-        ChatCompletion.model_validate(factories.completion_dict("Five.")),
+        (factories.completion_dict("Five.")),
     ]
     spec = JobCreate(
         type="agent", model="m", input="2+3?", tools=["calculator"], webhook_url="https://hooks.example.com/x"
@@ -105,7 +107,7 @@ async def test_a_run_checkpoints_each_step_and_signs_its_webhook(world):
 
 
 async def test_a_second_copy_while_another_worker_holds_the_job_does_nothing(world):
-    world.answers = [ChatCompletion.model_validate(factories.completion_dict("Hi."))]
+    world.answers = [(factories.completion_dict("Hi."))]
     created = await world.jobs.create(MASTER, JobCreate(type="agent", model="m", input="hi"))
     other = world.service(FileService(world.documents, InMemoryBlobStore(), "uploads"))  # another instance
     assert await other._claim(created["id"]) is not None
@@ -136,17 +138,17 @@ def test_job_requests_are_checked_by_kind():
 
 
 async def test_two_copies_of_a_message_in_one_worker_run_the_job_once(world):
-    world.answers = [ChatCompletion.model_validate(factories.completion_dict("Once."))]
+    world.answers = [(factories.completion_dict("Once."))]
     created = await world.jobs.create(MASTER, JobCreate(type="agent", model="m", input="hi"))
     message = {"v": 1, "job_id": created["id"]}
     await asyncio.gather(world.jobs.handle(message), world.jobs.handle(message))
     assert (await world.jobs.get(MASTER, created["id"]))["status"] == "completed"  # one answer was enough
 
 
-def http_call(call_id: str, url: str) -> ChatCompletion:
+def http_call(call_id: str, url: str) -> Completion:
     completion = tool_call(call_id, "1")
-    function = completion.choices[0].message.tool_calls[0].function
-    function.name, function.arguments = "http_get", json.dumps({"url": url})
+    function = completion["choices"][0]["message"]["tool_calls"][0]["function"]
+    function["name"], function["arguments"] = "http_get", json.dumps({"url": url})
     return completion
 
 
@@ -161,7 +163,7 @@ async def test_a_redirect_to_the_metadata_endpoint_is_blocked_and_recorded(world
     world.jobs._tools = ToolSettings(http_allowlist=("example.com",))
     world.answers = [
         http_call("c1", "https://example.com/"),
-        ChatCompletion.model_validate(factories.completion_dict("I could not fetch it.")),
+        (factories.completion_dict("I could not fetch it.")),
     ]
     created = await world.jobs.create(
         MASTER, JobCreate(type="agent", model="m", input="x", tools=["http_get"])

@@ -1,11 +1,10 @@
-"""The LiteLLM-style model file: loading, checks, and what reaches LiteLLM's Router."""
+"""The LiteLLM-style model file: loading and checks (the router's reading: test_routing_table.py)."""
 
 from pathlib import Path
 
 import pytest
 
-from shared.clients.llm_router import DEFAULT_TIMEOUT_S, _router_arguments
-from shared.config import LOCAL_MODEL_CONFIG, ConfigError, ModelConfig, Settings, load_model_config
+from shared.config import LOCAL_MODEL_CONFIG, ConfigError, Settings, load_model_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,41 +84,6 @@ def test_bad_files_are_rejected_with_a_reason(tmp_path, text, match):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load_model_config(tmp_path / "absent.yaml", {})
-
-
-class FakeRouter:
-    def __init__(
-        self, model_list=None, num_retries=None, timeout=None, routing_strategy=None, set_verbose=False
-    ):
-        pass
-
-
-def config(**extra):
-    return ModelConfig.model_validate(
-        {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x"}}], **extra}
-    )
-
-
-def test_router_settings_pass_through_with_a_default_timeout():
-    kwargs, call = _router_arguments(config(router_settings={"num_retries": 3}), FakeRouter)
-    assert kwargs == {"num_retries": 3, "timeout": DEFAULT_TIMEOUT_S}
-    assert call == {}
-
-
-@pytest.mark.parametrize("key", ["not_a_router_arg", "set_verbose", "model_list"])
-def test_router_settings_that_cirrus_cannot_honour_fail(key):
-    with pytest.raises(ConfigError, match=key):
-        _router_arguments(config(router_settings={key: 1}), FakeRouter)
-
-
-def test_litellm_settings_map_to_per_router_equivalents_only():
-    kwargs, call = _router_arguments(
-        config(litellm_settings={"num_retries": 1, "request_timeout": 9, "drop_params": True}), FakeRouter
-    )
-    assert kwargs == {"num_retries": 1, "timeout": 9}
-    assert call == {"drop_params": True}
-    with pytest.raises(ConfigError, match="success_callback"):
-        _router_arguments(config(litellm_settings={"success_callback": ["langfuse"]}), FakeRouter)
 
 
 def test_settings_resolve_relative_model_file_against_the_app_root():

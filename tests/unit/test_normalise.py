@@ -1,10 +1,19 @@
-"""LiteLLM's objects, as dumped, become OpenAI's wire shapes (validated against OpenAI's spec)."""
+"""Both adapters' answers become OpenAI's wire shapes (validated against OpenAI's spec), and
+provider failures become the right errors for the client and the router."""
 
-from shared.clients.llm_router import (
+import base64
+import struct
+
+import pytest
+
+from shared.clients.llm.errors import from_response, retry_after_seconds
+from shared.clients.llm.litellm_adapter import provider_message
+from shared.clients.llm.shapes import (
+    complete_chat,
+    complete_embeddings,
+    complete_text,
     normalise_chunk,
     normalise_completion,
-    provider_message,
-    retry_after_seconds,
 )
 from tests.openapi import assert_matches
 
@@ -183,3 +192,63 @@ def test_retry_after_forms():
     assert retry_after_seconds({}) is None
     assert retry_after_seconds({"retry-after": "garbage"}) is None
     assert 0 <= retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0
+
+
+def test_a_compatible_servers_answer_gets_openais_required_fields():
+    """vLLM, Ollama and llama.cpp leave out fields OpenAI's schema requires; nothing else changes."""
+    lean = {
+        "id": "x",
+        "created": 1,
+        "model": "llama3",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": None}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        "stop_reason": None,
+    }
+    out = complete_chat(lean)
+    assert_matches("CreateChatCompletionResponse", out)
+    assert out["object"] == "chat.completion" and out["choices"][0]["finish_reason"] == "stop"
+    assert out["choices"][0]["message"]["refusal"] is None and "stop_reason" in out
+    text = complete_text({"id": "t", "created": 1, "model": "m", "choices": [{"index": 0, "text": "hi"}]})
+    assert_matches("CreateCompletionResponse", text)
+
+
+def test_embeddings_pack_base64_as_little_endian_float32():
+    def body():
+        return {"data": [{"embedding": [0.5, -1.0]}], "model": "m", "usage": {"prompt_tokens": 2}}
+
+    assert_matches("CreateEmbeddingResponse", complete_embeddings(body(), "float"))
+    out = complete_embeddings(body(), "base64")  # OpenAI's schema types it as an array only
+    assert struct.unpack("<2f", base64.b64decode(out["data"][0]["embedding"])) == (0.5, -1.0)
+    assert out["usage"] == {"prompt_tokens": 2, "total_tokens": 2}
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind", "client_status", "code"),
+    [
+        (429, b'{"error": {"message": "slow down"}}', "other", 429, "rate_limit_exceeded"),
+        (400, b'{"error": {"message": "x", "code": "context_length_exceeded"}}', "context_window", 400, None),
+        (
+            400,
+            b'{"error": {"message": "This model\'s maximum context length is 8 tokens"}}',
+            "context_window",
+            400,
+            None,
+        ),
+        (400, b'{"error": {"message": "flagged", "code": "content_filter"}}', "content_policy", 400, None),
+        (400, b'{"error": {"message": "Bad temperature", "param": "temperature"}}', "other", 400, None),
+        (401, b'{"error": {"message": "bad key sk-123"}}', "other", 502, "upstream_error"),
+        (404, b"not json", "other", 502, "upstream_error"),
+        (500, b"", "other", 502, "upstream_error"),
+        (503, b"", "other", 502, "upstream_error"),
+        (408, b"", "other", 504, "upstream_timeout"),
+    ],
+)
+def test_provider_error_answers_map_for_client_and_router(status, body, kind, client_status, code):
+    failure = from_response(status, body, {"retry-after": "3"})
+    assert failure.status == status and failure.kind == kind
+    assert failure.error.status == client_status
+    if code:
+        assert failure.error.code == code
+    assert "sk-123" not in failure.error.message  # Cirrus's provider credentials are never echoed
+    if status in (429, 503):
+        assert failure.retry_after == 3

@@ -9,6 +9,15 @@ def test_mapping_is_compact_json_on_one_data_line():
     assert sse.encode({"a": 1, "b": [True, None]}) == b'data: {"a":1,"b":[true,null]}\n\n'
 
 
+def test_data_event_is_the_same_bytes_as_encode():
+    chunk = {"id": "c1", "choices": [{"delta": {"content": "héllo ☁"}, "finish_reason": None}], "n": 1.5}
+    assert sse.data_event(chunk) == sse.encode(chunk)
+    expected = (
+        'data: {"id":"c1","choices":[{"delta":{"content":"héllo ☁"},"finish_reason":null}],"n":1.5}\n\n'
+    )
+    assert sse.data_event(chunk) == expected.encode()
+
+
 def test_non_ascii_is_sent_as_utf8_not_escaped():
     assert sse.encode({"t": "héllo ☁"}) == 'data: {"t":"héllo ☁"}\n\n'.encode()
 

@@ -110,18 +110,20 @@ def main(argv: list[str] | None = None) -> int:
             "    %s: queueTrigger on '%s' (poison: %s)", listener.function.name, listener.queue_name, poison
         )
 
-    server = _Server(
-        uvicorn.Config(
-            create_app(routes, config.function_timeout),
-            host=args.host,
-            port=args.port,
-            loop="asyncio",
-            lifespan="off",
-            log_config=None,  # our logging setup: one format for host, access and app lines
-            timeout_graceful_shutdown=int(DRAIN_SECONDS),
-        )
+    server_config = uvicorn.Config(
+        create_app(routes, config.function_timeout),
+        host=args.host,
+        port=args.port,
+        # What the Functions worker's HTTP streaming extension runs: uvicorn's defaults, which pick
+        # uvloop and httptools when installed (requirements.txt pins both, so Azure runs them too).
+        loop="auto",
+        http="auto",
+        lifespan="off",
+        log_config=None,  # our logging setup: one format for host, access and app lines
+        timeout_graceful_shutdown=int(DRAIN_SECONDS),
     )
-    return asyncio.run(_serve(server, listeners))
+    with asyncio.Runner(loop_factory=server_config.get_loop_factory()) as runner:
+        return runner.run(_serve(_Server(server_config), listeners))
 
 
 if __name__ == "__main__":

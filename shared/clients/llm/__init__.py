@@ -1,0 +1,18 @@
+"""The model data plane: Cirrus's router in front of two adapters.
+
+router.py          ModelRouter: retries, fallbacks, cooldowns, strategies (LLMRouter protocol)
+deployments.py     the model file (LiteLLM's format) read into deployments and settings
+selection.py       deployment health, per-deployment rpm/tpm, routing strategies
+openai_wire.py     the native adapter for OpenAI-wire providers (openai/, azure/)
+litellm_adapter.py the LiteLLM adapter for every other provider (the only `litellm` importer)
+relay.py           streams relayed chunk by chunk
+errors.py          provider failures: the client's error and the router's facts
+shapes.py          OpenAI's wire shapes, from LiteLLM's objects or compatible servers
+spans.py           one span per provider attempt
+price_map.py       prices and context windows from LiteLLM's shipped price map, no import
+tokens.py          token counts with tiktoken
+"""
+
+from shared.clients.llm.router import ModelRouter
+
+__all__ = ["ModelRouter"]

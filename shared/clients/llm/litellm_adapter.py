@@ -1,0 +1,208 @@
+"""The LiteLLM adapter: every provider that does not speak OpenAI's wire format.
+
+Anthropic, Bedrock, Vertex, Gemini, Cohere, Mistral, ...: one deployment per call through
+`litellm.acompletion`, `atext_completion` and `aembedding`, with LiteLLM's own retries off (Cirrus's
+router retries, falls back and cools down for both adapters alike). This is the only module that
+imports `litellm`, and only when the model file has such a deployment: the import (about 3 s and
+220 MB) starts in a background thread when the router is built, so the first call rarely waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import logging
+import os
+import re
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+from shared.clients.llm.deployments import Deployment
+from shared.clients.llm.errors import AttemptFailed, client_error, retry_after_seconds
+from shared.clients.llm.operations import Operation
+from shared.clients.llm.shapes import (
+    normalise_chunk,
+    normalise_completion,
+    normalise_embeddings,
+    normalise_text_chunk,
+    normalise_text_completion,
+)
+from shared.errors import CirrusError, UpstreamError, UpstreamRateLimitError, UpstreamTimeoutError
+
+log = logging.getLogger("cirrus.llm")
+
+# Cirrus's routing keys in `litellm_params`: the router has used them; LiteLLM must not see them.
+_ROUTER_ONLY = frozenset({"rpm", "tpm", "weight", "cooldown_time", "order"})
+
+
+def _import_litellm() -> Any:
+    # Without this LiteLLM downloads its model price list from the internet at import.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    # LiteLLM logs every call at INFO through its own handler; Cirrus logs what matters itself.
+    os.environ.setdefault("LITELLM_LOG", "WARNING")
+    import litellm  # noqa: PLC0415 - deliberately lazy, see the module docstring
+
+    return litellm
+
+
+@functools.cache
+def litellm_import() -> concurrent.futures.Future[Any]:
+    """The process's one import of LiteLLM, started now in a background thread."""
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="litellm-import")
+    future = executor.submit(_import_litellm)
+    executor.shutdown(wait=False)
+    return future
+
+
+class LiteLLMAdapter:
+    """See the module docstring. Raises `AttemptFailed` for every provider failure."""
+
+    def __init__(self, *, drop_params: bool = False, loader: Callable[[], Any] | None = None) -> None:
+        self._drop_params = drop_params
+        self._future = litellm_import() if loader is None else None
+        self._loader = loader
+
+    async def ready(self) -> None:
+        """Wait for the import (health checks; the first call waits anyway)."""
+        await self._litellm()
+
+    async def _litellm(self) -> Any:
+        if self._future is None:
+            assert self._loader is not None
+            return self._loader()
+        return await asyncio.wrap_future(self._future)
+
+    async def complete(self, deployment: Deployment, op: Operation, params: dict[str, Any]) -> dict[str, Any]:
+        litellm = await self._litellm()
+        kwargs = self._kwargs(deployment, params, deployment.timeout)
+        try:
+            response = await _method(litellm, op)(**kwargs)
+        except Exception as exc:
+            raise failure(litellm, exc) from exc
+        raw = response.model_dump()
+        if op is Operation.CHAT:
+            return normalise_completion(raw, deployment.model_name)
+        if op is Operation.TEXT:
+            return normalise_text_completion(raw, deployment.model_name)
+        return normalise_embeddings(raw, deployment.model_name, "float")
+
+    async def open_stream(
+        self, deployment: Deployment, op: Operation, params: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        litellm = await self._litellm()
+        kwargs = self._kwargs(deployment, params, deployment.stream_timeout)
+        try:
+            wrapper = await _method(litellm, op)(**kwargs)
+        except Exception as exc:
+            raise failure(litellm, exc) from exc
+        normalise = normalise_chunk if op is Operation.CHAT else normalise_text_chunk
+        return _chunks(litellm, wrapper, normalise, deployment.model_name)
+
+    def _kwargs(self, deployment: Deployment, params: Mapping[str, Any], timeout: float) -> dict[str, Any]:
+        kwargs = {k: v for k, v in deployment.params.items() if k not in _ROUTER_ONLY}
+        kwargs.update(params)
+        kwargs.pop("metadata", None)  # LiteLLM's own field: it would not reach the provider anyway
+        kwargs["model"] = deployment.litellm_model
+        kwargs["timeout"] = timeout
+        kwargs["num_retries"] = 0  # the router retries
+        kwargs["max_retries"] = 0  # and so must the provider SDK inside LiteLLM not
+        if self._drop_params:
+            kwargs.setdefault("drop_params", True)
+        return kwargs
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _method(litellm: Any, op: Operation) -> Any:
+    if op is Operation.CHAT:
+        return litellm.acompletion
+    if op is Operation.TEXT:
+        return litellm.atext_completion
+    return litellm.aembedding
+
+
+async def _chunks(
+    litellm: Any,
+    wrapper: Any,
+    normalise: Callable[[Mapping[str, Any], str, bool], dict[str, Any]],
+    model: str,
+) -> AsyncIterator[dict[str, Any]]:
+    try:
+        async for raw in wrapper:
+            yield normalise(raw.model_dump(), model, True)
+    except AttemptFailed:
+        raise
+    except Exception as exc:
+        raise failure(litellm, exc) from exc
+    finally:
+        closer = getattr(wrapper, "aclose", None)
+        if closer is not None:
+            with contextlib.suppress(Exception):
+                await closer()
+
+
+def failure(litellm: Any, exc: BaseException) -> AttemptFailed:
+    """A LiteLLM exception as an attempt failure, with the provider's status for the router."""
+    status = getattr(exc, "status_code", None)
+    status = status if isinstance(status, int) else None
+    error = map_litellm_error(litellm, exc)
+    if not isinstance(error, CirrusError):
+        log.warning("LiteLLM raised %s; treated as a provider error", type(exc).__name__, exc_info=exc)
+        error = UpstreamError("The model provider returned an error.")
+    if isinstance(exc, litellm.Timeout):
+        status = 408
+    elif isinstance(exc, litellm.APIConnectionError) and not isinstance(exc, litellm.Timeout):
+        status = None  # no answer came: like a reset connection on the native adapter
+    return AttemptFailed(error, status)
+
+
+_LITELLM_PREFIX = re.compile(r"^(?:litellm\.\w+:\s*)?(?:\w+Error:\s*)?(?:\w+Exception\s*-\s*)?")
+_LITELLM_SUFFIX = re.compile(r"\s*(?:Received Model Group=|LiteLLM Retried:|model_group=).*$", re.S)
+
+
+# One branch per LiteLLM error class reads better than a table of predicates.
+def map_litellm_error(litellm: Any, exc: BaseException) -> CirrusError | BaseException:  # noqa: PLR0911
+    """Cirrus's error for a LiteLLM exception; anything unrecognised is returned unchanged."""
+    if isinstance(exc, CirrusError):
+        return exc
+    if isinstance(exc, litellm.Timeout):
+        return UpstreamTimeoutError("The model provider did not answer in time.")
+    if isinstance(exc, litellm.RateLimitError):
+        return UpstreamRateLimitError(
+            "The model provider is rate limiting requests; retry after the indicated delay.",
+            retry_after=retry_after_seconds(_response_headers(exc)),
+        )
+    if isinstance(exc, litellm.ContextWindowExceededError):
+        return client_error(provider_message(exc), "context_length_exceeded")
+    if isinstance(exc, litellm.ContentPolicyViolationError):
+        return client_error(provider_message(exc), "content_policy_violation")
+    if isinstance(exc, litellm.AuthenticationError | litellm.PermissionDeniedError | litellm.NotFoundError):
+        # The client's key is fine: Cirrus's provider credentials or deployment name are not.
+        log.warning("provider rejected Cirrus's credentials or deployment: %s", type(exc).__name__)
+        return UpstreamError("The model provider rejected the request's deployment or credentials.")
+    if isinstance(exc, litellm.BadRequestError | litellm.UnprocessableEntityError):
+        return client_error(provider_message(exc))
+    if isinstance(exc, litellm.ServiceUnavailableError):
+        return UpstreamError(
+            "The model provider is unavailable.", retry_after=retry_after_seconds(_response_headers(exc))
+        )
+    if isinstance(exc, litellm.APIConnectionError | litellm.InternalServerError | litellm.APIError):
+        return UpstreamError("The model provider returned an error.")
+    return exc
+
+
+def provider_message(exc: BaseException) -> str:
+    """The provider's own words from a LiteLLM error, without LiteLLM's decorations."""
+    text = str(getattr(exc, "message", None) or exc)
+    text = _LITELLM_SUFFIX.sub("", _LITELLM_PREFIX.sub("", text, count=1)).strip()
+    return text or "The model provider rejected the request."
+
+
+def _response_headers(exc: BaseException) -> Mapping[str, str]:
+    headers = getattr(exc, "litellm_response_headers", None)
+    if headers is None and (response := getattr(exc, "response", None)) is not None:
+        headers = getattr(response, "headers", None)
+    return headers or {}

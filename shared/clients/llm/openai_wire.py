@@ -1,0 +1,293 @@
+"""The native adapter: deployments that speak OpenAI's wire format (`openai/...`, `azure/...`).
+
+OpenAI itself, Azure OpenAI, vLLM, Ollama's `/v1`, llama.cpp's server, LM Studio: the client's
+validated body is forwarded with the deployment's model name, and the answer is parsed once with
+orjson. Streams are read line by line as they arrive and each `data:` event is parsed once; nothing
+is buffered and no SDK object is built.
+
+Transport: one pooled `aiohttp.ClientSession` per adapter (the router, and so this adapter, is built
+once per event loop), keep-alive on, its limits from Settings. aiohttp rather than httpx: measured
+on the 2-core dev machine against the fake provider, httpx's client spent 0.6 ms of CPU per request
+at concurrency 1 and 1.3 ms at 16, aiohttp 0.19 and 0.12 ms; on a hot path whose whole budget is a
+few milliseconds, that difference is the budget.
+
+Azure OpenAI: `{api_base}/openai/deployments/{deployment}/{path}?api-version=...`, or the v1 API
+(`api_version: v1`, `/openai/v1/{path}` with the deployment as `model`). Authentication with
+`api_key` (the `api-key` header), a fixed `azure_ad_token`, a service principal (`tenant_id`,
+`client_id`, `client_secret`), or, with none of them, Entra ID tokens from the app's identity
+(managed identity in Azure, the developer's login locally) through `azure-identity`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+
+from shared.clients.llm import errors
+from shared.clients.llm.deployments import Deployment
+from shared.clients.llm.operations import Operation
+from shared.clients.llm.shapes import complete_chat, complete_text
+
+AZURE_SCOPE = "https://cognitiveservices.azure.com/.default"
+_V1_VERSIONS = frozenset({"v1", "latest", "preview"})
+# Cirrus's own (sessions) and LiteLLM's (tags): never sent to a provider.
+_NOT_FORWARDED = ("metadata",)
+
+TokenProvider = Callable[[], Awaitable[str]]
+# Builds the app's Azure credential on first need (azure-identity imports take a quarter second).
+CredentialFactory = Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class _Target:
+    url: str
+    headers: dict[str, str]
+    needs_token: bool  # Entra ID: a bearer token is added per request
+    model_in_body: bool
+    json_timeout: aiohttp.ClientTimeout
+    stream_timeout: aiohttp.ClientTimeout
+
+
+class OpenAIWireAdapter:
+    """See the module docstring. Raises `errors.AttemptFailed` for every provider failure."""
+
+    def __init__(
+        self,
+        *,
+        max_connections: int = 256,
+        keepalive_seconds: float = 30.0,
+        azure_credential: CredentialFactory | None = None,
+    ) -> None:
+        self._max_connections = max_connections
+        self._keepalive = keepalive_seconds
+        self._credential_factory = azure_credential
+        self._session: aiohttp.ClientSession | None = None
+        self._targets: dict[tuple[str, Operation], _Target] = {}
+        self._token_providers: dict[str, TokenProvider] = {}
+        self._credentials: list[Any] = []  # the ones this adapter created and must close
+
+    # --- calls ------------------------------------------------------------------------------
+
+    async def complete(self, deployment: Deployment, op: Operation, params: dict[str, Any]) -> dict[str, Any]:
+        target = self._target(deployment, op)
+        headers = await self._headers(deployment, target)
+        try:
+            async with self._http().post(
+                target.url,
+                data=self._body(deployment, target, params),
+                headers=headers,
+                timeout=target.json_timeout,
+            ) as response:
+                raw = await response.read()
+                if response.status >= 400:
+                    raise errors.from_response(response.status, raw, response.headers)
+        except TimeoutError:
+            raise errors.timed_out() from None
+        except aiohttp.ClientError:
+            raise errors.unreachable() from None
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict):
+            raise errors.AttemptFailed(
+                errors.UpstreamError("The model provider returned an answer that is not JSON.")
+            )
+        if op is Operation.CHAT:
+            return complete_chat(body)
+        if op is Operation.TEXT:
+            return complete_text(body)
+        return body
+
+    async def open_stream(
+        self, deployment: Deployment, op: Operation, params: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        target = self._target(deployment, op)
+        headers = await self._headers(deployment, target)
+        try:
+            response = await self._http().post(
+                target.url,
+                data=self._body(deployment, target, params),
+                headers=headers,
+                timeout=target.stream_timeout,
+            )
+        except TimeoutError:
+            raise errors.timed_out() from None
+        except aiohttp.ClientError:
+            raise errors.unreachable() from None
+        if response.status >= 400:
+            try:
+                raw = await response.read()
+            except (TimeoutError, aiohttp.ClientError):
+                raw = b""
+            finally:
+                response.release()
+            raise errors.from_response(response.status, raw, response.headers)
+        return _events(response)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        for credential in self._credentials:
+            with contextlib.suppress(Exception):
+                await credential.close()
+
+    # --- addressing ---------------------------------------------------------------------------
+
+    def _http(self) -> aiohttp.ClientSession:
+        # Created on first use: aiohttp binds a session to the running event loop.
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, keepalive_timeout=self._keepalive, ttl_dns_cache=300
+            )
+            self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+        return self._session
+
+    def _target(self, deployment: Deployment, op: Operation) -> _Target:
+        key = (deployment.id, op)
+        target = self._targets.get(key)
+        if target is None:
+            target = self._targets[key] = _address(deployment, op)
+        return target
+
+    async def _headers(self, deployment: Deployment, target: _Target) -> dict[str, str]:
+        if not target.needs_token:
+            return target.headers
+        token = await self._token_provider(deployment)()
+        return {**target.headers, "authorization": f"Bearer {token}"}
+
+    def _token_provider(self, deployment: Deployment) -> TokenProvider:
+        """Entra ID tokens for Azure OpenAI, cached and refreshed by azure-identity's policy."""
+        key = deployment.id if deployment.params.get("client_secret") else ""
+        provider = self._token_providers.get(key)
+        if provider is None:
+            from azure.identity.aio import (  # noqa: PLC0415 - only for keyless Azure deployments
+                ClientSecretCredential,
+                get_bearer_token_provider,
+            )
+
+            params = deployment.params
+            if params.get("client_secret"):
+                credential = ClientSecretCredential(
+                    str(params["tenant_id"]), str(params["client_id"]), str(params["client_secret"])
+                )
+                self._credentials.append(credential)
+            else:
+                credential = self._app_credential()
+            provider = self._token_providers[key] = get_bearer_token_provider(credential, AZURE_SCOPE)
+        return provider
+
+    def _app_credential(self) -> Any:
+        if self._credential_factory is not None:
+            return self._credential_factory()
+        from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415
+
+        credential = DefaultAzureCredential()
+        self._credentials.append(credential)
+        return credential
+
+    @staticmethod
+    def _body(deployment: Deployment, target: _Target, params: dict[str, Any]) -> bytes:
+        body = {**deployment.body_defaults, **params} if deployment.body_defaults else dict(params)
+        for key in _NOT_FORWARDED:
+            body.pop(key, None)
+        if target.model_in_body:
+            body["model"] = deployment.upstream_model
+        else:
+            body.pop("model", None)  # Azure takes the deployment from the URL
+        extra = deployment.params.get("extra_body")
+        if isinstance(extra, dict):
+            body.update(extra)
+        return orjson.dumps(body)
+
+
+def _address(deployment: Deployment, op: Operation) -> _Target:
+    """The URL and fixed headers of one operation of a deployment, worked out once."""
+    params = deployment.params
+    headers = {"content-type": "application/json", "accept": "application/json"}
+    headers.update({str(k): str(v) for k, v in (params.get("extra_headers") or {}).items()})
+    needs_token, model_in_body = False, True
+    if deployment.provider == "azure":
+        base = str(params["api_base"]).rstrip("/")
+        version = str(params["api_version"])
+        root = base.removesuffix("/openai/v1").removesuffix("/openai")
+        if version in _V1_VERSIONS:
+            url = f"{root}/openai/v1/{op.path}" + (
+                f"?api-version={quote(version)}" if version != "v1" else ""
+            )
+        else:
+            model_in_body = False
+            url = (
+                f"{root}/openai/deployments/{quote(deployment.upstream_model, safe='')}/{op.path}"
+                f"?api-version={quote(version)}"
+            )
+        if params.get("api_key"):
+            headers["api-key"] = str(params["api_key"])
+        elif params.get("azure_ad_token"):
+            headers["authorization"] = f"Bearer {params['azure_ad_token']}"
+        else:
+            needs_token = True
+    else:
+        url = f"{str(params['api_base']).rstrip('/')}/{op.path}"
+        if params.get("api_key"):
+            headers["authorization"] = f"Bearer {params['api_key']}"
+        if params.get("organization"):
+            headers["openai-organization"] = str(params["organization"])
+    return _Target(
+        url=url,
+        headers=headers,
+        needs_token=needs_token,
+        model_in_body=model_in_body,
+        json_timeout=aiohttp.ClientTimeout(total=deployment.timeout),
+        # A stream may run long; what must not happen is a silence longer than stream_timeout.
+        stream_timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=deployment.timeout, sock_read=deployment.stream_timeout
+        ),
+    )
+
+
+async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
+    """Server-sent events as parsed JSON, one per `data:` event, until `[DONE]` or the end.
+
+    Decoded per the SSE spec (fields per line, several `data:` lines joined with a newline, a blank
+    line ends the event, comments and other fields skipped). An `{"error": ...}` event raises.
+    """
+    data: list[bytes] = []
+    try:
+        async for raw_line in response.content:
+            line = raw_line.rstrip(b"\r\n")
+            if line:
+                if line.startswith(b"data:"):
+                    value = line[5:]
+                    data.append(value[1:] if value[:1] == b" " else value)
+                continue
+            if not data:
+                continue
+            payload = data[0] if len(data) == 1 else b"\n".join(data)
+            data = []
+            if payload == b"[DONE]":
+                return
+            event = orjson.loads(payload)
+            if not isinstance(event, dict):
+                raise errors.AttemptFailed(
+                    errors.UpstreamError("The model provider sent an event that is not JSON.")
+                )
+            if "error" in event and not event.get("choices"):
+                raise errors.stream_error(event)
+            yield event
+    except TimeoutError:
+        raise errors.timed_out() from None
+    except aiohttp.ClientError:
+        raise errors.cut_short() from None
+    except orjson.JSONDecodeError:
+        raise errors.AttemptFailed(
+            errors.UpstreamError("The model provider sent an event that is not JSON.")
+        ) from None
+    finally:
+        response.release()  # back to the pool when read to the end, else the connection is closed

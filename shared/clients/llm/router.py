@@ -1,0 +1,456 @@
+"""Cirrus's router: one public model name in, one answer out, across deployments and providers.
+
+It reads LiteLLM's `model_list`/`router_settings` with LiteLLM's meanings (see `deployments`)
+and, per request:
+
+1. picks a deployment of the name (`selection`: cooldowns, per-deployment rpm/tpm, strategy);
+2. calls its adapter (`openai_wire` natively, `litellm_adapter` for every other provider), with
+   one CLIENT span per attempt (`spans`);
+3. on failure retries within the name, `num_retries` times, at once on another healthy deployment,
+   else after the provider's Retry-After (up to 60 s) or an exponential backoff; failures that are
+   about the request itself (400s, 404) are not retried;
+4. when the name is exhausted, falls back: `context_window_fallbacks` for a prompt that is too
+   long, `content_policy_fallbacks` for refused content (each defaulting to `fallbacks` when
+   unset), `fallbacks` (or `"*"`, or `default_fallbacks`) for everything else; a fallback's own
+   fallbacks follow (chained), up to `max_fallbacks` deep and never in a circle. When all fail, the
+   error of the name the client asked for is raised.
+
+A stream counts as failed, and so is retried or falls back invisibly, until its first chunk has
+arrived; after that a failure is the client's to see (`relay`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from shared.clients.llm import errors, price_map, tokens
+from shared.clients.llm.deployments import Deployment, RoutingTable, read_routing
+from shared.clients.llm.errors import AttemptFailed
+from shared.clients.llm.litellm_adapter import LiteLLMAdapter
+from shared.clients.llm.openai_wire import CredentialFactory, OpenAIWireAdapter
+from shared.clients.llm.operations import ModelAdapter, Operation
+from shared.clients.llm.relay import OpenedStream, RoutedStream
+from shared.clients.llm.selection import Clock, Selector
+from shared.clients.llm.shapes import complete_embeddings
+from shared.clients.llm.spans import attempt_span, end_attempt
+from shared.clients.protocols import EmbeddingResult, ModelLimits, ModelResult, ServedBy
+from shared.config import ModelConfig
+from shared.errors import InvalidRequestError
+
+log = logging.getLogger("cirrus.llm")
+
+T = TypeVar("T")
+INITIAL_RETRY_DELAY = 0.5  # LiteLLM's backoff: 0.5 s, doubling, at most 8 s
+MAX_RETRY_DELAY = 8.0
+MAX_RETRY_AFTER = 60.0  # a longer Retry-After is not waited for: the backoff applies instead
+RETRY_JITTER = 0.1  # a wait grows by up to this fraction, so retries of many requests spread out
+_RETRYABLE = frozenset({408, 409, 429})
+Attempt = Callable[[Deployment], Awaitable[T]]
+Sleep = Callable[[float], Awaitable[Any]]
+
+
+@dataclass
+class _Tally:
+    fallbacks: int = 0  # fallback model names tried, across the whole chain
+
+
+@dataclass
+class _Chain:
+    """Where a fallback chain stands: names already tried (no circles) and how deep it is."""
+
+    tally: _Tally
+    visited: set[str]
+    depth: int = 0
+
+    def deeper(self) -> _Chain:
+        return _Chain(self.tally, self.visited, self.depth + 1)
+
+
+class ModelRouter:
+    """Implements `LLMRouter` (shared.clients.protocols) for every deployment of the model file."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        max_connections: int = 256,
+        keepalive_seconds: float = 30.0,
+        azure_credential: CredentialFactory | None = None,
+        native: ModelAdapter | None = None,
+        litellm: ModelAdapter | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        table = read_routing(config)
+        self._table: RoutingTable = table
+        self._settings = table.settings
+        self._groups = table.groups()
+        self._deployments = {d.id: d for d in table.deployments}
+        self._native = native or OpenAIWireAdapter(
+            max_connections=max_connections,
+            keepalive_seconds=keepalive_seconds,
+            azure_credential=azure_credential,
+        )
+        self._litellm = litellm
+        if self._litellm is None and table.needs_litellm:
+            self._litellm = LiteLLMAdapter(drop_params=table.drop_params)  # starts importing LiteLLM
+        self._rng = rng or random.Random()  # noqa: S311 - jitter and load balancing, not security
+        self._selector = Selector(self._settings, self._price, clock=clock, rng=self._rng)
+        self._sleep = sleep
+        self._prices: dict[str, tuple[float, float] | None] = {}
+        self._limits: dict[str, ModelLimits] = {}
+
+    # --- calls --------------------------------------------------------------------------------
+
+    async def chat(self, params: Mapping[str, Any]) -> ModelResult:
+        return await self._complete(Operation.CHAT, params, params.get("messages"))
+
+    async def chat_stream(self, params: Mapping[str, Any]) -> RoutedStream:
+        return await self._stream(Operation.CHAT, params, params.get("messages"))
+
+    async def text_completion(self, params: Mapping[str, Any]) -> ModelResult:
+        return await self._complete(Operation.TEXT, params, params.get("prompt"))
+
+    async def text_completion_stream(self, params: Mapping[str, Any]) -> RoutedStream:
+        return await self._stream(Operation.TEXT, params, params.get("prompt"))
+
+    async def embed(self, params: Mapping[str, Any]) -> EmbeddingResult:
+        upstream = dict(params)
+        # Floats from every provider; base64 is packed here, as not every provider offers it.
+        encoding = upstream.pop("encoding_format", None) or "float"
+        body, served_by = await self._route(Operation.EMBED, upstream, self._call(Operation.EMBED, upstream))
+        if not isinstance(body.get("data"), list):
+            raise errors.unreachable().error
+        body["model"] = served_by.model
+        complete_embeddings(body, encoding)
+        return EmbeddingResult(body, body["usage"]["prompt_tokens"], served_by)
+
+    async def _complete(self, op: Operation, params: Mapping[str, Any], prompt: Any) -> ModelResult:
+        upstream = dict(params)
+        body, served_by = await self._route(op, upstream, self._call(op, upstream))
+        body["model"] = served_by.model
+        estimated = self._settle_usage(body, served_by, prompt, op)
+        return ModelResult(body, served_by, estimated)
+
+    def _call(self, op: Operation, params: dict[str, Any]) -> Attempt[dict[str, Any]]:
+        async def attempt(deployment: Deployment) -> dict[str, Any]:
+            span = attempt_span(deployment, op)
+            self._selector.started(deployment)
+            started = time.perf_counter()
+            try:
+                body = await self._adapter(deployment).complete(deployment, op, params)
+            except AttemptFailed as failure:
+                self._selector.failed(deployment, failure, len(self._groups[deployment.model_name]))
+                end_attempt(span, failure)
+                raise
+            except BaseException as exc:
+                self._selector.ended(deployment)
+                end_attempt(span, exc)
+                raise
+            usage = body.get("usage") or {}
+            self._selector.succeeded(
+                deployment, time.perf_counter() - started, int(usage.get("total_tokens") or 0)
+            )
+            end_attempt(span)
+            return body
+
+        return attempt
+
+    async def _stream(self, op: Operation, params: Mapping[str, Any], prompt: Any) -> RoutedStream:
+        client_options = dict(params.get("stream_options") or {})
+        # Always ask for usage: Cirrus accounts for every stream, even if the client does not.
+        upstream = {**params, "stream": True, "stream_options": {**client_options, "include_usage": True}}
+
+        async def attempt(deployment: Deployment) -> OpenedStream:
+            span = attempt_span(deployment, op)
+            self._selector.started(deployment)
+            started = time.perf_counter()
+            events = None
+            try:
+                events = await self._adapter(deployment).open_stream(deployment, op, upstream)
+                try:
+                    first = await anext(events)
+                except StopAsyncIteration:
+                    raise errors.cut_short() from None
+            except AttemptFailed as failure:
+                await _close(events)
+                self._selector.failed(deployment, failure, len(self._groups[deployment.model_name]))
+                end_attempt(span, failure)
+                raise
+            except BaseException as exc:
+                await _close(events)
+                self._selector.ended(deployment)
+                end_attempt(span, exc)
+                raise
+            group_size = len(self._groups[deployment.model_name])
+            return OpenedStream(deployment, events, first, span, started, time.perf_counter(), group_size)
+
+        opened, served_by = await self._route(op, upstream, attempt)
+        model = served_by.model
+        return RoutedStream(
+            opened,
+            served_by,
+            self._selector,
+            forward_usage=bool(client_options.get("include_usage")),
+            estimate=lambda text: (
+                self._count_prompt(model, prompt),
+                self.count_tokens(model, text) if text else 0,
+            ),
+        )
+
+    def _adapter(self, deployment: Deployment) -> ModelAdapter:
+        if deployment.adapter == "openai_wire":
+            return self._native
+        assert self._litellm is not None  # built whenever the file has a LiteLLM deployment
+        return self._litellm
+
+    # --- retries and fallbacks ---------------------------------------------------------------
+
+    async def _route(
+        self, op: Operation, params: Mapping[str, Any], attempt: Attempt[T]
+    ) -> tuple[T, ServedBy]:
+        model = str(params["model"])
+        tally = _Tally()
+        try:
+            result, deployment, retries = await self._with_fallbacks(
+                model, op, params, attempt, _Chain(tally, {model})
+            )
+        except AttemptFailed as failure:
+            raise failure.error from None
+        served_by = ServedBy(
+            model=deployment.model_name,
+            deployment=deployment.id,
+            provider=deployment.provider,
+            upstream_model=deployment.upstream_model,
+            fallbacks=tally.fallbacks,
+            retries=retries,
+        )
+        return result, served_by
+
+    async def _with_fallbacks(
+        self, model: str, op: Operation, params: Mapping[str, Any], attempt: Attempt[T], chain: _Chain
+    ) -> tuple[T, Deployment, int]:
+        try:
+            return await self._with_retries(model, op, params, attempt)
+        except AttemptFailed as failure:
+            if chain.depth >= self._settings.max_fallbacks:
+                raise
+            for target in self._fallback_targets(model, failure):
+                if target in chain.visited or target not in self._groups:
+                    continue
+                chain.visited.add(target)
+                chain.tally.fallbacks += 1
+                log.info("model %s failed (%s); falling back to %s", model, failure.error.code, target)
+                try:
+                    return await self._with_fallbacks(target, op, params, attempt, chain.deeper())
+                except AttemptFailed:
+                    continue
+            raise
+
+    async def _with_retries(
+        self, model: str, op: Operation, params: Mapping[str, Any], attempt: Attempt[T]
+    ) -> tuple[T, Deployment, int]:
+        group = self._groups[model]
+        if self._settings.enable_pre_call_checks and op is not Operation.EMBED:
+            group = self._fitting(model, group, params)
+        retries = 0
+        while True:
+            deployment = self._selector.pick(model, group)
+            try:
+                return await attempt(deployment), deployment, retries
+            except AttemptFailed as failure:
+                if retries >= self._settings.num_retries or not self._retryable(model, group, failure):
+                    raise
+                await self._sleep(self._backoff(group, failure, retries))
+                retries += 1
+
+    def _retryable(self, model: str, group: Sequence[Deployment], failure: AttemptFailed) -> bool:
+        """LiteLLM's `should_retry_this_error`."""
+        settings = self._settings
+        if failure.kind == "context_window" and settings.context_window_fallbacks is not None:
+            return False
+        if failure.kind == "content_policy" and settings.content_policy_fallbacks is not None:
+            return False
+        status = failure.status
+        if status is not None and status < 500 and status not in _RETRYABLE and status not in (401, 403):
+            return False
+        if status in (401, 403) and len(group) <= 1:
+            return False
+        healthy = self._selector.available(group)
+        if status == 429 and not healthy and self._fallback_targets(model, failure):
+            return False
+        return bool(healthy)
+
+    def _backoff(self, group: Sequence[Deployment], failure: AttemptFailed, retries: int) -> float:
+        """Nothing when another deployment can take the retry; else Retry-After, else exponential."""
+        if len(group) > 1 and self._selector.available(group):
+            return 0.0
+        wait = failure.retry_after
+        if wait is None or not 0 < wait <= MAX_RETRY_AFTER:
+            wait = min(max(INITIAL_RETRY_DELAY * 2**retries, self._settings.retry_after), MAX_RETRY_DELAY)
+        return max(wait, self._settings.retry_after) * (1 + RETRY_JITTER * self._rng.random())
+
+    def _fallback_targets(self, model: str, failure: AttemptFailed) -> list[str]:
+        settings = self._settings
+        if failure.kind == "context_window" and settings.context_window_fallbacks is not None:
+            return _lookup(settings.context_window_fallbacks, model)
+        if failure.kind == "content_policy" and settings.content_policy_fallbacks is not None:
+            return _lookup(settings.content_policy_fallbacks, model)
+        return _lookup(settings.fallbacks, model) or list(settings.default_fallbacks)
+
+    def _fitting(self, model: str, group: list[Deployment], params: Mapping[str, Any]) -> list[Deployment]:
+        """`enable_pre_call_checks`: only deployments whose context window holds the prompt."""
+        windows = {d.id: self._deployment_limits(d).max_input_tokens for d in group}
+        if not any(windows.values()):
+            return group
+        needed = self._count_prompt(model, params.get("messages") or params.get("prompt"))
+        fitting = [d for d in group if not windows[d.id] or needed <= windows[d.id]]  # type: ignore[operator]
+        if fitting:
+            return fitting
+        largest = max(w for w in windows.values() if w)
+        raise AttemptFailed(
+            InvalidRequestError(
+                f"This model's maximum context length is {largest} tokens. However, your messages "
+                f"resulted in {needed} tokens. Please reduce the length of the messages.",
+                param="messages",
+                code=errors.CONTEXT_WINDOW,
+            ),
+            400,
+        )
+
+    # --- model facts --------------------------------------------------------------------------
+
+    def cost_usd(self, served_by: ServedBy, input_tokens: int, output_tokens: int) -> float | None:
+        """USD for the tokens: the deployment's own prices from the file, else LiteLLM's price map."""
+        deployment = self._deployments.get(served_by.deployment)
+        price = self._price(deployment) if deployment is not None else None
+        if price is None:
+            return None
+        return input_tokens * price[0] + output_tokens * price[1]
+
+    def max_cost_usd(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
+        """The most a call to `model` can cost: its priciest deployment, fallbacks included."""
+        names = [model, *_lookup(self._settings.fallbacks, model)]
+        costs = [
+            input_tokens * price[0] + output_tokens * price[1]
+            for name in names
+            for deployment in self._groups.get(name, ())
+            if (price := self._price(deployment)) is not None
+        ]
+        return max(costs, default=None)
+
+    def count_tokens(self, model: str, messages: Sequence[Mapping[str, Any]] | str) -> int:
+        """Tokens of `messages` (or a prompt string) with the tokenizer of `model`'s deployment."""
+        name = _identity(self._groups[model][0]) if model in self._groups else model
+        if isinstance(messages, str):
+            return tokens.count_text(name, messages)
+        return tokens.count_messages(name, messages)
+
+    def limits(self, model: str) -> ModelLimits:
+        """The tightest input and output limits over `model`'s deployments (the file wins)."""
+        if model not in self._limits:
+            found = [self._deployment_limits(d) for d in self._groups.get(model, ())]
+            inputs = [x.max_input_tokens for x in found if x.max_input_tokens]
+            outputs = [x.max_output_tokens for x in found if x.max_output_tokens]
+            self._limits[model] = ModelLimits(min(inputs, default=None), min(outputs, default=None))
+        return self._limits[model]
+
+    def _deployment_limits(self, deployment: Deployment) -> ModelLimits:
+        known = price_map.model_entry(deployment.provider, deployment.upstream_model, _base_model(deployment))
+        info = {**{k: v for k, v in known.items() if v is not None}, **deployment.model_info}
+        max_in, max_out = info.get("max_input_tokens"), info.get("max_output_tokens")
+        return ModelLimits(
+            max_in if isinstance(max_in, int) else None, max_out if isinstance(max_out, int) else None
+        )
+
+    def _price(self, deployment: Deployment) -> tuple[float, float] | None:
+        if deployment.id not in self._prices:
+            price = deployment.file_prices
+            if price is None:
+                entry = price_map.model_entry(
+                    deployment.provider, deployment.upstream_model, _base_model(deployment)
+                )
+                price = price_map.prices(entry)
+            self._prices[deployment.id] = price
+        return self._prices[deployment.id]
+
+    def _count_prompt(self, model: str, prompt: Any) -> int:
+        if isinstance(prompt, str):
+            return self.count_tokens(model, prompt)
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], Mapping):
+            return self.count_tokens(model, prompt)
+        if isinstance(prompt, list):  # several prompts, or token ids
+            return sum(len(p) if isinstance(p, list) else self.count_tokens(model, str(p)) for p in prompt)
+        return 0
+
+    def _settle_usage(self, body: dict[str, Any], served_by: ServedBy, prompt: Any, op: Operation) -> bool:
+        """Count tokens when the provider reported none; True if counted."""
+        if (body.get("usage") or {}).get("total_tokens"):
+            return False
+        generated = []
+        for choice in body.get("choices") or ():
+            if op is Operation.TEXT:
+                generated.append(choice.get("text") or "")
+                continue
+            message = choice.get("message") or {}
+            generated.append(message.get("content") or "")
+            generated.extend(
+                (t.get("function") or {}).get("arguments") or "" for t in message.get("tool_calls") or ()
+            )
+        text = "".join(generated)
+        prompt_tokens = self._count_prompt(served_by.model, prompt)
+        output_tokens = self.count_tokens(served_by.model, text) if text else 0
+        body["usage"] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": output_tokens,
+            "total_tokens": prompt_tokens + output_tokens,
+        }
+        return True
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def warm(self) -> None:
+        """Ready to serve every deployment: waits for LiteLLM's import when the file needs it."""
+        if isinstance(self._litellm, LiteLLMAdapter):
+            await self._litellm.ready()
+
+    async def aclose(self) -> None:
+        await self._native.aclose()
+        if self._litellm is not None:
+            await self._litellm.aclose()
+
+
+def _lookup(fallbacks: Sequence[Mapping[str, Sequence[str]]] | None, model: str) -> list[str]:
+    """A model's list in LiteLLM's `[{name: [targets]}]` shape; `"*"` applies to every model."""
+    generic: list[str] = []
+    for entry in fallbacks or ():
+        if model in entry:
+            return list(entry[model])
+        if "*" in entry and not generic:
+            generic = list(entry["*"])
+    return generic
+
+
+def _base_model(deployment: Deployment) -> str | None:
+    value = deployment.params.get("base_model") or deployment.model_info.get("base_model")
+    return str(value) if value else None
+
+
+def _identity(deployment: Deployment) -> str:
+    """The model name a tokenizer knows: Azure deployments are named by their owners."""
+    return _base_model(deployment) or deployment.upstream_model
+
+
+async def _close(events: Any) -> None:
+    closer = getattr(events, "aclose", None)
+    if closer is not None:
+        with contextlib.suppress(Exception):  # the attempt has failed already; its error is what matters
+            await closer()

@@ -1,0 +1,37 @@
+"""One CLIENT span per provider attempt (retries and fallbacks included), with the GenAI
+semantic conventions: a child of the model call's span, the same for both adapters."""
+
+from __future__ import annotations
+
+from opentelemetry.trace import Span, SpanKind, StatusCode
+
+from shared import telemetry
+from shared.clients.llm.deployments import Deployment
+from shared.clients.llm.errors import AttemptFailed
+from shared.clients.llm.operations import Operation
+
+
+def attempt_span(deployment: Deployment, op: Operation) -> Span:
+    """Started in the caller's context: the model call's span is its parent."""
+    return telemetry.tracer.start_span(
+        f"provider {deployment.provider}",
+        kind=SpanKind.CLIENT,
+        attributes={
+            "gen_ai.operation.name": op.genai_name,
+            "gen_ai.provider.name": deployment.provider,
+            "gen_ai.request.model": deployment.upstream_model,
+            "server.address": deployment.server_address,
+            "cirrus.deployment": deployment.id,
+            "cirrus.adapter": deployment.adapter,
+        },
+    )
+
+
+def end_attempt(span: Span, failure: BaseException | None = None) -> None:
+    if failure is not None:
+        error_type = failure.error.code if isinstance(failure, AttemptFailed) else None
+        span.set_status(StatusCode.ERROR, type(failure).__name__)
+        span.set_attribute("error.type", error_type or type(failure).__name__)
+        if isinstance(failure, AttemptFailed) and failure.status is not None:
+            span.set_attribute("http.response.status_code", failure.status)
+    span.end()
