@@ -116,6 +116,9 @@ def configure_logging(json_output: bool, level: str) -> None:
     their format. `level` is the level of Cirrus's loggers (`cirrus.*`).
     """
     logging.getLogger("cirrus").setLevel(level)
+    # One access line per request repeats what request telemetry already has, at a cost per
+    # request; uvicorn (the Functions worker's HTTP server too) logs them at INFO.
+    logging.getLogger("uvicorn.access").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
     root = logging.getLogger()
     if not root.handlers:
         root.addHandler(_CirrusStreamHandler(sys.stderr))

@@ -370,3 +370,33 @@ def test_in_a_fresh_process_otlp_sets_sdk_providers_and_exits_promptly():
     assert out["heavy_before"] == []
     assert out["providers"] == ["sdk", "sdk", "sdk"]
     assert out["service"] == "cirrus"
+
+
+def test_in_a_fresh_process_without_exporters_spans_have_ids_but_record_nothing():
+    """Nothing exports them, so spans are not recorded (cheap), yet logs and messages get real ids."""
+    script = textwrap.dedent(
+        """
+        import json
+        from shared import telemetry
+        from shared.logs import context_fields
+        assert telemetry.configure_exporters(None) == "none"
+        with telemetry.tracer.start_as_current_span("work", attributes={"a": 1}) as span:
+            fields = context_fields()
+            print(json.dumps({"recording": span.is_recording(), "valid": span.get_span_context().is_valid,
+                              "trace_id": fields["trace_id"], "span_id": fields["span_id"]}))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APPLICATIONINSIGHTS"))}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["recording"] is False and out["valid"] is True
+    assert len(out["trace_id"]) == 32 and len(out["span_id"]) == 16
