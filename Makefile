@@ -52,6 +52,20 @@ unit integration e2e: setup
 bench: setup
 	$(BIN)/python -m bench
 
+# Cirrus against LiteLLM's own proxy (its own venv, like checkov's: the proxy's pins are not the
+# app's), same fake provider, same run. `make bench-peer BENCH_ARGS=--quick` for a smoke run;
+# BENCH_ARGS="--repeats 3 --profile /tmp/peer-profile" adds py-spy profiles of both servers.
+.PHONY: bench-peer
+LITELLM_PROXY_VENV := .venv-litellm-proxy
+bench-peer: setup $(LITELLM_PROXY_VENV)/.installed
+	$(BIN)/python -m bench.peer $(BENCH_ARGS)
+
+$(LITELLM_PROXY_VENV)/.installed: tools/requirements-litellm-proxy.txt
+	test -x $(LITELLM_PROXY_VENV)/bin/python || $(PYTHON) -m venv $(LITELLM_PROXY_VENV)
+	$(LITELLM_PROXY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-r tools/requirements-litellm-proxy.txt
+	touch $@
+
 # Re-pin after editing tools/requirements*.in (needs pip-tools in the venv).
 lock:
 	cd tools && ../$(BIN)/pip-compile --quiet --strip-extras --no-header --annotation-style=line \
@@ -60,6 +74,8 @@ lock:
 		--no-emit-index-url --no-emit-find-links -o requirements-dev.txt requirements-dev.in
 	cd tools && ../$(BIN)/pip-compile --quiet --strip-extras --no-header --annotation-style=line \
 		--no-emit-index-url --no-emit-find-links -o requirements-checkov.txt requirements-checkov.in
+	cd tools && ../$(BIN)/pip-compile --quiet --strip-extras --no-header --annotation-style=line \
+		--no-emit-index-url --no-emit-find-links -o requirements-litellm-proxy.txt requirements-litellm-proxy.in
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .cirrus .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) $(LITELLM_PROXY_VENV) node_modules .cirrus .pytest_cache .ruff_cache
