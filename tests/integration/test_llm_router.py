@@ -205,9 +205,8 @@ async def test_a_client_that_goes_away_mid_stream_closes_the_upstream_connection
     assert record["finished_at"] and record["status"] == 200
     assert record["finished_at"] - record["received_at"] < 3  # 26 chunks at 200 ms would take 5 s
     # The router's books are straight: nothing in flight, and the deployment took no blame.
-    dribble = router._groups["dribble"][0]
-    assert router._selector.health(dribble).in_flight == 0
-    assert router._selector.health(dribble).failures == 0
+    health = router.health("dribble-chunk_delay_ms=200")
+    assert health.in_flight == 0 and health.failures == 0
 
 
 async def test_a_cancelled_call_releases_its_deployment(router, provider):
@@ -216,9 +215,8 @@ async def test_a_cancelled_call_releases_its_deployment(router, provider):
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    slow = router._groups["slow"][0]
-    assert router._selector.health(slow).in_flight == 0
-    assert router._selector.health(slow).failures == 0
+    health = router.health("slow-fault=timeout")
+    assert health.in_flight == 0 and health.failures == 0
 
 
 async def test_both_adapters_give_the_same_observable_results(fake_provider_url, provider):

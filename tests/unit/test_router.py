@@ -367,6 +367,15 @@ async def test_a_stream_failing_before_its_first_chunk_is_retried(make, adapter)
     assert [c async for c in stream]
 
 
+async def test_an_abandoned_stream_leaves_no_verdict_and_nothing_in_flight(make, adapter, spans):
+    router = make([entry("a", "a1")])
+    stream = await router.chat_stream(ask())
+    await stream.aclose()
+    assert router.health("a1").in_flight == 0 and router.health("a1").failures == 0
+    (span,) = [s for s in spans.get_finished_spans() if s.name.startswith("provider ")]
+    assert span.attributes["cirrus.abandoned"] is True and span.status.status_code.name == "UNSET"
+
+
 async def test_an_error_event_mid_stream_reaches_the_client(make, adapter):
     router = make([entry("a", "a1")])
     chunks = factories.chunk_dicts("one two", model="x")
@@ -389,8 +398,10 @@ async def test_a_stream_that_ends_without_a_finish_reason_is_an_error(make, adap
 
 
 async def test_every_attempt_is_a_span_with_genai_attributes(make, adapter, spans):
-    router = make([entry("a", "a1"), entry("b", "b1", api_base="http://models.example:8000/v1")])
-    router._settings.fallbacks.append({"a": ["b"]})
+    router = make(
+        [entry("a", "a1"), entry("b", "b1", api_base="http://models.example:8000/v1")],
+        fallbacks=[{"a": ["b"]}],
+    )
     adapter.then("a1", failure(500))
     await router.chat(ask())
     attempts = [s for s in spans.get_finished_spans() if s.name.startswith("provider ")]

@@ -13,13 +13,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry.trace import Span
-
 from shared.clients.llm import errors
-from shared.clients.llm.deployments import Deployment
+from shared.clients.llm.attempts import Attempt
 from shared.clients.llm.errors import AttemptFailed
-from shared.clients.llm.selection import Selector
-from shared.clients.llm.spans import end_attempt
 from shared.clients.protocols import ServedBy
 
 # (prompt tokens, output tokens) from the prompt and the generated text, when the provider sent none.
@@ -30,13 +26,10 @@ Estimator = Callable[[str], tuple[int, int]]
 class OpenedStream:
     """An attempt whose first chunk has arrived: from here a failure is the client's to see."""
 
-    deployment: Deployment
+    attempt: Attempt  # still open: the stream closes it
     events: AsyncIterator[dict[str, Any]]
     first: dict[str, Any]
-    span: Span
-    started: float  # perf_counter at the attempt's start
     first_at: float  # perf_counter when the first chunk arrived
-    group_size: int  # deployments of its model name (cooldown rules differ for a lone one)
 
 
 class RoutedStream:
@@ -46,7 +39,6 @@ class RoutedStream:
         self,
         opened: OpenedStream,
         served_by: ServedBy,
-        selector: Selector,
         *,
         forward_usage: bool,
         estimate: Estimator,
@@ -56,11 +48,9 @@ class RoutedStream:
         self.usage_estimated = False
         self.finish_reasons: list[str] = []
         self._opened = opened
-        self._selector = selector
         self._forward_usage = forward_usage
         self._estimate = estimate
         self._text: list[str] = []
-        self._settled = False
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         opened, model, forward_usage = self._opened, self.served_by.model, self._forward_usage
@@ -91,36 +81,25 @@ class RoutedStream:
                 except StopAsyncIteration:
                     break
         except AttemptFailed as failure:
-            self._end(failure)
+            self._settle_usage()
+            opened.attempt.failed(failure)
             raise failure.error from None
-        except BaseException as exc:  # the client went away, or the task was cancelled
-            self._end(exc, verdict=False)
+        except BaseException:  # the client went away, or the task was cancelled
+            self._settle_usage()
+            opened.attempt.abandoned()
             raise
+        self._settle_usage()
         if not finish_reasons:
             # The connection ended cleanly but the answer did not: never pass that off as complete.
             failure = errors.cut_short()
-            self._end(failure)
+            opened.attempt.failed(failure)
             raise failure.error
-        self._end(None)
-
-    def _end(self, failure: BaseException | None, *, verdict: bool = True) -> None:
-        if self._settled:
-            return
-        self._settled = True
-        opened = self._opened
-        self._settle_usage()
-        if not verdict:
-            self._selector.ended(opened.deployment)
-        elif isinstance(failure, AttemptFailed):
-            self._selector.failed(opened.deployment, failure, opened.group_size)
-        else:
-            tokens = int((self.usage or {}).get("total_tokens") or 0)
-            self._selector.succeeded(opened.deployment, opened.first_at - opened.started, tokens)
-        end_attempt(opened.span, failure)
+        tokens = int((self.usage or {}).get("total_tokens") or 0)
+        opened.attempt.succeeded(opened.first_at - opened.attempt.started, tokens)
 
     def _settle_usage(self) -> None:
         """Without the provider's figures, count the prompt and what arrived with tiktoken."""
-        if self.usage and self.usage.get("total_tokens"):
+        if self.usage_estimated or (self.usage and self.usage.get("total_tokens")):
             return
         with contextlib.suppress(Exception):
             prompt, output = self._estimate("".join(self._text))
@@ -136,8 +115,9 @@ class RoutedStream:
         if closer is not None:
             with contextlib.suppress(Exception):
                 await closer()
-        if not self._settled:  # never iterated to the end (closed before or during the first chunk)
-            self._end(None, verdict=False)
+        # Never iterated to its end (closed before or during the first chunk): no verdict.
+        self._settle_usage()
+        self._opened.attempt.abandoned()
 
 
 def _keep_without_usage(chunk: dict[str, Any], choices: Any) -> bool:

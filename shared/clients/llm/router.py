@@ -31,15 +31,15 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from shared.clients.llm import errors, price_map, tokens
+from shared.clients.llm.attempts import Attempt
 from shared.clients.llm.deployments import Deployment, RoutingTable, read_routing
 from shared.clients.llm.errors import AttemptFailed
 from shared.clients.llm.litellm_adapter import LiteLLMAdapter
 from shared.clients.llm.openai_wire import CredentialFactory, OpenAIWireAdapter
 from shared.clients.llm.operations import ModelAdapter, Operation
 from shared.clients.llm.relay import OpenedStream, RoutedStream
-from shared.clients.llm.selection import Clock, Selector
+from shared.clients.llm.selection import Clock, DeploymentHealth, Selector
 from shared.clients.llm.shapes import complete_embeddings
-from shared.clients.llm.spans import attempt_span, end_attempt
 from shared.clients.protocols import EmbeddingResult, ModelLimits, ModelResult, ServedBy
 from shared.config import ModelConfig
 from shared.errors import InvalidRequestError
@@ -52,7 +52,7 @@ MAX_RETRY_DELAY = 8.0
 MAX_RETRY_AFTER = 60.0  # a longer Retry-After is not waited for: the backoff applies instead
 RETRY_JITTER = 0.1  # a wait grows by up to this fraction, so retries of many requests spread out
 _RETRYABLE = frozenset({408, 409, 429})
-Attempt = Callable[[Deployment], Awaitable[T]]
+AttemptFn = Callable[[Deployment], Awaitable[T]]
 Sleep = Callable[[float], Awaitable[Any]]
 
 
@@ -140,26 +140,19 @@ class ModelRouter:
         estimated = self._settle_usage(body, served_by, prompt, op)
         return ModelResult(body, served_by, estimated)
 
-    def _call(self, op: Operation, params: dict[str, Any]) -> Attempt[dict[str, Any]]:
+    def _call(self, op: Operation, params: dict[str, Any]) -> AttemptFn[dict[str, Any]]:
         async def attempt(deployment: Deployment) -> dict[str, Any]:
-            span = attempt_span(deployment, op)
-            self._selector.started(deployment)
-            started = time.perf_counter()
+            books = self._open_attempt(deployment, op)
             try:
                 body = await self._adapter(deployment).complete(deployment, op, params)
             except AttemptFailed as failure:
-                self._selector.failed(deployment, failure, len(self._groups[deployment.model_name]))
-                end_attempt(span, failure)
+                books.failed(failure)
                 raise
-            except BaseException as exc:
-                self._selector.ended(deployment)
-                end_attempt(span, exc)
+            except BaseException:
+                books.abandoned()
                 raise
             usage = body.get("usage") or {}
-            self._selector.succeeded(
-                deployment, time.perf_counter() - started, int(usage.get("total_tokens") or 0)
-            )
-            end_attempt(span)
+            books.succeeded(time.perf_counter() - books.started, int(usage.get("total_tokens") or 0))
             return body
 
         return attempt
@@ -170,9 +163,7 @@ class ModelRouter:
         upstream = {**params, "stream": True, "stream_options": {**client_options, "include_usage": True}}
 
         async def attempt(deployment: Deployment) -> OpenedStream:
-            span = attempt_span(deployment, op)
-            self._selector.started(deployment)
-            started = time.perf_counter()
+            books = self._open_attempt(deployment, op)
             events = None
             try:
                 events = await self._adapter(deployment).open_stream(deployment, op, upstream)
@@ -182,29 +173,28 @@ class ModelRouter:
                     raise errors.cut_short() from None
             except AttemptFailed as failure:
                 await _close(events)
-                self._selector.failed(deployment, failure, len(self._groups[deployment.model_name]))
-                end_attempt(span, failure)
+                books.failed(failure)
                 raise
-            except BaseException as exc:
+            except BaseException:
                 await _close(events)
-                self._selector.ended(deployment)
-                end_attempt(span, exc)
+                books.abandoned()
                 raise
-            group_size = len(self._groups[deployment.model_name])
-            return OpenedStream(deployment, events, first, span, started, time.perf_counter(), group_size)
+            return OpenedStream(books, events, first, time.perf_counter())
 
         opened, served_by = await self._route(op, upstream, attempt)
         model = served_by.model
         return RoutedStream(
             opened,
             served_by,
-            self._selector,
             forward_usage=bool(client_options.get("include_usage")),
             estimate=lambda text: (
                 self._count_prompt(model, prompt),
                 self.count_tokens(model, text) if text else 0,
             ),
         )
+
+    def _open_attempt(self, deployment: Deployment, op: Operation) -> Attempt:
+        return Attempt(self._selector, deployment, op, len(self._groups[deployment.model_name]))
 
     def _adapter(self, deployment: Deployment) -> ModelAdapter:
         if deployment.adapter == "openai_wire":
@@ -215,7 +205,7 @@ class ModelRouter:
     # --- retries and fallbacks ---------------------------------------------------------------
 
     async def _route(
-        self, op: Operation, params: Mapping[str, Any], attempt: Attempt[T]
+        self, op: Operation, params: Mapping[str, Any], attempt: AttemptFn[T]
     ) -> tuple[T, ServedBy]:
         model = str(params["model"])
         tally = _Tally()
@@ -236,7 +226,7 @@ class ModelRouter:
         return result, served_by
 
     async def _with_fallbacks(
-        self, model: str, op: Operation, params: Mapping[str, Any], attempt: Attempt[T], chain: _Chain
+        self, model: str, op: Operation, params: Mapping[str, Any], attempt: AttemptFn[T], chain: _Chain
     ) -> tuple[T, Deployment, int]:
         try:
             return await self._with_retries(model, op, params, attempt)
@@ -256,7 +246,7 @@ class ModelRouter:
             raise
 
     async def _with_retries(
-        self, model: str, op: Operation, params: Mapping[str, Any], attempt: Attempt[T]
+        self, model: str, op: Operation, params: Mapping[str, Any], attempt: AttemptFn[T]
     ) -> tuple[T, Deployment, int]:
         group = self._groups[model]
         if self._settings.enable_pre_call_checks and op is not Operation.EMBED:
@@ -414,6 +404,10 @@ class ModelRouter:
             "total_tokens": prompt_tokens + output_tokens,
         }
         return True
+
+    def health(self, deployment_id: str) -> DeploymentHealth:
+        """What this process knows of a deployment: in flight, cooldown, this minute's counts."""
+        return self._selector.health(self._deployments[deployment_id])
 
     # --- lifecycle ----------------------------------------------------------------------------
 
