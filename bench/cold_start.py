@@ -3,7 +3,8 @@
     python -m bench.cold_start [--repeats 3]
 
 Each run uses a fresh data directory. /health answers as soon as the host serves (the baseline);
-/health/ready also needs Cosmos, Blob, Queue and the LiteLLM router (whose import dominates).
+/health/ready also needs Cosmos, Blob, Queue and the model router (which imports LiteLLM only when
+the model file has a deployment that needs it; the local one does not).
 """
 
 from __future__ import annotations

@@ -265,7 +265,7 @@ def _summarise(sc: Scenario, base: list[Run], gw: list[Run]) -> dict[str, Any]:
 
 
 def _wait_ready(url: str, timeout: float = 120.0) -> None:
-    """Poll /health/ready until 200: the first call builds the LiteLLM router."""
+    """Poll /health/ready until 200: the first call builds the container and provisions storage."""
     deadline = time.monotonic() + timeout
     while not http_ok(url):
         if time.monotonic() > deadline:

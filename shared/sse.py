@@ -1,6 +1,7 @@
-"""Server-sent events, encoded the way OpenAI streams them: one `data:` line per event.
+"""Server-sent events: encoded the way OpenAI streams them (one `data:` line per event), and the
+`data:` payloads of a provider's stream decoded as its bytes arrive.
 
-Pure functions over bytes; tested as exact bytes in tests/unit/test_sse.py.
+Pure code over bytes; tested as exact bytes in tests/unit/test_sse.py.
 """
 
 from __future__ import annotations
@@ -42,3 +43,35 @@ def _single_line(value: str, field: str) -> str:
     if "\n" in value or "\r" in value:
         raise ValueError(f"SSE {field} must be a single line")
     return value
+
+
+class DataDecoder:
+    """Incremental decoding of a stream's events, per the SSE spec, down to their `data`.
+
+    Feed the bytes as they arrive, in blocks of any size (an event may span blocks, a block may
+    hold many events, an event may be far larger than any line-reader's limit); each complete
+    event's data comes back once its blank line has arrived. Several `data:` lines of one event
+    are joined with a newline; comments and the other fields (`event:`, `id:`, `retry:`) carry
+    nothing an OpenAI-style stream needs and are skipped.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._data: list[bytes] = []
+
+    def feed(self, block: bytes) -> list[bytes]:
+        buffer = self._buffer
+        buffer += block
+        events: list[bytes] = []
+        start = 0
+        while (end := buffer.find(b"\n", start)) != -1:
+            line = bytes(buffer[start : end - 1 if end > start and buffer[end - 1] == 13 else end])
+            start = end + 1
+            if not line:
+                if self._data:
+                    events.append(self._data[0] if len(self._data) == 1 else b"\n".join(self._data))
+                    self._data = []
+            elif line.startswith(b"data:"):
+                self._data.append(line[6:] if line[5:6] == b" " else line[5:])
+        del buffer[:start]
+        return events

@@ -1,8 +1,8 @@
 """Request bodies as Cirrus accepts them: OpenAI's fields, checked before any provider call.
 
 Why not `openai.types.chat.CompletionCreateParams`: those are TypedDicts with `Iterable` fields,
-which pydantic validates lazily (as generators), so errors would surface mid-request. The response
-side does reuse `openai.types` (see shared/clients/llm_router.py).
+which pydantic validates lazily (as generators), so errors would surface mid-request. Answers are
+not validated here: the data plane relays providers' OpenAI-shaped JSON (shared/clients/llm).
 
 Unknown top-level fields are rejected the way OpenAI rejects them, and fields that would steer
 where Cirrus connects or which credentials it uses get their own message: no client chooses a

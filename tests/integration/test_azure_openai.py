@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import pytest
 from azure.core.credentials import AccessToken
 
@@ -37,14 +36,6 @@ class StaticTokenCredential:
 
     async def __aexit__(self, *args: object) -> None:
         pass
-
-
-@pytest.fixture
-def provider(fake_provider_url):
-    client = httpx.Client(base_url=fake_provider_url)
-    client.post("/_control/reset").raise_for_status()
-    yield client
-    client.close()
 
 
 def azure(base: str, profile: str, *, adapter: str = "native", **params: object) -> dict:

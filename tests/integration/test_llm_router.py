@@ -4,7 +4,6 @@ give the same observable results."""
 
 import asyncio
 
-import httpx
 import pytest
 
 from shared.errors import InvalidRequestError, UpstreamError, UpstreamRateLimitError, UpstreamTimeoutError
@@ -31,15 +30,6 @@ async def router(request, fake_provider_url):
     gateway = build_router(request.param, deployments(fake_provider_url))
     yield gateway
     await gateway.aclose()
-
-
-@pytest.fixture
-def provider(fake_provider_url):
-    """Control API of the fake provider, reset before each test."""
-    client = httpx.Client(base_url=fake_provider_url)
-    client.post("/_control/reset").raise_for_status()
-    yield client
-    client.close()
 
 
 def params(model="ok", **extra):

@@ -4,7 +4,6 @@ provider over real HTTP: the same suite through both adapters (see routers.py)."
 import base64
 import struct
 
-import httpx
 import pytest
 
 from shared.errors import UpstreamError
@@ -26,14 +25,6 @@ async def router(request):
     yield build
     for gateway in built:
         await gateway.aclose()
-
-
-@pytest.fixture
-def provider(fake_provider_url):
-    client = httpx.Client(base_url=fake_provider_url)
-    client.post("/_control/reset").raise_for_status()
-    yield client
-    client.close()
 
 
 def hits(provider, fragment):

@@ -39,3 +39,29 @@ def test_done_and_comment():
 def test_fields_cannot_inject_lines(field):
     with pytest.raises(ValueError, match="single line"):
         sse.encode({}, **{field: "a\ndata: injected"})
+
+
+def test_decoder_gives_each_events_data_once_its_blank_line_is_in():
+    decoder = sse.DataDecoder()
+    assert decoder.feed(b'data: {"a":1}\n\ndata: {"b"') == [b'{"a":1}']
+    assert decoder.feed(b":2}\n") == []
+    assert decoder.feed(b"\n") == [b'{"b":2}']
+    assert decoder.feed(b"data: [DONE]\n\n") == [b"[DONE]"]
+
+
+def test_decoder_follows_the_spec_for_crlf_comments_fields_and_several_data_lines():
+    decoder = sse.DataDecoder()
+    stream = b": keep-alive\r\nevent: chunk\r\nid: 7\r\ndata:first\r\ndata:  second\r\n\r\n\r\n"
+    assert decoder.feed(stream) == [b"first\n second"]
+
+
+def test_decoder_takes_events_larger_than_any_line_limit_in_small_blocks():
+    payload = b'{"delta":"' + b"x" * 300_000 + b'"}'
+    stream = b"data: " + payload + b"\n\n"
+    decoder = sse.DataDecoder()
+    events = [e for i in range(0, len(stream), 4096) for e in decoder.feed(stream[i : i + 4096])]
+    assert events == [payload]
+
+
+def test_decoder_keeps_an_unfinished_event_back():
+    assert sse.DataDecoder().feed(b"data: cut off mid-") == []

@@ -75,12 +75,7 @@ class LiteLLMAdapter:
         return await asyncio.wrap_future(self._future)
 
     async def complete(self, deployment: Deployment, op: Operation, params: dict[str, Any]) -> dict[str, Any]:
-        litellm = await self._litellm()
-        kwargs = self._kwargs(deployment, params, deployment.timeout)
-        try:
-            response = await _method(litellm, op)(**kwargs)
-        except Exception as exc:
-            raise failure(litellm, exc) from exc
+        _, response = await self._call(deployment, op, params, deployment.timeout)
         raw = response.model_dump()
         if op is Operation.CHAT:
             return normalise_completion(raw, deployment.model_name)
@@ -91,14 +86,20 @@ class LiteLLMAdapter:
     async def open_stream(
         self, deployment: Deployment, op: Operation, params: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
-        litellm = await self._litellm()
-        kwargs = self._kwargs(deployment, params, deployment.stream_timeout)
-        try:
-            wrapper = await _method(litellm, op)(**kwargs)
-        except Exception as exc:
-            raise failure(litellm, exc) from exc
+        litellm, wrapper = await self._call(deployment, op, params, deployment.stream_timeout)
         normalise = normalise_chunk if op is Operation.CHAT else normalise_text_chunk
         return _chunks(litellm, wrapper, normalise, deployment.model_name)
+
+    async def _call(
+        self, deployment: Deployment, op: Operation, params: Mapping[str, Any], seconds: float
+    ) -> tuple[Any, Any]:
+        """LiteLLM's answer (or stream wrapper) for one deployment, and the module itself; LiteLLM
+        enforces `seconds` as the provider call's timeout."""
+        litellm = await self._litellm()
+        try:
+            return litellm, await _method(litellm, op)(**self._kwargs(deployment, params, seconds))
+        except Exception as exc:
+            raise failure(litellm, exc) from exc
 
     def _kwargs(self, deployment: Deployment, params: Mapping[str, Any], timeout: float) -> dict[str, Any]:
         kwargs = {k: v for k, v in deployment.params.items() if k not in _ROUTER_ONLY}

@@ -2,8 +2,8 @@
 
 OpenAI itself, Azure OpenAI, vLLM, Ollama's `/v1`, llama.cpp's server, LM Studio: the client's
 validated body is forwarded with the deployment's model name, and the answer is parsed once with
-orjson. Streams are read line by line as they arrive and each `data:` event is parsed once; nothing
-is buffered and no SDK object is built.
+orjson. Streams are decoded as their bytes arrive and each `data:` event is parsed once; nothing
+waits for more than its own event and no SDK object is built.
 
 Transport: one pooled `aiohttp.ClientSession` per adapter (the router, and so this adapter, is built
 once per event loop), keep-alive on, its limits from Settings. aiohttp rather than httpx: measured
@@ -33,6 +33,7 @@ from shared.clients.llm import errors
 from shared.clients.llm.deployments import Deployment
 from shared.clients.llm.operations import Operation
 from shared.clients.llm.shapes import complete_chat, complete_text
+from shared.sse import DataDecoder
 
 AZURE_SCOPE = "https://cognitiveservices.azure.com/.default"
 _V1_VERSIONS = frozenset({"v1", "latest", "preview"})
@@ -255,32 +256,23 @@ def _address(deployment: Deployment, op: Operation) -> _Target:
 async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
     """Server-sent events as parsed JSON, one per `data:` event, until `[DONE]` or the end.
 
-    Decoded per the SSE spec (fields per line, several `data:` lines joined with a newline, a blank
-    line ends the event, comments and other fields skipped). An `{"error": ...}` event raises.
+    Blocks are decoded as they arrive (`shared.sse.DataDecoder`), so an event is relayed as soon
+    as its blank line is in, however large. An `{"error": ...}` event raises.
     """
-    data: list[bytes] = []
+    decoder = DataDecoder()
     try:
-        async for raw_line in response.content:
-            line = raw_line.rstrip(b"\r\n")
-            if line:
-                if line.startswith(b"data:"):
-                    value = line[5:]
-                    data.append(value[1:] if value[:1] == b" " else value)
-                continue
-            if not data:
-                continue
-            payload = data[0] if len(data) == 1 else b"\n".join(data)
-            data = []
-            if payload == b"[DONE]":
-                return
-            event = orjson.loads(payload)
-            if not isinstance(event, dict):
-                raise errors.AttemptFailed(
-                    errors.UpstreamError("The model provider sent an event that is not JSON.")
-                )
-            if "error" in event and not event.get("choices"):
-                raise errors.stream_error(event)
-            yield event
+        async for block in response.content.iter_any():
+            for payload in decoder.feed(block):
+                if payload == b"[DONE]":
+                    return
+                event = orjson.loads(payload)
+                if not isinstance(event, dict):
+                    raise errors.AttemptFailed(
+                        errors.UpstreamError("The model provider sent an event that is not JSON.")
+                    )
+                if "error" in event and not event.get("choices"):
+                    raise errors.stream_error(event)
+                yield event
     except TimeoutError:
         raise errors.timed_out() from None
     except aiohttp.ClientError:

@@ -257,12 +257,12 @@ class ModelRouter:
             try:
                 return await attempt(deployment), deployment, retries
             except AttemptFailed as failure:
-                if retries >= self._settings.num_retries or not self._retryable(model, group, failure):
+                if retries >= self._settings.num_retries or not self._retryable(group, failure):
                     raise
                 await self._sleep(self._backoff(group, failure, retries))
                 retries += 1
 
-    def _retryable(self, model: str, group: Sequence[Deployment], failure: AttemptFailed) -> bool:
+    def _retryable(self, group: Sequence[Deployment], failure: AttemptFailed) -> bool:
         """LiteLLM's `should_retry_this_error`."""
         settings = self._settings
         if failure.kind == "context_window" and settings.context_window_fallbacks is not None:
@@ -274,10 +274,9 @@ class ModelRouter:
             return False
         if status in (401, 403) and len(group) <= 1:
             return False
-        healthy = self._selector.available(group)
-        if status == 429 and not healthy and self._fallback_targets(model, failure):
-            return False
-        return bool(healthy)
+        # Nothing healthy left to retry on (a 429 or other failure cooled the last one down): the
+        # fallbacks, if any, take over at once.
+        return bool(self._selector.available(group))
 
     def _backoff(self, group: Sequence[Deployment], failure: AttemptFailed, retries: int) -> float:
         """Nothing when another deployment can take the retry; else Retry-After, else exponential."""
