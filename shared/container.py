@@ -36,6 +36,7 @@ from shared.services.jobs import AnalysisRunner, JobService, live_chat
 from shared.services.keys import KeyService
 from shared.services.limits import KeyLimiter
 from shared.services.model_catalog import ModelCatalog
+from shared.services.owners import KeyOwners
 from shared.services.provisioning import provision, required_resources
 from shared.services.sessions import SessionService
 from shared.services.tools import ToolSettings
@@ -82,6 +83,8 @@ class Container:
             lookup=lambda key_id: self.keys.lookup(key_id),  # noqa: PLW0108 - self.keys comes next
         )
         self.keys = KeyService(clients.documents, self.auth, self.limiter)
+        # Who queued work runs as, re-read at most every 5 s while it runs.
+        self.owners = KeyOwners(self.auth.principal_for)
         self.background = Background()
         self.usage = UsageService(clients.documents, clients.queues, settings.usage_queue, self.background)
         self.sessions = SessionService(clients.documents, clients.blobs, settings.outputs_container)
@@ -99,7 +102,7 @@ class Container:
             concurrency=settings.batch_concurrency,
             window_seconds=settings.batch_window_seconds,
             gateway=live_gateway(self.chat, self.completions, self.embeddings),
-            owner=self.auth.principal_for,
+            owner=self.owners.current,
             limiter=self.limiter,
         )
         tools = ToolSettings(
@@ -115,7 +118,7 @@ class Container:
             self.catalog,
             queue=settings.jobs_queue,
             chat=live_chat(self.chat, self._cost),
-            owner=self.auth.principal_for,
+            owner=self.owners.current,
             tool_settings=tools,
             webhook_secret=hmac.new(hash_secret, b"cirrus-webhooks", hashlib.sha256).digest(),
             deliver_webhook=WebhookSender(tools),
