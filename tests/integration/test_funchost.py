@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ from typing import Any
 import azure.functions as func
 import httpx
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueServiceClient
 
 from tools.funchost.functions import HostedFunction
@@ -116,6 +117,8 @@ def start_host(emulators: Emulators, workdir: Path, settings: Mapping[str, str] 
         "FUNCHOST_BASIC_QUEUE": basic,
         "FUNCHOST_SLOW_QUEUE": slow,
         "FUNCHOST_FAILING_QUEUE": failing,
+        "FUNCHOST_TICK_SCHEDULE": "* * * * * *",
+        "AzureFunctionsWebHost__hostid": f"fh-{suffix}",
         **(settings or {}),
     }
     argv = [sys.executable, "-m", "tools.funchost", "--script-root", str(APP_DIR), "--host", LOOPBACK]
@@ -427,3 +430,42 @@ async def test_failures_on_a_poison_queue_are_retried_after_the_lease_never_move
     with QueueServiceClient.from_connection_string(emulators.storage_connection_string) as service:
         assert service.get_queue_client(name).get_queue_properties().approximate_message_count == 0
         assert not [q for q in service.list_queues(name_starts_with=f"{name}-poison")]
+
+
+# --- timers --------------------------------------------------------------------------------------
+
+
+def test_a_timer_fires_on_its_schedule_and_run_on_startup_fires_at_start(host: Host) -> None:
+    wait_for(lambda: len(host.events(event="tick")) >= 2, "two ticks of an every-second schedule")
+    assert all(e["past_due"] is False for e in host.events(event="tick"))
+    (startup,) = wait_for(lambda: host.events(event="on_startup"), "the runOnStartup invocation")
+    assert startup["past_due"] is False  # and not again: its schedule is once a year
+    assert "timerTrigger '0 0 0 1 1 *' (runOnStartup: True, useMonitor: False)" in host.log_text()
+
+
+def test_the_monitor_runs_a_missed_occurrence_at_once_as_past_due(
+    emulators: Emulators, tmp_path: Path
+) -> None:
+    from azure.storage.blob import BlobServiceClient
+
+    host_id = f"fh-monitor-{uuid.uuid4().hex[:8]}"
+    status = f"timers/{host_id}/Host.Functions.monitored/status"
+    missed = {"Last": "2026-01-01T00:00:00+00:00", "Next": "2026-01-01T01:00:00+00:00", "LastUpdated": None}
+    with BlobServiceClient.from_connection_string(emulators.storage_connection_string) as service:
+        with contextlib.suppress(ResourceExistsError):
+            service.create_container("azure-webjobs-hosts")
+        service.get_blob_client("azure-webjobs-hosts", status).upload_blob(json.dumps(missed), overwrite=True)
+        started = start_host(emulators, tmp_path, {"AzureFunctionsWebHost__hostid": host_id})
+        try:
+            (event,) = wait_for(lambda: started.events(event="monitored"), "the past-due invocation")
+            assert event["past_due"] is True
+            blob = service.get_blob_client("azure-webjobs-hosts", status)
+
+            def updated() -> dict[str, Any] | None:
+                current = json.loads(blob.download_blob().readall())
+                return current if current["Next"] > missed["Next"] else None
+
+            saved = wait_for(updated, "the monitor's new status")
+            assert saved["Next"] > missed["Next"] and saved["Last"] is not None
+        finally:
+            started.process.stop()

@@ -27,7 +27,7 @@ from tools.funchost.functions import index_functions, load_function_app
 from tools.funchost.http import build_routes, create_app
 
 async def main():
-    http_functions, _ = index_functions(load_function_app(Path.cwd()))
+    http_functions = index_functions(load_function_app(Path.cwd())).http
     app = create_app(build_routes(http_functions, ""), None)
     headers = {"Authorization": "Bearer " + sys.argv[1]}
     statuses = {}

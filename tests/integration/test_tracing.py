@@ -40,7 +40,8 @@ async def host(emulators, fake_provider_url, monkeypatch):
     import function_app
 
     app = importlib.reload(function_app).app  # a fresh FunctionApp: get_functions() runs once per app
-    http_functions, queue_functions = index_functions(app)
+    indexed = index_functions(app)
+    http_functions, queue_functions = indexed.http, indexed.queues
     asgi = create_app(build_routes(http_functions, ""), None)
     queues = {f.name: f for f in queue_functions}
     async with httpx.AsyncClient(

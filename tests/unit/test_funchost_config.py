@@ -433,7 +433,8 @@ def test_indexing_skips_other_triggers_and_refuses_unbindable_parameters() -> No
     async def tick(timer: func.TimerRequest) -> None:
         return None
 
-    http, queues = index_functions(app)
+    indexed = index_functions(app)
+    http, queues = indexed.http, indexed.queues
     assert [f.name for f in http] == ["ok"]
     assert [(f.name, f.trigger.queue_name) for f in queues] == [("job", "jobs")]
 
@@ -516,3 +517,32 @@ async def test_function_timeout() -> None:
         await invoke(slow, {}, 0.05)
     with pytest.raises(TimeoutError, match="from the function"):
         await invoke(own_timeout, {}, 10)
+
+
+# --- timer schedules -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("schedule", "problem"),
+    [
+        ("00:05:00", "TimeSpan"),
+        ("*/5 * * * *", "six fields"),
+        ("0 61 * * * *", "not a valid NCRONTAB"),
+    ],
+)
+def test_timer_schedules_are_six_field_ncrontab(schedule, problem):
+    from tools.funchost.timers import parse_schedule
+
+    with pytest.raises(HostConfigError, match=problem):
+        parse_schedule(schedule, "function 'sweep'")
+
+
+def test_use_monitor_defaults_to_schedules_of_a_minute_or_more():
+    from datetime import UTC, datetime
+
+    from tools.funchost.timers import default_use_monitor
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert default_use_monitor("0 */5 * * * *", now) is True
+    assert default_use_monitor("*/10 * * * * *", now) is False
+    assert default_use_monitor("0 0 9 * * MON-FRI", now) is True

@@ -18,6 +18,9 @@ from .functions import index_functions, load_function_app
 from .hostconfig import HostConfigError, load_host_config, load_local_settings
 from .http import build_routes, create_app
 from .queues import DRAIN_SECONDS, QueueListener
+from .timers import TimerListener
+
+Listener = QueueListener | TimerListener
 
 log = logging.getLogger("funchost")
 
@@ -35,8 +38,8 @@ async def _run_http(server: _Server) -> None:
         await server.serve()
 
 
-async def _serve(server: _Server, listeners: list[QueueListener]) -> int:
-    """Run HTTP and queue listeners until a signal; then stop polling, drain, and return the exit code."""
+async def _serve(server: _Server, listeners: list[Listener]) -> int:
+    """Run HTTP, queue and timer listeners until a signal; then stop, drain, and return the exit code."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -74,12 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         config = load_host_config(script_root)
         os.chdir(script_root)  # the worker's working directory is the script root
         app = load_function_app(script_root)
-        http_functions, queue_functions = index_functions(app)
-        routes = build_routes(http_functions, config.route_prefix)
-        listeners = [
+        indexed = index_functions(app)
+        routes = build_routes(indexed.http, config.route_prefix)
+        queue_listeners = [
             QueueListener.for_function(f, config.queues, config.function_timeout, os.environ)
-            for f in queue_functions
+            for f in indexed.queues
         ]
+        timers = [TimerListener.for_function(f, config.function_timeout, os.environ) for f in indexed.timers]
     except HostConfigError as exc:
         log.error("Cannot start: %s", exc)
         return 2
@@ -104,10 +108,18 @@ def main(argv: list[str] | None = None) -> int:
         methods = ",".join(sorted(route.methods)) if route.methods else "all methods"
         url = f"http://{args.host}:{args.port}{route.variant.path}"
         log.info("    %s: [%s] %s", route.function.name, methods, url)
-    for listener in listeners:
+    for listener in queue_listeners:
         poison = listener.poison_queue_name or "none"
         log.info(
             "    %s: queueTrigger on '%s' (poison: %s)", listener.function.name, listener.queue_name, poison
+        )
+    for timer in timers:
+        log.info(
+            "    %s: timerTrigger '%s' (runOnStartup: %s, useMonitor: %s)",
+            timer.function.name,
+            timer.schedule,
+            timer.run_on_startup,
+            timer.use_monitor,
         )
 
     server_config = uvicorn.Config(
@@ -123,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=int(DRAIN_SECONDS),
     )
     with asyncio.Runner(loop_factory=server_config.get_loop_factory()) as runner:
-        return runner.run(_serve(_Server(server_config), listeners))
+        return runner.run(_serve(_Server(server_config), [*queue_listeners, *timers]))
 
 
 if __name__ == "__main__":

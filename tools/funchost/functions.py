@@ -17,6 +17,7 @@ from typing import Any
 import azure.functions as func
 from azure.functions.decorators.http import HttpTrigger
 from azure.functions.decorators.queue import QueueTrigger
+from azure.functions.decorators.timer import TimerTrigger
 
 from .hostconfig import HostConfigError
 
@@ -29,7 +30,16 @@ class HostedFunction:
 
     name: str
     fn: Callable[..., Any]
-    trigger: Any  # HttpTrigger | QueueTrigger
+    trigger: Any  # HttpTrigger | QueueTrigger | TimerTrigger
+
+
+@dataclass(frozen=True)
+class IndexedFunctions:
+    """The app's functions the local host serves, by trigger."""
+
+    http: list[HostedFunction]
+    queues: list[HostedFunction]
+    timers: list[HostedFunction]
 
 
 def load_function_app(script_root: Path) -> func.FunctionRegister:
@@ -47,16 +57,17 @@ def load_function_app(script_root: Path) -> func.FunctionRegister:
     return apps[0]
 
 
-def index_functions(app: func.FunctionRegister) -> tuple[list[HostedFunction], list[HostedFunction]]:
-    """The app's HTTP-triggered and queue-triggered functions; other triggers are skipped with a warning."""
-    http: list[HostedFunction] = []
-    queues: list[HostedFunction] = []
+def index_functions(app: func.FunctionRegister) -> IndexedFunctions:
+    """The app's HTTP-, queue- and timer-triggered functions; other triggers are skipped with a warning."""
+    indexed = IndexedFunctions([], [], [])
     for function in app.get_functions():
         name, trigger = function.get_function_name(), function.get_trigger()
         if isinstance(trigger, HttpTrigger):
-            bucket = http
+            bucket = indexed.http
         elif isinstance(trigger, QueueTrigger):
-            bucket = queues
+            bucket = indexed.queues
+        elif isinstance(trigger, TimerTrigger):
+            bucket = indexed.timers
         else:
             log.warning("Function '%s': %s is not hosted locally; skipped", name, trigger.get_binding_name())
             continue
@@ -67,7 +78,7 @@ def index_functions(app: func.FunctionRegister) -> tuple[list[HostedFunction], l
         if extra:
             raise HostConfigError(f"function '{name}': {extra} cannot be bound by the local host")
         bucket.append(HostedFunction(name, fn, trigger))
-    return http, queues
+    return indexed
 
 
 def _required_parameters(fn: Callable[..., Any]) -> list[str]:

@@ -23,8 +23,9 @@ from .hostconfig import HostConfigError, QueueOptions, resolve_setting_refs
 
 log = logging.getLogger("funchost")
 
-DEVELOPMENT_STORAGE = (  # what UseDevelopmentStorage=true means: Azurite's default queue endpoint
+DEVELOPMENT_STORAGE = (  # what UseDevelopmentStorage=true means: Azurite's default endpoints
     f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+    f"BlobEndpoint=http://127.0.0.1:10000/{AZURITE_ACCOUNT};"
     f"QueueEndpoint=http://127.0.0.1:10001/{AZURITE_ACCOUNT};"
 )
 LEASE_SECONDS = 600.0  # the host leases a message for 10 minutes and renews at half of that

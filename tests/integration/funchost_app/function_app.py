@@ -216,5 +216,23 @@ async def poisoned(msg: func.QueueMessage) -> None:
         raise RuntimeError("planned failure in the poison queue")
 
 
+@bp.timer_trigger(arg_name="timer", schedule="%FUNCHOST_TICK_SCHEDULE%", use_monitor=False)
+async def tick(timer: func.TimerRequest) -> None:
+    """Fires on the schedule the test sets (every second), without a monitor."""
+    record(event="tick", past_due=timer.past_due)
+
+
+@bp.timer_trigger(arg_name="timer", schedule="0 0 0 1 1 *", run_on_startup=True, use_monitor=False)
+async def on_startup(timer: func.TimerRequest) -> None:
+    """Once a year on schedule, and once when the host starts."""
+    record(event="on_startup", past_due=timer.past_due)
+
+
+@bp.timer_trigger(arg_name="timer", schedule="0 0 * * * *")  # hourly: monitored by default
+async def monitored(timer: func.TimerRequest) -> None:
+    """Runs at once with past_due when the monitor's status says an occurrence was missed."""
+    record(event="monitored", past_due=timer.past_due, next=timer.schedule_status.get("Next"))
+
+
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_blueprint(bp)
