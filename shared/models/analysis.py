@@ -1,6 +1,6 @@
 """Analysis jobs: each task's input, the JSON the model must reply with, and the code-computed statistics.
 
-Three families per task (see shared/services/analysis.py for how they are used):
+Three families per task (see the shared/services/analysis package for how they are used):
 
 - `...Input` — what a client submits. `data` / `events` may instead come from an uploaded file
   (`file_id`); the job runner loads the file into the same shape before any statistics are computed.
