@@ -5,9 +5,11 @@ Three families per task (see the shared/services/analysis package for how they a
 - `...Input` — what a client submits. `data` / `events` may instead come from an uploaded file
   (`file_id`); the job runner loads the file into the same shape before any statistics are computed.
 - Replies (`DataInsights`, `Decision`, `Content`, `TaskPlan`, `EventInsights`) — what the model
-  writes. Their JSON schema is sent as strict structured output; shape lives in the schema, rules
-  (ranges, counts, "one of the options") live in validators here, because providers accept only a
-  small, portable subset of JSON Schema.
+  writes. Their JSON schema is sent as strict structured output, narrowed to the input (options and
+  names as enums, one required property per option or variant), so a model that follows the schema
+  writes a valid reply. Providers accept only a small, portable subset of JSON Schema: what it
+  cannot say (ranges, non-empty strings) lives in the validators here alone, and the validators
+  check everything again, since not every provider enforces a schema.
 - `DataAnalysis` / `EventSummary` — the job's result where code computed the numbers: the statistics
   plus the model's reading of them.
 
@@ -17,6 +19,7 @@ sessions exist) read it from the pydantic validation `context`, so the rule sits
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -237,7 +240,8 @@ class DataAnalysis(DataInsights):
 
 
 def _scores_from_pairs(value: Any) -> Any:
-    """The model writes scores as `[{option, score}]` (strict schemas cannot have free keys)."""
+    """Scores written as `[{option, score}]`: the form of the schema that does not know the options
+    (strict schemas cannot have free keys), and of replies checkpointed before schemas were narrowed."""
     if not isinstance(value, list):
         return value
     scores: dict[str, Any] = {}
@@ -268,7 +272,11 @@ Score = Annotated[float, Field(ge=0, le=10)]
 
 
 class Decision(BaseModel):
-    """The `make_decision` reply and result; `scores` has every option, keyed as the input spells it."""
+    """The `make_decision` reply and result; `scores` has every option, keyed as the input spells it.
+
+    The schema narrowed to an input asks for `scores` as `{option: score}` with every option a
+    required property; `[{option, score}]` pairs are read too.
+    """
 
     chosen_option: str = Field(description="The recommended option, copied exactly from the list.")
     rationale: Text = Field(description="Why this option wins, against the situation and constraints.")
@@ -299,11 +307,36 @@ class Decision(BaseModel):
         return self
 
 
+_VARIANT_NAME = re.compile(r"variant_([1-9][0-9]*)")
+
+
+def variant_names(count: int) -> list[str]:
+    """The property names of `count` variants in the schema narrowed to one input."""
+    return [f"variant_{n}" for n in range(1, count + 1)]
+
+
+def _variants_from_object(value: Any) -> Any:
+    """Variants written as `{"variant_1": ..., "variant_2": ...}`, the form that fixes their number in
+    a strict schema (one required property each), as a list in that order."""
+    if not isinstance(value, dict):
+        return value
+    numbered: dict[int, Any] = {}
+    for name, text in value.items():
+        if not isinstance(name, str) or not (match := _VARIANT_NAME.fullmatch(name)):
+            raise ValueError(f"variants must be named variant_1, variant_2, ...; not {name!r}")
+        numbered[int(match.group(1))] = text
+    if sorted(numbered) != list(range(1, len(numbered) + 1)):
+        raise ValueError(f"variants must be numbered from variant_1 with no gaps, not {list(value)}")
+    return [numbered[n] for n in sorted(numbered)]
+
+
 class Content(BaseModel):
-    """The `generate_content` reply and result."""
+    """The `generate_content` reply and result; the narrowed schema asks for `variants` as an object."""
 
     content: Text = Field(description="The main piece of content.")
-    variants: list[Text] = Field(description="Alternative versions, exactly as many as requested.")
+    variants: Annotated[list[Text], BeforeValidator(_variants_from_object)] = Field(
+        description="Alternative versions, exactly as many as requested."
+    )
 
     @model_validator(mode="after")
     def _variant_count(self, info: ValidationInfo) -> Content:

@@ -44,24 +44,25 @@ class Budget:
 
 @dataclass
 class _Run:
-    """One run's calls, counted; every reply is checked against `inp`, the whole input, or a chunk."""
+    """One run's calls, counted; every reply is checked against `inp`, the whole input, or a chunk,
+    and asked for with the schema narrowed to that same input (a chunk's sessions, not all)."""
 
     task: str
     complete: Complete
-    fmt: dict[str, Any]
     calls: int = 0
     repaired: bool = False
 
     async def ask(self, messages: Messages, inp: BaseModel) -> BaseModel:
         """One call, parsed; on an invalid reply exactly one repair call."""
-        text = await self.complete(messages, self.fmt)
+        fmt = response_format(self.task, inp)
+        text = await self.complete(messages, fmt)
         self.calls += 1
         try:
             return parse_output(self.task, text, inp)
         except AnalysisOutputError as first:
             retry = repair_messages(self.task, messages, text, first.message)
         self.repaired = True
-        text = await self.complete(retry, self.fmt)
+        text = await self.complete(retry, fmt)
         self.calls += 1
         try:
             return parse_output(self.task, text, inp)
@@ -111,7 +112,7 @@ async def run_analysis(
     spec = spec_for(task)
     inp = as_input(spec, input)
     prepared = spec.prepare(inp) if spec.prepare else None
-    run = _Run(task, complete, response_format(task, inp))
+    run = _Run(task, complete)
     if max_input_tokens is None:
         output = await run.ask(spec.build_messages(inp, prepared), inp)
         return AnalysisResult(combine(task, output, prepared), calls=run.calls, repaired=run.repaired)
