@@ -39,6 +39,7 @@ from shared.services.analysis import (
     event_statistics,
     events_from_jsonl,
     load_file,
+    parse_file,
     parse_output,
     pearson,
     plan_chunks,
@@ -297,19 +298,21 @@ def test_events_from_jsonl_array_and_wrapper():
         events_from_jsonl("\n\n")
 
 
-def test_load_file_fills_the_inline_shape_and_keeps_the_file_id():
-    data = load_file("analyze_data", AnalyzeDataInput(file_id="file-1"), b"x,y\n1,2\n3,4\n")
+def test_parse_file_fills_the_inline_shape_and_keeps_the_file_id():
+    data = parse_file("analyze_data", AnalyzeDataInput(file_id="file-1"), b"x,y\n1,2\n3,4\n")
     assert isinstance(data, AnalyzeDataInput)
     assert (data.file_id, data.data) == ("file-1", {"x": [1, 3], "y": [2, 4]})
 
-    from_json = load_file("analyze_data", {"file_id": "file-2"}, '{"x": [1, 2]}', filename="x.json")
+    from_json = parse_file("analyze_data", {"file_id": "file-2"}, '{"x": [1, 2]}', filename="x.json")
     assert from_json.data == {"x": [1, 2]}
 
-    events = load_file("summarize_events", EventsInput(file_id="file-3"), '{"tool": "Bash"}\n')
+    events = parse_file("summarize_events", EventsInput(file_id="file-3"), '{"tool": "Bash"}\n')
     assert events.events == [{"tool": "Bash"}]
 
     with pytest.raises(AnalysisInputError, match="not valid JSON"):
-        load_file("analyze_data", {"file_id": "file-4"}, "{oops", filename="data.json")
+        parse_file("analyze_data", {"file_id": "file-4"}, "{oops", filename="data.json")
+    with pytest.raises(AnalysisInputError, match="does not take a file"):
+        parse_file("process_task", TASK_INPUT, "x")
     with pytest.raises(AnalysisInputError, match="does not take a file"):
         load_file("process_task", TASK_INPUT, "x")
 

@@ -15,7 +15,14 @@ each model call, so it can checkpoint every step; `run_analysis` strings the ste
 
 from shared.services.analysis.chunking import CountTokens, Splitter, plan_chunks, plan_reduce, reduce_messages
 from shared.services.analysis.errors import AnalysisFailed, AnalysisInputError, AnalysisOutputError
-from shared.services.analysis.loading import events_from_jsonl, load_file, series_from_csv, series_from_json
+from shared.services.analysis.loading import (
+    UploadedFile,
+    events_from_jsonl,
+    load_file,
+    parse_file,
+    series_from_csv,
+    series_from_json,
+)
 from shared.services.analysis.output import parse_output, repair_messages
 from shared.services.analysis.prompts import Messages
 from shared.services.analysis.run import AnalysisResult, Budget, Complete, approx_tokens, run_analysis
@@ -44,6 +51,7 @@ __all__ = [
     "Messages",
     "Splitter",
     "TaskSpec",
+    "UploadedFile",
     "approx_tokens",
     "build_messages",
     "combine",
@@ -52,6 +60,7 @@ __all__ = [
     "events_from_jsonl",
     "load_file",
     "normalise_event",
+    "parse_file",
     "parse_output",
     "parse_timestamp",
     "pearson",

@@ -1,10 +1,15 @@
-"""Reading inputs: uploaded CSV, JSON and JSON Lines files parsed into each task's inline shape."""
+"""Reading inputs: uploaded CSV, JSON and JSON Lines files parsed into each task's inline shape.
+
+Parsing, validation and statistics grow with the input, so `run_analysis` runs them in a worker
+thread: `load_file` only attaches the file's content to the input.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -12,6 +17,8 @@ from pydantic import BaseModel, ValidationError
 from shared.services.analysis.errors import AnalysisInputError, describe
 from shared.services.analysis.statistics import json_number, parse_number
 from shared.services.analysis.tasks import as_input, spec_for
+
+FILE_TASKS = ("analyze_data", "summarize_events")  # the tasks whose input may be a file
 
 
 def series_from_csv(text: str) -> dict[str, list[float]]:
@@ -134,26 +141,61 @@ def _event_object(event: Any, where: str) -> dict[str, Any]:
     return event
 
 
+@dataclass(frozen=True)
+class UploadedFile:
+    """A task's input with its uploaded file's content, not parsed yet: `run_analysis` parses it in a
+    worker thread, so a large file does not hold up the event loop (and every other request on the
+    worker) while it is read."""
+
+    input: BaseModel | dict[str, Any]
+    content: str | bytes
+    filename: str | None = None
+
+
+def _check_takes_a_file(task: str) -> None:
+    spec_for(task)
+    if task not in FILE_TASKS:
+        raise AnalysisInputError(f"Task {task!r} does not take a file.", param="file_id")
+
+
 def load_file(
+    task: str, input: BaseModel | dict[str, Any], content: str | bytes, *, filename: str | None = None
+) -> UploadedFile:
+    """`input` with its uploaded file, for `run_analysis` to parse off the event loop.
+
+    Only what is cheap is checked here: that the task takes a file. `parse_file` parses at once.
+    """
+    _check_takes_a_file(task)
+    return UploadedFile(input, content, filename)
+
+
+def parse_file(
     task: str, input: BaseModel | dict[str, Any], content: str | bytes, *, filename: str | None = None
 ) -> BaseModel:
     """`input` with its uploaded file's content parsed into `data` (CSV/JSON) or `events` (JSONL)."""
     spec = spec_for(task)
+    _check_takes_a_file(task)
     text = content.decode("utf-8-sig", errors="replace") if isinstance(content, bytes) else content
     current = as_input(spec, input).model_dump()
     if task == "analyze_data":
         as_json = (filename or "").lower().endswith(".json") or text.lstrip("\ufeff \r\n\t")[:1] in ("{", "[")
         current["data"] = series_from_json(_json_document(text)) if as_json else series_from_csv(text)
-    elif task == "summarize_events":
-        current["events"] = events_from_jsonl(text)
     else:
-        raise AnalysisInputError(f"Task {task!r} does not take a file.", param="file_id")
+        current["events"] = events_from_jsonl(text)
     try:
         return spec.input_model.model_validate(current)
     except ValidationError as exc:
         raise AnalysisInputError(
             f"The file's content is not valid input: {describe(exc)}", param="file_id"
         ) from None
+
+
+def read_input(task: str, input: BaseModel | dict[str, Any] | UploadedFile) -> BaseModel:
+    """The task's input model: an uploaded file parsed, anything else validated. CPU work that grows
+    with the input: `run_analysis` calls it in a worker thread."""
+    if isinstance(input, UploadedFile):
+        return parse_file(task, input.input, input.content, filename=input.filename)
+    return as_input(spec_for(task), input)
 
 
 def _json_document(text: str) -> Any:

@@ -10,6 +10,7 @@ model answer, so a restarted run replays them instead of asking again:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,10 +19,11 @@ from pydantic import BaseModel
 
 from shared.services.analysis.chunking import CountTokens, plan_chunks, plan_reduce, reduce_messages
 from shared.services.analysis.errors import AnalysisFailed, AnalysisOutputError
+from shared.services.analysis.loading import UploadedFile, read_input
 from shared.services.analysis.output import parse_output, repair_messages
 from shared.services.analysis.prompts import Messages
 from shared.services.analysis.schema import response_format
-from shared.services.analysis.tasks import as_input, build_messages, combine, spec_for
+from shared.services.analysis.tasks import build_messages, combine, spec_for
 
 Complete = Callable[[Messages, dict[str, Any]], Awaitable[str]]
 
@@ -54,18 +56,18 @@ class _Run:
 
     async def ask(self, messages: Messages, inp: BaseModel) -> BaseModel:
         """One call, parsed; on an invalid reply exactly one repair call."""
-        fmt = response_format(self.task, inp)
+        fmt = await asyncio.to_thread(response_format, self.task, inp)
         text = await self.complete(messages, fmt)
         self.calls += 1
         try:
-            return parse_output(self.task, text, inp)
+            return await asyncio.to_thread(parse_output, self.task, text, inp)
         except AnalysisOutputError as first:
             retry = repair_messages(self.task, messages, text, first.message)
         self.repaired = True
         text = await self.complete(retry, fmt)
         self.calls += 1
         try:
-            return parse_output(self.task, text, inp)
+            return await asyncio.to_thread(parse_output, self.task, text, inp)
         except AnalysisOutputError as second:
             raise AnalysisFailed(raw_output=text, error=second.message) from second
 
@@ -74,7 +76,8 @@ class _Run:
     ) -> BaseModel:
         """Reduce calls, in rounds of groups that fit, until one output is left."""
         while len(partials) > 1:
-            groups = plan_reduce(
+            groups = await asyncio.to_thread(
+                plan_reduce,
                 self.task,
                 partials,
                 budget.max_input_tokens,
@@ -82,12 +85,14 @@ class _Run:
                 input=inp,
                 prepared=prepared,
             )
-            partials = [
-                await self.ask(reduce_messages(self.task, group, inp, prepared), inp)
-                if len(group) > 1
-                else group[0]
-                for group in groups
-            ]
+            reduced = []
+            for group in groups:
+                if len(group) == 1:
+                    reduced.append(group[0])
+                    continue
+                messages = await asyncio.to_thread(reduce_messages, self.task, group, inp, prepared)
+                reduced.append(await self.ask(messages, inp))
+            partials = reduced
         return partials[0]
 
 
@@ -96,9 +101,24 @@ def approx_tokens(messages: Messages) -> int:
     return sum(len(str(m.get("content") or "")) // 4 + 4 for m in messages)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    inp: BaseModel
+    prepared: BaseModel | None
+    chunks: list[BaseModel] | None  # None: no budget given, so no map-reduce
+
+
+def _plan(task: str, input: BaseModel | dict[str, Any] | UploadedFile, budget: Budget | None) -> _Plan:
+    inp = read_input(task, input)
+    spec = spec_for(task)
+    prepared = spec.prepare(inp) if spec.prepare else None
+    chunks = plan_chunks(task, inp, budget.max_input_tokens, budget.count_tokens) if budget else None
+    return _Plan(inp, prepared, chunks)
+
+
 async def run_analysis(
     task: str,
-    input: BaseModel | dict[str, Any],
+    input: BaseModel | dict[str, Any] | UploadedFile,
     complete: Complete,
     *,
     max_input_tokens: int | None = None,
@@ -106,22 +126,25 @@ async def run_analysis(
 ) -> AnalysisResult:
     """Run one analysis end to end with `complete(messages, response_format) -> text` as the model.
 
-    Calls are sequential, so a scripted fake sees them in a fixed order; the job runner does the
-    same steps itself to checkpoint each one.
+    `input` may be an `UploadedFile` (from `load_file`): it is parsed here. Everything between model
+    calls that grows with the input (parsing, validation, statistics, chunking, prompts, parsing
+    replies) runs in a worker thread, so a large input never blocks the event loop. Calls are
+    sequential, so a scripted fake sees them in a fixed order.
     """
     spec = spec_for(task)
-    inp = as_input(spec, input)
-    prepared = spec.prepare(inp) if spec.prepare else None
+    budget = Budget(max_input_tokens, count_tokens) if max_input_tokens is not None else None
+    plan = await asyncio.to_thread(_plan, task, input, budget)
+    inp, prepared = plan.inp, plan.prepared
     run = _Run(task, complete)
-    if max_input_tokens is None:
-        output = await run.ask(spec.build_messages(inp, prepared), inp)
-        return AnalysisResult(combine(task, output, prepared), calls=run.calls, repaired=run.repaired)
-    chunks = plan_chunks(task, inp, max_input_tokens, count_tokens)
-    if len(chunks) == 1:
-        output = await run.ask(spec.build_messages(inp, prepared), inp)
+    chunks = plan.chunks or [inp]
+    if budget is None or len(chunks) == 1:
+        messages = await asyncio.to_thread(spec.build_messages, inp, prepared)
+        output = await run.ask(messages, inp)
     else:
-        partials = [await run.ask(build_messages(task, chunk), chunk) for chunk in chunks]
-        output = await run.reduce(partials, inp, prepared, Budget(max_input_tokens, count_tokens))
-    return AnalysisResult(
-        combine(task, output, prepared), calls=run.calls, repaired=run.repaired, chunks=len(chunks)
-    )
+        partials = []
+        for chunk in chunks:
+            messages = await asyncio.to_thread(build_messages, task, chunk)
+            partials.append(await run.ask(messages, chunk))
+        output = await run.reduce(partials, inp, prepared, budget)
+    result = await asyncio.to_thread(combine, task, output, prepared)
+    return AnalysisResult(result, calls=run.calls, repaired=run.repaired, chunks=len(chunks))
