@@ -19,9 +19,10 @@ sessions exist) read it from the pydantic validation `context`, so the rule sits
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -34,10 +35,19 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 MAX_SERIES = 256
 MAX_OPTIONS = 20
 MAX_VARIANTS = 5
+# Size caps: how much one job may make a worker parse and compute (uploaded files have a byte cap
+# too, in shared/services/analysis/loading.py). Inline input is kept in the job's Cosmos item,
+# which Cosmos caps at 2 MB: larger data goes up as a file.
+KIB = 1024
+MAX_INLINE_BYTES = 1024 * KIB  # analyze_data and summarize_events input, as compact JSON
+MAX_TEXT_INPUT_BYTES = 256 * KIB  # make_decision, generate_content and process_task input
+MAX_DATA_VALUES = 100_000  # analyze_data: numbers in all series together, inline or from a file
+MAX_EVENTS = 10_000  # summarize_events: events, inline or from a file
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -50,6 +60,36 @@ Priority = Literal["low", "medium", "high", "urgent"]
 
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    max_inline_bytes: ClassVar[int] = MAX_TEXT_INPUT_BYTES
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inline_size(cls, data: Any) -> Any:
+        # With a file_id the data is still to be loaded, or was loaded from the file (capped there).
+        if isinstance(data, dict) and data.get("file_id") is None:
+            size = len(json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str).encode())
+            if size > cls.max_inline_bytes:
+                upload = "file_id" in cls.model_fields
+                raise PydanticCustomError(
+                    "input_too_large",
+                    "the input is {size} as JSON; inline input is capped at {cap}{hint}",
+                    {
+                        "size": size_text(size),
+                        "cap": size_text(cls.max_inline_bytes),
+                        "hint": "; upload larger data as a file and pass its file_id" if upload else "",
+                    },
+                )
+        return data
+
+
+def size_text(size: int) -> str:
+    """A byte count as people read it, exact in brackets: `4 MiB (4,194,304 bytes)`."""
+    for unit, scale in (("MiB", KIB * KIB), ("KiB", KIB)):
+        if size >= scale:
+            amount = size / scale
+            number = f"{amount:.0f}" if amount.is_integer() else f"{amount:.2f}"
+            return f"{number} {unit} ({size:,} bytes)"
+    return f"{size:,} bytes"
 
 
 def _file_or_inline(inline: object, file_id: str | None, field: str) -> None:
@@ -65,6 +105,8 @@ def _file_or_inline(inline: object, file_id: str | None, field: str) -> None:
 class AnalyzeDataInput(_Input):
     """Named numeric series, inline or from an uploaded CSV/JSON file, and an optional question."""
 
+    max_inline_bytes: ClassVar[int] = MAX_INLINE_BYTES
+
     data: dict[Name, Annotated[list[Number], Field(min_length=1)]] | None = None
     file_id: FileId | None = None
     question: Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)] | None = None
@@ -74,6 +116,12 @@ class AnalyzeDataInput(_Input):
     def _some_series(cls, value: dict[str, list[float]] | None) -> dict[str, list[float]] | None:
         if value is not None and not 1 <= len(value) <= MAX_SERIES:
             raise ValueError(f"between 1 and {MAX_SERIES} named series")
+        if value is not None and (count := sum(map(len, value.values()))) > MAX_DATA_VALUES:
+            raise PydanticCustomError(
+                "too_many_values",
+                "analyze_data takes at most {cap} values in all series together; this input has {count}",
+                {"cap": f"{MAX_DATA_VALUES:,}", "count": f"{count:,}"},
+            )
         return value
 
     @model_validator(mode="after")
@@ -117,8 +165,21 @@ class TaskInput(_Input):
 class EventsInput(_Input):
     """Coding-agent hook events (or similar), inline or from an uploaded JSONL file."""
 
+    max_inline_bytes: ClassVar[int] = MAX_INLINE_BYTES
+
     events: Annotated[list[dict[str, Any]], Field(min_length=1)] | None = None
     file_id: FileId | None = None
+
+    @field_validator("events")
+    @classmethod
+    def _not_too_many(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if value is not None and len(value) > MAX_EVENTS:
+            raise PydanticCustomError(
+                "too_many_events",
+                "summarize_events takes at most {cap} events; this input has {count}",
+                {"cap": f"{MAX_EVENTS:,}", "count": f"{len(value):,}"},
+            )
+        return value
 
     @model_validator(mode="after")
     def _has_events(self) -> EventsInput:

@@ -1,7 +1,7 @@
-"""Analysis inputs: large inputs parsed off the event loop.
+"""Analysis inputs: size caps per task, and large inputs parsed off the event loop.
 
 Issue 13: a 12 MiB file was parsed synchronously in the worker, blocking every other request on it
-for 11 s.
+for 11 s, and nothing capped how much one job could make a worker parse.
 """
 
 from __future__ import annotations
@@ -12,8 +12,20 @@ import threading
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from shared.config import ModelConfig
+from shared.errors import InvalidRequestError
+from shared.models.analysis import (
+    MAX_DATA_VALUES,
+    MAX_EVENTS,
+    MAX_INLINE_BYTES,
+    MAX_TEXT_INPUT_BYTES,
+    AnalyzeDataInput,
+    DecisionInput,
+    EventsInput,
+    TaskInput,
+)
 from shared.models.jobs import JobCreate
 from shared.services.analysis import (
     TASKS,
@@ -21,6 +33,8 @@ from shared.services.analysis import (
     UploadedFile,
     approx_tokens,
     load_file,
+    max_file_bytes,
+    parse_file,
     run_analysis,
 )
 from shared.services.auth import MASTER
@@ -107,7 +121,82 @@ async def test_a_file_that_is_not_valid_is_refused_by_run_analysis():
 
 
 # ---------------------------------------------------------------------------------------------
-# Through the job runner
+# Caps on uploaded files (checked when the file is loaded, before it is parsed)
+
+
+@pytest.mark.parametrize(
+    ("task", "cap", "message"),
+    [
+        (
+            "analyze_data",
+            4 * MIB,
+            r"The file is 4\.00 MiB \(4,194,305 bytes\); "
+            r"analyze_data reads files of at most 4 MiB \(4,194,304 bytes\)",
+        ),
+        ("summarize_events", 8 * MIB, r"summarize_events reads files of at most 8 MiB"),
+    ],
+)
+def test_a_file_over_its_tasks_cap_is_refused_before_parsing(task: str, cap: int, message: str):
+    assert max_file_bytes(task) == cap
+    too_big = b"1\n" * (cap // 2) + b"1"
+
+    with pytest.raises(AnalysisInputError, match=message) as caught:
+        load_file(task, {"file_id": "file-1"}, too_big)
+    assert caught.value.param == "file_id"
+    with pytest.raises(AnalysisInputError, match=message):
+        parse_file(task, {"file_id": "file-1"}, too_big)
+    load_file(task, {"file_id": "file-1"}, too_big[:cap])  # at the cap is fine
+
+
+def test_what_a_file_holds_is_capped_like_inline_input():
+    values = b"revenue\n" + b"1\n" * (MAX_DATA_VALUES + 1)
+    with pytest.raises(AnalysisInputError, match="at most 100,000 values in all series together"):
+        parse_file("analyze_data", {"file_id": "file-1"}, values)
+
+    events = b'{"tool_name": "Bash"}\n' * (MAX_EVENTS + 1)
+    with pytest.raises(AnalysisInputError, match="at most 10,000 events; this input has 10,001"):
+        parse_file("summarize_events", {"file_id": "file-1"}, events)
+
+
+# ---------------------------------------------------------------------------------------------
+# Caps on inline input (checked by the input models, so at job creation)
+
+
+@pytest.mark.parametrize(
+    ("model", "body", "message"),
+    [
+        (AnalyzeDataInput, {"data": {"x": [1.0] * (MAX_DATA_VALUES + 1)}}, "at most 100,000 values"),
+        (
+            AnalyzeDataInput,
+            {"data": {f"s{i}": [123456.789] * 1000 for i in range(100)}},  # 100,000 values, 1.2 MB
+            r"inline input is capped at 1 MiB \(1,048,576 bytes\); upload larger data as a file",
+        ),
+        (EventsInput, {"events": [{"n": 1}] * (MAX_EVENTS + 1)}, "at most 10,000 events"),
+        (EventsInput, {"events": [{"detail": "x" * 200_000}] * 6}, "inline input is capped at 1 MiB"),
+        (TaskInput, {"task": "x" * MAX_TEXT_INPUT_BYTES}, "capped at 256 KiB"),
+        (
+            DecisionInput,
+            {"situation": "x" * MAX_TEXT_INPUT_BYTES, "options": ["a", "b"]},
+            "capped at 256 KiB",
+        ),
+    ],
+)
+def test_inline_input_over_a_cap_is_refused(model: type, body: dict[str, Any], message: str):
+    with pytest.raises(ValidationError, match=message):
+        model.model_validate(body)
+
+
+def test_inline_input_at_the_caps_is_accepted():
+    AnalyzeDataInput.model_validate({"data": {"x": [1.0] * MAX_DATA_VALUES}})
+    EventsInput.model_validate({"events": [{"n": 1}] * MAX_EVENTS})
+    assert MAX_INLINE_BYTES == MIB
+    # A file's content is capped by the file's own byte cap, not the inline one.
+    parsed = parse_file("summarize_events", {"file_id": "f"}, b'{"detail": "' + b"x" * 2 * MIB + b'"}\n')
+    assert len(parsed.events or []) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Through the job runner: a 400 at creation, or a failed job naming the cap
 
 
 class Jobs:
@@ -151,6 +240,37 @@ class Jobs:
 
     async def upload(self, name: str, content: bytes) -> str:
         return (await self.files.create(MASTER, filename=name, purpose="user_data", content=content)).id
+
+
+async def test_an_inline_input_over_its_cap_is_a_400_at_creation():
+    jobs = Jobs()
+
+    with pytest.raises(InvalidRequestError, match="at most 10,000 events") as caught:
+        await jobs.run("summarize_events", {"events": [{"n": 1}] * (MAX_EVENTS + 1)})
+
+    assert caught.value.status == 400
+    assert caught.value.param == "input.events"
+
+
+async def test_a_file_over_its_cap_fails_the_job_naming_the_cap():
+    jobs = Jobs()
+    file_id = await jobs.upload("big.csv", b"revenue\n" + b"1\n" * (2 * MIB))
+
+    job = await jobs.run("analyze_data", {"file_id": file_id})
+
+    assert job["status"] == "failed"
+    assert "analyze_data reads files of at most 4 MiB" in job["error"]["message"]
+    assert not jobs.answers  # and no model was asked
+
+
+async def test_a_file_with_too_many_events_fails_the_job_naming_the_cap():
+    jobs = Jobs()
+    file_id = await jobs.upload("hooks.jsonl", b'{"tool_name": "Bash"}\n' * (MAX_EVENTS + 1))
+
+    job = await jobs.run("summarize_events", {"file_id": file_id})
+
+    assert job["status"] == "failed"
+    assert "summarize_events takes at most 10,000 events" in job["error"]["message"]
 
 
 async def test_an_uploaded_file_is_analysed_through_the_job_runner():

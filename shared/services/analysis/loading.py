@@ -1,7 +1,8 @@
 """Reading inputs: uploaded CSV, JSON and JSON Lines files parsed into each task's inline shape.
 
-Parsing, validation and statistics grow with the input, so `run_analysis` runs them in a worker
-thread: `load_file` only attaches the file's content to the input.
+Caps: a file is refused past its task's byte cap (MAX_FILE_BYTES) before it is parsed; what it
+holds is then capped like inline input (values and events: shared/models/analysis.py). Parsing,
+validation and statistics grow with the input, so `run_analysis` runs them in a worker thread.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from shared.models.analysis import KIB, size_text
 from shared.services.analysis.errors import AnalysisInputError, describe
 from shared.services.analysis.statistics import json_number, parse_number
 from shared.services.analysis.tasks import as_input, spec_for
 
-FILE_TASKS = ("analyze_data", "summarize_events")  # the tasks whose input may be a file
+# The largest file each task reads (a few MiB: parsing one takes well under a second of CPU).
+MAX_FILE_BYTES = {"analyze_data": 4 * KIB * KIB, "summarize_events": 8 * KIB * KIB}
 
 
 def series_from_csv(text: str) -> dict[str, list[float]]:
@@ -152,10 +155,22 @@ class UploadedFile:
     filename: str | None = None
 
 
-def _check_takes_a_file(task: str) -> None:
+def max_file_bytes(task: str) -> int:
+    """The largest file `task` reads; an input error for a task that takes no file."""
     spec_for(task)
-    if task not in FILE_TASKS:
+    if task not in MAX_FILE_BYTES:
         raise AnalysisInputError(f"Task {task!r} does not take a file.", param="file_id")
+    return MAX_FILE_BYTES[task]
+
+
+def _check_file_size(task: str, content: str | bytes) -> None:
+    cap = max_file_bytes(task)
+    size = len(content) if isinstance(content, bytes) else len(content.encode("utf-8", errors="replace"))
+    if size > cap:
+        raise AnalysisInputError(
+            f"The file is {size_text(size)}; {task} reads files of at most {size_text(cap)}.",
+            param="file_id",
+        )
 
 
 def load_file(
@@ -163,9 +178,10 @@ def load_file(
 ) -> UploadedFile:
     """`input` with its uploaded file, for `run_analysis` to parse off the event loop.
 
-    Only what is cheap is checked here: that the task takes a file. `parse_file` parses at once.
+    Only what is cheap is checked here: that the task takes a file and that the file is within its
+    cap. `parse_file` parses at once.
     """
-    _check_takes_a_file(task)
+    _check_file_size(task, content)
     return UploadedFile(input, content, filename)
 
 
@@ -174,7 +190,7 @@ def parse_file(
 ) -> BaseModel:
     """`input` with its uploaded file's content parsed into `data` (CSV/JSON) or `events` (JSONL)."""
     spec = spec_for(task)
-    _check_takes_a_file(task)
+    _check_file_size(task, content)
     text = content.decode("utf-8-sig", errors="replace") if isinstance(content, bytes) else content
     current = as_input(spec, input).model_dump()
     if task == "analyze_data":
