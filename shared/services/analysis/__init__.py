@@ -1,9 +1,11 @@
 """Analysis jobs: typed tasks answered with strict structured output, with the numbers computed in code.
 
-The package is pure: no I/O and no model calls of its own. The job runner loads files and makes
-each model call, so it can checkpoint every step; `run_analysis` strings the steps together:
+The package does no I/O and makes no model calls of its own: the job runner reads uploaded files
+and makes each model call, so it can checkpoint every step. `run_analysis` strings the steps
+together and runs the CPU work between calls in a worker thread, off the event loop.
 
-- loading.py — uploaded CSV/JSON/JSONL files into each task's inline shape
+- errors.py — bad input (a 400), a bad reply (repairable), a reply still bad after its repair
+- loading.py — uploaded CSV/JSON/JSONL files into each task's inline shape; the caps on files
 - statistics.py — the figures computed in code (series, correlations, sessions, tools)
 - prompts.py — system prompts and the user message that carries the input
 - tasks.py — the task table: input/reply/result models, prompt, what code computes
