@@ -1,13 +1,15 @@
 """Analysis jobs: each task's input, the JSON the model must reply with, and the code-computed statistics.
 
-Three families per task (see shared/services/analysis.py for how they are used):
+Three families per task (see the shared/services/analysis package for how they are used):
 
 - `...Input` — what a client submits. `data` / `events` may instead come from an uploaded file
   (`file_id`); the job runner loads the file into the same shape before any statistics are computed.
 - Replies (`DataInsights`, `Decision`, `Content`, `TaskPlan`, `EventInsights`) — what the model
-  writes. Their JSON schema is sent as strict structured output; shape lives in the schema, rules
-  (ranges, counts, "one of the options") live in validators here, because providers accept only a
-  small, portable subset of JSON Schema.
+  writes. Their JSON schema is sent as strict structured output, narrowed to the input (options and
+  names as enums, one required property per option or variant), so a model that follows the schema
+  writes a valid reply. Providers accept only a small, portable subset of JSON Schema: what it
+  cannot say (ranges, non-empty strings) lives in the validators here alone, and the validators
+  check everything again, since not every provider enforces a schema.
 - `DataAnalysis` / `EventSummary` — the job's result where code computed the numbers: the statistics
   plus the model's reading of them.
 
@@ -17,8 +19,10 @@ sessions exist) read it from the pydantic validation `context`, so the rule sits
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -31,10 +35,19 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 MAX_SERIES = 256
 MAX_OPTIONS = 20
 MAX_VARIANTS = 5
+# Size caps: how much one job may make a worker parse and compute (uploaded files have a byte cap
+# too, in shared/services/analysis/loading.py). Inline input is kept in the job's Cosmos item,
+# which Cosmos caps at 2 MB: larger data goes up as a file.
+KIB = 1024
+MAX_INLINE_BYTES = 1024 * KIB  # analyze_data and summarize_events input, as compact JSON
+MAX_TEXT_INPUT_BYTES = 256 * KIB  # make_decision, generate_content and process_task input
+MAX_DATA_VALUES = 100_000  # analyze_data: numbers in all series together, inline or from a file
+MAX_EVENTS = 10_000  # summarize_events: events, inline or from a file
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -47,6 +60,36 @@ Priority = Literal["low", "medium", "high", "urgent"]
 
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    max_inline_bytes: ClassVar[int] = MAX_TEXT_INPUT_BYTES
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inline_size(cls, data: Any) -> Any:
+        # With a file_id the data is still to be loaded, or was loaded from the file (capped there).
+        if isinstance(data, dict) and data.get("file_id") is None:
+            size = len(json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str).encode())
+            if size > cls.max_inline_bytes:
+                upload = "file_id" in cls.model_fields
+                raise PydanticCustomError(
+                    "input_too_large",
+                    "the input is {size} as JSON; inline input is capped at {cap}{hint}",
+                    {
+                        "size": size_text(size),
+                        "cap": size_text(cls.max_inline_bytes),
+                        "hint": "; upload larger data as a file and pass its file_id" if upload else "",
+                    },
+                )
+        return data
+
+
+def size_text(size: int) -> str:
+    """A byte count as people read it, exact in brackets: `4 MiB (4,194,304 bytes)`."""
+    for unit, scale in (("MiB", KIB * KIB), ("KiB", KIB)):
+        if size >= scale:
+            amount = size / scale
+            number = f"{amount:.0f}" if amount.is_integer() else f"{amount:.2f}"
+            return f"{number} {unit} ({size:,} bytes)"
+    return f"{size:,} bytes"
 
 
 def _file_or_inline(inline: object, file_id: str | None, field: str) -> None:
@@ -62,6 +105,8 @@ def _file_or_inline(inline: object, file_id: str | None, field: str) -> None:
 class AnalyzeDataInput(_Input):
     """Named numeric series, inline or from an uploaded CSV/JSON file, and an optional question."""
 
+    max_inline_bytes: ClassVar[int] = MAX_INLINE_BYTES
+
     data: dict[Name, Annotated[list[Number], Field(min_length=1)]] | None = None
     file_id: FileId | None = None
     question: Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)] | None = None
@@ -71,6 +116,12 @@ class AnalyzeDataInput(_Input):
     def _some_series(cls, value: dict[str, list[float]] | None) -> dict[str, list[float]] | None:
         if value is not None and not 1 <= len(value) <= MAX_SERIES:
             raise ValueError(f"between 1 and {MAX_SERIES} named series")
+        if value is not None and (count := sum(map(len, value.values()))) > MAX_DATA_VALUES:
+            raise PydanticCustomError(
+                "too_many_values",
+                "analyze_data takes at most {cap} values in all series together; this input has {count}",
+                {"cap": f"{MAX_DATA_VALUES:,}", "count": f"{count:,}"},
+            )
         return value
 
     @model_validator(mode="after")
@@ -114,8 +165,21 @@ class TaskInput(_Input):
 class EventsInput(_Input):
     """Coding-agent hook events (or similar), inline or from an uploaded JSONL file."""
 
+    max_inline_bytes: ClassVar[int] = MAX_INLINE_BYTES
+
     events: Annotated[list[dict[str, Any]], Field(min_length=1)] | None = None
     file_id: FileId | None = None
+
+    @field_validator("events")
+    @classmethod
+    def _not_too_many(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if value is not None and len(value) > MAX_EVENTS:
+            raise PydanticCustomError(
+                "too_many_events",
+                "summarize_events takes at most {cap} events; this input has {count}",
+                {"cap": f"{MAX_EVENTS:,}", "count": f"{len(value):,}"},
+            )
+        return value
 
     @model_validator(mode="after")
     def _has_events(self) -> EventsInput:
@@ -237,7 +301,8 @@ class DataAnalysis(DataInsights):
 
 
 def _scores_from_pairs(value: Any) -> Any:
-    """The model writes scores as `[{option, score}]` (strict schemas cannot have free keys)."""
+    """Scores written as `[{option, score}]`: the form of the schema that does not know the options
+    (strict schemas cannot have free keys), and of replies checkpointed before schemas were narrowed."""
     if not isinstance(value, list):
         return value
     scores: dict[str, Any] = {}
@@ -268,7 +333,11 @@ Score = Annotated[float, Field(ge=0, le=10)]
 
 
 class Decision(BaseModel):
-    """The `make_decision` reply and result; `scores` has every option, keyed as the input spells it."""
+    """The `make_decision` reply and result; `scores` has every option, keyed as the input spells it.
+
+    The schema narrowed to an input asks for `scores` as `{option: score}` with every option a
+    required property; `[{option, score}]` pairs are read too.
+    """
 
     chosen_option: str = Field(description="The recommended option, copied exactly from the list.")
     rationale: Text = Field(description="Why this option wins, against the situation and constraints.")
@@ -299,11 +368,36 @@ class Decision(BaseModel):
         return self
 
 
+_VARIANT_NAME = re.compile(r"variant_([1-9][0-9]*)")
+
+
+def variant_names(count: int) -> list[str]:
+    """The property names of `count` variants in the schema narrowed to one input."""
+    return [f"variant_{n}" for n in range(1, count + 1)]
+
+
+def _variants_from_object(value: Any) -> Any:
+    """Variants written as `{"variant_1": ..., "variant_2": ...}`, the form that fixes their number in
+    a strict schema (one required property each), as a list in that order."""
+    if not isinstance(value, dict):
+        return value
+    numbered: dict[int, Any] = {}
+    for name, text in value.items():
+        if not isinstance(name, str) or not (match := _VARIANT_NAME.fullmatch(name)):
+            raise ValueError(f"variants must be named variant_1, variant_2, ...; not {name!r}")
+        numbered[int(match.group(1))] = text
+    if sorted(numbered) != list(range(1, len(numbered) + 1)):
+        raise ValueError(f"variants must be numbered from variant_1 with no gaps, not {list(value)}")
+    return [numbered[n] for n in sorted(numbered)]
+
+
 class Content(BaseModel):
-    """The `generate_content` reply and result."""
+    """The `generate_content` reply and result; the narrowed schema asks for `variants` as an object."""
 
     content: Text = Field(description="The main piece of content.")
-    variants: list[Text] = Field(description="Alternative versions, exactly as many as requested.")
+    variants: Annotated[list[Text], BeforeValidator(_variants_from_object)] = Field(
+        description="Alternative versions, exactly as many as requested."
+    )
 
     @model_validator(mode="after")
     def _variant_count(self, info: ValidationInfo) -> Content:

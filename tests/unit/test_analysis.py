@@ -39,6 +39,7 @@ from shared.services.analysis import (
     event_statistics,
     events_from_jsonl,
     load_file,
+    parse_file,
     parse_output,
     pearson,
     plan_chunks,
@@ -51,6 +52,8 @@ from shared.services.analysis import (
     series_from_json,
     series_stats,
 )
+from shared.services.analysis.schema import MAX_ENUM_NAMES
+from tools.fake_provider.generate import example_for_schema
 
 Reply = str | Callable[[list[dict[str, Any]]], str]
 
@@ -96,6 +99,10 @@ DECISION = {
 }
 CONTENT_INPUT = {"content_type": "marketing", "context": "Eco-friendly water bottles", "variants": 2}
 CONTENT = {"content": "Drink green.", "variants": ["Sip sustainably.", "Refill the planet."]}
+# The same replies in the form the schema narrowed to their input asks for.
+DECISION_KEYED = {**DECISION, "scores": {"Lower prices": 4, "Improve features": 8.5, "New marketing": 6}}
+CONTENT_KEYED = {**CONTENT, "variants": {"variant_1": "Sip sustainably.", "variant_2": "Refill the planet."}}
+NARROWED_REPLY = {"make_decision": DECISION_KEYED, "generate_content": CONTENT_KEYED}
 TASK_INPUT = {"task": "Analyze Q4 sales performance", "context": "Q4 2024"}
 TASK_PLAN = {
     "category": "financial",
@@ -291,19 +298,21 @@ def test_events_from_jsonl_array_and_wrapper():
         events_from_jsonl("\n\n")
 
 
-def test_load_file_fills_the_inline_shape_and_keeps_the_file_id():
-    data = load_file("analyze_data", AnalyzeDataInput(file_id="file-1"), b"x,y\n1,2\n3,4\n")
+def test_parse_file_fills_the_inline_shape_and_keeps_the_file_id():
+    data = parse_file("analyze_data", AnalyzeDataInput(file_id="file-1"), b"x,y\n1,2\n3,4\n")
     assert isinstance(data, AnalyzeDataInput)
     assert (data.file_id, data.data) == ("file-1", {"x": [1, 3], "y": [2, 4]})
 
-    from_json = load_file("analyze_data", {"file_id": "file-2"}, '{"x": [1, 2]}', filename="x.json")
+    from_json = parse_file("analyze_data", {"file_id": "file-2"}, '{"x": [1, 2]}', filename="x.json")
     assert from_json.data == {"x": [1, 2]}
 
-    events = load_file("summarize_events", EventsInput(file_id="file-3"), '{"tool": "Bash"}\n')
+    events = parse_file("summarize_events", EventsInput(file_id="file-3"), '{"tool": "Bash"}\n')
     assert events.events == [{"tool": "Bash"}]
 
     with pytest.raises(AnalysisInputError, match="not valid JSON"):
-        load_file("analyze_data", {"file_id": "file-4"}, "{oops", filename="data.json")
+        parse_file("analyze_data", {"file_id": "file-4"}, "{oops", filename="data.json")
+    with pytest.raises(AnalysisInputError, match="does not take a file"):
+        parse_file("process_task", TASK_INPUT, "x")
     with pytest.raises(AnalysisInputError, match="does not take a file"):
         load_file("process_task", TASK_INPUT, "x")
 
@@ -393,11 +402,13 @@ ALLOWED_KEYWORDS = {
     "enum",
     "anyOf",
     "description",
+    "minItems",  # 1 only: "not empty"
 }
 
 
 def assert_strict(node: dict[str, Any], path: str = "$") -> None:
     assert set(node) <= ALLOWED_KEYWORDS, f"{path}: {set(node) - ALLOWED_KEYWORDS}"
+    assert node.get("minItems", 1) == 1, path
     types = node["type"] if isinstance(node.get("type"), list) else [node.get("type")]
     if "object" in types:
         assert node["additionalProperties"] is False, path
@@ -413,15 +424,75 @@ def assert_strict(node: dict[str, Any], path: str = "$") -> None:
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_every_schema_is_strict_and_accepts_a_valid_reply(task: str):
     task_input, reply = VALID[task]
-    for fmt in (response_format(task), response_format(task, task_input)):
+    narrowed = (response_format(task, task_input), NARROWED_REPLY.get(task, reply))
+    for fmt, good in ((response_format(task), reply), narrowed):
         assert fmt["type"] == "json_schema"
         assert (fmt["json_schema"]["name"], fmt["json_schema"]["strict"]) == (task, True)
         schema = fmt["json_schema"]["schema"]
         assert schema["type"] == "object"
         assert_strict(schema)
         Draft202012Validator.check_schema(schema)
-        assert list(Draft202012Validator(schema).iter_errors(reply)) == []
-        assert list(Draft202012Validator(schema).iter_errors({**reply, "extra": 1}))
+        assert list(Draft202012Validator(schema).iter_errors(good)) == []
+        assert list(Draft202012Validator(schema).iter_errors({**good, "extra": 1}))
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_a_reply_shaped_by_the_narrowed_schema_alone_is_valid(task: str):
+    # The local model (the fake provider) answers with the smallest instance of the schema it is
+    # sent: empty lists, the first enum value, 0. Before the rules that depend on the input were in
+    # the schema, make_decision got `"scores": []`, generate_content no variants and process_task
+    # no actions, and every such job failed.
+    task_input, _ = VALID[task]
+    schema = response_format(task, task_input)["json_schema"]["schema"]
+
+    output = parse_output(task, json.dumps(example_for_schema(schema)), task_input)
+
+    assert isinstance(output, TASKS[task].output_model)
+
+
+def schema_errors(task: str, task_input: dict[str, Any], reply: dict[str, Any]) -> list[str]:
+    schema = response_format(task, task_input)["json_schema"]["schema"]
+    return [error.message for error in Draft202012Validator(schema).iter_errors(reply)]
+
+
+@pytest.mark.parametrize(
+    ("task", "reply", "message"),
+    [
+        ("make_decision", {**DECISION_KEYED, "chosen_option": "Do nothing"}, "is not one of"),
+        (
+            "make_decision",
+            {**DECISION_KEYED, "scores": {"Lower prices": 4, "Improve features": 8}},
+            "'New marketing' is a required property",
+        ),
+        (
+            "make_decision",
+            {**DECISION_KEYED, "scores": {**DECISION_KEYED["scores"], "Wait": 1}},
+            "Additional properties are not allowed",
+        ),
+        (
+            "generate_content",
+            {**CONTENT_KEYED, "variants": {"variant_1": "Sip sustainably."}},
+            "'variant_2' is a required property",
+        ),
+        ("process_task", {**TASK_PLAN, "actions": []}, "should be non-empty"),
+        (
+            "summarize_events",
+            {**EVENT_INSIGHTS, "sessions": [{"session": "s9", "summary": "?"}]},
+            "'s9' is not one of ['s1', 's2']",
+        ),
+        (
+            "summarize_events",
+            {**EVENT_INSIGHTS, "tools": [{"tool": "Grep", "summary": "?"}]},
+            "'Grep' is not one of ['Bash', 'Edit', 'Read']",
+        ),
+    ],
+)
+def test_narrowed_schemas_refuse_what_the_rules_refuse(task: str, reply: dict[str, Any], message: str):
+    errors = schema_errors(task, VALID[task][0], reply)
+
+    assert any(message in error for error in errors), errors
+    with pytest.raises(AnalysisOutputError):
+        parse_output(task, json.dumps(reply), VALID[task][0])
 
 
 def test_optional_fields_are_required_and_nullable():
@@ -439,12 +510,31 @@ def test_decision_schema_enumerates_the_options_for_one_input():
     schema = response_format("make_decision", DECISION_INPUT)["json_schema"]["schema"]
 
     assert schema["properties"]["chosen_option"]["enum"] == DECISION_INPUT["options"]
-    assert (
-        schema["properties"]["scores"]["items"]["properties"]["option"]["enum"] == DECISION_INPUT["options"]
-    )
-    assert (
-        "enum" not in response_format("make_decision")["json_schema"]["schema"]["properties"]["chosen_option"]
-    )
+    scores = schema["properties"]["scores"]
+    assert list(scores["properties"]) == scores["required"] == DECISION_INPUT["options"]
+    assert scores["additionalProperties"] is False
+    generic = response_format("make_decision")["json_schema"]["schema"]["properties"]
+    assert "enum" not in generic["chosen_option"]
+    assert generic["scores"]["type"] == "array"  # without the options: {option, score} pairs
+
+
+def test_content_schema_has_one_required_property_per_variant():
+    schema = response_format("generate_content", {**CONTENT_INPUT, "variants": 3})["json_schema"]["schema"]
+
+    variants = schema["properties"]["variants"]
+    assert variants["required"] == ["variant_1", "variant_2", "variant_3"]
+    assert "Exactly 3" in variants["description"]
+
+
+def test_event_schema_enumerates_names_unless_there_are_too_many():
+    schema = response_format("summarize_events", {"events": EVENTS})["json_schema"]["schema"]
+    assert schema["properties"]["sessions"]["items"]["properties"]["session"]["enum"] == ["s1", "s2"]
+    assert schema["properties"]["tools"]["items"]["properties"]["tool"]["enum"] == ["Bash", "Edit", "Read"]
+
+    many = [{"session_id": f"s{i}", "tool_name": "Bash"} for i in range(MAX_ENUM_NAMES + 1)]
+    schema = response_format("summarize_events", {"events": many})["json_schema"]["schema"]
+    assert "enum" not in schema["properties"]["sessions"]["items"]["properties"]["session"]
+    assert schema["properties"]["tools"]["items"]["properties"]["tool"]["enum"] == ["Bash"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,6 +559,30 @@ def test_decision_scores_are_keyed_by_option_as_the_input_spells_them():
     assert isinstance(decision, Decision)
     assert decision.chosen_option == "Improve features"
     assert decision.scores == {"Lower prices": 4, "Improve features": 8.5, "New marketing": 6}
+
+
+def test_replies_in_the_narrowed_form_are_read_into_the_result_shape():
+    keyed = {**DECISION_KEYED, "scores": {"lower PRICES": 4, "Improve features": 8.5, "New marketing": 6}}
+    decision = parse_output("make_decision", json.dumps(keyed), DECISION_INPUT)
+    assert decision.scores == {"Lower prices": 4, "Improve features": 8.5, "New marketing": 6}
+
+    content = parse_output("generate_content", json.dumps(CONTENT_KEYED), CONTENT_INPUT)
+    assert content.variants == ["Sip sustainably.", "Refill the planet."]
+    shuffled = {**CONTENT_KEYED, "variants": {"variant_2": "b", "variant_1": "a"}}
+    assert parse_output("generate_content", json.dumps(shuffled), CONTENT_INPUT).variants == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("variants", "message"),
+    [
+        ({"variant_1": "a", "second": "b"}, "named variant_1, variant_2"),
+        ({"variant_1": "a", "variant_3": "b"}, "no gaps"),
+        ({"variant_1": "a"}, "exactly 2 items, not 1"),
+    ],
+)
+def test_variants_objects_that_break_the_rules_are_refused(variants: dict[str, str], message: str):
+    with pytest.raises(AnalysisOutputError, match=message):
+        parse_output("generate_content", json.dumps({**CONTENT, "variants": variants}), CONTENT_INPUT)
 
 
 def test_a_fenced_reply_is_read():
@@ -756,6 +870,9 @@ async def test_events_map_reduce_validates_names_per_chunk():
 
     assert (result.calls, result.chunks) == (3, 2)
     assert [n.session for n in result.output.sessions] == ["a", "b"]
+    # Each call's schema names the sessions its reply is checked against: the chunk's, then all.
+    enums = [fmt["json_schema"]["schema"]["properties"]["sessions"]["items"] for _, fmt in model.calls]
+    assert [e["properties"]["session"]["enum"] for e in enums] == [["a"], ["b"], ["a", "b"]]
     assert payload_of(model.calls[-1][0])["overall"]["sessions"] == 2
 
 
