@@ -156,7 +156,7 @@ async def test_a_redirect_to_the_metadata_endpoint_is_blocked_and_recorded(world
     """A prompt-injected fetch of an allowed host that redirects to 169.254.169.254: the agent's
     tool answers with the refusal, and the job's events record it."""
     from shared.services.tools import registry
-    from tests.unit.test_tools import FakeWeb, http_tool, redirect
+    from tests.unit.tool_helpers import FakeWeb, http_tool, redirect
 
     web = FakeWeb({("example.com", "/"): redirect("http://169.254.169.254/latest/meta-data/")})
     monkeypatch.setattr(registry, "HttpGetTool", lambda: http_tool(web=web))
