@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import time
 from typing import Any
 
 import pytest
@@ -14,11 +15,13 @@ from shared.config import ModelConfig
 from shared.models.jobs import JobCreate
 from shared.services.auth import MASTER
 from shared.services.files import FileService
-from shared.services.jobs import JobService, _unanswered
+from shared.services.jobs import JobService
+from shared.services.jobs.agent import pending_tool_calls
 from shared.services.model_catalog import ModelCatalog
 from shared.services.tools import ToolSettings
 from tests import factories
 from tests.fakes import InMemoryBlobStore, InMemoryDocumentStore, InMemoryQueueStore
+from tests.unit.tool_helpers import FakeWeb, http_tool, redirect
 
 MODELS = ModelConfig.model_validate(
     {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x"}}]}
@@ -54,7 +57,7 @@ class World:
         files = FileService(self.documents, InMemoryBlobStore(), "uploads")
         self.jobs = self.service(files)
 
-    def service(self, files: FileService) -> JobService:
+    def service(self, files: FileService, **options: Any) -> JobService:
         async def chat(request: Any, call: Any) -> tuple[Completion, float]:
             return self.answers.pop(0), 0.001
 
@@ -72,15 +75,21 @@ class World:
             queue="jobs",
             chat=chat,
             owner=owner,
-            tool_settings=ToolSettings(),
             webhook_secret=b"s" * 32,
             deliver_webhook=hook,
+            **{"tool_settings": ToolSettings(), **options},
         )
 
 
 @pytest.fixture
 def world() -> World:
     return World()
+
+
+def hold(world: World, job_id: str, seconds: float = 60) -> None:
+    """Make the stored job look held by another worker's live run."""
+    stored = world.documents.items["jobs"][(job_id, job_id)]
+    stored.update(status="running", worker="another-run", lease_until=time.time() + seconds)
 
 
 async def test_a_run_checkpoints_each_step_and_signs_its_webhook(world):
@@ -109,8 +118,7 @@ async def test_a_run_checkpoints_each_step_and_signs_its_webhook(world):
 async def test_a_second_copy_while_another_worker_holds_the_job_does_nothing(world):
     world.answers = [(factories.completion_dict("Hi."))]
     created = await world.jobs.create(MASTER, JobCreate(type="agent", model="m", input="hi"))
-    other = world.service(FileService(world.documents, InMemoryBlobStore(), "uploads"))  # another instance
-    assert await other._claim(created["id"]) is not None
+    hold(world, created["id"])  # another worker's run holds the job
     await world.jobs.handle({"v": 1, "job_id": created["id"]})
     assert (await world.jobs.get(MASTER, created["id"]))["status"] == "running"
     assert world.answers  # no model call was made
@@ -124,8 +132,8 @@ def test_only_tool_calls_without_a_saved_result_are_pending():
         {"role": "assistant", "tool_calls": calls},
         {"role": "tool", "tool_call_id": "a"},
     ]
-    assert [c["id"] for c in _unanswered(messages)] == ["b"]
-    assert _unanswered([*messages, {"role": "tool", "tool_call_id": "b"}]) == []
+    assert [c["id"] for c in pending_tool_calls(messages)] == ["b"]
+    assert pending_tool_calls([*messages, {"role": "tool", "tool_call_id": "b"}]) == []
 
 
 def test_job_requests_are_checked_by_kind():
@@ -152,15 +160,15 @@ def http_call(call_id: str, url: str) -> Completion:
     return completion
 
 
-async def test_a_redirect_to_the_metadata_endpoint_is_blocked_and_recorded(world, monkeypatch):
+async def test_a_redirect_to_the_metadata_endpoint_is_blocked_and_recorded(world):
     """A prompt-injected fetch of an allowed host that redirects to 169.254.169.254: the agent's
     tool answers with the refusal, and the job's events record it."""
-    from shared.services.tools import registry
-    from tests.unit.tool_helpers import FakeWeb, http_tool, redirect
-
     web = FakeWeb({("example.com", "/"): redirect("http://169.254.169.254/latest/meta-data/")})
-    monkeypatch.setattr(registry, "HttpGetTool", lambda: http_tool(web=web))
-    world.jobs._tools = ToolSettings(http_allowlist=("example.com",))
+    world.jobs = world.service(
+        FileService(world.documents, InMemoryBlobStore(), "uploads"),
+        tool_settings=ToolSettings(http_allowlist=("example.com",)),
+        tools=lambda names, settings: {"http_get": http_tool(web=web)},
+    )
     world.answers = [
         http_call("c1", "https://example.com/"),
         (factories.completion_dict("I could not fetch it.")),
