@@ -12,11 +12,14 @@ from typing import Any
 import pytest
 
 from shared.config import ModelConfig
+from shared.errors import AuthenticationError, ServiceUnavailableError
 from shared.models.jobs import JobCreate
-from shared.services.auth import MASTER
+from shared.services.auth import MASTER, Principal
+from shared.services.calls import CallContext, check_model
 from shared.services.files import FileService
 from shared.services.jobs import JobService
 from shared.services.jobs.agent import pending_tool_calls
+from shared.services.jobs.run import KeyUnreadable
 from shared.services.model_catalog import ModelCatalog
 from shared.services.tools import ToolSettings
 from tests import factories
@@ -29,6 +32,7 @@ MODELS = ModelConfig.model_validate(
 
 
 Completion = dict[str, Any]
+ALICE = Principal("key_alice", False)
 
 
 def tool_call(call_id: str, expression: str) -> Completion:
@@ -49,29 +53,49 @@ def tool_call(call_id: str, expression: str) -> Completion:
 
 
 class World:
+    """In-memory stores, a scripted model and the keys jobs run as.
+
+    `answers` are the model's next replies (an exception is raised instead); `keys` are the keys by
+    id (an exception is what reading it raises), `key_faults` errors the next key reads raise first.
+    The model call checks the key's models as live traffic does (`check_model`)."""
+
     def __init__(self) -> None:
         self.documents = InMemoryDocumentStore()
         self.queues = InMemoryQueueStore()
-        self.answers: list[Completion] = []
+        self.answers: list[Completion | BaseException] = []
+        self.calls: list[CallContext] = []
+        self.keys: dict[str, Principal | BaseException] = {"master": MASTER, ALICE.key_id: ALICE}
+        self.key_faults: list[BaseException] = []
         self.hooks: list[tuple[str, bytes, dict[str, str]]] = []
-        files = FileService(self.documents, InMemoryBlobStore(), "uploads")
-        self.jobs = self.service(files)
+        self.files = FileService(self.documents, InMemoryBlobStore(), "uploads")
+        self.jobs = self.service()
 
-    def service(self, files: FileService, **options: Any) -> JobService:
-        async def chat(request: Any, call: Any) -> tuple[Completion, float]:
-            return self.answers.pop(0), 0.001
+    def service(self, **options: Any) -> JobService:
+        async def chat(request: Any, call: CallContext) -> tuple[Completion, float]:
+            check_model(catalog, None, call.principal, request.model)  # type: ignore[arg-type]
+            self.calls.append(call)
+            answer = self.answers.pop(0)
+            if isinstance(answer, BaseException):
+                raise answer
+            return answer, 0.001
 
-        async def owner(key_id: str):
-            return MASTER
+        async def owner(key_id: str) -> Principal:
+            if self.key_faults:
+                raise self.key_faults.pop(0)
+            found = self.keys.get(key_id, AuthenticationError(f"The key {key_id} no longer exists."))
+            if isinstance(found, BaseException):
+                raise found
+            return found
 
         async def hook(url: str, body: bytes, headers: dict[str, str]) -> None:
             self.hooks.append((url, body, headers))
 
+        catalog = ModelCatalog(MODELS, created=0)
         return JobService(
             self.documents,
             self.queues,
-            files,
-            ModelCatalog(MODELS, created=0),
+            self.files,
+            catalog,
             queue="jobs",
             chat=chat,
             owner=owner,
@@ -165,7 +189,6 @@ async def test_a_redirect_to_the_metadata_endpoint_is_blocked_and_recorded(world
     tool answers with the refusal, and the job's events record it."""
     web = FakeWeb({("example.com", "/"): redirect("http://169.254.169.254/latest/meta-data/")})
     world.jobs = world.service(
-        FileService(world.documents, InMemoryBlobStore(), "uploads"),
         tool_settings=ToolSettings(http_allowlist=("example.com",)),
         tools=lambda names, settings: {"http_get": http_tool(web=web)},
     )
@@ -183,3 +206,52 @@ async def test_a_redirect_to_the_metadata_endpoint_is_blocked_and_recorded(world
     (blocked,) = [e["data"] for e in events if e["type"] == "tool.blocked"]
     assert blocked["reason"] == "link-local address 169.254.169.254"
     assert len(web.requests) == 1  # the allowed host was asked; the metadata address never was
+
+
+# --- the key a job runs as ------------------------------------------------------------------------
+
+
+def queued_message(job_id: str = "job_ext_000001", key_id: str = ALICE.key_id, **job: Any) -> dict[str, Any]:
+    """A job put straight on the queue by another system, run as `key_id`."""
+    job = {"type": "agent", "model": "m", "input": "hi", **job}
+    return {"v": 1, "job_id": job_id, "key_id": key_id, "job": job}
+
+
+async def test_a_key_that_cannot_be_read_retries_the_message_and_never_fails_the_job(world):
+    world.answers = [factories.completion_dict("Hi.")]
+    created = await world.jobs.create(ALICE, JobCreate(type="agent", model="m", input="hi"))
+    message = {"v": 1, "job_id": created["id"]}
+    world.key_faults = [ServiceUnavailableError("Cirrus cannot check API keys right now; retry shortly.")]
+    with pytest.raises(KeyUnreadable):  # the message fails, so the queue delivers it again
+        await world.jobs.handle(message)
+    job = await world.jobs.get(MASTER, created["id"])
+    assert job["status"] == "running" and job["error"] is None
+    await world.jobs.handle(message)  # the redelivery resumes at once: the lease was given back
+    assert (await world.jobs.get(MASTER, created["id"]))["status"] == "completed"
+
+
+async def test_a_queued_job_whose_key_cannot_be_read_is_retried_not_recorded_as_failed(world):
+    world.answers = [factories.completion_dict("Hi.")]
+    world.key_faults = [ServiceUnavailableError("Cirrus cannot check API keys right now; retry shortly.")]
+    message = queued_message()
+    with pytest.raises(KeyUnreadable):
+        await world.jobs.handle(message)
+    assert world.documents.items["jobs"] == {}  # no failed record for a key that was never read
+    await world.jobs.handle(message)
+    job = await world.jobs.get(ALICE, message["job_id"])
+    assert job["status"] == "completed" and job["source"] == "queue"
+
+
+@pytest.mark.parametrize("queued", [False, True], ids=["http", "queue"])
+async def test_a_revoked_key_fails_its_job_with_the_keys_error(world, queued):
+    world.keys[ALICE.key_id] = AuthenticationError("This API key has been revoked.")
+    if queued:
+        job_id = queued_message()["job_id"]
+        await world.jobs.handle(queued_message())
+    else:
+        job_id = (await world.jobs.create(ALICE, JobCreate(type="agent", model="m", input="hi")))["id"]
+        await world.jobs.handle({"v": 1, "job_id": job_id})
+    job = await world.jobs.get(MASTER, job_id)
+    assert job["status"] == "failed"
+    assert job["error"] == {"code": "invalid_api_key", "message": "This API key has been revoked."}
+    assert world.calls == []

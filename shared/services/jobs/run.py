@@ -7,11 +7,19 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from shared.errors import RateLimitError, ServiceUnavailableError, UpstreamError, UpstreamRateLimitError
+from shared.errors import (
+    AuthenticationError,
+    RateLimitError,
+    ServiceUnavailableError,
+    UpstreamError,
+    UpstreamRateLimitError,
+)
 from shared.models.jobs import JobCreate, JobRecord
 from shared.models.requests import ChatCompletionCreate
+from shared.services.auth import Principal
 from shared.services.calls import CallContext
 from shared.services.jobs.store import JobStore
+from shared.services.owners import Lookup as OwnerLookup
 
 MAX_RATE_WAIT_S = 60.0
 TRANSIENT_ATTEMPTS = 3
@@ -27,6 +35,23 @@ class Stop(Exception):
     def __init__(self, status: str, reason: str | None = None, error: dict[str, Any] | None = None) -> None:
         super().__init__(status)
         self.status, self.reason, self.error = status, reason, error
+
+
+class KeyUnreadable(Exception):
+    """The job's key could not be read (its store unreachable or throttled): no answer about the
+    key at all. Not a CirrusError, so no step turns it into a failed job: the message fails, the
+    queue redelivers it, and the job resumes from its checkpoint."""
+
+
+async def read_owner(owner: OwnerLookup, key_id: str) -> Principal:
+    """The key's principal now. AuthenticationError (gone, revoked, expired) is final and fails the
+    job; any other failure to read it raises KeyUnreadable, which only retries the message."""
+    try:
+        return await owner(key_id)
+    except AuthenticationError:
+        raise
+    except Exception as exc:
+        raise KeyUnreadable(f"The key {key_id} could not be read ({type(exc).__name__}); retry later.") from exc
 
 
 class Run:

@@ -30,7 +30,7 @@ from shared.services.jobs.agent import Agent, partial_result
 from shared.services.jobs.analysis_step import run_analysis
 from shared.services.jobs.api import JobChecks, ToolFactory
 from shared.services.jobs.notify import Notifier
-from shared.services.jobs.run import ChatCall, Run, Stop, progress
+from shared.services.jobs.run import ChatCall, Run, Stop, progress, read_owner
 from shared.services.jobs.store import JobStore
 from shared.services.owners import Lookup as OwnerLookup
 from shared.services.tools import ToolSettings
@@ -144,7 +144,8 @@ class JobWorker:
         if message.reply_queue and not spec.reply_queue:
             spec = spec.model_copy(update={"reply_queue": message.reply_queue})
         try:
-            principal = await self._owner(message.key_id)
+            # A key that cannot be read right now raises KeyUnreadable: the message is retried.
+            principal = await read_owner(self._owner, message.key_id)
             self._check(principal, spec)
         except CirrusError as exc:  # an unknown or revoked key, a model it may not use, ...
             principal = Principal(key_id=message.key_id, is_master=False)
@@ -191,7 +192,7 @@ class JobWorker:
         try:
             # Events written after the last checkpoint of a worker that died are kept: go on after them.
             job.event_seq = max(job.event_seq, await self._store.last_event(job.id))
-            principal = await self._owner(job.owner)
+            principal = await read_owner(self._owner, job.owner)
             if job.attempts == 1 and not job.steps:
                 await run.event("job.started", {"type": job.type, "model": spec.model})
             if job.type == "agent":
