@@ -138,6 +138,21 @@ def test_cancel_stops_a_running_job(stack, provider):
         assert events(client, job["id"])[-1]["event"] == "job.cancelled"
 
 
+def test_revoking_a_key_stops_its_running_job_within_seconds(stack, provider):
+    key = stack.new_key()
+    script(provider, *[calc("1+1", latency_ms=300)] * 40)
+    with api(stack, key["key"]) as client, stack.admin() as admin:
+        job = submit(client, type="agent", input="loop", tools=["calculator"], max_steps=40)
+        deadline = time.time() + 20
+        while client.get(f"/v1/jobs/{job['id']}").json()["progress"]["step"] < 1:
+            assert time.time() < deadline
+            time.sleep(0.1)
+        assert admin.delete(f"/v1/keys/{key['id']}").status_code == 200
+        done = wait(admin, job["id"], timeout=30)
+    assert done["status"] == "failed" and done["error"]["code"] == "invalid_api_key", done
+    assert done["progress"]["step"] < 40
+
+
 def test_jobs_belong_to_their_key(stack, provider):
     alice, bob = stack.new_key()["key"], stack.new_key()["key"]
     script(provider, {"reply": "done"})

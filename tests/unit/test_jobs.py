@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -33,6 +34,7 @@ MODELS = ModelConfig.model_validate(
 
 Completion = dict[str, Any]
 ALICE = Principal("key_alice", False)
+CALCULATING = JobCreate(type="agent", model="m", input="x", tools=["calculator"])
 
 
 def tool_call(call_id: str, expression: str) -> Completion:
@@ -55,14 +57,15 @@ def tool_call(call_id: str, expression: str) -> Completion:
 class World:
     """In-memory stores, a scripted model and the keys jobs run as.
 
-    `answers` are the model's next replies (an exception is raised instead); `keys` are the keys by
+    `answers` are the model's next replies (an exception is raised instead; a function is called
+    first, to change the world while the job runs, and its result used); `keys` are the keys by
     id (an exception is what reading it raises), `key_faults` errors the next key reads raise first.
     The model call checks the key's models as live traffic does (`check_model`)."""
 
     def __init__(self) -> None:
         self.documents = InMemoryDocumentStore()
         self.queues = InMemoryQueueStore()
-        self.answers: list[Completion | BaseException] = []
+        self.answers: list[Completion | BaseException | Callable[[], Completion]] = []
         self.calls: list[CallContext] = []
         self.keys: dict[str, Principal | BaseException] = {"master": MASTER, ALICE.key_id: ALICE}
         self.key_faults: list[BaseException] = []
@@ -75,6 +78,8 @@ class World:
             check_model(catalog, None, call.principal, request.model)  # type: ignore[arg-type]
             self.calls.append(call)
             answer = self.answers.pop(0)
+            if callable(answer):
+                answer = answer()
             if isinstance(answer, BaseException):
                 raise answer
             return answer, 0.001
@@ -255,3 +260,42 @@ async def test_a_revoked_key_fails_its_job_with_the_keys_error(world, queued):
     assert job["status"] == "failed"
     assert job["error"] == {"code": "invalid_api_key", "message": "This API key has been revoked."}
     assert world.calls == []
+
+
+def then(change: Callable[[], object], answer: Completion) -> Callable[[], Completion]:
+    """A model answer that changes the world (a key, say) as it is given."""
+
+    def give() -> Completion:
+        change()
+        return answer
+
+    return give
+
+
+async def test_a_key_revoked_while_its_job_runs_stops_the_job_at_the_next_step(world):
+    revoke = then(
+        lambda: world.keys.update({ALICE.key_id: AuthenticationError("This API key has been revoked.")}),
+        tool_call("c1", "1+1"),
+    )
+    world.answers = [revoke, factories.completion_dict("never asked")]
+    created = await world.jobs.create(ALICE, CALCULATING)
+    await world.jobs.handle({"v": 1, "job_id": created["id"]})
+    job = await world.jobs.get(MASTER, created["id"])
+    assert job["status"] == "failed"
+    assert job["error"] == {"code": "invalid_api_key", "message": "This API key has been revoked."}
+    assert [s["kind"] for s in job["steps"]] == ["model"]  # the tool call after it never ran
+    assert len(world.answers) == 1  # nor did the next model call
+
+
+async def test_a_model_taken_from_the_key_while_its_job_runs_fails_the_next_model_call_with_403(world):
+    narrowed = Principal(ALICE.key_id, False, models=frozenset({"another-model"}))
+    world.answers = [
+        then(lambda: world.keys.update({ALICE.key_id: narrowed}), tool_call("c1", "1+1")),
+        factories.completion_dict("never answered"),
+    ]
+    created = await world.jobs.create(ALICE, CALCULATING)
+    await world.jobs.handle({"v": 1, "job_id": created["id"]})
+    job = await world.jobs.get(MASTER, created["id"])
+    assert job["status"] == "failed" and job["error"]["code"] == "model_not_allowed"  # live traffic's 403
+    assert [s["kind"] for s in job["steps"]] == ["model", "tool"]
+    assert world.calls[0].principal == ALICE

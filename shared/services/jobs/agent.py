@@ -13,7 +13,6 @@ from typing import Any
 
 from shared.models.jobs import JobCreate
 from shared.models.requests import ChatCompletionCreate
-from shared.services.auth import Principal
 from shared.services.calls import CallContext
 from shared.services.files import FileService
 from shared.services.jobs.run import Run, Stop
@@ -29,11 +28,10 @@ class Agent:
         self._files = files
         self._settings = settings
 
-    async def run(self, principal: Principal) -> Any:
+    async def run(self) -> Any:
         """The agent's final answer; raises Stop when a limit or a cancel ends the run first."""
         run = self._run
         job, spec = run.job, run.spec
-        context = ToolContext(principal=principal, files=self._files, settings=self._settings)
         if not job.messages:
             job.messages = first_messages(spec)
         while True:
@@ -42,15 +40,15 @@ class Agent:
             pending = pending_tool_calls(job.messages)
             if pending:  # finish the tool calls of the last model turn, skipping any already saved
                 for call in pending:
-                    await self._run_tool(context, call)
+                    await self._run_tool(call)
                 continue
             if last.get("role") == "assistant" and not last.get("tool_calls"):
                 return {"output_text": last.get("content") or "", "steps": job.step}
             if job.step >= spec.max_steps:
                 raise Stop("incomplete", "max_steps")
-            await self._model_step(principal, [t.spec() for t in self._tools.values()])
+            await self._model_step([t.spec() for t in self._tools.values()])
 
-    async def _model_step(self, principal: Principal, tool_specs: list[dict[str, Any]]) -> None:
+    async def _model_step(self, tool_specs: list[dict[str, Any]]) -> None:
         run = self._run
         job, spec = run.job, run.spec
         number = job.step + 1
@@ -58,6 +56,7 @@ class Agent:
         request = ChatCompletionCreate.model_validate(
             {"model": spec.model, "messages": job.messages, **({"tools": tool_specs} if tool_specs else {})}
         )
+        principal = await run.principal()  # as the key is now: a revoked one stops here
         call = CallContext(request_id=f"req_{uuid.uuid4().hex}", principal=principal, tags={"job_id": job.id})
         completion, cost = await run.ask(request, call)
         message = {k: v for k, v in completion["choices"][0]["message"].items() if v is not None}
@@ -79,10 +78,12 @@ class Agent:
             {"step": number, "kind": "model", "tool_calls": len(message.get("tool_calls", []))},
         )
 
-    async def _run_tool(self, context: ToolContext, call: dict[str, Any]) -> None:
+    async def _run_tool(self, call: dict[str, Any]) -> None:
         run = self._run
         job = run.job
         name = call["function"]["name"]
+        # Files are read as the key is now, and a revoked key runs no more tools.
+        context = ToolContext(principal=await run.principal(), files=self._files, settings=self._settings)
         arguments_text = call["function"]["arguments"]
         await run.event("tool.call", {"id": call["id"], "name": name, "arguments": arguments_text})
         status = "ok"

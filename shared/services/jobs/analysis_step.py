@@ -22,7 +22,7 @@ from shared.services.files import FileService
 from shared.services.jobs.run import Run
 
 
-async def run_analysis(run: Run, principal: Principal, analysis: Any) -> Any:
+async def run_analysis(run: Run, analysis: Any) -> Any:
     """The analysis task's result, its model calls made (or replayed) as checkpointed steps."""
     if analysis is None:
         raise InvalidRequestError("Analysis jobs are not available.")
@@ -39,6 +39,7 @@ async def run_analysis(run: Run, principal: Principal, analysis: Any) -> Any:
         request = ChatCompletionCreate.model_validate(
             {"model": spec.model, "messages": messages, "response_format": response_format}
         )
+        principal = await run.principal()  # as the key is now, at every call
         call = CallContext(request_id=f"req_{uuid.uuid4().hex}", principal=principal, tags={"job_id": job.id})
         completion, cost = await run.ask(request, call)
         text = completion["choices"][0]["message"].get("content") or ""
@@ -51,7 +52,7 @@ async def run_analysis(run: Run, principal: Principal, analysis: Any) -> Any:
         await run.event("step.finished", {"step": number, "kind": "model"})
         return text
 
-    return await analysis.run(spec, principal, complete)
+    return await analysis.run(spec, await run.principal(), complete)
 
 
 class AnalysisRunner:

@@ -51,7 +51,7 @@ async def read_owner(owner: OwnerLookup, key_id: str) -> Principal:
     except AuthenticationError:
         raise
     except Exception as exc:
-        raise KeyUnreadable(f"The key {key_id} could not be read ({type(exc).__name__}); retry later.") from exc
+        raise KeyUnreadable(f"The key {key_id} could not be read ({type(exc).__name__}).") from exc
 
 
 class Run:
@@ -59,13 +59,27 @@ class Run:
     as it goes), its spec, and what each step may do."""
 
     def __init__(
-        self, job: JobRecord, spec: JobCreate, store: JobStore, chat: ChatCall, *, lease_seconds: float
+        self,
+        job: JobRecord,
+        spec: JobCreate,
+        store: JobStore,
+        chat: ChatCall,
+        owner: OwnerLookup,
+        *,
+        lease_seconds: float,
     ) -> None:
         self.job = job
         self.spec = spec
         self._store = store
         self._chat = chat
+        self._owner = owner
         self._lease = lease_seconds
+
+    async def principal(self) -> Principal:
+        """Who the job runs as, now: read again at every step (the owner lookup caches it for a
+        few seconds), so a revoked key or one with fewer models or less budget stops running work.
+        AuthenticationError if the key is gone; KeyUnreadable if it cannot be read right now."""
+        return await read_owner(self._owner, self.job.owner)
 
     async def event(self, kind: str, data: dict[str, Any]) -> None:
         await self._store.event(self.job, kind, data)

@@ -187,19 +187,19 @@ class JobWorker:
 
     async def _run(self, job: JobRecord) -> None:
         spec = JobCreate.model_validate(job.spec)
-        run = Run(job, spec, self._store, self._chat, lease_seconds=self._lease)
+        run = Run(job, spec, self._store, self._chat, self._owner, lease_seconds=self._lease)
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(job.id, str(job.worker)))
         try:
             # Events written after the last checkpoint of a worker that died are kept: go on after them.
             job.event_seq = max(job.event_seq, await self._store.last_event(job.id))
-            principal = await read_owner(self._owner, job.owner)
+            await run.principal()  # a key revoked while the job waited fails it before anything runs
             if job.attempts == 1 and not job.steps:
                 await run.event("job.started", {"type": job.type, "model": spec.model})
             if job.type == "agent":
                 tools = self._tools(spec.tools, self._tool_settings)
-                result = await Agent(run, tools, self._files, self._tool_settings).run(principal)
+                result = await Agent(run, tools, self._files, self._tool_settings).run()
             else:
-                result = await run_analysis(run, principal, self._analysis)
+                result = await run_analysis(run, self._analysis)
             await self._end(job, "completed", result=result)
         except Stop as stop:
             await self._end(job, stop.status, reason=stop.reason, error=stop.error)
