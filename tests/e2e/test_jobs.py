@@ -66,6 +66,17 @@ def test_prompt_injected_requests_to_internal_addresses_are_blocked_and_recorded
     assert "localhost" in reasons and "private" in reasons and "loopback" in reasons
 
 
+def test_a_run_rides_over_a_provider_429_and_a_5xx(stack, provider):
+    """The e2e model file has no router retries, so the job's own retry policy must wait out the
+    429's Retry-After and try the 500 again."""
+    script(provider, {"fault": "429", "retry_after": 1}, {"fault": "500"}, {"reply": "Got there."})
+    with api(stack) as client:
+        done = wait(client, submit(client, type="agent", input="persist")["id"])
+    assert done["status"] == "completed", done
+    assert done["result"]["output_text"] == "Got there." and done["progress"]["step"] == 1
+    assert len(provider.get("/_control/requests").json()) == 3  # asked three times
+
+
 def test_step_cap_and_refused_submissions(stack, provider):
     script(provider, *[calc("1+1")] * 3)
     with api(stack) as client:

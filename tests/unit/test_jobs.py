@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from shared.config import ModelConfig
-from shared.errors import AuthenticationError, ServiceUnavailableError
+from shared.errors import AuthenticationError, ServiceUnavailableError, UpstreamRateLimitError
 from shared.models.jobs import JobCreate
 from shared.services.auth import MASTER, Principal
 from shared.services.calls import CallContext, check_model
@@ -262,10 +262,10 @@ async def test_a_revoked_key_fails_its_job_with_the_keys_error(world, queued):
     assert world.calls == []
 
 
-def then(change: Callable[[], object], answer: Completion) -> Callable[[], Completion]:
+def then(change: Callable[[], object], answer: Any) -> Callable[[], Any]:
     """A model answer that changes the world (a key, say) as it is given."""
 
-    def give() -> Completion:
+    def give() -> Any:
         change()
         return answer
 
@@ -299,3 +299,32 @@ async def test_a_model_taken_from_the_key_while_its_job_runs_fails_the_next_mode
     assert job["status"] == "failed" and job["error"]["code"] == "model_not_allowed"  # live traffic's 403
     assert [s["kind"] for s in job["steps"]] == ["model", "tool"]
     assert world.calls[0].principal == ALICE
+
+
+# --- provider faults ------------------------------------------------------------------------------
+
+
+async def test_a_rate_limited_model_call_waits_and_tries_again(world):
+    world.answers = [
+        UpstreamRateLimitError("Rate limit reached.", retry_after=0),
+        factories.completion_dict("Done."),
+    ]
+    created = await world.jobs.create(ALICE, JobCreate(type="agent", model="m", input="x"))
+    await world.jobs.handle({"v": 1, "job_id": created["id"]})
+    job = await world.jobs.get(MASTER, created["id"])
+    assert job["status"] == "completed" and job["result"]["output_text"] == "Done."
+
+
+async def test_a_cancel_during_a_rate_limit_wait_stops_the_job_without_another_call(world):
+    created = await world.jobs.create(ALICE, JobCreate(type="agent", model="m", input="x"))
+
+    def cancel() -> None:
+        world.documents.items["jobs"][(created["id"], created["id"])]["status"] = "cancelling"
+
+    world.answers = [
+        then(cancel, UpstreamRateLimitError("Rate limit reached.", retry_after=0)),
+        factories.completion_dict("never asked"),
+    ]
+    await world.jobs.handle({"v": 1, "job_id": created["id"]})
+    assert (await world.jobs.get(MASTER, created["id"]))["status"] == "cancelled"
+    assert len(world.answers) == 1

@@ -8,12 +8,10 @@ no saved result and never runs one twice.
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 from shared.models.jobs import JobCreate
 from shared.models.requests import ChatCompletionCreate
-from shared.services.calls import CallContext
 from shared.services.files import FileService
 from shared.services.jobs.run import Run, Stop
 from shared.services.tools import Tool, ToolBlocked, ToolContext, ToolError, ToolSettings
@@ -56,9 +54,7 @@ class Agent:
         request = ChatCompletionCreate.model_validate(
             {"model": spec.model, "messages": job.messages, **({"tools": tool_specs} if tool_specs else {})}
         )
-        principal = await run.principal()  # as the key is now: a revoked one stops here
-        call = CallContext(request_id=f"req_{uuid.uuid4().hex}", principal=principal, tags={"job_id": job.id})
-        completion, cost = await run.ask(request, call)
+        completion, cost = await run.ask(request)  # as the key is now: a revoked one stops here
         message = {k: v for k, v in completion["choices"][0]["message"].items() if v is not None}
         message.pop("refusal", None)
         job.messages.append(message)

@@ -7,7 +7,6 @@ order, without asking again, and goes on from the first call that has none.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,7 +16,6 @@ from shared.errors import InvalidRequestError
 from shared.models.jobs import JobCreate
 from shared.models.requests import ChatCompletionCreate
 from shared.services.auth import Principal
-from shared.services.calls import CallContext
 from shared.services.files import FileService
 from shared.services.jobs.run import Run
 
@@ -39,9 +37,7 @@ async def run_analysis(run: Run, analysis: Any) -> Any:
         request = ChatCompletionCreate.model_validate(
             {"model": spec.model, "messages": messages, "response_format": response_format}
         )
-        principal = await run.principal()  # as the key is now, at every call
-        call = CallContext(request_id=f"req_{uuid.uuid4().hex}", principal=principal, tags={"job_id": job.id})
-        completion, cost = await run.ask(request, call)
+        completion, cost = await run.ask(request)  # as the key is now, at every call
         text = completion["choices"][0]["message"].get("content") or ""
         job.calls.append(text)
         job.step = number

@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from shared.errors import (
-    AuthenticationError,
-    RateLimitError,
-    ServiceUnavailableError,
-    UpstreamError,
-    UpstreamRateLimitError,
-)
+from shared.errors import AuthenticationError
 from shared.models.jobs import JobCreate, JobRecord
 from shared.models.requests import ChatCompletionCreate
 from shared.services.auth import Principal
 from shared.services.calls import CallContext
 from shared.services.jobs.store import JobStore
 from shared.services.owners import Lookup as OwnerLookup
-
-MAX_RATE_WAIT_S = 60.0
-TRANSIENT_ATTEMPTS = 3
+from shared.services.provider_retries import with_provider_retries
 
 # Runs one chat request as live traffic would: the completion and its cost in USD (None: unknown).
 Completion = dict[str, Any]  # OpenAI's chat.completion JSON
@@ -95,22 +88,24 @@ class Run:
         if spec.max_cost_usd is not None and job.usage["cost_usd"] >= spec.max_cost_usd:
             raise Stop("incomplete", "max_cost")
 
-    async def ask(self, request: ChatCompletionCreate, call: CallContext) -> tuple[Completion, float | None]:
-        """One model call; rate limits wait their Retry-After and provider faults get 3 tries, so a
-        long run does not fail on a passing 429 or 503."""
-        faults = 0
-        while True:
-            try:
-                return await self._chat(request, call)
-            except (RateLimitError, UpstreamRateLimitError) as exc:
-                wait = min(MAX_RATE_WAIT_S, exc.retry_after if exc.retry_after is not None else 1.0)
-            except (UpstreamError, ServiceUnavailableError):
-                faults += 1
-                if faults >= TRANSIENT_ATTEMPTS:
-                    raise
-                wait = 2.0**faults
-            await asyncio.sleep(wait)
+    async def ask(self, request: ChatCompletionCreate) -> tuple[Completion, float | None]:
+        """One model call as the job's key, with queued work's retry policy (provider_retries):
+        a rate limit waits its Retry-After, a provider fault gets three tries, and every wait ends
+        with a check for a cancel, the timeout or the budget (which raises Stop)."""
+
+        async def attempt() -> tuple[Completion, float | None]:
+            principal = await self.principal()  # as the key is now, at every attempt
+            call = CallContext(
+                request_id=f"req_{uuid.uuid4().hex}", principal=principal, tags={"job_id": self.job.id}
+            )
+            return await self._chat(request, call)
+
+        async def wait(seconds: float) -> bool:
+            await asyncio.sleep(seconds)
             await self.check_stop()
+            return True
+
+        return await with_provider_retries(attempt, wait)
 
     def add_usage(self, completion: Completion, cost: float | None) -> None:
         usage = completion.get("usage") or {}
