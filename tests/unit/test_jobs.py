@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import inspect
 import json
 import time
 from collections.abc import Callable
@@ -21,10 +22,12 @@ from shared.services.files import FileService
 from shared.services.jobs import JobService
 from shared.services.jobs.agent import pending_tool_calls
 from shared.services.jobs.run import KeyUnreadable
+from shared.services.jobs.worker import Lease, LeaseNotRenewed
 from shared.services.model_catalog import ModelCatalog
 from shared.services.tools import ToolSettings
 from tests import factories
 from tests.fakes import InMemoryBlobStore, InMemoryDocumentStore, InMemoryQueueStore
+from tests.unit.fault_helpers import FlakyDocuments
 from tests.unit.tool_helpers import FakeWeb, http_tool, redirect
 
 MODELS = ModelConfig.model_validate(
@@ -58,7 +61,8 @@ class World:
     """In-memory stores, a scripted model and the keys jobs run as.
 
     `answers` are the model's next replies (an exception is raised instead; a function is called
-    first, to change the world while the job runs, and its result used); `keys` are the keys by
+    first, to change the world while the job runs, and its result, awaited if need be, used);
+    `keys` are the keys by
     id (an exception is what reading it raises), `key_faults` errors the next key reads raise first.
     The model call checks the key's models as live traffic does (`check_model`)."""
 
@@ -80,6 +84,8 @@ class World:
             answer = self.answers.pop(0)
             if callable(answer):
                 answer = answer()
+            if inspect.isawaitable(answer):
+                answer = await answer
             if isinstance(answer, BaseException):
                 raise answer
             return answer, 0.001
@@ -97,7 +103,7 @@ class World:
 
         catalog = ModelCatalog(MODELS, created=0)
         return JobService(
-            self.documents,
+            options.pop("documents", self.documents),
             self.queues,
             self.files,
             catalog,
@@ -328,3 +334,97 @@ async def test_a_cancel_during_a_rate_limit_wait_stops_the_job_without_another_c
     await world.jobs.handle({"v": 1, "job_id": created["id"]})
     assert (await world.jobs.get(MASTER, created["id"]))["status"] == "cancelled"
     assert len(world.answers) == 1
+
+
+# --- the lease ------------------------------------------------------------------------------------
+
+
+class FakeTime:
+    """A clock and a sleep that only moves it: the lease's timing rules without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+async def test_a_lease_whose_renewals_raise_abandons_the_work_before_it_could_lapse():
+    time_ = FakeTime()
+    attempts: list[float] = []
+    cancelled_at: list[float] = []
+    until = time_.now + 90
+
+    async def renew() -> float:
+        attempts.append(time_.now)
+        raise ConnectionResetError("Connection reset by peer")  # the SDK's own error, not a CirrusError
+
+    async def step() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled_at.append(time_.now)
+            raise
+
+    lease = Lease("job_x", renew, seconds=90, until=until, clock=time_.clock, sleep=time_.sleep)
+    with pytest.raises(LeaseNotRenewed) as caught:
+        await lease.hold(step())
+    assert isinstance(caught.value.__cause__, ConnectionResetError)
+    assert cancelled_at and cancelled_at[0] < until  # before another worker could claim the job
+    assert attempts[0] == 1_000 + 22.5 and len(attempts) > 3  # renewed on time, then retried
+    backoff = time_.sleeps[1:-1]
+    assert backoff == sorted(backoff) and backoff[0] < backoff[-1]  # waits that grow
+
+
+async def test_a_lease_renewal_that_fails_for_a_while_is_retried_and_the_work_goes_on():
+    time_ = FakeTime()
+    renewed = asyncio.Event()
+    failures = [OSError("unreachable"), TimeoutError()]
+
+    async def renew() -> float:
+        if failures:
+            raise failures.pop(0)
+        renewed.set()
+        return time_.now + 90
+
+    async def step() -> str:
+        await renewed.wait()
+        return "done"
+
+    lease = Lease("job_x", renew, seconds=90, until=time_.now + 90, clock=time_.clock, sleep=time_.sleep)
+    assert await lease.hold(step()) == "done"
+
+
+async def test_a_heartbeat_whose_store_raises_abandons_the_step_and_the_redelivery_resumes(world):
+    """The store's raw error (not a CirrusError) used to end the heartbeat silently: the step ran
+    on with its lease lapsing under it, free for a second copy to run again."""
+    flaky = FlakyDocuments(world.documents)
+    world.jobs = world.service(documents=flaky, lease_seconds=0.6)
+    abandoned: list[bool] = []
+
+    async def stuck() -> Completion:  # the model call running when the store goes away
+        flaky.failing["replace"] = ConnectionResetError("Connection reset by peer")
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            abandoned.append(True)
+            flaky.failing.clear()  # the store is back by the time the lease is given up
+            raise
+        raise AssertionError("unreachable")
+
+    world.answers = [stuck, factories.completion_dict("Done.")]
+    created = await world.jobs.create(ALICE, JobCreate(type="agent", model="m", input="x"))
+    message = {"v": 1, "job_id": created["id"]}
+    with pytest.raises(LeaseNotRenewed):
+        await asyncio.wait_for(world.jobs.handle(message), timeout=10)  # the message fails, to be retried
+    assert abandoned == [True]
+    assert (await world.jobs.get(MASTER, created["id"]))["status"] == "running"
+    await world.jobs.handle(message)  # the redelivery
+    job = await world.jobs.get(MASTER, created["id"])
+    assert job["status"] == "completed" and job["result"]["output_text"] == "Done."

@@ -17,7 +17,8 @@ import json
 import logging
 import time
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -36,6 +37,8 @@ from shared.services.owners import Lookup as OwnerLookup
 from shared.services.tools import ToolSettings
 
 log = logging.getLogger("cirrus.jobs")
+
+T = TypeVar("T")
 
 
 class JobWorker:
@@ -186,9 +189,30 @@ class JobWorker:
     # --- running --------------------------------------------------------------------------
 
     async def _run(self, job: JobRecord) -> None:
+        token = str(job.worker)
+
+        async def renew() -> float | None:
+            until: float | None = None
+
+            def extend(current: JobRecord) -> bool:
+                nonlocal until
+                if current.worker != token:
+                    return False
+                current.lease_until = until = time.time() + self._lease
+                return True
+
+            await self._store.update(job.id, extend)
+            return until
+
+        lease = Lease(job.id, renew, seconds=self._lease, until=job.lease_until)
+        ended = await lease.hold(self._steps(job))
+        if ended is not None:
+            await self._notifier.ended(ended)  # after the lease: a slow webhook holds nothing
+
+    async def _steps(self, job: JobRecord) -> JobRecord | None:
+        """Run the job to its end: the ended item (None if another run took the job over)."""
         spec = JobCreate.model_validate(job.spec)
         run = Run(job, spec, self._store, self._chat, self._owner, lease_seconds=self._lease)
-        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(job.id, str(job.worker)))
         try:
             # Events written after the last checkpoint of a worker that died are kept: go on after them.
             job.event_seq = max(job.event_seq, await self._store.last_event(job.id))
@@ -200,21 +224,17 @@ class JobWorker:
                 result = await Agent(run, tools, self._files, self._tool_settings).run()
             else:
                 result = await run_analysis(run, self._analysis)
-            await self._end(job, "completed", result=result)
+            return await self._finish(job, "completed", result=result)
         except Stop as stop:
-            await self._end(job, stop.status, reason=stop.reason, error=stop.error)
+            return await self._finish(job, stop.status, reason=stop.reason, error=stop.error)
         except CirrusError as exc:
             error: dict[str, Any] = {"code": exc.code or exc.type, "message": exc.message}
             if isinstance(getattr(exc, "raw_output", None), str):  # an answer that never fit the schema
                 error["raw_output"] = exc.raw_output  # type: ignore[attr-defined]
-            await self._end(job, "failed", error=error)
+            return await self._finish(job, "failed", error=error)
         except BaseException:
             await self._release(job)  # the host retries the message; the retry must not find it held
             raise
-        finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
 
     async def _end(
         self,
@@ -225,9 +245,23 @@ class JobWorker:
         reason: str | None = None,
         error: dict[str, Any] | None = None,
     ) -> None:
+        ended = await self._finish(job, status, result=result, reason=reason, error=error)
+        if ended is not None:
+            await self._notifier.ended(ended)
+
+    async def _finish(
+        self,
+        job: JobRecord,
+        status: str,
+        *,
+        result: Any = None,
+        reason: str | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> JobRecord | None:
+        """Save how the job ended and record its last event: the ended item (None: `lost`)."""
         if status == "lost":
             log.warning("job %s: another worker took over", job.id)
-            return
+            return None
         values = progress(job)
 
         def end(current: JobRecord) -> bool:
@@ -247,7 +281,7 @@ class JobWorker:
         job.event_seq = ended.event_seq
         await self._store.event(ended, f"job.{status}", {"status": status, "reason": reason, "error": error})
         log.info("job %s %s%s", job.id, status, f" ({reason})" if reason else "")
-        await self._notifier.ended(ended)
+        return ended
 
     async def _release(self, job: JobRecord) -> None:
         def release(current: JobRecord) -> bool:
@@ -259,18 +293,110 @@ class JobWorker:
         with contextlib.suppress(Exception):
             await asyncio.shield(self._store.update(job.id, release))
 
-    async def _heartbeat(self, job_id: str, token: str) -> None:
-        while True:
-            await asyncio.sleep(self._lease / 4)
 
-            def renew(job: JobRecord) -> bool:
-                if job.worker != token:
-                    return False
-                job.lease_until = time.time() + self._lease
-                return True
+class LeaseNotRenewed(Exception):
+    """The run could not renew its lease before the lease could lapse, so it abandoned (cancelled)
+    the step it was running before another worker could claim the job. Not a CirrusError: the
+    message fails, the queue redelivers it, and the redelivery resumes from the checkpoint."""
 
-            with contextlib.suppress(CirrusError):
-                await self._store.update(job_id, renew)
+
+class Lease:
+    """A run's hold on its job, renewed while the run goes on, and supervised: it never dies
+    unobserved.
+
+    Every `seconds / 4` the lease is renewed. A renewal that fails (any exception: the store's SDK
+    raises its own, not CirrusErrors) or hangs is tried again with a growing backoff while the
+    lease still has time. If it cannot be renewed by `seconds / 6` before it lapses, the work is
+    cancelled there, while no other worker can yet claim the job, and `hold` raises
+    LeaseNotRenewed. A renewal that finds the job no longer this run's stops renewing; the run's
+    next checkpoint sees the same and stops.
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        renew: Callable[[], Awaitable[float | None]],
+        *,
+        seconds: float,
+        until: float,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
+        """`renew()`: the lease's new end (a `clock` time), or None if the job is no longer this
+        run's. `until`: when the lease held now ends."""
+        self._job_id = job_id
+        self._renew = renew
+        self._until = until
+        self._every = seconds / 4
+        self._margin = seconds / 6  # before the lapse: room to cancel, and for clocks that differ
+        self._first_retry = min(1.0, seconds / 20)
+        self._max_retry = seconds / 8
+        self._clock = clock
+        self._sleep = sleep
+        self._failure: BaseException | None = None
+        self._abandoned = False
+
+    async def hold(self, work: Coroutine[Any, Any, T]) -> T:
+        """`work`'s result, the lease renewed while it runs; LeaseNotRenewed if it was abandoned."""
+        task = asyncio.ensure_future(work)
+        keeper = asyncio.ensure_future(self._keep(task))
+        try:
+            return await task
+        except asyncio.CancelledError:
+            this = asyncio.current_task()
+            if self._abandoned and task.cancelled() and not (this and this.cancelling()):
+                raise LeaseNotRenewed(
+                    f"job {self._job_id}: the lease could not be renewed in time; the step was abandoned"
+                ) from self._failure
+            raise
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    async def _keep(self, work: asyncio.Future[Any]) -> None:
+        try:
+            while True:
+                await self._sleep(self._every)
+                renewed = await self._renew_in_time()
+                if renewed is None:
+                    return  # not this run's any more: nothing to renew
+                if not renewed:
+                    log.error(
+                        "job %s: the lease could not be renewed in time (%s); abandoning the step",
+                        self._job_id,
+                        type(self._failure).__name__,
+                    )
+                    self._abandon(work)
+                    return
+        except Exception as exc:  # a fault of the keeper itself must not leave the work unguarded
+            self._failure = exc
+            log.exception("job %s: the lease keeper failed; abandoning the step", self._job_id)
+            self._abandon(work)
+
+    async def _renew_in_time(self) -> bool | None:
+        """Renew, trying again with a growing backoff while the lease has time: True when renewed,
+        False when it could not be before the margin, None when the job is no longer this run's."""
+        delay = self._first_retry
+        while (left := self._until - self._margin - self._clock()) > 0:
+            try:
+                async with asyncio.timeout(left):  # a renewal that hangs is a failed one
+                    until = await self._renew()
+            except Exception as exc:  # the store's SDK raises its own errors, not only CirrusErrors
+                self._failure = exc
+                log.warning("job %s: lease renewal failed (%s)", self._job_id, type(exc).__name__)
+                await self._sleep(min(delay, max(0.0, self._until - self._margin - self._clock())))
+                delay = min(delay * 2, self._max_retry)
+                continue
+            if until is None:
+                return None
+            self._until = until
+            return True
+        return False
+
+    def _abandon(self, work: asyncio.Future[Any]) -> None:
+        self._abandoned = True
+        work.cancel()
 
 
 def _why_malformed(raw: Any) -> str:
