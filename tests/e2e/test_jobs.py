@@ -91,6 +91,15 @@ def test_step_cap_and_refused_submissions(stack, provider):
         assert response.status_code == 400 and response.json()["error"]["param"] == "tools"
         response = client.post("/v1/jobs", json={"type": "agent", "model": "cirrus-local"})
         assert response.status_code == 400
+        bad_messages = {"type": "agent", "model": "cirrus-local", "input": [{"role": "user"}]}
+        response = client.post("/v1/jobs", json=bad_messages)  # accepted with 202, then poisoned, before
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == {
+            "message": "Invalid value for 'input[0]': a `user` message needs `content`",
+            "type": "invalid_request_error",
+            "param": "input[0]",
+            "code": None,
+        }
 
 
 def test_the_cost_cap_stops_a_run_with_its_partial_result(stack, provider):
@@ -351,7 +360,7 @@ def test_a_queued_job_with_an_unknown_key_fails_with_a_record(stack):
     assert job["status"] == "failed" and job["error"]["code"] == "invalid_api_key"
 
 
-def test_a_malformed_queue_message_lands_in_poison_with_an_error_record(stack):
+def test_a_queued_job_that_can_never_run_fails_at_once_with_a_record(stack):
     job_id = f"job_bad_{uuid.uuid4().hex[:12]}"
     send_raw(
         stack,
@@ -364,5 +373,19 @@ def test_a_malformed_queue_message_lands_in_poison_with_an_error_record(stack):
             assert time.time() < deadline, "no error record"
             time.sleep(0.3)
         record = response.json()
+    assert record["status"] == "failed" and record["error"]["code"] == "invalid_request_error"
+    assert record["error"]["param"] == "job.type" and "'job.type'" in record["error"]["message"]
+
+
+def test_a_malformed_queue_message_lands_in_poison_with_an_error_record(stack):
+    job_id = f"job_bad_{uuid.uuid4().hex[:12]}"
+    job = {"type": "agent", "model": "cirrus-local", "input": "x"}
+    send_raw(stack, "cirrus-jobs", json.dumps({"v": 1, "job_id": job_id, "job": job}))  # whose is it?
+    with api(stack) as client:
+        deadline = time.time() + 30
+        while (response := client.get(f"/v1/jobs/{job_id}")).status_code == 404:
+            assert time.time() < deadline, "no error record"
+            time.sleep(0.3)
+        record = response.json()
     assert record["status"] == "failed" and record["error"]["code"] == "message_failed"
-    assert "job.type" in record["error"]["message"]
+    assert "key_id" in record["error"]["message"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import inspect
@@ -12,10 +13,17 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from shared.config import ModelConfig
-from shared.errors import AuthenticationError, ServiceUnavailableError, UpstreamRateLimitError
+from shared.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    ServiceUnavailableError,
+    UpstreamRateLimitError,
+)
 from shared.models.jobs import JobCreate
+from shared.models.validation import validate_body
 from shared.services.auth import MASTER, Principal
 from shared.services.calls import CallContext, check_model
 from shared.services.files import FileService
@@ -428,3 +436,67 @@ async def test_a_heartbeat_whose_store_raises_abandons_the_step_and_the_redelive
     await world.jobs.handle(message)  # the redelivery
     job = await world.jobs.get(MASTER, created["id"])
     assert job["status"] == "completed" and job["result"]["output_text"] == "Done."
+
+
+# --- checks when a job is submitted ---------------------------------------------------------------
+
+ASKED = {"role": "assistant", "content": None}
+CALLED = {"id": "c1", "type": "function", "function": {"name": "calculator", "arguments": "{}"}}
+
+
+@pytest.mark.parametrize(
+    ("agent_input", "param", "says"),
+    [
+        ("", "input", "a non-empty string or a list of chat messages"),
+        ([], "input", "a non-empty string or a list of chat messages"),
+        ({"question": "?"}, "input", "a non-empty string or a list of chat messages"),
+        (["hello"], "input[0]", "valid dictionary"),
+        ([{"content": "hi"}], "input[0]", "role: Field required"),
+        ([{"role": "robot", "content": "hi"}], "input[0]", "role: Input should be"),
+        ([{"role": "user", "content": "hi"}, {"role": "user"}], "input[1]", "`user` message needs `content`"),
+        ([{"role": "tool", "content": "42"}], "input[0]", "needs `tool_call_id`"),
+        ([{**ASKED, "tool_calls": [{"id": "c1", "function": {"name": "x"}}]}], "input[0]", "tool_calls[0]."),
+        ([{**ASKED, "tool_calls": [{**CALLED, "function": {"arguments": "{}"}}]}], "input[0]", "name"),
+    ],
+)
+def test_an_agent_runs_input_is_checked_when_it_is_submitted(agent_input, param, says):
+    with pytest.raises(InvalidRequestError) as caught:
+        validate_body(JobCreate, {"type": "agent", "model": "m", "input": agent_input})
+    assert caught.value.param == param and says in caught.value.message
+
+
+async def test_an_agent_run_may_start_from_messages_ending_in_a_tool_call_it_answers(world):
+    messages = [{"role": "user", "content": "1+1?", "name": "ann"}, {**ASKED, "tool_calls": [CALLED]}]
+    spec = validate_body(
+        JobCreate, {"type": "agent", "model": "m", "input": messages, "tools": ["calculator"]}
+    )
+    assert spec.input == messages  # kept as given
+    world.answers = [factories.completion_dict("It is 2.")]
+    created = await world.jobs.create(ALICE, spec)
+    await world.jobs.handle({"v": 1, "job_id": created["id"]})
+    job = await world.jobs.get(ALICE, created["id"])
+    assert job["status"] == "completed" and [s["kind"] for s in job["steps"]] == ["tool", "model"]
+
+
+async def test_a_queued_job_that_can_never_run_fails_at_once_with_a_record_and_a_reply(world):
+    message = queued_message(input=[{"role": "user"}])
+    message["reply_queue"] = "replies"
+    await world.jobs.handle(message)  # no exception: retrying would only fail the same way
+    job = await world.jobs.get(ALICE, message["job_id"])
+    assert job["status"] == "failed" and job["source"] == "queue"
+    assert job["error"]["param"] == "job.input[0]"
+    assert job["error"]["message"] == "Invalid value for 'job.input[0]': a `user` message needs `content`"
+    assert world.calls == []
+    (reply,) = world.queues.messages["replies"]
+    assert json.loads(base64.b64decode(reply))["status"] == "failed"
+    await world.jobs.handle(message)  # a second copy records nothing more
+    assert len(world.queues.messages["replies"]) == 1
+
+
+async def test_a_message_whose_envelope_is_malformed_still_raises_for_the_poison_queue(world):
+    message = queued_message()
+    del message["key_id"]
+    message["job"]["input"] = ""  # a bad job too, but the message cannot say whose it is
+    with pytest.raises(ValidationError):
+        await world.jobs.handle(message)
+    assert world.documents.items["jobs"] == {}

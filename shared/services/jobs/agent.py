@@ -12,6 +12,7 @@ from typing import Any
 
 from shared.models.jobs import JobCreate
 from shared.models.requests import ChatCompletionCreate
+from shared.models.validation import validate_body
 from shared.services.files import FileService
 from shared.services.jobs.run import Run, Stop
 from shared.services.tools import Tool, ToolBlocked, ToolContext, ToolError, ToolSettings
@@ -51,8 +52,11 @@ class Agent:
         job, spec = run.job, run.spec
         number = job.step + 1
         await run.event("step.started", {"step": number, "kind": "model"})
-        request = ChatCompletionCreate.model_validate(
-            {"model": spec.model, "messages": job.messages, **({"tools": tool_specs} if tool_specs else {})}
+        # Checked as a chat request is, so a conversation that can never be sent fails the job
+        # (a 400 as its error) instead of failing every delivery of the message.
+        request = validate_body(
+            ChatCompletionCreate,
+            {"model": spec.model, "messages": job.messages, **({"tools": tool_specs} if tool_specs else {})},
         )
         completion, cost = await run.ask(request)  # as the key is now: a revoked one stops here
         message = {k: v for k, v in completion["choices"][0]["message"].items() if v is not None}

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from shared.errors import InvalidRequestError
 from shared.models.jobs import JobCreate
 from shared.models.requests import ChatCompletionCreate
+from shared.models.validation import validate_body
 from shared.services.auth import Principal
 from shared.services.files import FileService
 from shared.services.jobs.run import Run
@@ -34,9 +35,8 @@ async def run_analysis(run: Run, analysis: Any) -> Any:
         await run.check_stop()
         number = job.step + 1
         await run.event("step.started", {"step": number, "kind": "model"})
-        request = ChatCompletionCreate.model_validate(
-            {"model": spec.model, "messages": messages, "response_format": response_format}
-        )
+        body = {"model": spec.model, "messages": messages, "response_format": response_format}
+        request = validate_body(ChatCompletionCreate, body)
         completion, cost = await run.ask(request)  # as the key is now, at every call
         text = completion["choices"][0]["message"].get("content") or ""
         job.calls.append(text)

@@ -23,8 +23,9 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from shared.clients.protocols import QueueStore
-from shared.errors import CirrusError, ConflictError
+from shared.errors import CirrusError, ConflictError, InvalidRequestError
 from shared.models.jobs import ENDED, JobCreate, JobMessage, JobRecord
+from shared.models.validation import validate_body
 from shared.services.auth import Principal
 from shared.services.files import FileService
 from shared.services.jobs.agent import Agent, partial_result
@@ -72,8 +73,16 @@ class JobWorker:
         self._lease = lease_seconds  # a worker that stops renewing for this long is presumed dead
 
     async def handle(self, raw: Any) -> None:
-        """One jobs-queue message. A malformed one raises, so it ends in the poison queue."""
-        message = JobMessage.model_validate(raw)
+        """One jobs-queue message. A malformed one raises, so it ends in the poison queue; one whose
+        envelope is sound but whose `job` is not fails that job at once, with a record saying why."""
+        try:
+            message = JobMessage.model_validate(raw)
+        except ValidationError:
+            envelope = _sound_envelope(raw)
+            if envelope is None:
+                raise
+            await self._reject(envelope, raw)
+            return
         job = await self._store.load(message.job_id)
         if job is None:
             if message.job is None:
@@ -98,6 +107,29 @@ class JobWorker:
         delay = max(1, int(current.lease_until - time.time()) + 1)
         await self._queues.send(self._queue, {"v": 1, "job_id": job_id}, delay_seconds=delay)
 
+    async def _reject(self, envelope: JobMessage, raw: dict[str, Any]) -> None:
+        """A queue-submitted job that can never run: a failed record under its id, at once (a retry
+        would only fail the same way), and its reply queue told."""
+        try:
+            validate_body(JobMessage, raw)
+            problem = InvalidRequestError("The job is invalid.", param="job")
+        except InvalidRequestError as exc:  # the envelope is sound: this names the bad `job.` field
+            problem = exc
+        error = {**_error(problem), "param": problem.param}
+        job = raw.get("job")
+        spec: dict[str, Any] = {"job": _clip(job)}
+        if envelope.reply_queue:
+            spec["reply_queue"] = envelope.reply_queue
+        kind = job.get("type") if isinstance(job, dict) and job.get("type") in ("agent", "analysis") else None
+        record = _failed_record(envelope.job_id, str(envelope.key_id), spec, error, kind=kind or "agent")
+        try:
+            await self._store.create(record)
+        except ConflictError:
+            return  # a copy of this message recorded it already, or the id is another job's
+        await self._store.event(record, "job.failed", {"status": "failed", "reason": None, "error": error})
+        log.warning("job %s: refused (%s)", record.id, problem.message)
+        await self._notifier.ended(record)
+
     async def handle_poison(self, raw: Any) -> None:
         """A message that failed every delivery: leave a record saying why, never silence."""
         reason = _why_malformed(raw)
@@ -118,20 +150,7 @@ class JobWorker:
                 if isinstance(raw, dict) and isinstance(raw.get("key_id"), str)
                 else "unknown"
             )
-            now = time.time()
-            record = JobRecord(
-                id=job_id,
-                pk=job_id,
-                type="agent",
-                status="failed",
-                spec={"message": _clip(raw)},
-                owner=key_id,
-                source="queue",
-                created_at=int(now),
-                ts=now,
-                ended_at=int(now),
-                error=error,
-            )
+            record = _failed_record(job_id, key_id, {"message": _clip(raw)}, error)
             with contextlib.suppress(ConflictError):
                 await self._store.create(record)
             log.error("jobs queue: poisoned message recorded as %s (%s)", job_id, reason)
@@ -211,7 +230,10 @@ class JobWorker:
 
     async def _steps(self, job: JobRecord) -> JobRecord | None:
         """Run the job to its end: the ended item (None if another run took the job over)."""
-        spec = JobCreate.model_validate(job.spec)
+        try:
+            spec = validate_body(JobCreate, job.spec)  # stored before today's checks, it may not pass
+        except InvalidRequestError as exc:
+            return await self._finish(job, "failed", error=_error(exc))
         run = Run(job, spec, self._store, self._chat, self._owner, lease_seconds=self._lease)
         try:
             # Events written after the last checkpoint of a worker that died are kept: go on after them.
@@ -228,10 +250,7 @@ class JobWorker:
         except Stop as stop:
             return await self._finish(job, stop.status, reason=stop.reason, error=stop.error)
         except CirrusError as exc:
-            error: dict[str, Any] = {"code": exc.code or exc.type, "message": exc.message}
-            if isinstance(getattr(exc, "raw_output", None), str):  # an answer that never fit the schema
-                error["raw_output"] = exc.raw_output  # type: ignore[attr-defined]
-            return await self._finish(job, "failed", error=error)
+            return await self._finish(job, "failed", error=_error(exc))
         except BaseException:
             await self._release(job)  # the host retries the message; the retry must not find it held
             raise
@@ -397,6 +416,46 @@ class Lease:
     def _abandon(self, work: asyncio.Future[Any]) -> None:
         self._abandoned = True
         work.cancel()
+
+
+def _error(exc: CirrusError) -> dict[str, Any]:
+    """A failed job's `error`."""
+    error: dict[str, Any] = {"code": exc.code or exc.type, "message": exc.message}
+    if isinstance(getattr(exc, "raw_output", None), str):  # an answer that never fit the schema
+        error["raw_output"] = exc.raw_output  # type: ignore[attr-defined]
+    return error
+
+
+def _sound_envelope(raw: Any) -> JobMessage | None:
+    """The message without its `job`, if that part is sound and names the key the job runs as
+    (then only the job can be what failed validation); None otherwise."""
+    if not isinstance(raw, dict) or raw.get("job") is None:
+        return None
+    try:
+        envelope = JobMessage.model_validate({**raw, "job": None})
+    except ValidationError:
+        return None
+    return envelope if envelope.key_id else None
+
+
+def _failed_record(
+    job_id: str, owner: str, spec: dict[str, Any], error: dict[str, Any], *, kind: str = "agent"
+) -> JobRecord:
+    """A queue job that failed before it could start: its record, owned by the key it named."""
+    now = time.time()
+    return JobRecord(
+        id=job_id,
+        pk=job_id,
+        type=kind,  # type: ignore[arg-type]
+        status="failed",
+        spec=spec,
+        owner=owner,
+        source="queue",
+        created_at=int(now),
+        ts=now,
+        ended_at=int(now),
+        error=error,
+    )
 
 
 def _why_malformed(raw: Any) -> str:
