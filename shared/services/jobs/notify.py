@@ -22,7 +22,7 @@ from shared.clients.protocols import QueueStore
 from shared.models.jobs import JobRecord
 from shared.services.jobs.store import JobStore
 from shared.services.tools import ToolBlocked, ToolSettings
-from shared.services.tools.http_get import HttpGetTool
+from shared.services.tools.outbound import Outbound
 
 log = logging.getLogger("cirrus.jobs")
 
@@ -84,15 +84,15 @@ class Notifier:
 class WebhookSender:
     """Delivers one webhook call under the outbound rules of `http_get`."""
 
-    def __init__(self, settings: ToolSettings, vetting: HttpGetTool | None = None) -> None:
+    def __init__(self, settings: ToolSettings, vetting: Outbound | None = None) -> None:
         self._settings = settings
-        self._vetting = vetting or HttpGetTool()
+        self._vetting = vetting or Outbound()
 
     async def __call__(self, url: str, body: bytes, headers: dict[str, str]) -> None:
         parsed = httpx.URL(url)
         if parsed.scheme not in ("http", "https"):
             raise ToolBlocked(f"scheme {parsed.scheme!r} is not allowed")
-        hop = await self._vetting._vet(parsed, self._settings)
+        hop = await self._vetting.vet(parsed, self._settings)
         address = hop.addresses[0]
         extensions = {} if hop.literal or parsed.scheme != "https" else {"sni_hostname": hop.host}
         async with httpx.AsyncClient(
