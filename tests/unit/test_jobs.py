@@ -29,10 +29,11 @@ from shared.services.calls import CallContext, check_model
 from shared.services.files import FileService
 from shared.services.jobs import JobService
 from shared.services.jobs.agent import pending_tool_calls
+from shared.services.jobs.notify import WebhookFailed
 from shared.services.jobs.run import KeyUnreadable
 from shared.services.jobs.worker import Lease, LeaseNotRenewed
 from shared.services.model_catalog import ModelCatalog
-from shared.services.tools import ToolSettings
+from shared.services.tools import ToolBlocked, ToolSettings
 from tests import factories
 from tests.fakes import InMemoryBlobStore, InMemoryDocumentStore, InMemoryQueueStore
 from tests.unit.fault_helpers import FlakyDocuments
@@ -82,6 +83,7 @@ class World:
         self.keys: dict[str, Principal | BaseException] = {"master": MASTER, ALICE.key_id: ALICE}
         self.key_faults: list[BaseException] = []
         self.hooks: list[tuple[str, bytes, dict[str, str]]] = []
+        self.hook_failure: BaseException | None = None
         self.files = FileService(self.documents, InMemoryBlobStore(), "uploads")
         self.jobs = self.service()
 
@@ -108,6 +110,8 @@ class World:
 
         async def hook(url: str, body: bytes, headers: dict[str, str]) -> None:
             self.hooks.append((url, body, headers))
+            if self.hook_failure is not None:
+                raise self.hook_failure
 
         catalog = ModelCatalog(MODELS, created=0)
         return JobService(
@@ -166,6 +170,28 @@ async def test_a_second_copy_while_another_worker_holds_the_job_does_nothing(wor
     assert (await world.jobs.get(MASTER, created["id"]))["status"] == "running"
     assert world.answers  # no model call was made
     assert len(world.queues.messages["jobs"]) == 2  # ...but a look later, in case that worker died
+
+
+@pytest.mark.parametrize(
+    ("failure", "event", "data"),
+    [
+        (
+            WebhookFailed("HTTP 503: down", attempts=3, status=503),
+            "webhook.failed",
+            {"reason": "HTTP 503: down", "attempts": 3, "status": 503},
+        ),
+        (ToolBlocked("private address 10.0.0.5"), "webhook.blocked", {"reason": "private address 10.0.0.5"}),
+    ],
+)
+async def test_a_webhook_that_failed_or_was_refused_is_an_event_of_the_job(world, failure, event, data):
+    world.answers = [factories.completion_dict("Hi.")]
+    world.hook_failure = failure
+    spec = JobCreate(type="agent", model="m", input="hi", webhook_url="https://hooks.example.com/x")
+    created = await world.jobs.create(MASTER, spec)
+    await world.jobs.handle({"v": 1, "job_id": created["id"]})
+    events = [d for d in world.documents.items["jobs"].values() if d.get("object") == "job.event"]
+    assert [e["type"] for e in events][-2:] == ["job.completed", event]
+    assert events[-1]["data"] == data
 
 
 def test_only_tool_calls_without_a_saved_result_are_pending():

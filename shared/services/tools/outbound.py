@@ -5,8 +5,10 @@ on the allowlist and not an internal name, and every address it resolves to publ
 `network.py`); a URL naming an address is checked the same way. The request then goes to the
 vetted address itself, not to the name: the URL carries the IP, the `Host` header and the TLS SNI
 (and so certificate checking) carry the name, so a DNS answer that changes between the check and
-the connection (DNS rebinding) cannot move it. As a second line, the peer address of the
-connection is compared with the vetted one when the transport reports it. Nothing ambient is used:
+the connection (DNS rebinding) cannot move it. As a second line, the connection's peer address is
+compared with the vetted one as soon as the connection is made, before any byte of the request is
+sent (httpx's `trace` extension), and again on the response when the transport reports it (test
+transports may report it only there, or not at all). Nothing ambient is used:
 no proxy or .netrc from the environment (`trust_env=False`), no redirects followed, no cookies.
 """
 
@@ -14,8 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -100,9 +103,10 @@ class Outbound:
         not yet read). ToolBlocked if the connection's peer is not the vetted address. `io_timeout_s`
         caps each network operation; the caller's deadline caps the whole."""
         headers = {**headers, "Host": hop.url.netloc.decode("ascii")}
-        extensions = {} if hop.literal or hop.url.scheme != "https" else {"sni_hostname": hop.host}
+        sni = {} if hop.literal or hop.url.scheme != "https" else {"sni_hostname": hop.host}
         failure = ""
         for address in hop.addresses:
+            extensions = {**sni, "trace": _peer_guard(address)}
             async with httpx.AsyncClient(
                 transport=self._transport(),
                 trust_env=False,
@@ -128,11 +132,30 @@ class Outbound:
 
 
 def check_peer(response: httpx.Response, expected: IPAddress) -> None:
-    """Refuse a connection whose peer is not the address that was vetted (test transports have none)."""
+    """Refuse a response whose connection's peer is not the vetted address (when it is known)."""
     stream = response.extensions.get("network_stream")
+    if reason := _wrong_peer(stream, expected):
+        raise ToolBlocked(reason)
+
+
+def _peer_guard(expected: IPAddress) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    """An httpx `trace` callback that refuses a connection to any peer but `expected` as soon as
+    it is made, before the request is written to it."""
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event != "connection.connect_tcp.complete":
+            return
+        stream = info.get("return_value")
+        if reason := _wrong_peer(stream, expected):
+            await stream.aclose()
+            raise ToolBlocked(reason)
+
+    return trace
+
+
+def _wrong_peer(stream: Any, expected: IPAddress) -> str | None:
     peer = stream.get_extra_info("server_addr") if stream is not None else None
     if not peer:
-        return
+        return None
     actual = ipaddress.ip_address(str(peer[0]).partition("%")[0])
-    if actual != expected:
-        raise ToolBlocked(f"connected to {actual}, not the vetted address {expected}")
+    return None if actual == expected else f"connected to {actual}, not the vetted address {expected}"
