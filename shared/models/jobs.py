@@ -196,6 +196,7 @@ class JobRecord(BaseModel):
     error: dict[str, Any] | None = None
     incomplete_details: dict[str, str] | None = None
     event_seq: int = 0
+    swept_at: float | None = None  # when the sweeper last re-sent its message
     etag: str | None = Field(None, alias="_etag", exclude=True)
 
     def public(self) -> dict[str, Any]:

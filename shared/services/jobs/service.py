@@ -14,7 +14,7 @@ from shared.services.jobs.api import JobApi, JobChecks, ToolFactory
 from shared.services.jobs.notify import DeliverWebhook, Notifier
 from shared.services.jobs.run import ChatCall
 from shared.services.jobs.store import JobStore
-from shared.services.jobs.worker import JobWorker
+from shared.services.jobs.worker import SWEEP_LIMIT, JobWorker
 from shared.services.model_catalog import ModelCatalog
 from shared.services.owners import Lookup as OwnerLookup
 from shared.services.tools import ToolSettings, build_tools
@@ -93,3 +93,8 @@ class JobService:
     async def handle_poison(self, raw: Any) -> None:
         """A message that failed every delivery: leave a record saying why, never silence."""
         await self._worker.handle_poison(raw)
+
+    async def sweep(self, now: float, *, limit: int = SWEEP_LIMIT) -> int:
+        """For a timer: send the message again for jobs left with no run and no message (a lapsed
+        lease, or queued too long); bounded by `limit`, idempotent. How many were sent."""
+        return await self._worker.sweep(now, limit=limit)

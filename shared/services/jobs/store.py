@@ -98,3 +98,20 @@ class JobStore:
             max_items=1,
         )
         return max([0, *(int(row["seq"]) for row in latest if "seq" in row)])
+
+    async def stalled(
+        self, *, lapsed_before: float, queued_before: float, swept_before: float, limit: int
+    ) -> list[str]:
+        """Ids of up to `limit` jobs that look abandoned: running (or cancelling) with a lease that
+        ended before `lapsed_before`, or queued since before `queued_before`; none swept since
+        `swept_before`."""
+        rows = await self._documents.query(
+            CONTAINER,
+            "SELECT c.id FROM c WHERE c.object = 'job'"
+            " AND (((c.status = 'running' OR c.status = 'cancelling') AND c.lease_until < @lapsed)"
+            " OR (c.status = 'queued' AND c.ts < @queued))"
+            " AND (NOT IS_DEFINED(c.swept_at) OR IS_NULL(c.swept_at) OR c.swept_at < @swept)",
+            {"@lapsed": lapsed_before, "@queued": queued_before, "@swept": swept_before},
+            max_items=limit,
+        )
+        return [str(row["id"]) for row in rows]

@@ -41,6 +41,13 @@ log = logging.getLogger("cirrus.jobs")
 
 T = TypeVar("T")
 
+# The sweeper: a safety net for a job whose message was lost, so it waits out the usual ways back
+# (the host's redelivery, a copy's "look again later" message) before it sends one itself.
+SWEEP_GRACE_S = 120.0  # past the end of a running job's lease
+SWEEP_QUEUED_S = 300.0  # since a queued job was created
+SWEEP_AGAIN_S = 300.0  # before the same job is sent again
+SWEEP_LIMIT = 100
+
 
 class JobWorker:
     def __init__(
@@ -96,6 +103,43 @@ class JobWorker:
             await self._check_later(job.id)
             return
         await self._run(claimed)
+
+    async def sweep(
+        self,
+        now: float,
+        *,
+        grace_s: float = SWEEP_GRACE_S,
+        queued_s: float = SWEEP_QUEUED_S,
+        again_s: float = SWEEP_AGAIN_S,
+        limit: int = SWEEP_LIMIT,
+    ) -> int:
+        """Send the queue message again for jobs whose run was lost with no message left to resume
+        them: running (or cancelling) with a lease lapsed more than `grace_s` ago, or queued for
+        more than `queued_s`. At most `limit` jobs a call, each at most once per `again_s` (marked
+        under its ETag, so two sweeps send one message); a duplicate message is harmless (a claim
+        runs a job once). One query when there is nothing to do. Returns how many were sent."""
+        due = await self._store.stalled(
+            lapsed_before=now - grace_s, queued_before=now - queued_s, swept_before=now - again_s, limit=limit
+        )
+        sent = 0
+        for job_id in due:
+            marked = False
+
+            def mark(job: JobRecord) -> bool:
+                nonlocal marked
+                lapsed = job.status in ("running", "cancelling") and job.lease_until < now - grace_s
+                stale = job.status == "queued" and job.ts < now - queued_s
+                if not (lapsed or stale) or (job.swept_at or 0.0) >= now - again_s:
+                    return False  # resumed, ended or swept meanwhile
+                job.swept_at, marked = now, True
+                return True
+
+            await self._store.update(job_id, mark)
+            if marked:
+                await self._queues.send(self._queue, {"v": 1, "job_id": job_id})
+                log.warning("job %s: no run held it; its message was sent again", job_id)
+                sent += 1
+        return sent
 
     async def _check_later(self, job_id: str) -> None:
         """Another run holds the job. It may be alive (then this copy must not run it too) or dead
