@@ -32,7 +32,7 @@ from shared.services.chat import ChatService
 from shared.services.completions import CompletionService, EmbeddingService
 from shared.services.files import FileService
 from shared.services.health import HealthService
-from shared.services.jobs import AnalysisRunner, JobService, live_chat
+from shared.services.jobs import AnalysisRunner, JobService, WebhookSender, live_chat
 from shared.services.keys import KeyService
 from shared.services.limits import KeyLimiter
 from shared.services.model_catalog import ModelCatalog
@@ -41,7 +41,6 @@ from shared.services.provisioning import provision, required_resources
 from shared.services.sessions import SessionService
 from shared.services.tools import ToolSettings
 from shared.services.usage import UsageService
-from shared.services.webhooks import WebhookSender
 
 log = logging.getLogger("cirrus.container")
 

@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from shared.models.requests import ChatMessage
+from shared.models.validation import param_path
 
 JobStatus = Literal["queued", "running", "cancelling", "completed", "failed", "cancelled", "incomplete"]
 ENDED = frozenset({"completed", "failed", "cancelled", "incomplete"})
@@ -13,6 +26,48 @@ QUEUE_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
 JOB_ID = re.compile(r"^job_[A-Za-z0-9_-]{6,64}$")
 MAX_STEPS = 50
 MAX_TIMEOUT_S = 1500  # inside host.json's 30-minute functionTimeout, with room to wrap up
+
+
+class _Function(BaseModel):
+    name: str = Field(min_length=1)
+    arguments: str
+
+
+class _ToolCall(BaseModel):
+    """A tool call in an agent's `input`: the runner may have to answer it itself, so it must have
+    what the runner reads (OpenAI's shape)."""
+
+    id: str = Field(min_length=1)
+    type: Literal["function"]
+    function: _Function
+
+
+_TOOL_CALLS = TypeAdapter(list[_ToolCall])
+
+
+def _chat_message(value: dict[str, Any]) -> dict[str, Any]:
+    """One message of an agent run's `input`, checked by the chat request's message rules (and its
+    tool calls by the shape the runner reads); kept as given."""
+    try:
+        message = ChatMessage.model_validate(value)
+        if message.tool_calls is not None:
+            try:
+                _TOOL_CALLS.validate_python(message.tool_calls)
+            except ValidationError as exc:
+                raise ValueError(_first_problem(exc, "tool_calls")) from None
+    except ValidationError as exc:
+        raise ValueError(_first_problem(exc)) from None
+    return value
+
+
+def _first_problem(exc: ValidationError, under: str = "") -> str:
+    error = exc.errors(include_url=False, include_input=False)[0]
+    where = param_path((under, *error["loc"]) if under else error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+AgentMessage = Annotated[dict[str, Any], AfterValidator(_chat_message)]
 
 
 class JobCreate(BaseModel):
@@ -24,7 +79,8 @@ class JobCreate(BaseModel):
     model: str = Field(min_length=1, max_length=256)
     # agent runs
     instructions: str | None = Field(None, max_length=100_000)
-    input: str | list[dict[str, Any]] | dict[str, Any] | None = None
+    # an agent run's: text, or chat messages; an analysis job's: the task's fields
+    input: str | list[AgentMessage] | dict[str, Any] | None = Field(None, validate_default=True)
     tools: list[str] = Field(default_factory=list, max_length=16)
     max_steps: int = Field(10, ge=1, le=MAX_STEPS)
     max_cost_usd: float | None = Field(None, gt=0)
@@ -38,6 +94,13 @@ class JobCreate(BaseModel):
     webhook_url: str | None = Field(None, max_length=2048)
     reply_queue: str | None = None
     metadata: dict[str, str] | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _agent_input(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.data.get("type") == "agent" and (not value or isinstance(value, dict)):
+            raise ValueError("an agent run needs `input`: a non-empty string or a list of chat messages")
+        return value
 
     @field_validator("reply_queue")
     @classmethod
@@ -58,8 +121,6 @@ class JobCreate(BaseModel):
         if self.type == "agent":
             if self.task is not None:
                 raise ValueError("`task` is for analysis jobs")
-            if not self.input or isinstance(self.input, dict):
-                raise ValueError("an agent run needs `input`: text or a list of messages")
         else:
             if self.task is None:
                 raise ValueError("an analysis job needs `task`")
@@ -135,6 +196,7 @@ class JobRecord(BaseModel):
     error: dict[str, Any] | None = None
     incomplete_details: dict[str, str] | None = None
     event_seq: int = 0
+    swept_at: float | None = None  # when the sweeper last re-sent its message
     etag: str | None = Field(None, alias="_etag", exclude=True)
 
     def public(self) -> dict[str, Any]:

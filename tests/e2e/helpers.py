@@ -1,7 +1,9 @@
-"""Helpers for end-to-end tests of jobs: submit over HTTP, wait for the end, read README examples."""
+"""Shared helpers of the end-to-end tests: import them from here, never from another test file."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import re
 import time
@@ -9,9 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.queue import QueueClient
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+# --- jobs: the API, the fake provider's script and the jobs queue ------------------------------
 
 ENDED = {"completed", "failed", "cancelled", "incomplete"}
-README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def api(stack: Any, key: str | None = None) -> httpx.Client:
@@ -19,6 +26,21 @@ def api(stack: Any, key: str | None = None) -> httpx.Client:
     return httpx.Client(
         base_url=stack.base_url, headers={"Authorization": f"Bearer {key or stack.master_key}"}, timeout=30
     )
+
+
+def script(provider: httpx.Client, *turns: dict) -> None:
+    """Queue the model's next answers: {"tool_calls": [...]} or {"reply": "..."}."""
+    for turn in turns:
+        provider.post("/_control/enqueue", json={"behaviour": turn, "times": 1}).raise_for_status()
+
+
+def calc(expression: str, **behaviour: Any) -> dict:
+    return {"tool_calls": [{"name": "calculator", "arguments": {"expression": expression}}], **behaviour}
+
+
+def submit(client: httpx.Client, **job: Any) -> dict:
+    """POST /v1/jobs for the local model, with `job`'s fields; the job as created (202)."""
+    return submit_job(client, {"model": "cirrus-local", **job})
 
 
 def submit_job(client: httpx.Client, job: dict[str, Any]) -> dict[str, Any]:
@@ -37,6 +59,39 @@ def wait(client: httpx.Client, job_id: str, timeout: float = 60) -> dict[str, An
             return job
         assert time.time() < deadline, f"job still {job['status']}"
         time.sleep(0.2)
+
+
+def events(client: httpx.Client, job_id: str, last: int | None = None) -> list[dict]:
+    headers = {"Last-Event-ID": str(last)} if last is not None else {}
+    with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as response:
+        assert response.status_code == 200
+        text = "".join(response.iter_text())
+    found = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        found.append({"id": int(fields["id"]), "event": fields["event"], "data": json.loads(fields["data"])})
+    return found
+
+
+def send_raw(stack: Any, queue: str, text: str) -> None:
+    client = QueueClient.from_connection_string(stack.env["AzureWebJobsStorage"], queue)
+    with contextlib.suppress(ResourceExistsError):
+        client.create_queue()
+    client.send_message(base64.b64encode(text.encode()).decode())
+
+
+def receive(stack: Any, queue: str, timeout: float = 20) -> dict:
+    client = QueueClient.from_connection_string(stack.env["AzureWebJobsStorage"], queue)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for message in client.receive_messages(max_messages=1):
+            client.delete_message(message)
+            return json.loads(base64.b64decode(message.content))
+        time.sleep(0.3)
+    raise AssertionError(f"nothing arrived on {queue}")
+
+
+# --- the README's examples ---------------------------------------------------------------------------
 
 
 def readme_section(title: str) -> str:

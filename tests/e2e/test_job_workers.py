@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.e2e.test_jobs import calc, events, script, submit, wait
+from tests.e2e.helpers import calc, events, script, submit, wait
 from tools.stack import LOOPBACK, fake_provider, free_port, local_host
 
 QUEUE = "e2e-jobs-workers"

@@ -3,81 +3,13 @@ jobs queue. The fake provider scripts the model: tool calls, then replies."""
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import json
 import time
 import uuid
 
-import httpx
 import pytest
-from azure.core.exceptions import ResourceExistsError
-from azure.storage.queue import QueueClient
 
-ENDED = {"completed", "failed", "cancelled", "incomplete"}
-
-
-def api(stack, key: str | None = None) -> httpx.Client:
-    return httpx.Client(
-        base_url=stack.base_url, headers={"Authorization": f"Bearer {key or stack.master_key}"}, timeout=30
-    )
-
-
-def script(provider, *turns: dict) -> None:
-    """Queue the model's next answers: {"tool_calls": [...]} or {"reply": "..."}."""
-    for turn in turns:
-        provider.post("/_control/enqueue", json={"behaviour": turn, "times": 1}).raise_for_status()
-
-
-def calc(expression: str, **behaviour) -> dict:
-    return {"tool_calls": [{"name": "calculator", "arguments": {"expression": expression}}], **behaviour}
-
-
-def submit(client: httpx.Client, **job) -> dict:
-    response = client.post("/v1/jobs", json={"model": "cirrus-local", **job})
-    assert response.status_code == 202, response.text
-    return response.json()
-
-
-def wait(client: httpx.Client, job_id: str, timeout: float = 30) -> dict:
-    deadline = time.time() + timeout
-    while True:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in ENDED:
-            return job
-        assert time.time() < deadline, f"job still {job['status']}"
-        time.sleep(0.2)
-
-
-def events(client: httpx.Client, job_id: str, last: int | None = None) -> list[dict]:
-    headers = {"Last-Event-ID": str(last)} if last is not None else {}
-    with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as response:
-        assert response.status_code == 200
-        text = "".join(response.iter_text())
-    found = []
-    for block in text.strip().split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        found.append({"id": int(fields["id"]), "event": fields["event"], "data": json.loads(fields["data"])})
-    return found
-
-
-def send_raw(stack, queue: str, text: str) -> None:
-    client = QueueClient.from_connection_string(stack.env["AzureWebJobsStorage"], queue)
-    with contextlib.suppress(ResourceExistsError):
-        client.create_queue()
-    client.send_message(base64.b64encode(text.encode()).decode())
-
-
-def receive(stack, queue: str, timeout: float = 20) -> dict:
-    client = QueueClient.from_connection_string(stack.env["AzureWebJobsStorage"], queue)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        for message in client.receive_messages(max_messages=1):
-            client.delete_message(message)
-            return json.loads(base64.b64decode(message.content))
-        time.sleep(0.3)
-    raise AssertionError(f"nothing arrived on {queue}")
-
+from tests.e2e.helpers import api, calc, events, receive, script, send_raw, submit, wait
 
 # --- agent runs -----------------------------------------------------------------------------
 
@@ -134,6 +66,17 @@ def test_prompt_injected_requests_to_internal_addresses_are_blocked_and_recorded
     assert "localhost" in reasons and "private" in reasons and "loopback" in reasons
 
 
+def test_a_run_rides_over_a_provider_429_and_a_5xx(stack, provider):
+    """The e2e model file has no router retries, so the job's own retry policy must wait out the
+    429's Retry-After and try the 500 again."""
+    script(provider, {"fault": "429", "retry_after": 1}, {"fault": "500"}, {"reply": "Got there."})
+    with api(stack) as client:
+        done = wait(client, submit(client, type="agent", input="persist")["id"])
+    assert done["status"] == "completed", done
+    assert done["result"]["output_text"] == "Got there." and done["progress"]["step"] == 1
+    assert len(provider.get("/_control/requests").json()) == 3  # asked three times
+
+
 def test_step_cap_and_refused_submissions(stack, provider):
     script(provider, *[calc("1+1")] * 3)
     with api(stack) as client:
@@ -148,6 +91,15 @@ def test_step_cap_and_refused_submissions(stack, provider):
         assert response.status_code == 400 and response.json()["error"]["param"] == "tools"
         response = client.post("/v1/jobs", json={"type": "agent", "model": "cirrus-local"})
         assert response.status_code == 400
+        bad_messages = {"type": "agent", "model": "cirrus-local", "input": [{"role": "user"}]}
+        response = client.post("/v1/jobs", json=bad_messages)  # accepted with 202, then poisoned, before
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == {
+            "message": "Invalid value for 'input[0]': a `user` message needs `content`",
+            "type": "invalid_request_error",
+            "param": "input[0]",
+            "code": None,
+        }
 
 
 def test_the_cost_cap_stops_a_run_with_its_partial_result(stack, provider):
@@ -204,6 +156,21 @@ def test_cancel_stops_a_running_job(stack, provider):
         assert done["status"] == "cancelled" and done["progress"]["step"] < 30
         assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 409
         assert events(client, job["id"])[-1]["event"] == "job.cancelled"
+
+
+def test_revoking_a_key_stops_its_running_job_within_seconds(stack, provider):
+    key = stack.new_key()
+    script(provider, *[calc("1+1", latency_ms=300)] * 40)
+    with api(stack, key["key"]) as client, stack.admin() as admin:
+        job = submit(client, type="agent", input="loop", tools=["calculator"], max_steps=40)
+        deadline = time.time() + 20
+        while client.get(f"/v1/jobs/{job['id']}").json()["progress"]["step"] < 1:
+            assert time.time() < deadline
+            time.sleep(0.1)
+        assert admin.delete(f"/v1/keys/{key['id']}").status_code == 200
+        done = wait(admin, job["id"], timeout=30)
+    assert done["status"] == "failed" and done["error"]["code"] == "invalid_api_key", done
+    assert done["progress"]["step"] < 40
 
 
 def test_jobs_belong_to_their_key(stack, provider):
@@ -393,7 +360,7 @@ def test_a_queued_job_with_an_unknown_key_fails_with_a_record(stack):
     assert job["status"] == "failed" and job["error"]["code"] == "invalid_api_key"
 
 
-def test_a_malformed_queue_message_lands_in_poison_with_an_error_record(stack):
+def test_a_queued_job_that_can_never_run_fails_at_once_with_a_record(stack):
     job_id = f"job_bad_{uuid.uuid4().hex[:12]}"
     send_raw(
         stack,
@@ -406,5 +373,19 @@ def test_a_malformed_queue_message_lands_in_poison_with_an_error_record(stack):
             assert time.time() < deadline, "no error record"
             time.sleep(0.3)
         record = response.json()
+    assert record["status"] == "failed" and record["error"]["code"] == "invalid_request_error"
+    assert record["error"]["param"] == "job.type" and "'job.type'" in record["error"]["message"]
+
+
+def test_a_malformed_queue_message_lands_in_poison_with_an_error_record(stack):
+    job_id = f"job_bad_{uuid.uuid4().hex[:12]}"
+    job = {"type": "agent", "model": "cirrus-local", "input": "x"}
+    send_raw(stack, "cirrus-jobs", json.dumps({"v": 1, "job_id": job_id, "job": job}))  # whose is it?
+    with api(stack) as client:
+        deadline = time.time() + 30
+        while (response := client.get(f"/v1/jobs/{job_id}")).status_code == 404:
+            assert time.time() < deadline, "no error record"
+            time.sleep(0.3)
+        record = response.json()
     assert record["status"] == "failed" and record["error"]["code"] == "message_failed"
-    assert "job.type" in record["error"]["message"]
+    assert "key_id" in record["error"]["message"]

@@ -2,11 +2,9 @@
 
 Each hop (the first request and every redirect, followed by hand) is vetted before it is sent:
 http or https only, no credentials in the URL, a host on the allowlist and not an internal name,
-and every address the host resolves to public (see `network.py`). The request then goes to the
-vetted address itself, not to the name: the URL carries the IP, the `Host` header and the TLS
-SNI (and so certificate checking) carry the name. A DNS answer that changes between the check and
-the connection (DNS rebinding) therefore cannot move the request. As a second line, the peer
-address of the connection is compared with the vetted one when the transport reports it.
+and every address the host resolves to public. The request then goes to the vetted address
+itself, not to the name, and the connection's peer is checked against it (`outbound.py`), so a
+DNS answer that changes between the check and the connection (DNS rebinding) cannot move it.
 
 Nothing ambient is sent or used: no cookies, no credentials, no proxy or .netrc from the
 environment (`trust_env=False`), a fixed User-Agent. One deadline covers DNS, every hop and the
@@ -17,12 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
-import ipaddress
 import logging
 import zlib
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -36,16 +30,8 @@ from shared.services.tools.base import (
     function_spec,
     parse_arguments,
 )
-from shared.services.tools.network import (
-    IPAddress,
-    Resolver,
-    blocked_name,
-    literal_address,
-    normalise_host,
-    on_allowlist,
-    system_resolver,
-    unsafe_address,
-)
+from shared.services.tools.network import Resolver, system_resolver
+from shared.services.tools.outbound import Outbound, TransportFactory, default_transport
 
 log = logging.getLogger("cirrus.tools")
 
@@ -69,23 +55,8 @@ _TEXT_TYPES = frozenset(
     }
 )
 
-TransportFactory = Callable[[], httpx.AsyncBaseTransport]
-
+HEADERS = {"User-Agent": USER_AGENT, "Accept": "*/*", "Accept-Encoding": "identity"}
 PARAMS = (Param("url", str, "An absolute http:// or https:// URL.", minimum=1, maximum=MAX_URL_CHARS),)
-
-
-def default_transport() -> httpx.AsyncBaseTransport:
-    return httpx.AsyncHTTPTransport(retries=0)
-
-
-@dataclass(frozen=True)
-class _Hop:
-    """A vetted request: the URL as asked for, and the public addresses it may be sent to."""
-
-    url: httpx.URL
-    host: str
-    addresses: tuple[IPAddress, ...]
-    literal: bool
 
 
 class HttpGetTool:
@@ -98,8 +69,7 @@ class HttpGetTool:
 
         `transport` is called once per hop, so no connection is reused across hosts.
         """
-        self._resolve = resolver
-        self._transport = transport
+        self._outbound = Outbound(resolver, transport)
 
     def spec(self) -> dict[str, Any]:
         return function_spec(
@@ -127,8 +97,9 @@ class HttpGetTool:
     async def _fetch(self, text: str, settings: ToolSettings) -> str:
         url = _parse_url(text)
         for _ in range(settings.http_max_redirects + 1):
-            hop = await self._vet(url, settings)
-            async with self._send(hop, settings) as response:
+            hop = await self._outbound.vet(url, settings)
+            sent = self._outbound.send(hop, "GET", HEADERS, io_timeout_s=settings.http_timeout_s)
+            async with sent as response:
                 if not response.has_redirect_location:
                     return await _render(response, url, settings.http_max_bytes)
                 location = response.headers["location"]
@@ -137,66 +108,6 @@ class HttpGetTool:
             except httpx.InvalidURL:
                 raise ToolError("The server redirected to an invalid URL.") from None
         raise ToolError(f"Stopped after {settings.http_max_redirects} redirects.")
-
-    async def _vet(self, url: httpx.URL, settings: ToolSettings) -> _Hop:
-        """The hop's addresses, or ToolBlocked saying why the URL may not be fetched."""
-        host = normalise_host(url.raw_host.decode("ascii"))
-        reason = blocked_name(host)
-        if reason:
-            raise ToolBlocked(reason)
-        literal = literal_address(host)
-        if literal is not None and (reason := unsafe_address(literal)):
-            raise ToolBlocked(reason)
-        if not on_allowlist(host, settings.http_allowlist):
-            empty = " (no hosts are allowed: the allowlist is empty)" if not settings.http_allowlist else ""
-            raise ToolBlocked(f"host {host} is not on the allowlist{empty}")
-        if literal is not None:
-            return _Hop(url, host, (literal,), literal=True)
-        port = url.port or (443 if url.scheme == "https" else 80)
-        try:
-            found = await self._resolve(host, port)
-            addresses = tuple(dict.fromkeys(ipaddress.ip_address(a) for a in found))
-        except (OSError, ValueError):  # socket.gaierror is an OSError
-            raise ToolError(f"Could not resolve the host {host}.") from None
-        if not addresses:
-            raise ToolError(f"Could not resolve the host {host}.")
-        for address in addresses:
-            if reason := unsafe_address(address):
-                raise ToolBlocked(f"{host} resolves to {reason}")
-        return _Hop(url, host, addresses, literal=False)
-
-    @contextlib.asynccontextmanager
-    async def _send(self, hop: _Hop, settings: ToolSettings) -> AsyncIterator[httpx.Response]:
-        """The response from the first vetted address that accepts a connection."""
-        headers = {
-            "Host": hop.url.netloc.decode("ascii"),
-            "User-Agent": USER_AGENT,
-            "Accept": "*/*",
-            "Accept-Encoding": "identity",
-        }
-        extensions = {} if hop.literal or hop.url.scheme != "https" else {"sni_hostname": hop.host}
-        failure = ""
-        for address in hop.addresses:
-            async with httpx.AsyncClient(
-                transport=self._transport(),
-                trust_env=False,
-                follow_redirects=False,
-                timeout=settings.http_timeout_s,
-            ) as client:
-                pinned = hop.url.copy_with(host=str(address))
-                request = client.build_request("GET", pinned, headers=headers, extensions=extensions)
-                try:
-                    response = await client.send(request, stream=True)
-                except httpx.ConnectError as exc:  # refused, unreachable, or a TLS certificate failure
-                    failure = str(exc)[:200]
-                    continue  # the next address, as a browser would
-                try:
-                    _check_peer(response, address)
-                    yield response
-                finally:
-                    await response.aclose()
-                return
-        raise ToolError(f"Could not connect to {hop.host}: {failure or 'no answer'}")
 
 
 def _parse_url(text: str) -> httpx.URL:
@@ -212,17 +123,6 @@ def _parse_url(text: str) -> httpx.URL:
     if not url.raw_host:
         raise ToolError("The URL has no host.")
     return url
-
-
-def _check_peer(response: httpx.Response, expected: IPAddress) -> None:
-    """Refuse a connection whose peer is not the address that was vetted (test transports have none)."""
-    stream = response.extensions.get("network_stream")
-    peer = stream.get_extra_info("server_addr") if stream is not None else None
-    if not peer:
-        return
-    actual = ipaddress.ip_address(str(peer[0]).partition("%")[0])
-    if actual != expected:
-        raise ToolBlocked(f"connected to {actual}, not the vetted address {expected}")
 
 
 async def _render(response: httpx.Response, url: httpx.URL, limit: int) -> str:
