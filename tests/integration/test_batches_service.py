@@ -22,9 +22,8 @@ from shared.clients.queue_store import AzureQueueStore
 from shared.config import ModelConfig
 from shared.errors import RateLimitError
 from shared.models.batches import BatchCreate
-from shared.services import batches as batches_module
 from shared.services.auth import MASTER
-from shared.services.batches import BatchService
+from shared.services.batches import BatchService, BatchTimings
 from shared.services.files import FileService
 from shared.services.limits import KeyLimiter
 from shared.services.model_catalog import ModelCatalog
@@ -68,21 +67,32 @@ class Gateway:
 
 
 class World:
-    def __init__(self, documents, blobs, queues, queue_name: str, **settings: Any) -> None:
+    def __init__(self, documents, blobs, queues, queue_name: str) -> None:
         self.gateway = Gateway()
+        self.documents, self.blobs, self.queues = documents, blobs, queues
         self.files = FileService(documents, blobs, "uploads")
         self.queue_name = queue_name
-        options = {"chunk_size": 5, "concurrency": 2, "window_seconds": 3600, **settings}
+        self.configure()
+
+    def configure(self, **options: Any) -> None:
+        """(Re)build the service with these options over the defaults."""
+        options = {
+            "chunk_size": 5,
+            "concurrency": 2,
+            "window_seconds": 3600,
+            "gateway": self.gateway,
+            "owner": self._owner,
+            **options,
+        }
+        catalog = options.pop("catalog", ModelCatalog(MODELS, created=0))
         self.service = BatchService(
-            documents,
-            blobs,
-            queues,
+            self.documents,
+            self.blobs,
+            self.queues,
             self.files,
-            ModelCatalog(MODELS, created=0),
-            queue=queue_name,
+            catalog,
+            queue=self.queue_name,
             outputs_container="outputs",
-            gateway=self.gateway,
-            owner=self._owner,
             **options,
         )
 
@@ -124,6 +134,13 @@ class World:
                 if twice:
                     copies.append(self.service.handle(message))
                 await asyncio.gather(*copies)
+
+    async def saved_ids(self, batch_id: str, chunk: int) -> set[str]:
+        """The custom_ids with a saved result in the chunk's result blobs."""
+        ids = set()
+        for name in await self.blobs.names("outputs", f"batches/{batch_id}/results/{chunk:05d}/"):
+            ids |= {json.loads(t)["custom_id"] for t in (await self.blobs.get("outputs", name)).splitlines()}
+        return ids
 
     async def outputs(self, batch_id: str) -> tuple[dict[str, Any], list[dict], list[dict]]:
         batch = await self.service.get(MASTER, batch_id)
@@ -185,8 +202,8 @@ async def test_a_redelivered_chunk_after_it_finished_runs_nothing(world):
     assert (await world.outputs(batch_id))[0]["status"] == "completed"
 
 
-async def test_a_crash_resumes_after_the_last_save_without_redoing_it(world, monkeypatch):
-    monkeypatch.setattr(batches_module, "PART_FLUSH_S", 0.05)
+async def test_a_crash_resumes_after_the_last_save_without_redoing_it(world):
+    world.configure(timings=BatchTimings(flush_s=0.05))
     world.gateway.delay = 0.03
     batch_id = await world.submit(5)
     (start,) = await world.receive(world.connection)
@@ -195,7 +212,7 @@ async def test_a_crash_resumes_after_the_last_save_without_redoing_it(world, mon
     world.gateway.crash_on = "r3"
     with pytest.raises(Crash):
         await world.service.handle(chunk)
-    saved = {line["custom_id"] for line in await world.service._result_lines(batch_id, 0)}
+    saved = await world.saved_ids(batch_id, 0)
     assert saved  # some answers were saved before the crash...
     before = len(world.gateway.calls)
     world.gateway.crash_on = None
@@ -227,8 +244,7 @@ async def test_a_poisoned_chunk_fails_its_requests_and_the_batch_still_ends(worl
     assert ids(output + errors) == sorted(f"r{i}" for i in range(12))
 
 
-async def test_a_batch_past_its_window_expires_with_its_partial_results(world, monkeypatch):
-    monkeypatch.setattr(batches_module, "STATUS_REFRESH_S", 0.0)  # see the new expiry at once
+async def test_a_batch_past_its_window_expires_with_its_partial_results(world):
     world.gateway.delay = 0.05
     batch_id = await world.submit(10)
     answer = world.gateway.__call__
@@ -236,14 +252,14 @@ async def test_a_batch_past_its_window_expires_with_its_partial_results(world, m
     async def gateway(endpoint, request, call):  # after three answers, the 24 hours are over
         if len(world.gateway.calls) >= 3 and not expired:
             expired.append(True)
-            doc = await world.files._documents.read("batches", batch_id, batch_id)
+            doc = await world.documents.read("batches", batch_id, batch_id)
             doc["expires_at"] = int(time.time()) - 1
-            await world.files._documents.upsert("batches", doc)
+            await world.documents.upsert("batches", doc)
         return await answer(endpoint, request, call)
 
     expired: list[bool] = []
 
-    world.service._gateway = gateway
+    world.configure(gateway=gateway, timings=BatchTimings(status_refresh_s=0.0))  # see the expiry at once
     await world.run_all(world.connection)
     batch, output, errors = await world.outputs(batch_id)
     assert batch["status"] == "expired" and batch["expired_at"]
@@ -260,19 +276,16 @@ async def test_rate_limited_requests_wait_and_retry_instead_of_failing(world):
     assert batch["status"] == "completed" and len(output) == 3 and errors == []
 
 
-async def test_a_batch_keeps_to_the_models_requests_per_minute(emulators, world, monkeypatch):
-    monkeypatch.setattr(batches_module, "MAX_RATE_WAIT_S", 0.02)
+async def test_a_batch_keeps_to_the_models_requests_per_minute(emulators, world):
     paced = ModelConfig.model_validate(
         {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x", "rpm": 1}}]}
     )
     now = [1_800_000_000.0]
     minutes: list[int] = []
-    world.service._catalog = ModelCatalog(paced, created=0)
     documents = CosmosDocumentStore(
         emulators.cosmos_endpoint, COSMOS_EMULATOR_KEY, world.database, local=True
     )
     await documents.ensure_container(CosmosContainerSpec("keys"))
-    world.service._limiter = KeyLimiter(documents, clock=lambda: now[0])
     answer = world.gateway.__call__
 
     async def gateway(endpoint, request, call):
@@ -280,7 +293,12 @@ async def test_a_batch_keeps_to_the_models_requests_per_minute(emulators, world,
         now[0] += 61  # the next call may only come in the next minute
         return await answer(endpoint, request, call)
 
-    world.service._gateway = gateway
+    world.configure(
+        gateway=gateway,
+        catalog=ModelCatalog(paced, created=0),
+        limiter=KeyLimiter(documents, clock=lambda: now[0]),
+        sleep=lambda seconds: asyncio.sleep(seconds / 1000),  # the waits for the next minute, 1000x faster
+    )
     batch_id = await world.submit(3)
     await world.run_all(world.connection)
     batch, output, _ = await world.outputs(batch_id)

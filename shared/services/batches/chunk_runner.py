@@ -1,0 +1,308 @@
+"""`chunk`: a chunk's requests run through the same services as live traffic (routing, fallbacks,
+key limits, usage charged to the key and tagged with the batch id), a few at a time. Results go to
+result blobs every few seconds; a redelivered message skips the requests that already have a
+result. A request refused by a rate limit (the key's, or the provider's) waits the `Retry-After`
+and tries again, so the batch paces itself to the limits. The last chunk to finish sends
+`finalize`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from shared.clients.protocols import BlobStore
+from shared.errors import (
+    CirrusError,
+    InvalidRequestError,
+    RateLimitError,
+    ServiceUnavailableError,
+    UpstreamError,
+    UpstreamRateLimitError,
+)
+from shared.models.batches import BatchRecord
+from shared.models.requests import ChatCompletionCreate, CompletionCreate, EmbeddingCreate
+from shared.services.auth import Limits, Principal
+from shared.services.batches.blob_layout import read_chunk, read_results, result_part
+from shared.services.batches.lines import REQUEST_MODELS, Request, error_line, succeeded, success_line
+from shared.services.batches.state import BatchState
+from shared.services.calls import CallContext
+from shared.services.chat import ChatService
+from shared.services.completions import CompletionService, EmbeddingService
+from shared.services.limits import KeyLimiter
+from shared.services.model_catalog import ModelCatalog
+
+log = logging.getLogger("cirrus.batches")
+
+PART_MAX_LINES = 200
+TRANSIENT_ATTEMPTS = 3  # provider 5xx and timeouts, per request
+MAX_RATE_WAIT_S = 60.0
+
+# Runs one request body against an endpoint as live traffic would; returns the response body.
+Gateway = Callable[[str, BaseModel, CallContext], Awaitable[dict[str, Any]]]
+OwnerLookup = Callable[[str], Awaitable[Principal]]
+Sleep = Callable[[float], Awaitable[Any]]
+
+
+def live_gateway(
+    chat: Callable[[], Awaitable[ChatService]],
+    completions: Callable[[], Awaitable[CompletionService]],
+    embeddings: Callable[[], Awaitable[EmbeddingService]],
+) -> Gateway:
+    """The services behind `/v1/chat/completions`, `/v1/completions` and `/v1/embeddings`."""
+
+    async def run(endpoint: str, request: BaseModel, call: CallContext) -> dict[str, Any]:
+        if isinstance(request, ChatCompletionCreate):
+            return (await (await chat()).create(request, call)).completion
+        if isinstance(request, CompletionCreate):
+            return (await (await completions()).create(request, call)).body
+        if isinstance(request, EmbeddingCreate):
+            return (await (await embeddings()).create(request, call)).body
+        raise InvalidRequestError(f"Batches do not serve {endpoint}.", param="endpoint")
+
+    return run
+
+
+@dataclass(frozen=True)
+class BatchTimings:
+    """How often a running chunk saves and looks at its batch; shorter in tests."""
+
+    flush_s: float = 2.0  # how often a running chunk saves its results and its counts
+    status_refresh_s: float = 1.0  # how stale a running chunk's view of cancel may be
+
+
+@dataclass
+class ChunkRun:
+    """A chunk being worked: results not yet saved, and what is known about each custom_id."""
+
+    batch_id: str
+    chunk: int
+    outcomes: dict[str, bool] = field(default_factory=dict)  # custom_id -> succeeded
+    unsaved: list[dict[str, Any]] = field(default_factory=list)
+    stop: str | None = None  # "cancelled" or "expired" once the batch says so
+    checked_at: float = 0.0
+    saving: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def counts(self) -> list[int]:
+        """[completed, failed] among the chunk's requests that have a result."""
+        return [sum(self.outcomes.values()), sum(not ok for ok in self.outcomes.values())]
+
+
+class ChunkRunner:
+    def __init__(
+        self,
+        state: BatchState,
+        blobs: BlobStore,
+        catalog: ModelCatalog,
+        *,
+        outputs_container: str,
+        concurrency: int,
+        gateway: Gateway,
+        owner: OwnerLookup,
+        limiter: KeyLimiter | None,
+        timings: BatchTimings,
+        sleep: Sleep,
+    ) -> None:
+        self._state = state
+        self._blobs = blobs
+        self._catalog = catalog
+        self._outputs = outputs_container
+        self._concurrency = concurrency
+        self._gateway = gateway
+        self._owner = owner
+        self._limiter = limiter
+        self._timings = timings
+        self._sleep = sleep
+        self._gates: dict[str, asyncio.Semaphore] = {}
+
+    def forget(self, batch_id: str) -> None:
+        """The batch has ended: drop its concurrency gate."""
+        self._gates.pop(batch_id, None)
+
+    async def run(self, batch: BatchRecord, n: int) -> None:
+        if n in batch.chunks_done or batch.status not in ("in_progress", "cancelling"):
+            return
+        run = ChunkRun(batch.id, n)
+        for line in await read_results(self._blobs, self._outputs, batch.id, n):
+            run.outcomes.setdefault(line["custom_id"], succeeded(line))
+        self._refresh_stop(run, batch)
+        todo = [
+            r
+            for r in await read_chunk(self._blobs, self._outputs, batch.id, n)
+            if r.custom_id not in run.outcomes
+        ]
+        if todo and run.stop is None:
+            try:
+                principal = await self._owner(batch.owner)
+            except CirrusError as exc:  # the key was revoked or has expired since the batch began
+                for request in todo:
+                    self._record(run, request, error_line(request, exc))
+            else:
+                await self._work(batch, run, principal, todo)
+        await self._save(run)
+        await self.finished(batch.id, n, run)
+
+    async def finished(self, batch_id: str, n: int, run: ChunkRun | None, *, poisoned: bool = False) -> None:
+        """Mark chunk `n` done (its requests failed, if `poisoned`); the last one sends finalize."""
+
+        def finished(batch: BatchRecord) -> bool:
+            if n in batch.chunks_done:
+                return False
+            batch.chunks_done.append(n)
+            if poisoned:
+                batch.poisoned_chunks.append(n)
+            if run is not None:
+                batch.chunk_counts[str(n)] = run.counts()
+            if len(batch.chunks_done) >= batch.chunks and batch.status == "in_progress":
+                batch.status, batch.finalizing_at = "finalizing", int(time.time())
+            return True
+
+        batch = await self._state.update(batch_id, finished)
+        if len(batch.chunks_done) >= batch.chunks and batch.status in ("finalizing", "cancelling"):
+            await self._state.send("finalize", batch_id)
+
+    async def _work(
+        self, batch: BatchRecord, run: ChunkRun, principal: Principal, todo: list[Request]
+    ) -> None:
+        # One gate per batch in this worker, shared by all its chunk messages here: the next chunk
+        # takes the slots the last one frees, so chunk boundaries leave no idle gap.
+        gate = self._gates.setdefault(batch.id, asyncio.Semaphore(self._concurrency))
+        model = REQUEST_MODELS[batch.endpoint]
+        saver = asyncio.get_running_loop().create_task(self._save_periodically(run))
+
+        async def one(request: Request) -> None:
+            async with gate:
+                await self._check_stop(run)
+                if run.stop is None:
+                    self._record(run, request, await self._execute(batch, run, principal, model, request))
+
+        try:
+            await asyncio.gather(*(one(r) for r in todo))
+        finally:
+            saver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await saver
+
+    async def _execute(
+        self,
+        batch: BatchRecord,
+        run: ChunkRun,
+        principal: Principal,
+        model: type[BaseModel],
+        request: Request,
+    ) -> dict[str, Any]:
+        call = CallContext(
+            request_id=f"req_{uuid.uuid4().hex}", principal=principal, tags={"batch_id": batch.id}
+        )
+        parsed = model.model_validate(request.body)
+        transient = 0
+        while True:
+            try:
+                pace = await self._pace(str(getattr(parsed, "model", "")))
+                answered: dict[str, Any] = {}
+                try:
+                    body = answered = await self._gateway(batch.endpoint, parsed, call)
+                finally:
+                    if pace is not None and self._limiter is not None:
+                        tokens = int((answered.get("usage") or {}).get("total_tokens") or 0)
+                        await self._limiter.settle(pace[0], pace[1], None, tokens)
+            except (RateLimitError, UpstreamRateLimitError) as exc:
+                wait = min(MAX_RATE_WAIT_S, exc.retry_after if exc.retry_after is not None else 1.0)
+                if not await self._wait(run, wait + random.uniform(0, 0.5)):  # noqa: S311 - jitter
+                    return error_line(request, exc)
+                continue
+            except (UpstreamError, ServiceUnavailableError) as exc:
+                transient += 1
+                if transient >= TRANSIENT_ATTEMPTS or not await self._wait(run, 2**transient):
+                    return error_line(request, exc)
+                continue
+            except CirrusError as exc:
+                return error_line(request, exc)
+            except Exception as exc:
+                log.error("batch %s: request %s failed", batch.id, request.custom_id, exc_info=exc)
+                return error_line(request, CirrusError("The request failed inside Cirrus."))
+            return success_line(request.custom_id, call.request_id, body)
+
+    async def _pace(self, model: str) -> tuple[Principal, Any] | None:
+        """Count the request against the model's rpm/tpm from the model file, shared by every
+        instance like a key's limits; a 429 here makes the request wait like any rate limit."""
+        if self._limiter is None:
+            return None
+        rpm, tpm = self._catalog.rate_limits(model)
+        if rpm is None and tpm is None:
+            return None
+        name = "model_" + hashlib.sha256(model.encode()).hexdigest()[:16]
+        principal = Principal(key_id=name, is_master=False, limits=Limits(rpm=rpm, tpm=tpm))
+        admission = await self._limiter.admit(principal, lambda: None)
+        return (principal, admission) if admission is not None and admission.needs_settling else None
+
+    async def _wait(self, run: ChunkRun, seconds: float) -> bool:
+        """Sleep unless the batch is cancelled or expires first; False if it did."""
+        left = seconds
+        while left > 0:
+            step = min(self._timings.status_refresh_s, left) or left
+            await self._sleep(step)
+            left -= step
+            await self._check_stop(run)
+            if run.stop is not None:
+                return False
+        return True
+
+    async def _check_stop(self, run: ChunkRun) -> None:
+        if run.stop is None and time.monotonic() - run.checked_at >= self._timings.status_refresh_s:
+            batch = await self._state.load(run.batch_id)
+            if batch is not None:
+                self._refresh_stop(run, batch)
+
+    @staticmethod
+    def _refresh_stop(run: ChunkRun, batch: BatchRecord) -> None:
+        run.checked_at = time.monotonic()
+        if batch.status == "cancelling":
+            run.stop = "cancelled"
+        elif time.time() >= batch.expires_at:
+            run.stop = "expired"
+
+    @staticmethod
+    def _record(run: ChunkRun, request: Request, line: dict[str, Any]) -> None:
+        if request.custom_id not in run.outcomes:
+            run.outcomes[request.custom_id] = succeeded(line)
+            run.unsaved.append(line)
+
+    async def _save_periodically(self, run: ChunkRun) -> None:
+        while True:
+            await asyncio.sleep(self._timings.flush_s)
+            await self._save(run)
+
+    async def _save(self, run: ChunkRun) -> None:
+        """Write the results gathered so far as one more result blob, and the chunk's counts.
+
+        A line leaves `unsaved` only once its blob is written, so a save cut short loses nothing."""
+        async with run.saving:
+            await self._save_locked(run)
+
+    async def _save_locked(self, run: ChunkRun) -> None:
+        while run.unsaved:
+            lines = run.unsaved[:PART_MAX_LINES]
+            body = "".join(json.dumps(line) + "\n" for line in lines).encode()
+            name = result_part(run.batch_id, run.chunk)
+            await self._blobs.put(self._outputs, name, body, content_type="application/jsonl")
+            del run.unsaved[: len(lines)]
+        counts = run.counts()
+
+        def count(batch: BatchRecord) -> bool:
+            if run.chunk in batch.chunks_done or batch.chunk_counts.get(str(run.chunk)) == counts:
+                return False
+            batch.chunk_counts[str(run.chunk)] = counts
+            return True
+
+        await self._state.update(run.batch_id, count)
