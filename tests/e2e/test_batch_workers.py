@@ -16,7 +16,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.e2e.test_batches import chat_line, results, upload, wait
+from tests.e2e.helpers import chat_line, results, upload, wait
 from tools.stack import LOOPBACK, ManagedProcess, free_port, local_host
 
 SHARED_QUEUE = "e2e-batch-workers"
