@@ -35,7 +35,7 @@ from shared.models.requests import ChatCompletionCreate, CompletionCreate, Embed
 from shared.services.auth import Limits, Principal
 from shared.services.batches.blob_layout import read_chunk, read_results, result_part
 from shared.services.batches.lines import REQUEST_MODELS, Request, error_line, succeeded, success_line
-from shared.services.batches.state import BatchState
+from shared.services.batches.state import BatchState, awaits_finalize
 from shared.services.calls import CallContext
 from shared.services.chat import ChatService
 from shared.services.completions import CompletionService, EmbeddingService
@@ -131,6 +131,10 @@ class ChunkRunner:
 
     async def run(self, batch: BatchRecord, n: int) -> None:
         if n in batch.chunks_done or batch.status not in ("in_progress", "cancelling"):
+            # Done already. If the finalize message the last chunk sent was lost (its send failed,
+            # so this message is being redelivered), send it again; finalize is idempotent.
+            if awaits_finalize(batch):
+                await self._state.send("finalize", batch.id)
             return
         run = ChunkRun(batch.id, n)
         for line in await read_results(self._blobs, self._outputs, batch.id, n):
@@ -168,7 +172,7 @@ class ChunkRunner:
             return True
 
         batch = await self._state.update(batch_id, finished)
-        if len(batch.chunks_done) >= batch.chunks and batch.status in ("finalizing", "cancelling"):
+        if awaits_finalize(batch):
             await self._state.send("finalize", batch_id)
 
     async def _work(

@@ -34,3 +34,8 @@ class BatchState:
 
 def all_chunks_done(batch: BatchRecord) -> bool:
     return bool(batch.chunks) and len(batch.chunks_done) >= batch.chunks
+
+
+def awaits_finalize(batch: BatchRecord) -> bool:
+    """Every chunk is done and the batch waits for its `finalize` message to end it."""
+    return batch.status in ("finalizing", "cancelling") and len(batch.chunks_done) >= batch.chunks
