@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.batch_helpers import BatchWorld, FlakyQueueStore, StoreDown, ids
+from shared.errors import AuthenticationError, ServiceUnavailableError
+from shared.services.auth import MASTER, Principal
+from shared.services.owners import KeyOwners
+from tests.unit.batch_helpers import BatchWorld, FlakyQueueStore, Gateway, StoreDown, ids, unavailable
 
 
 async def test_a_batch_runs_to_completed_with_each_request_once():
@@ -40,3 +43,77 @@ async def test_a_finalize_message_that_failed_to_send_is_sent_again_by_the_redel
     await world.service.handle(finalize)  # finalize stays idempotent
     batch, output, errors = await world.outputs(batch_id)
     assert batch["status"] == "completed" and ids(output) == ["r0", "r1", "r2"] and errors == []
+
+
+# --- defect 5: a key that cannot be read is not a revoked key ------------------------------
+
+
+async def test_a_key_that_cannot_be_read_fails_the_message_and_no_request():
+    down = [False]
+
+    async def owner(key_id: str) -> Principal:
+        if down[0]:
+            raise unavailable()
+        return MASTER
+
+    world = BatchWorld(owner=owner)
+    batch_id = await world.submit(3)
+    await world.service.handle(world.take()[0])
+    (chunk,) = world.take()
+    down[0] = True  # Cosmos cannot be reached while the chunk looks up its key
+    with pytest.raises(ServiceUnavailableError):  # so the host retries the message...
+        await world.service.handle(chunk)
+    assert await world.saved(batch_id) == []  # ...and nothing stands for the requests meanwhile
+    batch = await world.batch(batch_id)
+    assert batch["status"] == "in_progress" and batch["request_counts"]["failed"] == 0
+    down[0] = False
+    await world.service.handle(chunk)
+    await world.run_all()
+    batch, output, errors = await world.outputs(batch_id)
+    assert batch["status"] == "completed" and ids(output) == ["r0", "r1", "r2"] and errors == []
+
+
+# --- defect 6: key changes reach running work ----------------------------------------------
+
+
+class Keys:
+    """One virtual key in a store the test changes; read through KeyOwners on a fake clock."""
+
+    def __init__(self) -> None:
+        self.revoked = False
+        self.models: frozenset[str] | None = None
+        self.now = 0.0
+        self.owners = KeyOwners(self.lookup, clock=lambda: self.now)
+        self.principal = Principal(key_id="key_abc", is_master=False)
+
+    async def lookup(self, key_id: str) -> Principal:
+        if self.revoked:
+            raise AuthenticationError("This API key has been revoked.")
+        return Principal(key_id=key_id, is_master=False, models=self.models)
+
+
+async def test_revoking_the_key_stops_a_running_chunk_within_the_owner_cache_ttl():
+    keys = Keys()
+    seen: list[frozenset[str] | None] = []
+
+    class Watching(Gateway):
+        async def __call__(self, endpoint, request, call):
+            seen.append(call.principal.models)
+            answer = await super().__call__(endpoint, request, call)
+            if request.messages[0].content == "r1":
+                keys.models = frozenset({"m"})  # a change of the key's models...
+                keys.now += 5  # ...seen once the 5 s cache lapses
+            if request.messages[0].content == "r2":
+                keys.revoked = True
+                keys.now += 5
+            return answer
+
+    world = BatchWorld(owner=keys.owners.current, gateway=Watching(), concurrency=1)
+    batch_id = await world.submit(5, principal=keys.principal)
+    await world.run_all()
+    batch, output, errors = await world.outputs(batch_id)
+    assert seen == [None, None, frozenset({"m"})]  # each request read the key again
+    assert ids(output) == ["r0", "r1", "r2"] and ids(errors) == ["r3", "r4"]
+    assert {e["response"]["status_code"] for e in errors} == {401}
+    assert {e["response"]["body"]["error"]["code"] for e in errors} == {"invalid_api_key"}
+    assert batch["status"] == "completed" and world.gateway.calls == ["r0", "r1", "r2"]

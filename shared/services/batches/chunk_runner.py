@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from shared.clients.protocols import BlobStore
 from shared.errors import (
+    AuthenticationError,
     CirrusError,
     InvalidRequestError,
     RateLimitError,
@@ -98,6 +99,14 @@ class ChunkRun:
         return [sum(self.outcomes.values()), sum(not ok for ok in self.outcomes.values())]
 
 
+class _KeyUnreadable(Exception):
+    """The batch's key could not be read: carried past the per-request error handling."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class ChunkRunner:
     def __init__(
         self,
@@ -146,13 +155,7 @@ class ChunkRunner:
             if r.custom_id not in run.outcomes
         ]
         if todo and run.stop is None:
-            try:
-                principal = await self._owner(batch.owner)
-            except CirrusError as exc:  # the key was revoked or has expired since the batch began
-                for request in todo:
-                    self._record(run, request, error_line(request, exc))
-            else:
-                await self._work(batch, run, principal, todo)
+            await self._work(batch, run, todo)
         await self._save(run)
         await self.finished(batch.id, n, run)
 
@@ -175,9 +178,7 @@ class ChunkRunner:
         if awaits_finalize(batch):
             await self._state.send("finalize", batch_id)
 
-    async def _work(
-        self, batch: BatchRecord, run: ChunkRun, principal: Principal, todo: list[Request]
-    ) -> None:
+    async def _work(self, batch: BatchRecord, run: ChunkRun, todo: list[Request]) -> None:
         # One gate per batch in this worker, shared by all its chunk messages here: the next chunk
         # takes the slots the last one frees, so chunk boundaries leave no idle gap.
         gate = self._gates.setdefault(batch.id, asyncio.Semaphore(self._concurrency))
@@ -188,7 +189,7 @@ class ChunkRunner:
             async with gate:
                 await self._check_stop(run)
                 if run.stop is None:
-                    self._record(run, request, await self._execute(batch, run, principal, model, request))
+                    self._record(run, request, await self._execute(batch, run, model, request))
 
         try:
             await asyncio.gather(*(one(r) for r in todo))
@@ -198,20 +199,16 @@ class ChunkRunner:
                 await saver
 
     async def _execute(
-        self,
-        batch: BatchRecord,
-        run: ChunkRun,
-        principal: Principal,
-        model: type[BaseModel],
-        request: Request,
+        self, batch: BatchRecord, run: ChunkRun, model: type[BaseModel], request: Request
     ) -> dict[str, Any]:
-        call = CallContext(
-            request_id=f"req_{uuid.uuid4().hex}", principal=principal, tags={"batch_id": batch.id}
-        )
+        request_id = f"req_{uuid.uuid4().hex}"
         parsed = model.model_validate(request.body)
         transient = 0
         while True:
             try:
+                call = CallContext(
+                    request_id=request_id, principal=await self._principal(batch), tags={"batch_id": batch.id}
+                )
                 pace = await self._pace(str(getattr(parsed, "model", "")))
                 answered: dict[str, Any] = {}
                 try:
@@ -230,12 +227,27 @@ class ChunkRunner:
                 if transient >= TRANSIENT_ATTEMPTS or not await self._wait(run, 2**transient):
                     return error_line(request, exc)
                 continue
-            except CirrusError as exc:
+            except CirrusError as exc:  # a revoked key (AuthenticationError) is final too
                 return error_line(request, exc)
+            except _KeyUnreadable as exc:
+                raise exc.error from None
             except Exception as exc:
                 log.error("batch %s: request %s failed", batch.id, request.custom_id, exc_info=exc)
                 return error_line(request, CirrusError("The request failed inside Cirrus."))
-            return success_line(request.custom_id, call.request_id, body)
+            return success_line(request.custom_id, request_id, body)
+
+    async def _principal(self, batch: BatchRecord) -> Principal:
+        """The batch's key as it is now (read again at most every few seconds), so revoking it or
+        lowering its budget or models reaches the requests still to come. A revoked, expired or
+        deleted key is AuthenticationError, final for each request; a key that could not be read
+        (Cosmos unreachable) is not an answer about the key: it fails the message, which the
+        queue delivers again."""
+        try:
+            return await self._owner(batch.owner)
+        except AuthenticationError:
+            raise
+        except Exception as exc:
+            raise _KeyUnreadable(exc) from exc
 
     async def _pace(self, model: str) -> tuple[Principal, Any] | None:
         """Count the request against the model's rpm/tpm from the model file, shared by every
