@@ -3,10 +3,13 @@ changes while a chunk runs, long input lines and bounded finalize memory (issue 
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from shared.errors import AuthenticationError, ServiceUnavailableError
 from shared.services.auth import MASTER, Principal
+from shared.services.batches import BatchTimings
 from shared.services.owners import KeyOwners
 from tests.unit.batch_helpers import BatchWorld, FlakyQueueStore, Gateway, StoreDown, ids, unavailable
 
@@ -117,3 +120,43 @@ async def test_revoking_the_key_stops_a_running_chunk_within_the_owner_cache_ttl
     assert {e["response"]["status_code"] for e in errors} == {401}
     assert {e["response"]["body"]["error"]["code"] for e in errors} == {"invalid_api_key"}
     assert batch["status"] == "completed" and world.gateway.calls == ["r0", "r1", "r2"]
+
+
+# --- defect 4: a failing request task takes its siblings with it ---------------------------
+
+
+async def test_a_failing_request_cancels_its_siblings_and_what_finished_is_still_saved():
+    down = [False]
+
+    async def owner(key_id: str) -> Principal:
+        if down[0]:
+            raise unavailable()
+        return MASTER
+
+    class Failing(Gateway):
+        async def __call__(self, endpoint, request, call):
+            answer = await super().__call__(endpoint, request, call)
+            if request.messages[0].content == "r0":
+                down[0] = True  # the next request's key lookup fails
+            return answer
+
+    gateway = Failing()
+    gateway.hold = {"r1": asyncio.Event(), "r2": asyncio.Event()}  # in flight, never answered
+    world = BatchWorld(owner=owner, gateway=gateway, concurrency=3, timings=BatchTimings(flush_s=60))
+    batch_id = await world.submit(5)
+    await world.service.handle(world.take()[0])
+    (chunk,) = world.take()
+    with pytest.raises(ServiceUnavailableError):
+        await world.service.handle(chunk)
+    assert gateway.in_flight == 0  # r1 and r2 were cancelled, not left calling the provider
+    await asyncio.sleep(0.05)
+    assert gateway.calls == ["r0", "r1", "r2"] and gateway.in_flight == 0
+    assert ids(await world.saved(batch_id)) == ["r0"]  # the answer that came back is kept
+    down[0] = False
+    for event in gateway.hold.values():
+        event.set()
+    await world.service.handle(chunk)
+    await world.run_all()
+    batch, output, _ = await world.outputs(batch_id)
+    assert batch["status"] == "completed" and ids(output) == [f"r{i}" for i in range(5)]
+    assert sorted(gateway.calls) == ["r0", "r1", "r1", "r2", "r2", "r3", "r4"]  # r0 was not asked again

@@ -191,12 +191,24 @@ class ChunkRunner:
                 if run.stop is None:
                     self._record(run, request, await self._execute(batch, run, model, request))
 
+        failure: BaseException | None = None
         try:
-            await asyncio.gather(*(one(r) for r in todo))
+            # Structured: when one request fails, the others are cancelled before this returns, so
+            # nothing goes on calling the provider for a message that is about to be retried.
+            async with asyncio.TaskGroup() as requests:
+                for request in todo:
+                    requests.create_task(one(request))
+        except BaseExceptionGroup as failures:
+            failure = _first_error(failures)
         finally:
             saver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await saver
+        if failure is not None:
+            # The answers that did come back are kept, so the redelivered message skips them.
+            with contextlib.suppress(Exception):
+                await self._save(run)
+            raise failure
 
     async def _execute(
         self, batch: BatchRecord, run: ChunkRun, model: type[BaseModel], request: Request
@@ -322,3 +334,13 @@ class ChunkRunner:
             return True
 
         await self._state.update(run.batch_id, count)
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    """The error that failed a task group: its first that is not a sibling's cancellation."""
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            return _first_error(error)
+        if not isinstance(error, asyncio.CancelledError):
+            return error
+    return group.exceptions[0]
