@@ -23,7 +23,7 @@ MODELS = ModelConfig.model_validate(
     {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x"}}]}
 )
 QUEUE = "batches"
-FAST = BatchTimings(flush_s=0.01, status_refresh_s=0.0)
+FAST = BatchTimings(flush_s=0.01, status_refresh_s=0.0, save_retry_delays=(0.01, 0.02, 0.04))
 
 
 class StoreDown(ConnectionError):
@@ -77,7 +77,8 @@ class FlakyQueueStore(InMemoryQueueStore):
 
 class FlakyBlobStore(InMemoryBlobStore):
     """Fails every `put` of a blob whose name contains `fragment` while `down`, or the next
-    `failures` of them. `recovered` is set by the first such put that succeeds after a failure."""
+    `failures` of them. `stored` is set by the first such put that succeeds, `recovered` by the
+    first that succeeds after a failure."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -86,6 +87,7 @@ class FlakyBlobStore(InMemoryBlobStore):
         self.failures = 0
         self.failed = 0
         self.first_failure = asyncio.Event()
+        self.stored = asyncio.Event()
         self.recovered = asyncio.Event()
 
     async def put(
@@ -103,8 +105,11 @@ class FlakyBlobStore(InMemoryBlobStore):
                 self.failed += 1
                 self.first_failure.set()
                 raise StoreDown("blob storage unreachable")
+            size = await super().put(container, name, data, content_type=content_type, metadata=metadata)
+            self.stored.set()
             if self.failed:
                 self.recovered.set()
+            return size
         return await super().put(container, name, data, content_type=content_type, metadata=metadata)
 
 

@@ -4,6 +4,8 @@ changes while a chunk runs, long input lines and bounded finalize memory (issue 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -11,7 +13,15 @@ from shared.errors import AuthenticationError, ServiceUnavailableError
 from shared.services.auth import MASTER, Principal
 from shared.services.batches import BatchTimings
 from shared.services.owners import KeyOwners
-from tests.unit.batch_helpers import BatchWorld, FlakyQueueStore, Gateway, StoreDown, ids, unavailable
+from tests.unit.batch_helpers import (
+    BatchWorld,
+    FlakyBlobStore,
+    FlakyQueueStore,
+    Gateway,
+    StoreDown,
+    ids,
+    unavailable,
+)
 
 
 async def test_a_batch_runs_to_completed_with_each_request_once():
@@ -160,3 +170,79 @@ async def test_a_failing_request_cancels_its_siblings_and_what_finished_is_still
     batch, output, _ = await world.outputs(batch_id)
     assert batch["status"] == "completed" and ids(output) == [f"r{i}" for i in range(5)]
     assert sorted(gateway.calls) == ["r0", "r1", "r1", "r2", "r2", "r3", "r4"]  # r0 was not asked again
+
+
+# --- defect 3: saves that fail ---------------------------------------------------------------
+
+
+class Saving(Gateway):
+    """Answers; records which calls started after the first failed save, and can run a step
+    (once) before answering a request."""
+
+    def __init__(self, blobs: FlakyBlobStore) -> None:
+        super().__init__()
+        self.blobs = blobs
+        self.after_failure: list[str] = []
+        self.waits: dict[str, Callable[[], Awaitable[None]]] = {}
+
+    async def __call__(self, endpoint, request, call):
+        text = request.messages[0].content
+        if self.blobs.first_failure.is_set():
+            self.after_failure.append(text)
+        if text in self.waits:
+            await self.waits.pop(text)()  # once
+        return await super().__call__(endpoint, request, call)
+
+
+async def test_a_save_that_fails_for_a_moment_is_retried_and_the_chunk_keeps_saving():
+    blobs = FlakyBlobStore()
+    blobs.failures = 2  # the next two result saves fail, then Blob is back
+    gateway = Saving(blobs)
+    in_time: list[bool] = []
+
+    async def last() -> None:  # the last request waits for a save after the failures (2 s at most)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(blobs.recovered.wait(), 2)
+        in_time.append(blobs.recovered.is_set())
+
+    gateway.waits["r9"] = last
+    world = BatchWorld(blobs=blobs, gateway=gateway)
+    batch_id = await world.submit(10)
+    await world.run_all()
+    assert blobs.failed == 2 and in_time == [True]  # the periodic saver outlived the failures
+    batch, output, errors = await world.outputs(batch_id)
+    assert batch["status"] == "completed" and errors == []
+    assert ids(output) == sorted(f"r{i}" for i in range(10))
+    assert sorted(gateway.calls) == sorted(f"r{i}" for i in range(10))  # none asked twice
+
+
+async def test_a_save_that_keeps_failing_stops_new_calls_and_fails_the_message_keeping_what_was_saved():
+    blobs = FlakyBlobStore()
+    gateway = Saving(blobs)
+    gateway.delay = 0.002
+    saved_once = asyncio.Event()
+
+    async def outage() -> None:  # Blob goes down once something has been saved
+        await blobs.stored.wait()
+        blobs.down = True
+        saved_once.set()
+
+    gateway.waits["r6"] = outage
+    world = BatchWorld(blobs=blobs, gateway=gateway, chunk_size=30)
+    batch_id = await world.submit(30)
+    await world.service.handle(world.take()[0])
+    (chunk,) = world.take()
+    with pytest.raises(Exception):  # noqa: B017 - the message fails, whatever the store raised
+        await world.service.handle(chunk)
+    assert len(gateway.after_failure) <= 2  # no new provider call once saving failed
+    assert len(gateway.calls) < 30  # the chunk stopped before its end
+    assert saved_once.is_set() and blobs.failed >= 2  # the save was tried again before giving up
+    before = {line["custom_id"] for line in await world.saved(batch_id)}
+    assert before
+    blobs.down = False
+    await world.service.handle(chunk)  # delivered again: resumes from what was saved
+    await world.run_all()
+    batch, output, errors = await world.outputs(batch_id)
+    assert batch["status"] == "completed" and errors == []
+    assert ids(output) == sorted(f"r{i}" for i in range(30))
+    assert all(gateway.calls.count(custom_id) == 1 for custom_id in before)  # saved work is never redone

@@ -80,6 +80,9 @@ class BatchTimings:
 
     flush_s: float = 2.0  # how often a running chunk saves its results and its counts
     status_refresh_s: float = 1.0  # how stale a running chunk's view of cancel may be
+    # A save that fails is tried again after each of these waits (no new provider call starts
+    # meanwhile); when the last one fails too, the chunk stops and its message fails.
+    save_retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 @dataclass
@@ -93,6 +96,11 @@ class ChunkRun:
     stop: str | None = None  # "cancelled" or "expired" once the batch says so
     checked_at: float = 0.0
     saving: asyncio.Lock = field(default_factory=asyncio.Lock)
+    saves_ok: asyncio.Event = field(default_factory=asyncio.Event)  # clear while a save is failing
+    halted: BaseException | None = None  # the save that failed for good: no new provider calls
+
+    def __post_init__(self) -> None:
+        self.saves_ok.set()
 
     def counts(self) -> list[int]:
         """[completed, failed] among the chunk's requests that have a result."""
@@ -105,6 +113,10 @@ class _KeyUnreadable(Exception):
     def __init__(self, error: Exception) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+class _Halted(Exception):
+    """Saving failed for good: the request is left for the redelivered message."""
 
 
 class ChunkRunner:
@@ -189,7 +201,8 @@ class ChunkRunner:
             async with gate:
                 await self._check_stop(run)
                 if run.stop is None:
-                    self._record(run, request, await self._execute(batch, run, model, request))
+                    with contextlib.suppress(_Halted):
+                        self._record(run, request, await self._execute(batch, run, model, request))
 
         failure: BaseException | None = None
         try:
@@ -204,6 +217,7 @@ class ChunkRunner:
             saver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await saver
+        failure = failure or run.halted
         if failure is not None:
             # The answers that did come back are kept, so the redelivered message skips them.
             with contextlib.suppress(Exception):
@@ -217,6 +231,7 @@ class ChunkRunner:
         parsed = model.model_validate(request.body)
         transient = 0
         while True:
+            await self._may_call(run)
             try:
                 call = CallContext(
                     request_id=request_id, principal=await self._principal(batch), tags={"batch_id": batch.id}
@@ -243,10 +258,20 @@ class ChunkRunner:
                 return error_line(request, exc)
             except _KeyUnreadable as exc:
                 raise exc.error from None
+            except _Halted:
+                raise
             except Exception as exc:
                 log.error("batch %s: request %s failed", batch.id, request.custom_id, exc_info=exc)
                 return error_line(request, CirrusError("The request failed inside Cirrus."))
             return success_line(request.custom_id, request_id, body)
+
+    @staticmethod
+    async def _may_call(run: ChunkRun) -> None:
+        """Wait while saves are failing; _Halted once they have failed for good: no provider call
+        is paid for while its answer could not be kept."""
+        await run.saves_ok.wait()
+        if run.halted is not None:
+            raise _Halted
 
     async def _principal(self, batch: BatchRecord) -> Principal:
         """The batch's key as it is now (read again at most every few seconds), so revoking it or
@@ -309,14 +334,41 @@ class ChunkRunner:
     async def _save_periodically(self, run: ChunkRun) -> None:
         while True:
             await asyncio.sleep(self._timings.flush_s)
-            await self._save(run)
+            try:
+                await self._save(run)
+            except ServiceUnavailableError as exc:
+                run.halted = exc  # the requests still running finish; no new one starts
+                run.saves_ok.set()
+                return
 
     async def _save(self, run: ChunkRun) -> None:
-        """Write the results gathered so far as one more result blob, and the chunk's counts.
+        """Write the results gathered so far as one more result blob, and the chunk's counts,
+        tried again while Blob or Cosmos fails (with no new provider call meanwhile), then
+        ServiceUnavailableError.
 
         A line leaves `unsaved` only once its blob is written, so a save cut short loses nothing."""
         async with run.saving:
-            await self._save_locked(run)
+            delays = self._timings.save_retry_delays
+            for attempt in range(len(delays) + 1):
+                try:
+                    await self._save_locked(run)
+                except Exception as exc:
+                    if attempt == len(delays):
+                        log.error("batch %s: chunk %d could not save its results", run.batch_id, run.chunk)
+                        raise ServiceUnavailableError(
+                            "Cirrus could not save the batch's results; the chunk will be retried."
+                        ) from exc
+                    run.saves_ok.clear()
+                    log.warning(
+                        "batch %s: saving chunk %d failed (%s); trying again",
+                        run.batch_id,
+                        run.chunk,
+                        type(exc).__name__,
+                    )
+                    await asyncio.sleep(delays[attempt])
+                else:
+                    run.saves_ok.set()
+                    return
 
     async def _save_locked(self, run: ChunkRun) -> None:
         while run.unsaved:
