@@ -2,8 +2,8 @@
 key limits, usage charged to the key and tagged with the batch id), a few at a time. Results go to
 result blobs every few seconds; a redelivered message skips the requests that already have a
 result. A request refused by a rate limit (the key's, or the provider's) waits the `Retry-After`
-and tries again, so the batch paces itself to the limits. The last chunk to finish sends
-`finalize`."""
+and tries again, so the batch paces itself to the limits; provider faults are tried three times
+(`provider_retries`, the policy jobs share). The last chunk to finish sends `finalize`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -22,15 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from shared.clients.protocols import BlobStore
-from shared.errors import (
-    AuthenticationError,
-    CirrusError,
-    InvalidRequestError,
-    RateLimitError,
-    ServiceUnavailableError,
-    UpstreamError,
-    UpstreamRateLimitError,
-)
+from shared.errors import AuthenticationError, CirrusError, InvalidRequestError, ServiceUnavailableError
 from shared.models.batches import BatchRecord
 from shared.models.requests import ChatCompletionCreate, CompletionCreate, EmbeddingCreate
 from shared.services.auth import Limits, Principal
@@ -42,12 +33,11 @@ from shared.services.chat import ChatService
 from shared.services.completions import CompletionService, EmbeddingService
 from shared.services.limits import KeyLimiter
 from shared.services.model_catalog import ModelCatalog
+from shared.services.provider_retries import with_provider_retries
 
 log = logging.getLogger("cirrus.batches")
 
 PART_MAX_LINES = 200
-TRANSIENT_ATTEMPTS = 3  # provider 5xx and timeouts, per request
-MAX_RATE_WAIT_S = 60.0
 
 # Runs one request body against an endpoint as live traffic would; returns the response body.
 Gateway = Callable[[str, BaseModel, CallContext], Awaitable[dict[str, Any]]]
@@ -227,43 +217,38 @@ class ChunkRunner:
     async def _execute(
         self, batch: BatchRecord, run: ChunkRun, model: type[BaseModel], request: Request
     ) -> dict[str, Any]:
+        """The request's result line. Rate limits and provider faults are waited out by the retry
+        policy of queued work (`provider_retries`), in waits that end when the batch is cancelled
+        or expires."""
         request_id = f"req_{uuid.uuid4().hex}"
         parsed = model.model_validate(request.body)
-        transient = 0
-        while True:
+
+        async def attempt() -> dict[str, Any]:
             await self._may_call(run)
+            principal = await self._principal(batch)
+            call = CallContext(request_id=request_id, principal=principal, tags={"batch_id": batch.id})
+            pace = await self._pace(str(getattr(parsed, "model", "")))
+            answered: dict[str, Any] = {}
             try:
-                call = CallContext(
-                    request_id=request_id, principal=await self._principal(batch), tags={"batch_id": batch.id}
-                )
-                pace = await self._pace(str(getattr(parsed, "model", "")))
-                answered: dict[str, Any] = {}
-                try:
-                    body = answered = await self._gateway(batch.endpoint, parsed, call)
-                finally:
-                    if pace is not None and self._limiter is not None:
-                        tokens = int((answered.get("usage") or {}).get("total_tokens") or 0)
-                        await self._limiter.settle(pace[0], pace[1], None, tokens)
-            except (RateLimitError, UpstreamRateLimitError) as exc:
-                wait = min(MAX_RATE_WAIT_S, exc.retry_after if exc.retry_after is not None else 1.0)
-                if not await self._wait(run, wait + random.uniform(0, 0.5)):  # noqa: S311 - jitter
-                    return error_line(request, exc)
-                continue
-            except (UpstreamError, ServiceUnavailableError) as exc:
-                transient += 1
-                if transient >= TRANSIENT_ATTEMPTS or not await self._wait(run, 2**transient):
-                    return error_line(request, exc)
-                continue
-            except CirrusError as exc:  # a revoked key (AuthenticationError) is final too
-                return error_line(request, exc)
-            except _KeyUnreadable as exc:
-                raise exc.error from None
-            except _Halted:
-                raise
-            except Exception as exc:
-                log.error("batch %s: request %s failed", batch.id, request.custom_id, exc_info=exc)
-                return error_line(request, CirrusError("The request failed inside Cirrus."))
-            return success_line(request.custom_id, request_id, body)
+                answered = await self._gateway(batch.endpoint, parsed, call)
+            finally:
+                if pace is not None and self._limiter is not None:
+                    tokens = int((answered.get("usage") or {}).get("total_tokens") or 0)
+                    await self._limiter.settle(pace[0], pace[1], None, tokens)
+            return answered
+
+        try:
+            body = await with_provider_retries(attempt, lambda seconds: self._wait(run, seconds))
+        except _KeyUnreadable as exc:
+            raise exc.error from None
+        except _Halted:
+            raise
+        except CirrusError as exc:  # final, or still failing when retries ran out; a revoked key too
+            return error_line(request, exc)
+        except Exception as exc:
+            log.error("batch %s: request %s failed", batch.id, request.custom_id, exc_info=exc)
+            return error_line(request, CirrusError("The request failed inside Cirrus."))
+        return success_line(request.custom_id, request_id, body)
 
     @staticmethod
     async def _may_call(run: ChunkRun) -> None:
