@@ -221,3 +221,19 @@ def ids(lines: list[dict[str, Any]]) -> list[str]:
 
 def unavailable() -> ServiceUnavailableError:
     return ServiceUnavailableError("Cosmos is unreachable.")
+
+
+class BlockBlobStore(InMemoryBlobStore):
+    """Streams a blob in blocks of `block` bytes, as Azure's downloader does (the plain fake
+    streams a blob in one piece)."""
+
+    def __init__(self, block: int = 65536) -> None:
+        super().__init__()
+        self.block = block
+
+    async def stream(self, container: str, name: str) -> AsyncIterator[bytes]:
+        if (container, name) not in self.blobs:
+            raise KeyError(f"{container}/{name}")
+        data = self.blobs[(container, name)]
+        for start in range(0, len(data), self.block):
+            yield data[start : start + self.block]

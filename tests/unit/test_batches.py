@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import tracemalloc
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -12,13 +14,16 @@ import pytest
 from shared.errors import AuthenticationError, ServiceUnavailableError
 from shared.services.auth import MASTER, Principal
 from shared.services.batches import BatchTimings
+from shared.services.batches.lines import numbered_lines
 from shared.services.owners import KeyOwners
 from tests.unit.batch_helpers import (
     BatchWorld,
+    BlockBlobStore,
     FlakyBlobStore,
     FlakyQueueStore,
     Gateway,
     StoreDown,
+    chat_line,
     ids,
     unavailable,
 )
@@ -246,3 +251,68 @@ async def test_a_save_that_keeps_failing_stops_new_calls_and_fails_the_message_k
     assert batch["status"] == "completed" and errors == []
     assert ids(output) == sorted(f"r{i}" for i in range(30))
     assert all(gateway.calls.count(custom_id) == 1 for custom_id in before)  # saved work is never redone
+
+
+# --- defect 7: input lines are capped, and validating yields to the event loop --------------
+
+
+async def test_a_line_over_the_cap_is_skipped_as_it_streams_never_held():
+    block = 65536
+
+    async def stream():
+        yield b'{"a": 1}\n'
+        for _ in range(24 * 1024 * 1024 // block):  # one 24 MiB line
+            yield b"x" * block
+        yield b'\n{"b": 2}\n{"c": 3}'
+
+    tracemalloc.start()
+    try:
+        got = [item async for item in numbered_lines(stream(), max_bytes=1024 * 1024)]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got == [(1, '{"a": 1}'), (2, None), (3, '{"b": 2}'), (4, '{"c": 3}')]
+    assert peak < 1024 * 1024 + 4 * block  # the cap and a block or so, not the line
+
+
+async def test_a_batch_with_a_line_over_the_body_cap_fails_naming_that_line():
+    world = BatchWorld(blobs=BlockBlobStore(), max_line_bytes=1024 * 1024)
+    lines = [chat_line("a"), chat_line("long", "x" * 24 * 1024 * 1024), chat_line("b")]
+    batch_id = await world.create(await world.upload([json.dumps(line) for line in lines]))
+    (start,) = world.take()
+    tracemalloc.start()
+    try:
+        await world.service.handle(start)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    batch = await world.batch(batch_id)
+    assert batch["status"] == "failed"
+    (error,) = batch["errors"]["data"]
+    assert (error["line"], error["code"]) == (2, "request_too_large")
+    assert "1048576 bytes" in error["message"]
+    assert peak < 8 * 1024 * 1024  # the 24 MiB line was never held, let alone parsed
+    assert world.gateway.calls == []
+
+
+async def test_validating_a_large_file_lets_other_work_run_on_the_event_loop():
+    world = BatchWorld(blobs=BlockBlobStore(), chunk_size=1000)
+    batch_id = await world.create(await world.upload([json.dumps(chat_line(f"r{i}")) for i in range(3000)]))
+    (start,) = world.take()
+    ticks = 0
+    done = False
+
+    async def other_work() -> None:  # another request on the same worker, one step at a time
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    before = ticks
+    await world.service.handle(start)
+    done = True
+    await ticker
+    assert (await world.batch(batch_id))["status"] == "in_progress"
+    assert ticks - before >= 20  # it had turns all along, not only once validation was over

@@ -65,14 +65,34 @@ def missing_line(request: Request, code: str) -> dict[str, Any]:
     }
 
 
-async def numbered_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, str]]:
-    """Numbered lines (from 1) of a byte stream, never holding more than one line and one chunk."""
-    number, rest = 0, b""
+async def numbered_lines(
+    chunks: AsyncIterator[bytes], max_bytes: int | None = None
+) -> AsyncIterator[tuple[int, str | None]]:
+    """Numbered lines (from 1) of a byte stream, without their newline. A line longer than
+    `max_bytes` is None: it is skipped as it streams by, so at most `max_bytes` and one chunk of
+    the stream are ever held, however long the line."""
+    number = 0
+    held = bytearray()
+    skipping = False  # inside a line already too long: its bytes are dropped until its newline
     async for chunk in chunks:
-        rest += chunk
-        *complete, rest = rest.split(b"\n")
-        for raw in complete:
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
             number += 1
-            yield number, raw.decode("utf-8", "replace")
-    if rest:
-        yield number + 1, rest.decode("utf-8", "replace")
+            piece = memoryview(chunk)[start:end]
+            if skipping or (max_bytes is not None and len(held) + len(piece) > max_bytes):
+                yield number, None
+            else:
+                held += piece
+                yield number, held.decode("utf-8", "replace")
+            held.clear()
+            skipping, start = False, end + 1
+        if not skipping:
+            if max_bytes is not None and len(held) + len(chunk) - start > max_bytes:
+                skipping = True
+                held.clear()
+            else:
+                held += memoryview(chunk)[start:]
+    if skipping:
+        yield number + 1, None
+    elif held:
+        yield number + 1, held.decode("utf-8", "replace")

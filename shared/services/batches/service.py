@@ -15,7 +15,7 @@ from shared.services.batches.api import BatchApi
 from shared.services.batches.chunk_runner import BatchTimings, ChunkRunner, Gateway, OwnerLookup, Sleep
 from shared.services.batches.finalize import Finalizer
 from shared.services.batches.state import BatchState
-from shared.services.batches.validate import BatchStarter
+from shared.services.batches.validate import DEFAULT_MAX_LINE_BYTES, BatchStarter
 from shared.services.files import FileService
 from shared.services.limits import KeyLimiter
 from shared.services.model_catalog import ModelCatalog
@@ -37,6 +37,7 @@ class BatchService:
         chunk_size: int,
         concurrency: int,
         window_seconds: int,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         gateway: Gateway,
         owner: OwnerLookup,
         limiter: KeyLimiter | None = None,
@@ -67,6 +68,7 @@ class BatchService:
             catalog,
             outputs_container=outputs_container,
             chunk_size=chunk_size,
+            max_line_bytes=max_line_bytes,
             owner=owner,
             finalize=self._finalizer.finalize,
         )

@@ -1,7 +1,11 @@
 """`start`: the input file is streamed and checked line by line (JSON, unique `custom_id`, `POST`,
 the batch's `url`, a body the live endpoint would accept, a model the key may use). Any error fails
 the batch, each naming its line. Otherwise the requests are written as chunk blobs, one `chunk`
-message per blob is sent, and the batch is `in_progress`."""
+message per blob is sent, and the batch is `in_progress`.
+
+A line may be as long as a request body (`CIRRUS_MAX_BODY_BYTES`); a longer one is an error, and
+is skipped as it streams by rather than read. Checking is synchronous work, so it gives the event
+loop a turn every few lines: live requests on the same worker are not held up by a large file."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pydantic import BaseModel
 
 from shared.clients.protocols import BlobStore
-from shared.errors import CirrusError, InvalidRequestError
+from shared.errors import CirrusError, InvalidRequestError, PayloadTooLargeError
 from shared.models.batches import (
     BATCH_ENDPOINTS,
     MAX_LINES,
@@ -33,6 +37,11 @@ from shared.services.model_catalog import ModelCatalog
 log = logging.getLogger("cirrus.batches")
 
 MAX_CUSTOM_ID = 512
+DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024  # CIRRUS_MAX_BODY_BYTES' default
+# Let other work on the event loop run after this many lines or bytes of checking (about a
+# millisecond of work at most, for lines under a few kilobytes).
+YIELD_EVERY_LINES = 64
+YIELD_EVERY_BYTES = 64 * 1024
 
 OwnerLookup = Callable[[str], Awaitable[Principal]]
 
@@ -47,6 +56,7 @@ class BatchStarter:
         *,
         outputs_container: str,
         chunk_size: int,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         owner: OwnerLookup,
         finalize: Callable[[BatchRecord], Awaitable[None]],
     ) -> None:
@@ -56,6 +66,7 @@ class BatchStarter:
         self._catalog = catalog
         self._outputs = outputs_container
         self._chunk_size = chunk_size
+        self._max_line_bytes = max_line_bytes
         self._owner = owner
         self._finalize = finalize
 
@@ -106,8 +117,9 @@ class BatchStarter:
         seen: set[str] = set()
         chunk: list[str] = []
         chunks = total = 0
-        async for number, line in numbered_lines(self._files.read(record)):
-            if not line.strip():
+        since_yield = lines_since_yield = 0
+        async for number, line in numbered_lines(self._files.read(record), self._max_line_bytes):
+            if line is not None and not line.strip():
                 continue
             total += 1
             if total > MAX_LINES:
@@ -115,7 +127,17 @@ class BatchStarter:
                     BatchError(code="too_many_requests", message=f"At most {MAX_LINES} lines.", line=number)
                 )
                 break
+            since_yield += len(line) if line is not None else self._max_line_bytes
+            lines_since_yield += 1
+            if since_yield >= YIELD_EVERY_BYTES or lines_since_yield >= YIELD_EVERY_LINES:
+                await asyncio.sleep(0)
+                since_yield = lines_since_yield = 0
             try:
+                if line is None:
+                    raise PayloadTooLargeError(
+                        f"This line is longer than {self._max_line_bytes} bytes, the largest request "
+                        "body Cirrus accepts."
+                    )
                 request = self._check_line(line, batch.endpoint, model, principal, seen)
             except InvalidRequestError as exc:
                 if len(errors) < MAX_REPORTED_ERRORS:

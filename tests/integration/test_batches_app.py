@@ -1,8 +1,9 @@
-"""A batch through the whole app (the container: live gateway, Cirrus's router, the native adapter)
-against the fake provider over HTTP, on the Cosmos server and Azurite: a provider 429 with
-Retry-After and a provider 500 are waited out by the retry policy of queued work, and the batch
-still completes with every custom_id exactly once. The test plays the Functions host: it takes
-the batch queue's messages and hands them to the service."""
+"""Batches through the whole app (the container: its settings, the live gateway, Cirrus's router and
+the native adapter) against the fake provider over HTTP, on the Cosmos server and Azurite: a
+provider 429 with Retry-After and a provider 500 are waited out by the retry policy of queued work,
+and the batch still completes with every custom_id exactly once; an input line longer than
+CIRRUS_MAX_BODY_BYTES fails validation. The test plays the Functions host: it takes the batch
+queue's messages and hands them to the service."""
 
 from __future__ import annotations
 
@@ -23,20 +24,36 @@ REQUESTS = 6
 
 
 @pytest.fixture
-async def container(emulators, fake_provider_url, monkeypatch):
+async def app(emulators, fake_provider_url, monkeypatch):
+    """Builds containers with app settings on top of these; closes them at the end."""
     monkeypatch.setenv("CIRRUS_LOCAL_PROVIDER_URL", f"{fake_provider_url}/v1")  # the local model file
-    settings = Settings(
-        _env_file=None,
-        CIRRUS_ENV="local",
-        AzureWebJobsStorage=emulators.storage_connection_string,
-        COSMOS_ENDPOINT=emulators.cosmos_endpoint,
-        COSMOS_KEY=COSMOS_EMULATOR_KEY,
-        COSMOS_DATABASE="retries-" + uuid.uuid4().hex[:8],
-        BATCH_QUEUE="retries-" + uuid.uuid4().hex[:8],
-    )
-    built = await build_container(settings)
-    yield built
-    await built.aclose()
+    built = []
+
+    async def build(**settings: str):
+        name = "batches-" + uuid.uuid4().hex[:8]
+        container = await build_container(
+            Settings(
+                _env_file=None,
+                CIRRUS_ENV="local",
+                AzureWebJobsStorage=emulators.storage_connection_string,
+                COSMOS_ENDPOINT=emulators.cosmos_endpoint,
+                COSMOS_KEY=COSMOS_EMULATOR_KEY,
+                COSMOS_DATABASE=name,
+                BATCH_QUEUE=name,
+                **settings,
+            )
+        )
+        built.append(container)
+        return container
+
+    yield build
+    for container in built:
+        await container.aclose()
+
+
+@pytest.fixture
+async def container(app):
+    return await app()
 
 
 async def run_all(container) -> None:
@@ -53,13 +70,13 @@ async def run_all(container) -> None:
                 await queue.delete_message(message)
 
 
-async def submit(container, n: int) -> str:
+async def submit(container, n: int, content: str = "") -> str:
     lines = [
         {
             "custom_id": f"r{i}",
             "method": "POST",
             "url": "/v1/chat/completions",
-            "body": {"model": "cirrus-local", "messages": [{"role": "user", "content": f"r{i}"}]},
+            "body": {"model": "cirrus-local", "messages": [{"role": "user", "content": content or f"r{i}"}]},
         }
         for i in range(n)
     ]
@@ -110,3 +127,15 @@ async def test_a_429_and_then_a_500_for_one_request_are_both_waited_out(containe
     assert batch["status"] == "completed" and [line["custom_id"] for line in output] == ["r0"]
     assert output[0]["response"]["status_code"] == 200
     assert len(provider.get("/_control/requests").json()) == 3
+
+
+async def test_an_input_line_longer_than_the_body_cap_fails_validation(app):
+    container = await app(CIRRUS_MAX_BODY_BYTES="4096")
+    batch_id = await submit(container, 2, content="x" * 5000)
+    await run_all(container)
+    batch = await container.batches.get(MASTER, batch_id)
+    assert batch["status"] == "failed"
+    assert [(e["line"], e["code"]) for e in batch["errors"]["data"]] == [
+        (1, "request_too_large"),
+        (2, "request_too_large"),
+    ]
