@@ -237,3 +237,38 @@ class BlockBlobStore(InMemoryBlobStore):
         data = self.blobs[(container, name)]
         for start in range(0, len(data), self.block):
             yield data[start : start + self.block]
+
+
+class SinkBlobStore(InMemoryBlobStore):
+    """Keeps the output and error files' lines out of memory: a streamed put of a name containing
+    `/output-` or `/errors-` is read piece by piece and only counted (lines, custom_ids, the
+    largest piece), so a test can measure what finalize itself holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.files: dict[str, dict[str, Any]] = {}
+
+    async def put(
+        self,
+        container: str,
+        name: str,
+        data: bytes | AsyncIterator[bytes],
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+    ) -> int:
+        kind = next((k for k in ("output", "errors") if f"/{k}-" in name), None)
+        if kind is None or isinstance(data, bytes):
+            return await super().put(container, name, data, content_type=content_type, metadata=metadata)
+        seen = {"lines": 0, "ids": set(), "largest_piece": 0, "bytes": 0}
+        rest = b""
+        async for piece in data:
+            seen["largest_piece"] = max(seen["largest_piece"], len(piece))
+            seen["bytes"] += len(piece)
+            *complete, rest = (rest + piece).split(b"\n")
+            for line in complete:
+                seen["lines"] += 1
+                seen["ids"].add(json.loads(line)["custom_id"])
+        self.files[kind] = seen
+        self.blobs[(container, name)] = b""
+        return seen["bytes"]

@@ -22,6 +22,7 @@ from tests.unit.batch_helpers import (
     FlakyBlobStore,
     FlakyQueueStore,
     Gateway,
+    SinkBlobStore,
     StoreDown,
     chat_line,
     ids,
@@ -316,3 +317,61 @@ async def test_validating_a_large_file_lets_other_work_run_on_the_event_loop():
     await ticker
     assert (await world.batch(batch_id))["status"] == "in_progress"
     assert ticks - before >= 20  # it had turns all along, not only once validation was over
+
+
+# --- defect 2: finalize streams its files --------------------------------------------------
+
+
+async def test_finalize_streams_the_files_never_holding_the_results_in_memory():
+    blobs = SinkBlobStore()
+    gateway = Gateway()
+    gateway.answer_bytes = 8192
+    world = BatchWorld(blobs=blobs, gateway=gateway, chunk_size=250, concurrency=50)
+    batch_id = await world.submit(2000)
+    await world.service.handle(world.take()[0])
+    for chunk in world.take("chunk"):
+        await world.service.handle(chunk)
+    (finalize,) = world.take()
+    tracemalloc.start()
+    try:
+        await world.service.handle(finalize)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    output = blobs.files["output"]
+    assert output["lines"] == len(output["ids"]) == 2000 and "errors" not in blobs.files
+    assert output["bytes"] > 16 * 1024 * 1024
+    assert peak < 4 * 1024 * 1024  # a few results at a time, not the 16 MiB of them
+    assert output["largest_piece"] <= 256 * 1024
+    batch = await world.batch(batch_id)
+    assert batch["status"] == "completed"
+    assert batch["request_counts"] == {"total": 2000, "completed": 2000, "failed": 0}
+    assert batch["usage"]["input_tokens"] == 2000 and batch["usage"]["output_tokens"] == 4000
+
+
+async def test_finalize_writes_each_custom_id_once_the_first_result_saved_winning():
+    world = BatchWorld()
+    batch_id = await world.submit(4)
+    await world.service.handle(world.take()[0])
+    (chunk,) = world.take()
+    await world.service.handle(chunk)
+    # A second worker held the same message and saved its own results later: r0 failed there,
+    # r1 twice; and r3's request never got a result at all.
+    later = [
+        {"id": "x", "custom_id": "r0", "response": {"status_code": 500, "body": {}}, "error": None},
+        {"id": "y", "custom_id": "r1", "response": {"status_code": 200, "body": {}}, "error": None},
+    ]
+    await world.blobs.put(
+        "outputs",
+        f"batches/{batch_id}/results/00000/99999999999999999999-late.jsonl",
+        "".join(json.dumps(line) + "\n" for line in later).encode(),
+    )
+    parts = await world.blobs.names("outputs", f"batches/{batch_id}/results/")
+    first = parts[0]
+    kept = [line for line in world.blobs.blobs[("outputs", first)].splitlines() if b'"r3"' not in line]
+    world.blobs.blobs[("outputs", first)] = b"\n".join(kept) + b"\n"
+    await world.run_all()
+    batch, output, errors = await world.outputs(batch_id)
+    assert ids(output) == ["r0", "r1", "r2"] and all(line["id"] != "y" for line in output)
+    assert [(e["custom_id"], e["error"]["code"]) for e in errors] == [("r3", "batch_request_failed")]
+    assert batch["request_counts"] == {"total": 4, "completed": 3, "failed": 1}

@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from shared.clients.protocols import BlobStore
-from shared.services.batches.lines import Request
+from shared.services.batches.lines import Request, numbered_lines
 
 
 def chunk_blob(batch_id: str, n: int) -> str:
@@ -40,25 +41,24 @@ def file_blob(batch_id: str, kind: str) -> str:
     return f"batches/{batch_id}/{kind}-{uuid.uuid4().hex[:12]}.jsonl"
 
 
-async def read_chunk(blobs: BlobStore, container: str, batch_id: str, n: int) -> list[Request]:
-    """The requests of chunk `n`; LookupError if it was never written."""
-    data = await blobs.get(container, chunk_blob(batch_id, n))
-    if data is None:
-        raise LookupError(f"batch {batch_id} has no chunk {n}")
-    requests = []
-    for text in data.decode().splitlines():
-        if text.strip():
+async def read_chunk(blobs: BlobStore, container: str, batch_id: str, n: int) -> AsyncIterator[Request]:
+    """The requests of chunk `n`, one at a time; KeyError (a LookupError) if it was never written."""
+    async for _, text in numbered_lines(blobs.stream(container, chunk_blob(batch_id, n))):
+        if text and text.strip():
             item = json.loads(text)
-            requests.append(Request(item["line"], item["custom_id"], item["body"]))
-    return requests
+            yield Request(item["line"], item["custom_id"], item["body"])
+
+
+async def result_names(blobs: BlobStore, container: str, batch_id: str, n: int | None = None) -> list[str]:
+    """The result blobs of chunk `n` (or of the whole batch), oldest first."""
+    return await blobs.names(container, results_prefix(batch_id, n))
 
 
 async def read_results(
-    blobs: BlobStore, container: str, batch_id: str, n: int | None = None
-) -> list[dict[str, Any]]:
-    """Every result written for chunk `n` (or the whole batch), oldest blob first."""
-    lines = []
-    for name in await blobs.names(container, results_prefix(batch_id, n)):
-        data = await blobs.get(container, name)
-        lines += [json.loads(t) for t in (data or b"").decode().splitlines() if t.strip()]
-    return lines
+    blobs: BlobStore, container: str, names: list[str]
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """Every result line of these result blobs, as saved and parsed, one blob at a time."""
+    for name in names:
+        async for _, text in numbered_lines(blobs.stream(container, name)):
+            if text and text.strip():
+                yield text, json.loads(text)

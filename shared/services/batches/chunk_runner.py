@@ -25,7 +25,7 @@ from shared.errors import AuthenticationError, CirrusError, InvalidRequestError,
 from shared.models.batches import BatchRecord
 from shared.models.requests import ChatCompletionCreate, CompletionCreate, EmbeddingCreate
 from shared.services.auth import Limits, Principal
-from shared.services.batches.blob_layout import read_chunk, read_results, result_part
+from shared.services.batches.blob_layout import read_chunk, read_results, result_names, result_part
 from shared.services.batches.lines import REQUEST_MODELS, Request, error_line, succeeded, success_line
 from shared.services.batches.state import BatchState, awaits_finalize
 from shared.services.calls import CallContext
@@ -148,12 +148,13 @@ class ChunkRunner:
                 await self._state.send("finalize", batch.id)
             return
         run = ChunkRun(batch.id, n)
-        for line in await read_results(self._blobs, self._outputs, batch.id, n):
+        names = await result_names(self._blobs, self._outputs, batch.id, n)
+        async for _, line in read_results(self._blobs, self._outputs, names):
             run.outcomes.setdefault(line["custom_id"], succeeded(line))
         self._refresh_stop(run, batch)
         todo = [
             r
-            for r in await read_chunk(self._blobs, self._outputs, batch.id, n)
+            async for r in read_chunk(self._blobs, self._outputs, batch.id, n)
             if r.custom_id not in run.outcomes
         ]
         if todo and run.stop is None:

@@ -1,7 +1,13 @@
 """`finalize`: the result blobs become the output and error files (each `custom_id` exactly once:
 the first result written for it wins), requests that never ran become error lines
 (`batch_cancelled`, `batch_expired`, or `batch_request_failed` for a poisoned chunk), and the
-batch ends `completed`, `cancelled` or `expired`."""
+batch ends `completed`, `cancelled` or `expired`.
+
+Memory stays bounded whatever the batch's size: both files are streamed to Blob as they are
+written, from the result blobs read one at a time, holding only the set of custom_ids already
+written (the output file is one pass over the results, the error file a second pass over the same
+blobs, then the chunks for requests that never ran). Counts and usage are added up as lines go by.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +16,36 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from shared.clients.protocols import BlobStore
 from shared.models.batches import ENDED, BatchRecord
 from shared.services.auth import Principal
-from shared.services.batches.blob_layout import file_blob, read_chunk, read_results
+from shared.services.batches.blob_layout import file_blob, read_chunk, read_results, result_names
 from shared.services.batches.lines import missing_line, succeeded
 from shared.services.batches.state import BatchState
 from shared.services.files import FileService
 
 log = logging.getLogger("cirrus.batches")
+
+PIECE_BYTES = 64 * 1024  # lines are handed to Blob in pieces of about this size
+
+
+@dataclass
+class _Tally:
+    """What the files held, added up while they were written."""
+
+    succeeded: int = 0
+    failed: int = 0  # results that were errors
+    missing: int = 0  # requests that never got a result
+    usage: dict[str, int] = field(default_factory=lambda: {"input_tokens": 0, "output_tokens": 0})
+
+    def add_usage(self, line: dict[str, Any]) -> None:
+        usage = (line["response"].get("body") or {}).get("usage") or {}
+        self.usage["input_tokens"] += int(usage.get("prompt_tokens") or 0)
+        self.usage["output_tokens"] += int(usage.get("completion_tokens") or 0)
 
 
 class Finalizer:
@@ -45,30 +69,24 @@ class Finalizer:
             return
         if batch.chunks and len(batch.chunks_done) < batch.chunks:
             return  # a chunk is still running; the last one to finish sends finalize again
-        winners: dict[str, dict[str, Any]] = {}
-        for line in await read_results(self._blobs, self._outputs, batch.id):
-            winners.setdefault(line["custom_id"], line)  # the first result written wins
+        # Both passes read the same result blobs (each is written once, never changed), so they
+        # agree on which result won for every custom_id.
+        names = await result_names(self._blobs, self._outputs, batch.id)
         expired = time.time() >= batch.expires_at
         reason = "batch_cancelled" if batch.status == "cancelling" else "batch_expired" if expired else None
-        missing: list[dict[str, Any]] = []
-        for n in range(batch.chunks):
-            with contextlib.suppress(LookupError):
-                for request in await read_chunk(self._blobs, self._outputs, batch.id, n):
-                    if request.custom_id not in winners:
-                        code = (
-                            "batch_request_failed"
-                            if n in batch.poisoned_chunks
-                            else reason or "batch_request_failed"
-                        )
-                        missing.append(missing_line(request, code))
-        ok = [line for line in winners.values() if succeeded(line)]
-        failed = [line for line in winners.values() if not succeeded(line)] + missing
+        tally = _Tally()
         owner = Principal(key_id=batch.owner, is_master=False, team_id=batch.team)
-        output_id = await self._write_file(owner, batch.id, "output", ok)
-        error_id = await self._write_file(owner, batch.id, "errors", failed)
-        usage = _usage(ok)
+        output_id = await self._write_file(owner, batch.id, "output", self._output_lines(names, tally))
+        error_id = await self._write_file(
+            owner, batch.id, "errors", self._error_lines(batch, names, reason, tally)
+        )
+        failed = tally.failed + tally.missing
         ended = (
-            "cancelled" if batch.status == "cancelling" else "expired" if missing and expired else "completed"
+            "cancelled"
+            if batch.status == "cancelling"
+            else "expired"
+            if tally.missing and expired
+            else "completed"
         )
 
         def end(record: BatchRecord) -> bool:
@@ -79,26 +97,60 @@ class Finalizer:
             setattr(record, f"{ended}_at", now)
             record.finalizing_at = record.finalizing_at or now
             record.output_file_id, record.error_file_id = output_id, error_id
-            record.chunk_counts = {"all": [len(ok), len(failed)]}
-            record.total = record.total or len(ok) + len(failed)
-            record.usage = usage
+            record.chunk_counts = {"all": [tally.succeeded, failed]}
+            record.total = record.total or tally.succeeded + failed
+            record.usage = tally.usage
             return True
 
         await self._state.update(batch.id, end)
         self._ended(batch.id)
-        log.info("batch %s %s: %d succeeded, %d failed", batch.id, ended, len(ok), len(failed))
+        log.info("batch %s %s: %d succeeded, %d failed", batch.id, ended, tally.succeeded, failed)
+
+    async def _winners(self, names: list[str], seen: set[str]) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """The first result saved for each custom_id, as saved and parsed; `seen` fills up."""
+        async for text, line in read_results(self._blobs, self._outputs, names):
+            if line["custom_id"] not in seen:
+                seen.add(line["custom_id"])
+                yield text, line
+
+    async def _output_lines(self, names: list[str], tally: _Tally) -> AsyncIterator[str]:
+        async for text, line in self._winners(names, set()):
+            if succeeded(line):
+                tally.succeeded += 1
+                tally.add_usage(line)
+                yield text
+            else:
+                tally.failed += 1
+
+    async def _error_lines(
+        self, batch: BatchRecord, names: list[str], reason: str | None, tally: _Tally
+    ) -> AsyncIterator[str]:
+        seen: set[str] = set()
+        async for text, line in self._winners(names, seen):
+            if not succeeded(line):
+                yield text
+        for n in range(batch.chunks):
+            code = "batch_request_failed" if n in batch.poisoned_chunks else reason or "batch_request_failed"
+            with contextlib.suppress(LookupError):
+                async for request in read_chunk(self._blobs, self._outputs, batch.id, n):
+                    if request.custom_id not in seen:
+                        tally.missing += 1
+                        yield json.dumps(missing_line(request, code))
 
     async def _write_file(
-        self, owner: Principal, batch_id: str, kind: str, lines: list[dict[str, Any]]
+        self, owner: Principal, batch_id: str, kind: str, lines: AsyncIterator[str]
     ) -> str | None:
-        if not lines:
+        """The file of these lines, streamed to Blob; None (and no file) when there are none."""
+        pieces = _pieces(lines)
+        first = await anext(pieces, None)
+        if first is None:
             return None
         file_id = "file-" + hashlib.sha256(f"{batch_id}/{kind}".encode()).hexdigest()[:24]
         await self._files.create(
             owner,
             filename=f"{batch_id}_{kind}.jsonl",
             purpose="batch_output",
-            content=_jsonl(lines),
+            content=_prepend(first, pieces),
             container=self._outputs,
             file_id=file_id,
             blob=file_blob(batch_id, kind),
@@ -107,15 +159,22 @@ class Finalizer:
         return file_id
 
 
-def _usage(lines: Iterable[dict[str, Any]]) -> dict[str, int]:
-    total = {"input_tokens": 0, "output_tokens": 0}
-    for line in lines:
-        usage = (line["response"].get("body") or {}).get("usage") or {}
-        total["input_tokens"] += int(usage.get("prompt_tokens") or 0)
-        total["output_tokens"] += int(usage.get("completion_tokens") or 0)
-    return total
+async def _pieces(lines: AsyncIterator[str]) -> AsyncIterator[bytes]:
+    """JSON lines joined into pieces of about PIECE_BYTES."""
+    piece: list[bytes] = []
+    size = 0
+    async for text in lines:
+        data = text.encode() + b"\n"
+        piece.append(data)
+        size += len(data)
+        if size >= PIECE_BYTES:
+            yield b"".join(piece)
+            piece, size = [], 0
+    if piece:
+        yield b"".join(piece)
 
 
-async def _jsonl(lines: list[dict[str, Any]]) -> AsyncIterator[bytes]:
-    for start in range(0, len(lines), 500):
-        yield "".join(json.dumps(line) + "\n" for line in lines[start : start + 500]).encode()
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for piece in rest:
+        yield piece
