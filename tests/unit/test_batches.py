@@ -375,3 +375,22 @@ async def test_finalize_writes_each_custom_id_once_the_first_result_saved_winnin
     assert ids(output) == ["r0", "r1", "r2"] and all(line["id"] != "y" for line in output)
     assert [(e["custom_id"], e["error"]["code"]) for e in errors] == [("r3", "batch_request_failed")]
     assert batch["request_counts"] == {"total": 4, "completed": 3, "failed": 1}
+
+
+# --- a batch cancelled between writing its chunks and sending them --------------------------
+
+
+async def test_a_batch_cancelled_before_its_chunks_were_sent_still_ends():
+    world = BatchWorld(queues=FlakyQueueStore("chunk", failures=1))
+    batch_id = await world.submit(12)
+    (start,) = world.take()
+    with pytest.raises(StoreDown):  # chunks written, batch in_progress, but no chunk message sent
+        await world.service.handle(start)
+    world.take()
+    await world.service.cancel(MASTER, batch_id)
+    await world.service.handle(start)  # the start message again (or the sweeper's)
+    await world.run_all()
+    batch, output, errors = await world.outputs(batch_id)
+    assert batch["status"] == "cancelled" and output == []
+    assert ids(errors) == sorted(f"r{i}" for i in range(12))
+    assert {e["error"]["code"] for e in errors} == {"batch_cancelled"}

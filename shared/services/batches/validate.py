@@ -71,8 +71,8 @@ class BatchStarter:
         self._finalize = finalize
 
     async def start(self, batch: BatchRecord) -> None:
-        if batch.status == "cancelling" and not batch.fanned_out:
-            await self._finalize(batch)
+        if batch.status == "cancelling" and not batch.chunks:
+            await self._finalize(batch)  # cancelled before any chunk was written: nothing to run
             return
         if batch.status == "validating":
             principal = await self._owner(batch.owner)
