@@ -1,7 +1,8 @@
 """The batch runner on the Cosmos server, Azurite's Blob and Queue: the host is played by the test
 (it receives the batch queue's messages and hands them to the service), the gateway by a
 function that answers, fails or waits on demand. So each case is a few seconds: duplicate and
-concurrent delivery, a crash between saves, a poisoned chunk, expiry, and pacing by 429s."""
+concurrent delivery, a crash between saves, a poisoned chunk, expiry, pacing by 429s, and the
+sweeper re-driving batches whose messages were lost."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from shared.config import ModelConfig
 from shared.errors import RateLimitError
 from shared.models.batches import BatchCreate
 from shared.services.auth import MASTER
-from shared.services.batches import BatchService, BatchTimings
+from shared.services.batches import BatchService, BatchTimings, SweepPolicy
 from shared.services.files import FileService
 from shared.services.limits import KeyLimiter
 from shared.services.model_catalog import ModelCatalog
@@ -305,3 +306,69 @@ async def test_a_batch_keeps_to_the_models_requests_per_minute(emulators, world)
     assert batch["status"] == "completed" and len(output) == 3
     assert len(set(minutes)) == len(minutes) == 3  # one request per minute, as the model file says
     await documents.aclose()
+
+
+# --- the sweeper ------------------------------------------------------------------------------
+
+
+async def test_a_sweep_finalizes_a_batch_stuck_in_finalizing(world):
+    batch_id = await world.submit(7)
+    while messages := await world.receive(world.connection):
+        for message in messages:
+            if message["kind"] != "finalize":  # the finalize message is lost
+                await world.service.handle(message)
+    assert (await world.service.get(MASTER, batch_id))["status"] == "finalizing"
+    assert await world.service.sweep(time.time()) == {"finalize": 0, "start": 0, "chunk": 0}  # too soon
+    later = time.time() + 121
+    assert await world.service.sweep(later) == {"finalize": 1, "start": 0, "chunk": 0}
+    assert await world.service.sweep(later) == {"finalize": 0, "start": 0, "chunk": 0}  # once per period
+    await world.run_all(world.connection)
+    batch, output, errors = await world.outputs(batch_id)
+    assert batch["status"] == "completed" and ids(output) == sorted(f"r{i}" for i in range(7))
+    assert errors == []
+
+
+async def test_a_sweep_ends_a_batch_past_its_window_whose_chunk_messages_were_lost(world):
+    batch_id = await world.submit(10)  # chunks of 5
+    (start,) = await world.receive(world.connection)
+    await world.service.handle(start)
+    first, _lost = sorted(await world.receive(world.connection), key=lambda m: m["chunk"])
+    await world.service.handle(first)
+    doc = await world.documents.read("batches", batch_id, batch_id)
+    doc["expires_at"] = int(time.time()) - 3600  # the 24 hours ended an hour ago
+    await world.documents.upsert("batches", doc)
+    assert await world.service.sweep(time.time() + 121) == {"finalize": 1, "start": 0, "chunk": 0}
+    await world.run_all(world.connection)
+    batch, output, errors = await world.outputs(batch_id)
+    assert batch["status"] == "expired" and batch["expired_at"]
+    assert ids(output) == [f"r{i}" for i in range(5)]
+    assert ids(errors) == [f"r{i}" for i in range(5, 10)]
+    assert {e["error"]["code"] for e in errors} == {"batch_expired"}
+
+
+async def test_a_sweep_sends_again_the_chunk_messages_of_a_batch_that_stopped_moving(world):
+    batch_id = await world.submit(15)  # chunks of 5
+    (start,) = await world.receive(world.connection)
+    await world.service.handle(start)
+    chunks = sorted(await world.receive(world.connection), key=lambda m: m["chunk"])
+    await world.service.handle(chunks[1])  # chunks 0 and 2 are lost
+    assert await world.service.sweep(time.time() + 600) == {"finalize": 0, "start": 0, "chunk": 0}
+    assert await world.service.sweep(time.time() + 1201) == {"finalize": 0, "start": 0, "chunk": 2}
+    assert sorted(m["chunk"] for m in await world.receive(world.connection)) == [0, 2]
+    assert await world.service.sweep(time.time() + 1201) == {"finalize": 0, "start": 0, "chunk": 0}
+    await world.service.sweep(time.time() + 2500)  # sent again (a second time, still safe)
+    await world.run_all(world.connection)
+    batch, output, _ = await world.outputs(batch_id)
+    assert batch["status"] == "completed" and ids(output) == sorted(f"r{i}" for i in range(15))
+    assert len(world.gateway.calls) == 15  # each request asked once, whatever was sent twice
+
+
+async def test_a_sweep_starts_a_batch_whose_start_message_was_lost_and_pages_through_many(world):
+    world.configure(sweep=SweepPolicy(page_size=2))
+    batch_ids = [await world.submit(2) for _ in range(5)]
+    assert len(await world.receive(world.connection)) == 5
+    assert await world.service.sweep(time.time() + 1201) == {"finalize": 0, "start": 5, "chunk": 0}
+    await world.run_all(world.connection)
+    for batch_id in batch_ids:
+        assert (await world.service.get(MASTER, batch_id))["status"] == "completed"
+    assert await world.service.sweep(time.time() + 9999) == {"finalize": 0, "start": 0, "chunk": 0}

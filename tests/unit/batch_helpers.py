@@ -41,10 +41,12 @@ class Gateway:
         self.in_flight = 0
         self.hold: dict[str, asyncio.Event] = {}
         self.answer_bytes = 0  # pad each answer's content to this many characters
+        self.asked = asyncio.Event()  # set by the first call
 
     async def __call__(self, endpoint: str, request: Any, call: Any) -> dict[str, Any]:
         text = request.messages[0].content
         self.calls.append(text)
+        self.asked.set()
         self.in_flight += 1
         try:
             await asyncio.sleep(self.delay)

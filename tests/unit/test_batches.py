@@ -377,7 +377,27 @@ async def test_finalize_writes_each_custom_id_once_the_first_result_saved_winnin
     assert batch["request_counts"] == {"total": 4, "completed": 3, "failed": 1}
 
 
-# --- a batch cancelled between writing its chunks and sending them --------------------------
+# --- defect 9: what the sweeper relies on ---------------------------------------------------
+
+
+async def test_a_chunk_waiting_on_a_slow_request_still_shows_its_batch_is_moving():
+    gateway = Gateway()
+    gateway.hold = {"r0": asyncio.Event()}
+    timings = BatchTimings(flush_s=0.01, status_refresh_s=0.0, heartbeat_s=0.02)
+    world = BatchWorld(gateway=gateway, timings=timings, concurrency=1)
+    batch_id = await world.submit(1)
+    await world.service.handle(world.take()[0])
+    (chunk,) = world.take()
+    running = asyncio.create_task(world.service.handle(chunk))
+    await gateway.asked.wait()
+    await asyncio.sleep(0.05)  # its first save, of its counts so far, is done
+    first = (await world.documents.read("batches", batch_id, batch_id))["updated_at"]
+    await asyncio.sleep(0.1)  # nothing new to save all this while
+    assert (await world.documents.read("batches", batch_id, batch_id))["updated_at"] > first
+    gateway.hold["r0"].set()
+    await running
+    await world.run_all()
+    assert (await world.batch(batch_id))["status"] == "completed"
 
 
 async def test_a_batch_cancelled_before_its_chunks_were_sent_still_ends():

@@ -16,12 +16,22 @@ Blob, the messages name them):
 Every step is idempotent: messages can be delivered twice, workers can die anywhere, and two
 workers can hold the same message. State changes are ETag-guarded (`state`); counts per chunk are
 set, not added. A message that keeps failing reaches the poison queue, whose handler marks its
-requests as failed so the batch still ends. Blob names are in `blob_layout`, the line formats in
-`lines`, the HTTP side in `api`, and `service` wires it all into `BatchService`.
+requests as failed so the batch still ends, and a sweeper (`sweep`, run by a timer) sends again
+the messages of batches that stopped moving. Blob names are in `blob_layout`, the line formats
+in `lines`, the HTTP side in `api`, and `service` wires it all into `BatchService`.
 """
 
 from shared.models.batches import RequestCounts
 from shared.services.batches.chunk_runner import BatchTimings, Gateway, OwnerLookup, live_gateway
 from shared.services.batches.service import BatchService
+from shared.services.batches.sweep import SweepPolicy
 
-__all__ = ["BatchService", "BatchTimings", "Gateway", "OwnerLookup", "RequestCounts", "live_gateway"]
+__all__ = [
+    "BatchService",
+    "BatchTimings",
+    "Gateway",
+    "OwnerLookup",
+    "RequestCounts",
+    "SweepPolicy",
+    "live_gateway",
+]

@@ -40,6 +40,7 @@ class BatchApi:
             completion_window=body.completion_window,
             created_at=int(now),
             ts=now,
+            updated_at=now,
             expires_at=int(now + self._window),
             metadata=body.metadata,
             **principal.stamp(),

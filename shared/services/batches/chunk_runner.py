@@ -73,6 +73,9 @@ class BatchTimings:
     # A save that fails is tried again after each of these waits (no new provider call starts
     # meanwhile); when the last one fails too, the chunk stops and its message fails.
     save_retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+    # A running chunk writes its batch at least this often, even with nothing new (waiting out
+    # rate limits), so the sweeper never takes it for stuck.
+    heartbeat_s: float = 60.0
 
 
 @dataclass
@@ -85,6 +88,7 @@ class ChunkRun:
     unsaved: list[dict[str, Any]] = field(default_factory=list)
     stop: str | None = None  # "cancelled" or "expired" once the batch says so
     checked_at: float = 0.0
+    written_at: float = field(default_factory=time.monotonic)  # the batch, by this chunk
     saving: asyncio.Lock = field(default_factory=asyncio.Lock)
     saves_ok: asyncio.Event = field(default_factory=asyncio.Event)  # clear while a save is failing
     halted: BaseException | None = None  # the save that failed for good: no new provider calls
@@ -364,14 +368,19 @@ class ChunkRunner:
             await self._blobs.put(self._outputs, name, body, content_type="application/jsonl")
             del run.unsaved[: len(lines)]
         counts = run.counts()
+        heartbeat = time.monotonic() - run.written_at >= self._timings.heartbeat_s
 
         def count(batch: BatchRecord) -> bool:
-            if run.chunk in batch.chunks_done or batch.chunk_counts.get(str(run.chunk)) == counts:
+            if run.chunk in batch.chunks_done:
+                return False
+            if batch.chunk_counts.get(str(run.chunk)) == counts and not heartbeat:
                 return False
             batch.chunk_counts[str(run.chunk)] = counts
             return True
 
         await self._state.update(run.batch_id, count)
+        if heartbeat:
+            run.written_at = time.monotonic()
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:

@@ -57,22 +57,28 @@ class Finalizer:
         *,
         outputs_container: str,
         ended: Callable[[str], None],
+        expiry_grace_s: float,
     ) -> None:
         self._state = state
         self._blobs = blobs
         self._files = files
         self._outputs = outputs_container
         self._ended = ended
+        self._expiry_grace_s = expiry_grace_s
 
     async def finalize(self, batch: BatchRecord) -> None:
         if batch.status not in ("finalizing", "cancelling", "in_progress", "validating"):
             return
-        if batch.chunks and len(batch.chunks_done) < batch.chunks:
-            return  # a chunk is still running; the last one to finish sends finalize again
+        expired = time.time() >= batch.expires_at
+        chunks_running = batch.chunks and len(batch.chunks_done) < batch.chunks
+        if chunks_running and time.time() < batch.expires_at + self._expiry_grace_s:
+            # The last chunk to finish sends finalize again. Past the window and its grace, every
+            # running chunk has stopped: the chunks not done lost their messages (the sweeper sent
+            # this one), and their requests end expired.
+            return
         # Both passes read the same result blobs (each is written once, never changed), so they
         # agree on which result won for every custom_id.
         names = await result_names(self._blobs, self._outputs, batch.id)
-        expired = time.time() >= batch.expires_at
         reason = "batch_cancelled" if batch.status == "cancelling" else "batch_expired" if expired else None
         tally = _Tally()
         owner = Principal(key_id=batch.owner, is_master=False, team_id=batch.team)

@@ -15,6 +15,7 @@ from shared.services.batches.api import BatchApi
 from shared.services.batches.chunk_runner import BatchTimings, ChunkRunner, Gateway, OwnerLookup, Sleep
 from shared.services.batches.finalize import Finalizer
 from shared.services.batches.state import BatchState
+from shared.services.batches.sweep import Sweeper, SweepPolicy
 from shared.services.batches.validate import DEFAULT_MAX_LINE_BYTES, BatchStarter
 from shared.services.files import FileService
 from shared.services.limits import KeyLimiter
@@ -42,8 +43,10 @@ class BatchService:
         owner: OwnerLookup,
         limiter: KeyLimiter | None = None,
         timings: BatchTimings | None = None,
+        sweep: SweepPolicy | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
+        sweep = sweep or SweepPolicy()
         self._state = BatchState(documents, queues, queue=queue)
         self._api = BatchApi(self._state, files, window_seconds=window_seconds)
         self._runner = ChunkRunner(
@@ -59,8 +62,14 @@ class BatchService:
             sleep=sleep,
         )
         self._finalizer = Finalizer(
-            self._state, blobs, files, outputs_container=outputs_container, ended=self._runner.forget
+            self._state,
+            blobs,
+            files,
+            outputs_container=outputs_container,
+            ended=self._runner.forget,
+            expiry_grace_s=sweep.expiry_grace_s,
         )
+        self._sweeper = Sweeper(self._state, documents, sweep)
         self._starter = BatchStarter(
             self._state,
             blobs,
@@ -102,6 +111,11 @@ class BatchService:
             await self._runner.run(batch, message.chunk)
         elif message.kind == "finalize":
             await self._finalizer.finalize(batch)
+
+    async def sweep(self, now: float | None = None) -> dict[str, int]:
+        """Send again the messages that batches stuck for long wait for (see `sweep`); for a timer.
+        Returns how many of each kind were sent."""
+        return await self._sweeper.sweep(time.time() if now is None else now)
 
     async def handle_poison(self, raw: Any) -> None:
         """A message that failed every delivery: fail what it stood for, so the batch still ends."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from shared.clients.protocols import DocumentStore, QueueStore
@@ -24,8 +25,18 @@ class BatchState:
         return BatchRecord.model_validate(doc) if doc else None
 
     async def update(self, batch_id: str, change: Callable[[BatchRecord], bool]) -> BatchRecord:
-        """Apply `change` (False: nothing to do) to a fresh copy, retried while others write first."""
-        return await records.update(self.documents, CONTAINER, batch_id, self.load, change, what="batch")
+        """Apply `change` (False: nothing to do) to a fresh copy, retried while others write first.
+        A write sets `updated_at` to now, unless `change` set it."""
+
+        def changed(batch: BatchRecord) -> bool:
+            before = batch.updated_at
+            if not change(batch):
+                return False
+            if batch.updated_at == before:
+                batch.updated_at = time.time()
+            return True
+
+        return await records.update(self.documents, CONTAINER, batch_id, self.load, changed, what="batch")
 
     async def send(self, kind: str, batch_id: str, chunk: int | None = None) -> None:
         message = BatchMessage(kind=kind, batch_id=batch_id, chunk=chunk)  # type: ignore[arg-type]
