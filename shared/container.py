@@ -100,6 +100,7 @@ class Container:
             chunk_size=settings.batch_chunk_size,
             concurrency=settings.batch_concurrency,
             window_seconds=settings.batch_window_seconds,
+            max_line_bytes=settings.max_body_bytes,  # an input line is one request body
             gateway=live_gateway(self.chat, self.completions, self.embeddings),
             owner=self.owners.current,
             limiter=self.limiter,

@@ -1,7 +1,7 @@
 """Queue triggers of batches: `%BATCH_QUEUE%` runs them (start, chunk, finalize messages) and
 `%BATCH_QUEUE%-poison` fails what a message that kept failing stood for, so a batch always ends.
 
-Handlers are idempotent (see `shared/services/batches.py`); a failure raises, so the host
+Handlers are idempotent (see `shared/services/batches/`); a failure raises, so the host
 retries the message and, after `maxDequeueCount`, moves it to the poison queue.
 """
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import BlobServiceClient
+
+BLOCK_BYTES = 4 * 1024 * 1024  # a streamed blob's blocks (Blob allows up to 4,000 MiB)
 
 
 class AzureBlobStore:
@@ -34,24 +37,39 @@ class AzureBlobStore:
         content_type: str = "application/octet-stream",
         metadata: Mapping[str, str] | None = None,
     ) -> int:
-        """Write (or overwrite) a blob, streaming when `data` is an iterator; returns its size."""
+        """Write (or overwrite) a blob; returns its size. An iterator is staged block by block as
+        it comes (at most a block and one of its pieces in memory) and becomes the blob only when
+        it ends: if it raises, nothing is written."""
+        blob = self._client.get_blob_client(container, name)
+        settings = ContentSettings(content_type=content_type)
+        if isinstance(data, bytes):
+            await blob.upload_blob(
+                data, overwrite=True, content_settings=settings, metadata=dict(metadata or {})
+            )
+            return len(data)
+        # Our own staging rather than upload_blob's: it joins a block from small pieces by
+        # concatenating bytes, quadratic in pieces per block (3x slower for 4 KB lines).
+        attempt = uuid.uuid4().hex  # this put's blocks; another writer of the name has its own
+        blocks: list[str] = []
+        pending = bytearray()
         size = 0
 
-        async def counted(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-            nonlocal size
-            async for chunk in chunks:
-                size += len(chunk)
-                yield chunk
+        async def stage(block: bytes) -> None:
+            block_id = f"{attempt}-{len(blocks):08d}"  # one length for every id, as Blob requires
+            await blob.stage_block(block_id, block, length=len(block))
+            blocks.append(block_id)
 
-        body: Any = data if isinstance(data, bytes) else counted(data)
-        if isinstance(data, bytes):
-            size = len(data)
-        await self._client.get_blob_client(container, name).upload_blob(
-            body,
-            overwrite=True,
-            content_settings=ContentSettings(content_type=content_type),
-            metadata=dict(metadata or {}),
-        )
+        async for piece in data:
+            size += len(piece)
+            pending += piece
+            while len(pending) >= BLOCK_BYTES:
+                with memoryview(pending) as view:
+                    block = bytes(view[:BLOCK_BYTES])
+                del pending[:BLOCK_BYTES]
+                await stage(block)
+        if pending:
+            await stage(bytes(pending))
+        await blob.commit_block_list(blocks, content_settings=settings, metadata=dict(metadata or {}))
         return size
 
     async def get(self, container: str, name: str) -> bytes | None:

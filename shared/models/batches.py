@@ -65,6 +65,9 @@ class BatchRecord(BaseModel):
     error_file_id: str | None = None
     created_at: int
     ts: float
+    # When the item last changed (every write sets it; a running chunk writes at least once a
+    # minute): the sweeper takes a batch that has not changed for long as stuck.
+    updated_at: float | None = None
     in_progress_at: int | None = None
     expires_at: int
     finalizing_at: int | None = None

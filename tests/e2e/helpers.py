@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import re
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient
 
@@ -89,6 +91,49 @@ def receive(stack: Any, queue: str, timeout: float = 20) -> dict:
             return json.loads(base64.b64decode(message.content))
         time.sleep(0.3)
     raise AssertionError(f"nothing arrived on {queue}")
+
+
+# --- batches: input files, waiting for the end, results -------------------------------------------
+
+BATCH_ENDED = {"completed", "failed", "expired", "cancelled"}
+
+
+def jsonl(lines: list[dict]) -> bytes:
+    return "".join(json.dumps(line) + "\n" for line in lines).encode()
+
+
+def chat_line(custom_id: str, model: str = "cirrus-local", **body: Any) -> dict:
+    """One line of a chat batch's input file."""
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": model, "messages": [{"role": "user", "content": f"say {custom_id}"}], **body},
+    }
+
+
+def upload(client: openai.OpenAI, lines: list[dict], name: str = "input.jsonl") -> Any:
+    return client.files.create(file=(name, io.BytesIO(jsonl(lines))), purpose="batch")
+
+
+def wait_batch(
+    client: openai.OpenAI, batch_id: str, until: set[str] = BATCH_ENDED, timeout: float = 60
+) -> Any:
+    """The batch once its status is in `until` (it ends, by default)."""
+    deadline = time.time() + timeout
+    while True:
+        batch = client.batches.retrieve(batch_id)
+        if batch.status in until:
+            return batch
+        assert time.time() < deadline, f"batch still {batch.status}: {batch.request_counts}"
+        time.sleep(0.3)
+
+
+def results(client: openai.OpenAI, file_id: str | None) -> list[dict]:
+    """The lines of an output or error file (none if there is no file)."""
+    if file_id is None:
+        return []
+    return [json.loads(line) for line in client.files.content(file_id).text.splitlines() if line]
 
 
 # --- the README's examples ---------------------------------------------------------------------------

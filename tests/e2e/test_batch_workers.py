@@ -16,7 +16,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.e2e.test_batches import chat_line, results, upload, wait
+from tests.e2e.helpers import chat_line, results, upload, wait_batch
 from tools.stack import LOOPBACK, ManagedProcess, free_port, local_host
 
 SHARED_QUEUE = "e2e-batch-workers"
@@ -80,7 +80,7 @@ def test_two_consumers_share_one_batch_without_duplicates(stack, hosts):
     a, b = hosts
     before = [a.chunks_run(), b.chunks_run()]
     batch = submit(a, stack.master_key, "two")
-    done = wait(a.client(stack.master_key), batch.id, timeout=90)
+    done = wait_batch(a.client(stack.master_key), batch.id, timeout=90)
     errors = results(a.client(stack.master_key), done.error_file_id)
     assert done.status == "completed" and done.request_counts.completed == REQUESTS, errors[:2]
     assert_each_request_once(a.client(stack.master_key), done, "two")
@@ -98,7 +98,7 @@ def test_a_worker_killed_mid_batch_loses_and_repeats_nothing(stack, hosts):
     os.killpg(a.process.proc.pid, signal.SIGKILL)  # no shutdown: its leased chunks just go quiet
     a.process.proc.wait()
     survivor = b.client(stack.master_key)
-    done = wait(survivor, batch.id, timeout=120)
+    done = wait_batch(survivor, batch.id, timeout=120)
     assert done.status == "completed", done
     assert done.request_counts.completed == REQUESTS and done.request_counts.failed == 0
     assert_each_request_once(survivor, done, "kill")

@@ -11,42 +11,8 @@ import openai
 import pytest
 from azure.storage.blob import BlobServiceClient
 
+from tests.e2e.helpers import BATCH_ENDED, chat_line, jsonl, results, upload, wait_batch
 from tests.openapi import assert_matches
-
-ENDED = {"completed", "failed", "expired", "cancelled"}
-
-
-def jsonl(lines: list[dict]) -> bytes:
-    return "".join(json.dumps(line) + "\n" for line in lines).encode()
-
-
-def chat_line(custom_id: str, model: str = "cirrus-local", **body) -> dict:
-    return {
-        "custom_id": custom_id,
-        "method": "POST",
-        "url": "/v1/chat/completions",
-        "body": {"model": model, "messages": [{"role": "user", "content": f"say {custom_id}"}], **body},
-    }
-
-
-def upload(client: openai.OpenAI, lines: list[dict], name: str = "input.jsonl"):
-    return client.files.create(file=(name, io.BytesIO(jsonl(lines))), purpose="batch")
-
-
-def wait(client: openai.OpenAI, batch_id: str, until=ENDED, timeout: float = 60):
-    deadline = time.time() + timeout
-    while True:
-        batch = client.batches.retrieve(batch_id)
-        if batch.status in until:
-            return batch
-        assert time.time() < deadline, f"batch still {batch.status}: {batch.request_counts}"
-        time.sleep(0.3)
-
-
-def results(client: openai.OpenAI, file_id: str | None) -> list[dict]:
-    if file_id is None:
-        return []
-    return [json.loads(line) for line in client.files.content(file_id).text.splitlines() if line]
 
 
 def blob_names(stack, container: str) -> set[str]:
@@ -162,7 +128,7 @@ def test_a_batch_runs_end_to_end_with_the_openai_sdk(stack):
         metadata={"team": "x"},
     )
     assert batch.status == "validating" and batch.metadata == {"team": "x"}
-    done = wait(client, batch.id)
+    done = wait_batch(client, batch.id)
     assert done.status == "completed", done
     assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (
         26,
@@ -197,7 +163,7 @@ def test_batch_validation_errors_name_their_lines(stack):
     batch = client.batches.create(
         input_file_id=source.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
-    failed = wait(client, batch.id)
+    failed = wait_batch(client, batch.id)
     assert failed.status == "failed" and failed.failed_at
     found = {(e.line, e.param) for e in failed.errors.data}
     assert found == {
@@ -233,12 +199,12 @@ def test_cancel_stops_new_work_and_keeps_what_finished(stack):
     batch = client.batches.create(
         input_file_id=upload(client, lines).id, endpoint="/v1/chat/completions", completion_window="24h"
     )
-    running = wait(client, batch.id, until={"in_progress"} | ENDED)
+    running = wait_batch(client, batch.id, until={"in_progress"} | BATCH_ENDED)
     assert running.status == "in_progress"
     time.sleep(1)
     cancelling = client.batches.cancel(batch.id)
     assert cancelling.status == "cancelling" and cancelling.cancelling_at
-    cancelled = wait(client, batch.id, timeout=20)
+    cancelled = wait_batch(client, batch.id, timeout=20)
     assert cancelled.status == "cancelled" and cancelled.cancelled_at
     output, errors = results(client, cancelled.output_file_id), results(client, cancelled.error_file_id)
     ids = [r["custom_id"] for r in output + errors]
@@ -270,7 +236,7 @@ def test_batches_and_files_belong_to_their_key(stack):
             call()
     assert source.id not in [f.id for f in bob.files.list()]
     assert batch.id not in [b.id for b in bob.batches.list()]
-    done = wait(alice, batch.id)
+    done = wait_batch(alice, batch.id)
     assert done.status == "completed"
     with pytest.raises(openai.NotFoundError):
         bob.files.content(done.output_file_id)

@@ -1,7 +1,8 @@
 """The batch runner on the Cosmos server, Azurite's Blob and Queue: the host is played by the test
 (it receives the batch queue's messages and hands them to the service), the gateway by a
 function that answers, fails or waits on demand. So each case is a few seconds: duplicate and
-concurrent delivery, a crash between saves, a poisoned chunk, expiry, and pacing by 429s."""
+concurrent delivery, a crash between saves, a poisoned chunk, expiry, pacing by 429s, and the
+sweeper re-driving batches whose messages were lost."""
 
 from __future__ import annotations
 
@@ -22,9 +23,8 @@ from shared.clients.queue_store import AzureQueueStore
 from shared.config import ModelConfig
 from shared.errors import RateLimitError
 from shared.models.batches import BatchCreate
-from shared.services import batches as batches_module
 from shared.services.auth import MASTER
-from shared.services.batches import BatchService
+from shared.services.batches import BatchService, BatchTimings, SweepPolicy
 from shared.services.files import FileService
 from shared.services.limits import KeyLimiter
 from shared.services.model_catalog import ModelCatalog
@@ -68,21 +68,32 @@ class Gateway:
 
 
 class World:
-    def __init__(self, documents, blobs, queues, queue_name: str, **settings: Any) -> None:
+    def __init__(self, documents, blobs, queues, queue_name: str) -> None:
         self.gateway = Gateway()
+        self.documents, self.blobs, self.queues = documents, blobs, queues
         self.files = FileService(documents, blobs, "uploads")
         self.queue_name = queue_name
-        options = {"chunk_size": 5, "concurrency": 2, "window_seconds": 3600, **settings}
+        self.configure()
+
+    def configure(self, **options: Any) -> None:
+        """(Re)build the service with these options over the defaults."""
+        options = {
+            "chunk_size": 5,
+            "concurrency": 2,
+            "window_seconds": 3600,
+            "gateway": self.gateway,
+            "owner": self._owner,
+            **options,
+        }
+        catalog = options.pop("catalog", ModelCatalog(MODELS, created=0))
         self.service = BatchService(
-            documents,
-            blobs,
-            queues,
+            self.documents,
+            self.blobs,
+            self.queues,
             self.files,
-            ModelCatalog(MODELS, created=0),
-            queue=queue_name,
+            catalog,
+            queue=self.queue_name,
             outputs_container="outputs",
-            gateway=self.gateway,
-            owner=self._owner,
             **options,
         )
 
@@ -124,6 +135,13 @@ class World:
                 if twice:
                     copies.append(self.service.handle(message))
                 await asyncio.gather(*copies)
+
+    async def saved_ids(self, batch_id: str, chunk: int) -> set[str]:
+        """The custom_ids with a saved result in the chunk's result blobs."""
+        ids = set()
+        for name in await self.blobs.names("outputs", f"batches/{batch_id}/results/{chunk:05d}/"):
+            ids |= {json.loads(t)["custom_id"] for t in (await self.blobs.get("outputs", name)).splitlines()}
+        return ids
 
     async def outputs(self, batch_id: str) -> tuple[dict[str, Any], list[dict], list[dict]]:
         batch = await self.service.get(MASTER, batch_id)
@@ -185,8 +203,8 @@ async def test_a_redelivered_chunk_after_it_finished_runs_nothing(world):
     assert (await world.outputs(batch_id))[0]["status"] == "completed"
 
 
-async def test_a_crash_resumes_after_the_last_save_without_redoing_it(world, monkeypatch):
-    monkeypatch.setattr(batches_module, "PART_FLUSH_S", 0.05)
+async def test_a_crash_resumes_after_the_last_save_without_redoing_it(world):
+    world.configure(timings=BatchTimings(flush_s=0.05))
     world.gateway.delay = 0.03
     batch_id = await world.submit(5)
     (start,) = await world.receive(world.connection)
@@ -195,7 +213,7 @@ async def test_a_crash_resumes_after_the_last_save_without_redoing_it(world, mon
     world.gateway.crash_on = "r3"
     with pytest.raises(Crash):
         await world.service.handle(chunk)
-    saved = {line["custom_id"] for line in await world.service._result_lines(batch_id, 0)}
+    saved = await world.saved_ids(batch_id, 0)
     assert saved  # some answers were saved before the crash...
     before = len(world.gateway.calls)
     world.gateway.crash_on = None
@@ -227,8 +245,7 @@ async def test_a_poisoned_chunk_fails_its_requests_and_the_batch_still_ends(worl
     assert ids(output + errors) == sorted(f"r{i}" for i in range(12))
 
 
-async def test_a_batch_past_its_window_expires_with_its_partial_results(world, monkeypatch):
-    monkeypatch.setattr(batches_module, "STATUS_REFRESH_S", 0.0)  # see the new expiry at once
+async def test_a_batch_past_its_window_expires_with_its_partial_results(world):
     world.gateway.delay = 0.05
     batch_id = await world.submit(10)
     answer = world.gateway.__call__
@@ -236,14 +253,14 @@ async def test_a_batch_past_its_window_expires_with_its_partial_results(world, m
     async def gateway(endpoint, request, call):  # after three answers, the 24 hours are over
         if len(world.gateway.calls) >= 3 and not expired:
             expired.append(True)
-            doc = await world.files._documents.read("batches", batch_id, batch_id)
+            doc = await world.documents.read("batches", batch_id, batch_id)
             doc["expires_at"] = int(time.time()) - 1
-            await world.files._documents.upsert("batches", doc)
+            await world.documents.upsert("batches", doc)
         return await answer(endpoint, request, call)
 
     expired: list[bool] = []
 
-    world.service._gateway = gateway
+    world.configure(gateway=gateway, timings=BatchTimings(status_refresh_s=0.0))  # see the expiry at once
     await world.run_all(world.connection)
     batch, output, errors = await world.outputs(batch_id)
     assert batch["status"] == "expired" and batch["expired_at"]
@@ -260,19 +277,16 @@ async def test_rate_limited_requests_wait_and_retry_instead_of_failing(world):
     assert batch["status"] == "completed" and len(output) == 3 and errors == []
 
 
-async def test_a_batch_keeps_to_the_models_requests_per_minute(emulators, world, monkeypatch):
-    monkeypatch.setattr(batches_module, "MAX_RATE_WAIT_S", 0.02)
+async def test_a_batch_keeps_to_the_models_requests_per_minute(emulators, world):
     paced = ModelConfig.model_validate(
         {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x", "rpm": 1}}]}
     )
     now = [1_800_000_000.0]
     minutes: list[int] = []
-    world.service._catalog = ModelCatalog(paced, created=0)
     documents = CosmosDocumentStore(
         emulators.cosmos_endpoint, COSMOS_EMULATOR_KEY, world.database, local=True
     )
     await documents.ensure_container(CosmosContainerSpec("keys"))
-    world.service._limiter = KeyLimiter(documents, clock=lambda: now[0])
     answer = world.gateway.__call__
 
     async def gateway(endpoint, request, call):
@@ -280,10 +294,81 @@ async def test_a_batch_keeps_to_the_models_requests_per_minute(emulators, world,
         now[0] += 61  # the next call may only come in the next minute
         return await answer(endpoint, request, call)
 
-    world.service._gateway = gateway
+    world.configure(
+        gateway=gateway,
+        catalog=ModelCatalog(paced, created=0),
+        limiter=KeyLimiter(documents, clock=lambda: now[0]),
+        sleep=lambda seconds: asyncio.sleep(seconds / 1000),  # the waits for the next minute, 1000x faster
+    )
     batch_id = await world.submit(3)
     await world.run_all(world.connection)
     batch, output, _ = await world.outputs(batch_id)
     assert batch["status"] == "completed" and len(output) == 3
     assert len(set(minutes)) == len(minutes) == 3  # one request per minute, as the model file says
     await documents.aclose()
+
+
+# --- the sweeper ------------------------------------------------------------------------------
+
+
+async def test_a_sweep_finalizes_a_batch_stuck_in_finalizing(world):
+    batch_id = await world.submit(7)
+    while messages := await world.receive(world.connection):
+        for message in messages:
+            if message["kind"] != "finalize":  # the finalize message is lost
+                await world.service.handle(message)
+    assert (await world.service.get(MASTER, batch_id))["status"] == "finalizing"
+    assert await world.service.sweep(time.time()) == {"finalize": 0, "start": 0, "chunk": 0}  # too soon
+    later = time.time() + 121
+    assert await world.service.sweep(later) == {"finalize": 1, "start": 0, "chunk": 0}
+    assert await world.service.sweep(later) == {"finalize": 0, "start": 0, "chunk": 0}  # once per period
+    await world.run_all(world.connection)
+    batch, output, errors = await world.outputs(batch_id)
+    assert batch["status"] == "completed" and ids(output) == sorted(f"r{i}" for i in range(7))
+    assert errors == []
+
+
+async def test_a_sweep_ends_a_batch_past_its_window_whose_chunk_messages_were_lost(world):
+    batch_id = await world.submit(10)  # chunks of 5
+    (start,) = await world.receive(world.connection)
+    await world.service.handle(start)
+    first, _lost = sorted(await world.receive(world.connection), key=lambda m: m["chunk"])
+    await world.service.handle(first)
+    doc = await world.documents.read("batches", batch_id, batch_id)
+    doc["expires_at"] = int(time.time()) - 3600  # the 24 hours ended an hour ago
+    await world.documents.upsert("batches", doc)
+    assert await world.service.sweep(time.time() + 121) == {"finalize": 1, "start": 0, "chunk": 0}
+    await world.run_all(world.connection)
+    batch, output, errors = await world.outputs(batch_id)
+    assert batch["status"] == "expired" and batch["expired_at"]
+    assert ids(output) == [f"r{i}" for i in range(5)]
+    assert ids(errors) == [f"r{i}" for i in range(5, 10)]
+    assert {e["error"]["code"] for e in errors} == {"batch_expired"}
+
+
+async def test_a_sweep_sends_again_the_chunk_messages_of_a_batch_that_stopped_moving(world):
+    batch_id = await world.submit(15)  # chunks of 5
+    (start,) = await world.receive(world.connection)
+    await world.service.handle(start)
+    chunks = sorted(await world.receive(world.connection), key=lambda m: m["chunk"])
+    await world.service.handle(chunks[1])  # chunks 0 and 2 are lost
+    assert await world.service.sweep(time.time() + 600) == {"finalize": 0, "start": 0, "chunk": 0}
+    assert await world.service.sweep(time.time() + 1201) == {"finalize": 0, "start": 0, "chunk": 2}
+    assert sorted(m["chunk"] for m in await world.receive(world.connection)) == [0, 2]
+    assert await world.service.sweep(time.time() + 1201) == {"finalize": 0, "start": 0, "chunk": 0}
+    await world.service.sweep(time.time() + 2500)  # sent again (a second time, still safe)
+    await world.run_all(world.connection)
+    batch, output, _ = await world.outputs(batch_id)
+    assert batch["status"] == "completed" and ids(output) == sorted(f"r{i}" for i in range(15))
+    assert len(world.gateway.calls) == 15  # each request asked once, whatever was sent twice
+
+
+async def test_a_sweep_starts_a_batch_whose_start_message_was_lost_and_pages_through_many(world):
+    world.configure(sweep=SweepPolicy(page_size=2))
+    batch_ids = [await world.submit(2) for _ in range(5)]
+    assert len(await world.receive(world.connection)) == 5
+    assert await world.service.sweep(time.time() + 1201) == {"finalize": 0, "start": 5, "chunk": 0}
+    await world.run_all(world.connection)
+    for batch_id in batch_ids:
+        assert (await world.service.get(MASTER, batch_id))["status"] == "completed"
+    assert await world.service.sweep(time.time() + 9999) == {"finalize": 0, "start": 0, "chunk": 0}

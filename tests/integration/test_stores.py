@@ -2,13 +2,16 @@
 
 import asyncio
 import base64
+import hashlib
 import json
+import tracemalloc
 import uuid
 
 import pytest
+from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueClient
 
-from shared.clients.blob_store import AzureBlobStore
+from shared.clients.blob_store import BLOCK_BYTES, AzureBlobStore
 from shared.clients.cosmos_store import CosmosDocumentStore
 from shared.clients.protocols import CosmosContainerSpec
 from shared.clients.queue_store import AzureQueueStore, MessageTooLargeError
@@ -118,6 +121,59 @@ async def test_blob_roundtrip_bytes_and_streams(blobs):
     assert await blobs.delete("it-blobs", "x/one.txt") is True
     assert await blobs.delete("it-blobs", "x/one.txt") is False
     await blobs.ping("it-blobs")
+
+
+async def test_a_streamed_blob_is_staged_block_by_block_as_the_data_comes(blobs, emulators):
+    await blobs.ensure_container("it-blobs")
+    name = f"streamed-{uuid.uuid4().hex[:8]}.jsonl"
+    service = BlobServiceClient.from_connection_string(emulators.storage_connection_string)
+    probe = service.get_blob_client("it-blobs", name)
+    line = b"y" * 4095 + b"\n"
+    total = 3 * BLOCK_BYTES + 123 * len(line)
+    staged_while_streaming: list[int] = []
+    digest = hashlib.sha256()
+
+    async def lines():
+        sent = 0
+        while sent < total:
+            yield line
+            digest.update(line)
+            sent += len(line)
+            if sent == 3 * BLOCK_BYTES:  # three blocks' worth given: they are on the service already
+                staged_while_streaming.append(len((await probe.get_block_list("uncommitted"))[1]))
+
+    tracemalloc.start()
+    try:
+        size = await blobs.put("it-blobs", name, lines(), content_type="application/jsonl")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert size == total and staged_while_streaming == [3]
+    committed, uncommitted = await probe.get_block_list("all")
+    assert [block.size for block in committed] == [BLOCK_BYTES] * 3 + [123 * len(line)] and not uncommitted
+    properties = await probe.get_blob_properties()
+    assert properties.content_settings.content_type == "application/jsonl"
+    streamed = hashlib.sha256()
+    async for chunk in blobs.stream("it-blobs", name):
+        streamed.update(chunk)
+    assert streamed.digest() == digest.digest()
+    assert peak < 4 * BLOCK_BYTES  # a block or two in memory, never the whole stream
+
+    async def empty():
+        return
+        yield
+
+    assert await blobs.put("it-blobs", "empty.jsonl", empty()) == 0
+    assert await blobs.get("it-blobs", "empty.jsonl") == b""
+
+    async def broken():
+        yield b"x" * (BLOCK_BYTES + 1)
+        raise RuntimeError("the upload was refused part way")
+
+    with pytest.raises(RuntimeError):
+        await blobs.put("it-blobs", "never.bin", broken())
+    assert await blobs.get("it-blobs", "never.bin") is None  # staged blocks are no blob
+    await service.close()
 
 
 async def test_queue_messages_are_base64_json_as_the_host_expects(queues, emulators):
