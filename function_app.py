@@ -18,6 +18,7 @@ from shared.blueprints import (
     keys_http,
     models_http,
     sessions_http,
+    sweeper_timer,
     usage_http,
     usage_queue,
 )
@@ -37,4 +38,5 @@ app.register_blueprint(batch_queue.bp)  # queues %BATCH_QUEUE% and its poison qu
 app.register_blueprint(jobs_http.bp)  # /v1/jobs, /v1/jobs/{job_id}, .../cancel, .../events (SSE)
 app.register_blueprint(jobs_queue.bp)  # queues %JOBS_QUEUE% and its poison queue: agent and analysis runs
 app.register_blueprint(usage_queue.bp)  # queue %USAGE_QUEUE%: parked usage records
+app.register_blueprint(sweeper_timer.bp)  # timer %CIRRUS_SWEEP_SCHEDULE%: re-drives stuck batches and jobs
 app.register_blueprint(fallback_http.bp)  # any other /v1 path: OpenAI's 404 envelope

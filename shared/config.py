@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     http_allowlist: str = Field("", alias="CIRRUS_HTTP_ALLOWLIST")
     http_max_bytes: int = Field(1_000_000, gt=0, alias="CIRRUS_HTTP_MAX_BYTES")
     http_timeout_s: float = Field(10.0, gt=0, le=120, alias="CIRRUS_HTTP_TIMEOUT_S")
+    # When the sweeper re-drives stuck batches and jobs: NCRONTAB with seconds, read by the host.
+    sweep_schedule: str = Field("0 */1 * * * *", alias="CIRRUS_SWEEP_SCHEDULE")
     # Connections to model providers: one pool per worker process, kept alive between requests.
     provider_max_connections: int = Field(256, ge=1, le=10_000, alias="CIRRUS_PROVIDER_MAX_CONNECTIONS")
     provider_keepalive_seconds: float = Field(30.0, gt=0, le=600, alias="CIRRUS_PROVIDER_KEEPALIVE_SECONDS")

@@ -39,6 +39,7 @@ from shared.services.model_catalog import ModelCatalog
 from shared.services.owners import KeyOwners
 from shared.services.provisioning import provision, required_resources
 from shared.services.sessions import SessionService
+from shared.services.sweeper import Sweeper
 from shared.services.tools import ToolSettings
 from shared.services.usage import UsageService
 
@@ -127,6 +128,8 @@ class Container:
                 self.files, self._max_input_tokens, max_file_bytes=settings.max_upload_bytes
             ),
         )
+
+        self.sweeper = Sweeper(batches=self.batches.sweep, jobs=self.jobs.sweep)
 
     async def _cost(self, served_by: Any, input_tokens: int, output_tokens: int) -> float | None:
         return self.llm.cost_usd(served_by, input_tokens, output_tokens)

@@ -63,6 +63,7 @@ def stack(
         AzureFunctionsJobHost__extensions__queues__maxDequeueCount="2",
         AzureFunctionsJobHost__extensions__queues__visibilityTimeout="00:00:01",
         USAGE_QUEUE="e2e-usage",
+        CIRRUS_SWEEP_SCHEDULE="*/2 * * * * *",  # every 2 s, so the timer's wiring shows in a test
     )
     log = workdir / "funchost.log"
     host = local_host(port, env, log).start()

@@ -1,5 +1,7 @@
 """End to end: models, health and unknown routes on the local host."""
 
+import time
+
 import httpx
 
 from tests.openapi import assert_matches
@@ -56,3 +58,17 @@ def test_unknown_v1_route_is_an_openai_404(stack):
     )
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "unknown_url"
+
+
+def test_the_sweeper_runs_on_its_timer(stack):
+    """The host fires the sweep function on CIRRUS_SWEEP_SCHEDULE (every 2 s here), and it sweeps
+    batches and jobs: its log line says what each re-drove."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = stack.log.read_text(errors="replace")
+        if "Executed 'Functions.sweep' (Succeeded" in text and '"message": "sweep: {' in text:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("the sweep timer never ran (see the host log)")
+    assert "'batches':" in text and "'jobs':" in text

@@ -50,6 +50,7 @@ EXPECTED_QUEUES = {
     "run_job": ("%JOBS_QUEUE%", "AzureWebJobsStorage"),
     "record_poisoned_job": ("%JOBS_QUEUE%-poison", "AzureWebJobsStorage"),
 }
+EXPECTED_TIMERS = {"sweep": "%CIRRUS_SWEEP_SCHEDULE%"}
 
 
 @functools.cache  # get_functions() refuses to run twice on one app (it re-checks name uniqueness)
@@ -61,7 +62,7 @@ def functions():
 
 def test_every_function_is_registered_with_its_route_methods_and_auth():
     found = functions()
-    assert set(found) == set(EXPECTED_HTTP) | set(EXPECTED_QUEUES)
+    assert set(found) == set(EXPECTED_HTTP) | set(EXPECTED_QUEUES) | set(EXPECTED_TIMERS)
     for name, (route, methods) in EXPECTED_HTTP.items():
         trigger = found[name].get_trigger()
         assert trigger.get_binding_name() == "httpTrigger"
@@ -77,6 +78,15 @@ def test_queue_triggers_name_their_settings():
         trigger = found[name].get_trigger()
         assert trigger.queue_name == queue
         assert trigger.connection == connection
+
+
+def test_the_sweeper_is_a_monitored_timer_on_a_setting():
+    trigger = functions()["sweep"].get_trigger()
+    assert trigger.get_binding_name() == "timerTrigger"
+    assert trigger.schedule == EXPECTED_TIMERS["sweep"]
+    assert trigger.use_monitor is True and trigger.run_on_startup is False
+    fn = functions()["sweep"].get_user_function()
+    assert fn.__annotations__["timer"] is func.TimerRequest
 
 
 def test_functions_take_the_types_the_host_binds():

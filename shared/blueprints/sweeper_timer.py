@@ -1,0 +1,20 @@
+"""The sweeper's timer (`%CIRRUS_SWEEP_SCHEDULE%`, NCRONTAB with seconds; every minute by
+default): re-drives batches and jobs whose next message was lost (see shared/services/sweeper.py).
+`useMonitor` keeps the schedule's status in the storage account, so a tick missed while no
+instance ran is made up at once."""
+
+import azure.functions as func
+
+from shared.container import get_container
+from shared.logs import bind_request_id
+
+bp = func.Blueprint()
+
+
+@bp.timer_trigger(
+    arg_name="timer", schedule="%CIRRUS_SWEEP_SCHEDULE%", run_on_startup=False, use_monitor=True
+)
+async def sweep(timer: func.TimerRequest) -> None:
+    container = await get_container()
+    with bind_request_id("sweep"):
+        await container.sweeper.run()
