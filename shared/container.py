@@ -213,6 +213,21 @@ def azure_clients(settings: Settings) -> Clients:
     return Clients(documents=documents, blobs=blobs, queues=queues)
 
 
+def resilient(clients: Clients) -> Clients:
+    """The clients with their passing faults retried (shared/clients/resilient.py)."""
+    from shared.clients.resilient import (  # noqa: PLC0415 - keeps azure-core off /health's path
+        ResilientBlobStore,
+        ResilientDocumentStore,
+        ResilientQueueStore,
+    )
+
+    return Clients(
+        documents=ResilientDocumentStore(clients.documents),
+        blobs=ResilientBlobStore(clients.blobs),
+        queues=ResilientQueueStore(clients.queues),
+    )
+
+
 def model_router(models: ModelConfig, settings: Settings) -> LLMRouter:
     """Cirrus's router over the model file, its provider connections sized by the settings."""
     from shared.clients.llm import ModelRouter  # noqa: PLC0415 - keeps aiohttp off /health's path
@@ -254,7 +269,7 @@ async def build_container(
         else None,
         settings.otlp_endpoint,
     )
-    built = clients(settings)
+    built = resilient(clients(settings))
     if settings.is_local:
         try:
             await provision(required_resources(settings), built.documents, built.blobs, built.queues)

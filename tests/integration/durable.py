@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -57,8 +58,11 @@ class Delivery:
 class FaultyWorld:
     """See the module docstring. Build with `await FaultyWorld.start(...)`; `aclose()` when done."""
 
-    def __init__(self, container: Container, plan: FaultPlan, connection: str, suffix: str) -> None:
+    def __init__(
+        self, container: Container, plan: FaultPlan, connection: str, suffix: str, saved: dict[str, float]
+    ) -> None:
         self.container = container
+        self.saved = saved  # custom_id -> when its batch result first became durable (epoch seconds)
         self.plan = plan
         self.connection = connection
         self.suffix = suffix
@@ -84,12 +88,20 @@ class FaultyWorld:
         suffix = uuid.uuid4().hex[:8]
         plan = FaultPlan(seed, rate)
         plan.enabled = False  # provisioning and setup are not under test
+        saved: dict[str, float] = {}
+
+        def written(name: str, data: bytes | None) -> None:
+            if "/results/" in name and data is not None:  # a chunk's saved results
+                now = time.time()
+                for line in data.splitlines():
+                    if line.strip():
+                        saved.setdefault(json.loads(line)["custom_id"], now)
 
         def faulty(config: Settings) -> Clients:
             real = azure_clients(config)
             return Clients(
                 documents=FaultyDocumentStore(real.documents, plan),  # type: ignore[arg-type]
-                blobs=FaultyBlobStore(real.blobs, plan),  # type: ignore[arg-type]
+                blobs=FaultyBlobStore(real.blobs, plan, written),  # type: ignore[arg-type]
                 queues=FaultyQueueStore(real.queues, plan),  # type: ignore[arg-type]
             )
 
@@ -108,7 +120,7 @@ class FaultyWorld:
             **settings,
         )
         container = await build_container(config, clients=faulty)
-        return cls(container, plan, emulators.storage_connection_string, suffix)
+        return cls(container, plan, emulators.storage_connection_string, suffix, saved)
 
     async def deliver(
         self, done: Callable[[], Awaitable[bool]], *, within: float = 240.0, max_dequeue: int = 10
@@ -175,6 +187,10 @@ class FaultyWorld:
             "usage", "SELECT VALUE r FROM c JOIN r IN c.records", {}
         )
         return [r for r in rows if all((r.get("tags") or {}).get(k) == v for k, v in tags.items())]
+
+    def faults(self) -> int:
+        """How many storage calls failed on purpose so far."""
+        return sum(n for kind, n in self.plan.stats.items() if kind.startswith("fault:"))
 
     async def aclose(self) -> None:
         self.plan.enabled = False

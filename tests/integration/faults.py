@@ -125,15 +125,25 @@ class FaultyDocumentStore:
 
 
 class FaultyBlobStore:
-    """BlobStore with injected faults (a streamed `put` fails before it starts, or after it is done)."""
+    """BlobStore with injected faults (a streamed `put` fails before it starts, or after it is done).
 
-    def __init__(self, inner: Any, plan: FaultPlan) -> None:
+    `written(name, data)` is told of every blob really written (an unknown outcome included), with
+    its bytes when they were given whole: tests learn when a piece of work became durable."""
+
+    def __init__(
+        self, inner: Any, plan: FaultPlan, written: Callable[[str, bytes | None], None] | None = None
+    ) -> None:
         self._inner, self._plan = inner, plan
+        self._written = written
 
     async def put(self, container: str, name: str, data: bytes | AsyncIterator[bytes], **kwargs: Any) -> int:
-        return await self._plan.run(
-            "blob.put", lambda: self._inner.put(container, name, data, **kwargs), write=True, cosmos=False
-        )
+        async def write() -> int:
+            size = await self._inner.put(container, name, data, **kwargs)
+            if self._written is not None:
+                self._written(name, data if isinstance(data, bytes) else None)
+            return size
+
+        return await self._plan.run("blob.put", write, write=True, cosmos=False)
 
     async def get(self, container: str, name: str) -> bytes | None:
         return await self._plan.run(
