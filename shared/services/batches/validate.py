@@ -10,11 +10,11 @@ loop a turn every few lines: live requests on the same worker are not held up by
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
+import orjson
 from pydantic import BaseModel
 
 from shared.clients.protocols import BlobStore
@@ -117,7 +117,7 @@ class BatchStarter:
         model = REQUEST_MODELS[batch.endpoint]
         errors: list[BatchError] = []
         seen: set[str] = set()
-        chunk: list[str] = []
+        chunk: list[bytes] = []
         chunks = total = 0
         since_yield = lines_since_yield = 0
         async for number, line in numbered_lines(self._files.read(record), self._max_line_bytes):
@@ -152,7 +152,7 @@ class BatchStarter:
                         )
                     )
                 continue
-            chunk.append(json.dumps({"line": number, "custom_id": request.custom_id, "body": request.body}))
+            chunk.append(orjson.dumps({"line": number, "custom_id": request.custom_id, "body": request.body}))
             if len(chunk) == self._chunk_size and not errors:
                 await self._write_chunk(batch.id, chunks, chunk)
                 chunks, chunk = chunks + 1, []
@@ -165,8 +165,8 @@ class BatchStarter:
         self, line: str, endpoint: str, model: type[BaseModel], principal: Principal, seen: set[str]
     ) -> Request:
         try:
-            item = json.loads(line)
-        except json.JSONDecodeError:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError:
             raise InvalidRequestError("This line is not valid JSON.", code="invalid_json") from None
         if not isinstance(item, dict):
             raise InvalidRequestError("Each line must be a JSON object.", code="invalid_json")
@@ -214,11 +214,11 @@ class BatchStarter:
             return False
         return True
 
-    async def _write_chunk(self, batch_id: str, n: int, lines: list[str]) -> None:
+    async def _write_chunk(self, batch_id: str, n: int, lines: list[bytes]) -> None:
         await self._blobs.put(
             self._outputs,
             chunk_blob(batch_id, n),
-            ("\n".join(lines) + "\n").encode(),
+            b"\n".join(lines) + b"\n",
             content_type="application/jsonl",
         )
 
