@@ -16,8 +16,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from shared.clients.protocols import BlobStore, DocumentStore
-from shared.errors import InvalidRequestError, NotFoundError
+from shared.errors import InvalidRequestError
 from shared.models.files import UPLOAD_PURPOSES, FileListPublic, FilePublic, FileRecord, Purpose
+from shared.services import records
 from shared.services.auth import Principal
 
 log = logging.getLogger("cirrus.files")
@@ -104,10 +105,13 @@ class FileService:
 
     async def load(self, principal: Principal, file_id: str) -> FileRecord:
         """The file if the caller may see it; 404 otherwise (never a hint that it exists)."""
-        doc = await self._documents.read(CONTAINER, file_id, file_id) if file_id else None
-        if doc is None or not principal.can_see(doc.get("owner"), doc.get("team")):
-            raise NotFoundError(f"No such File object: {file_id}", param="file_id")
-        return FileRecord.model_validate(doc)
+        return await records.load_owned(
+            self._read, file_id, principal, not_found=f"No such File object: {file_id}", param="file_id"
+        )
+
+    async def _read(self, file_id: str) -> FileRecord | None:
+        doc = await self._documents.read(CONTAINER, file_id, file_id)
+        return FileRecord.model_validate(doc) if doc else None
 
     async def get(self, principal: Principal, file_id: str) -> FilePublic:
         return FilePublic.of(await self.load(principal, file_id))
@@ -122,25 +126,24 @@ class FileService:
     async def list(
         self, principal: Principal, *, limit: int, after: str | None, order: str, purpose: str | None
     ) -> FileListPublic:
-        scope, params = principal.scope()
-        sql = "SELECT * FROM c WHERE c.object = 'file'" + scope  # noqa: S608 - parameterised
-        if purpose:
-            sql += " AND c.purpose = @purpose"
-            params["@purpose"] = purpose
-        descending = order == "desc"
-        if after:
-            cursor = await self.load(principal, after)
-            sql += " AND c.ts < @ts" if descending else " AND c.ts > @ts"
-            params["@ts"] = cursor.ts
-        sql += f" ORDER BY c.ts {'DESC' if descending else 'ASC'}"
-        rows = await self._documents.query(CONTAINER, sql, params, max_items=limit + 1)
-        records = [FileRecord.model_validate(r) for r in rows]
-        page = [FilePublic.of(r) for r in records[:limit]]
+        cursor = (await self.load(principal, after)).ts if after else None
+        rows, has_more = await records.owned_rows(
+            self._documents,
+            CONTAINER,
+            "file",
+            principal,
+            limit=limit,
+            after=cursor,
+            descending=order == "desc",
+            where=" AND c.purpose = @purpose" if purpose else "",
+            parameters={"@purpose": purpose} if purpose else None,
+        )
+        page = [FilePublic.of(FileRecord.model_validate(r)) for r in rows]
         return FileListPublic(
             data=page,
             first_id=page[0].id if page else None,
             last_id=page[-1].id if page else None,
-            has_more=len(records) > limit,
+            has_more=has_more,
         )
 
     async def delete(self, principal: Principal, file_id: str) -> dict[str, Any]:

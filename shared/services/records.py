@@ -1,5 +1,9 @@
-"""What the stateful resources (batches, jobs) share: a caller's page of them, newest first, and a
-change to one item guarded by its ETag."""
+"""What the records a key owns share (batches, jobs, sessions, files): reading one only if the
+caller may see it, a caller's page of them, newest first, and a change to one guarded by its ETag.
+
+A record belongs to the key that created it (`owner`) and that key's team (`team`); the master
+key sees every record. Another key gets the same 404 as for a record that does not exist, never
+a hint that it does."""
 
 from __future__ import annotations
 
@@ -18,6 +22,51 @@ R = TypeVar("R", bound=BaseModel)
 UPDATE_ATTEMPTS = 50
 
 
+async def load_owned(
+    load: Callable[[str], Awaitable[R | None]],
+    item_id: str | None,
+    principal: Principal,
+    *,
+    not_found: str,
+    param: str,
+) -> R:
+    """The record if the caller may see it; otherwise NotFoundError(`not_found`) naming `param`."""
+    record = await load(item_id) if item_id else None
+    owner, team = getattr(record, "owner", None), getattr(record, "team", None)
+    if record is None or not principal.can_see(owner, team):
+        raise NotFoundError(not_found, param=param)
+    return record
+
+
+async def owned_rows(
+    documents: DocumentStore,
+    container: str,
+    kind: str,
+    principal: Principal,
+    *,
+    limit: int,
+    after: float | None,
+    order_by: str = "ts",
+    descending: bool = True,
+    where: str = "",
+    parameters: dict[str, Any] | None = None,
+) -> tuple[list[dict[str, Any]], bool]:
+    """One page of the caller's records of `kind` (its own, its team's, or all for the master
+    key), ordered by `order_by` (newest first by default), `limit` of them after the record whose
+    `order_by` value is `after`; and whether more follow. `where` adds conditions on `c`."""
+    scope, params = principal.scope()
+    sql = "SELECT * FROM c WHERE c.object = @kind" + scope + where  # noqa: S608 - parameterised
+    params.update({"@kind": kind, **(parameters or {})})
+    if after is not None:
+        sql += f" AND c.{order_by} {'<' if descending else '>'} @after"
+        params["@after"] = after
+    direction = "DESC" if descending else "ASC"
+    rows = await documents.query(
+        container, f"{sql} ORDER BY c.{order_by} {direction}", params, max_items=limit + 1
+    )
+    return rows[:limit], len(rows) > limit
+
+
 async def owned_page(
     documents: DocumentStore,
     container: str,
@@ -25,25 +74,18 @@ async def owned_page(
     principal: Principal,
     *,
     limit: int,
-    after_ts: float | None,
+    after: float | None,
     public: Callable[[dict[str, Any]], dict[str, Any]],
 ) -> dict[str, Any]:
-    """The caller's items of `kind` (its own, its team's, or all for the master key), newest
-    first, `limit` of them after the item created at `after_ts`, as an OpenAI-style list."""
-    scope, params = principal.scope()
-    sql = "SELECT * FROM c WHERE c.object = @kind" + scope  # noqa: S608 - parameterised
-    params["@kind"] = kind
-    if after_ts is not None:
-        sql += " AND c.ts < @ts"
-        params["@ts"] = after_ts
-    rows = await documents.query(container, sql + " ORDER BY c.ts DESC", params, max_items=limit + 1)
-    page = [public(row) for row in rows[:limit]]
+    """`owned_rows` as an OpenAI-style list of `public(row)`s, newest first."""
+    rows, has_more = await owned_rows(documents, container, kind, principal, limit=limit, after=after)
+    page = [public(row) for row in rows]
     return {
         "object": "list",
         "data": page,
         "first_id": page[0]["id"] if page else None,
         "last_id": page[-1]["id"] if page else None,
-        "has_more": len(rows) > limit,
+        "has_more": has_more,
     }
 
 

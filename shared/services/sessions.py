@@ -28,6 +28,7 @@ from shared.models.sessions import (
     SessionPublic,
     SessionRecord,
 )
+from shared.services import records
 from shared.services.auth import Principal
 
 log = logging.getLogger("cirrus.sessions")
@@ -73,22 +74,16 @@ class SessionService:
 
     async def list(self, principal: Principal, *, limit: int, after: str | None) -> SessionListPublic:
         """The caller's sessions, newest first, `limit` per page after the session `after`."""
-        scope, params = principal.scope()
-        sql = "SELECT * FROM c WHERE c.object = 'session'" + scope  # noqa: S608 - parameterised
-        if after:
-            cursor = await self.load(principal, after)
-            sql += " AND c.created_at < @before"
-            params["@before"] = cursor.created_at
-        rows = await self._documents.query(
-            CONTAINER, sql + " ORDER BY c.created_at DESC", params, max_items=limit + 1
+        cursor = (await self.load(principal, after)).created_at if after else None
+        rows, has_more = await records.owned_rows(
+            self._documents, CONTAINER, "session", principal, limit=limit, after=cursor, order_by="created_at"
         )
-        records = [SessionRecord.model_validate(r) for r in rows]
-        page = [_public(r, with_messages=False) for r in records[:limit]]
+        page = [_public(SessionRecord.model_validate(r), with_messages=False) for r in rows]
         return SessionListPublic(
             data=page,
             first_id=page[0].id if page else None,
             last_id=page[-1].id if page else None,
-            has_more=len(records) > limit,
+            has_more=has_more,
         )
 
     async def delete(self, principal: Principal, session_id: str) -> None:
@@ -99,10 +94,17 @@ class SessionService:
 
     async def load(self, principal: Principal, session_id: str) -> SessionRecord:
         """The session if the caller may see it; 404 otherwise (never a hint that it exists)."""
-        doc = await self._documents.read(CONTAINER, session_id, session_id) if session_id else None
-        if doc is None or not principal.can_see(doc.get("owner"), doc.get("team")):
-            raise NotFoundError(f"No session found with id '{session_id}'.", param="session_id")
-        return SessionRecord.model_validate(doc)
+        return await records.load_owned(
+            self._read,
+            session_id,
+            principal,
+            not_found=f"No session found with id '{session_id}'.",
+            param="session_id",
+        )
+
+    async def _read(self, session_id: str) -> SessionRecord | None:
+        doc = await self._documents.read(CONTAINER, session_id, session_id)
+        return SessionRecord.model_validate(doc) if doc else None
 
     async def history(self, principal: Principal, session_id: str) -> list[dict[str, Any]]:
         """The live history to prepend to a chat request, after any append still in flight."""

@@ -8,7 +8,7 @@ import time
 import uuid
 from typing import Any
 
-from shared.errors import ConflictError, InvalidRequestError, NotFoundError
+from shared.errors import ConflictError, InvalidRequestError
 from shared.models.batches import BatchCreate, BatchRecord
 from shared.services import records
 from shared.services.auth import Principal
@@ -60,14 +60,14 @@ class BatchApi:
         return (await self._load_for(principal, batch_id)).public()
 
     async def list(self, principal: Principal, *, limit: int, after: str | None) -> dict[str, Any]:
-        after_ts = (await self._load_for(principal, after)).ts if after else None
+        cursor = (await self._load_for(principal, after)).ts if after else None
         return await records.owned_page(
             self._state.documents,
             CONTAINER,
             "batch",
             principal,
             limit=limit,
-            after_ts=after_ts,
+            after=cursor,
             public=lambda row: BatchRecord.model_validate(row).public(),
         )
 
@@ -90,7 +90,10 @@ class BatchApi:
         return batch.public()
 
     async def _load_for(self, principal: Principal, batch_id: str) -> BatchRecord:
-        batch = await self._state.load(batch_id)
-        if batch is None or not principal.can_see(batch.owner, batch.team):
-            raise NotFoundError(f"No batch found with id '{batch_id}'.", param="batch_id")
-        return batch
+        return await records.load_owned(
+            self._state.load,
+            batch_id,
+            principal,
+            not_found=f"No batch found with id '{batch_id}'.",
+            param="batch_id",
+        )

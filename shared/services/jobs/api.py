@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from shared.clients.protocols import QueueStore
-from shared.errors import ConflictError, InvalidRequestError, NotFoundError
+from shared.errors import ConflictError, InvalidRequestError
 from shared.models.jobs import ENDED, JobCreate, JobRecord
+from shared.services import records
 from shared.services.auth import Principal
 from shared.services.jobs.notify import Notifier
 from shared.services.jobs.store import JobStore
@@ -79,8 +80,8 @@ class JobApi:
         return (await self._load_for(principal, job_id)).public()
 
     async def list_page(self, principal: Principal, *, limit: int, after: str | None) -> dict[str, Any]:
-        after_ts = (await self._load_for(principal, after)).ts if after else None
-        return await self._store.page(principal, limit=limit, after_ts=after_ts)
+        cursor = (await self._load_for(principal, after)).ts if after else None
+        return await self._store.page(principal, limit=limit, after=cursor)
 
     async def cancel(self, principal: Principal, job_id: str) -> dict[str, Any]:
         await self._load_for(principal, job_id)
@@ -119,7 +120,6 @@ class JobApi:
             await asyncio.sleep(EVENT_POLL_S)
 
     async def _load_for(self, principal: Principal, job_id: str) -> JobRecord:
-        job = await self._store.load(job_id)
-        if job is None or not principal.can_see(job.owner, job.team):
-            raise NotFoundError(f"No job found with id '{job_id}'.", param="job_id")
-        return job
+        return await records.load_owned(
+            self._store.load, job_id, principal, not_found=f"No job found with id '{job_id}'.", param="job_id"
+        )

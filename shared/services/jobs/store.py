@@ -53,14 +53,14 @@ class JobStore:
     async def delete(self, job: JobRecord) -> None:
         await self._documents.delete(CONTAINER, job.id, job.pk)
 
-    async def page(self, principal: Principal, *, limit: int, after_ts: float | None) -> dict[str, Any]:
+    async def page(self, principal: Principal, *, limit: int, after: float | None) -> dict[str, Any]:
         return await records.owned_page(
             self._documents,
             CONTAINER,
             "job",
             principal,
             limit=limit,
-            after_ts=after_ts,
+            after=after,
             public=lambda row: JobRecord.model_validate(row).public(),
         )
 
