@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 DEFAULT_MODEL = "cirrus-local"
@@ -72,3 +73,18 @@ def chunk_dicts(
             }
         )
     return chunks
+
+
+def batch_line(custom_id: str, *, model: str = DEFAULT_MODEL, content: str | None = None) -> dict[str, Any]:
+    """One line of a chat batch's input file; the prompt is the custom_id unless `content` is given."""
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": model, "messages": [message(content if content is not None else custom_id)]},
+    }
+
+
+def batch_input(lines: list[dict[str, Any]]) -> bytes:
+    """A batch input file (JSONL) of `lines`."""
+    return "\n".join(json.dumps(line) for line in lines).encode()

@@ -63,6 +63,19 @@ def wait(client: httpx.Client, job_id: str, timeout: float = 60) -> dict[str, An
         time.sleep(0.2)
 
 
+def analyse_upload(stack: Any, name: str, content: bytes) -> dict[str, Any]:
+    """An `analyze_data` job over an uploaded file, run to its end."""
+    upload = stack.client().files.create(file=(name, io.BytesIO(content)), purpose="user_data")
+    job = {
+        "type": "analysis",
+        "task": "analyze_data",
+        "model": "cirrus-local",
+        "input": {"file_id": upload.id},
+    }
+    with api(stack) as client:
+        return wait(client, submit_job(client, job)["id"])
+
+
 def events(client: httpx.Client, job_id: str, last: int | None = None) -> list[dict]:
     headers = {"Last-Event-ID": str(last)} if last is not None else {}
     with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as response:

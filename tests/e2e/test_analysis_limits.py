@@ -3,9 +3,7 @@ failed job naming the cap when it comes from a file."""
 
 from __future__ import annotations
 
-import io
-
-from tests.e2e.helpers import api, submit_job, wait
+from tests.e2e.helpers import analyse_upload, api
 
 
 def test_inline_input_over_a_cap_is_refused_at_creation(stack):
@@ -29,14 +27,6 @@ def test_inline_input_over_a_cap_is_refused_at_creation(stack):
 
 def test_a_file_holding_more_than_the_cap_fails_the_job_naming_it(stack, provider):
     content = b"revenue\n" + b"1\n" * 100_001
-    upload = stack.client().files.create(file=("big.csv", io.BytesIO(content)), purpose="user_data")
-    job = {
-        "type": "analysis",
-        "task": "analyze_data",
-        "model": "cirrus-local",
-        "input": {"file_id": upload.id},
-    }
-    with api(stack) as client:
-        done = wait(client, submit_job(client, job)["id"])
+    done = analyse_upload(stack, "big.csv", content)
     assert done["status"] == "failed"
     assert "analyze_data takes at most 100,000 values" in done["error"]["message"]

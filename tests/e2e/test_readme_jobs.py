@@ -8,12 +8,10 @@ variants, at least one action), not just the validators behind it.
 
 from __future__ import annotations
 
-import io
-
 import pytest
 
 from shared.services.analysis import TASKS
-from tests.e2e.helpers import api, readme_jobs, submit_job, wait
+from tests.e2e.helpers import analyse_upload, api, readme_jobs, submit_job, wait
 
 SECTION = "Jobs: agent runs and analysis"
 
@@ -70,15 +68,7 @@ def test_every_other_task_completes_with_the_local_model(stack, provider, task):
 
 def test_an_uploaded_csv_is_analysed(stack, provider):
     csv = b"month,revenue,costs\nJan,100000,70000\nFeb,120000,85000\nMar,115000,80000\n"
-    upload = stack.client().files.create(file=("q1.csv", io.BytesIO(csv)), purpose="user_data")
-    job = {
-        "type": "analysis",
-        "task": "analyze_data",
-        "model": "cirrus-local",
-        "input": {"file_id": upload.id},
-    }
-    with api(stack) as client:
-        done = wait(client, submit_job(client, job)["id"])
+    done = analyse_upload(stack, "q1.csv", csv)
     assert done["status"] == "completed", done.get("error")
     result = TASKS["analyze_data"].result_model.model_validate(done["result"])
     assert result.statistics.series["revenue"].max == 120000

@@ -18,6 +18,7 @@ from shared.config import Settings
 from shared.container import build_container
 from shared.models.batches import BatchCreate
 from shared.services.auth import MASTER
+from tests import factories
 from tools.stack import COSMOS_EMULATOR_KEY
 
 REQUESTS = 6
@@ -71,17 +72,9 @@ async def run_all(container) -> None:
 
 
 async def submit(container, n: int, content: str = "") -> str:
-    lines = [
-        {
-            "custom_id": f"r{i}",
-            "method": "POST",
-            "url": "/v1/chat/completions",
-            "body": {"model": "cirrus-local", "messages": [{"role": "user", "content": content or f"r{i}"}]},
-        }
-        for i in range(n)
-    ]
+    lines = [factories.batch_line(f"r{i}", content=content or None) for i in range(n)]
     source = await container.files.create(
-        MASTER, filename="in.jsonl", purpose="batch", content="\n".join(map(json.dumps, lines)).encode()
+        MASTER, filename="in.jsonl", purpose="batch", content=factories.batch_input(lines)
     )
     body = BatchCreate(input_file_id=source.id, endpoint="/v1/chat/completions", completion_window="24h")
     return (await container.batches.create(MASTER, body))["id"]

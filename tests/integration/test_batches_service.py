@@ -28,6 +28,7 @@ from shared.services.batches import BatchService, BatchTimings, SweepPolicy
 from shared.services.files import FileService
 from shared.services.limits import KeyLimiter
 from shared.services.model_catalog import ModelCatalog
+from tests import factories
 from tools.stack import COSMOS_EMULATOR_KEY
 
 MODELS = ModelConfig.model_validate(
@@ -101,17 +102,9 @@ class World:
         return MASTER
 
     async def submit(self, n: int) -> str:
-        lines = [
-            {
-                "custom_id": f"r{i}",
-                "method": "POST",
-                "url": "/v1/chat/completions",
-                "body": {"model": "m", "messages": [{"role": "user", "content": f"r{i}"}]},
-            }
-            for i in range(n)
-        ]
+        lines = [factories.batch_line(f"r{i}", model="m") for i in range(n)]
         source = await self.files.create(
-            MASTER, filename="in.jsonl", purpose="batch", content="\n".join(map(json.dumps, lines)).encode()
+            MASTER, filename="in.jsonl", purpose="batch", content=factories.batch_input(lines)
         )
         created = await self.service.create(
             MASTER,

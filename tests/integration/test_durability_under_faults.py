@@ -14,6 +14,7 @@ import pytest
 from shared.models.batches import BatchCreate
 from shared.models.jobs import JobCreate
 from shared.services.auth import MASTER
+from tests import factories
 from tests.integration.durable import FaultyWorld
 
 SEEDS = [1, 2, 3]
@@ -89,17 +90,9 @@ async def test_a_batch_completes_under_storage_faults_with_every_request_once_an
     world = await world_for(seed, CIRRUS_BATCH_CHUNK_SIZE="50")
     container = world.container
     marker = f"batch-{uuid.uuid4().hex[:8]}"
-    lines = [
-        {
-            "custom_id": f"r{i}",
-            "method": "POST",
-            "url": "/v1/chat/completions",
-            "body": {"model": "cirrus-local", "messages": [{"role": "user", "content": f"{marker} r{i}."}]},
-        }
-        for i in range(BATCH_REQUESTS)
-    ]
+    lines = [factories.batch_line(f"r{i}", content=f"{marker} r{i}.") for i in range(BATCH_REQUESTS)]
     source = await container.files.create(
-        MASTER, filename="in.jsonl", purpose="batch", content="\n".join(map(json.dumps, lines)).encode()
+        MASTER, filename="in.jsonl", purpose="batch", content=factories.batch_input(lines)
     )
     body = BatchCreate(input_file_id=source.id, endpoint="/v1/chat/completions", completion_window="24h")
     batch_id = (await container.batches.create(MASTER, body))["id"]

@@ -17,6 +17,7 @@ from shared.services.auth import MASTER, Principal
 from shared.services.batches import BatchService, BatchTimings
 from shared.services.files import FileService
 from shared.services.model_catalog import ModelCatalog
+from tests import factories
 from tests.fakes import InMemoryBlobStore, InMemoryDocumentStore, InMemoryQueueStore
 
 MODELS = ModelConfig.model_validate(
@@ -209,12 +210,7 @@ class BatchWorld:
 
 
 def chat_line(custom_id: str, content: str | None = None) -> dict[str, Any]:
-    return {
-        "custom_id": custom_id,
-        "method": "POST",
-        "url": "/v1/chat/completions",
-        "body": {"model": "m", "messages": [{"role": "user", "content": content or custom_id}]},
-    }
+    return factories.batch_line(custom_id, model="m", content=content or None)
 
 
 def ids(lines: list[dict[str, Any]]) -> list[str]:
