@@ -414,3 +414,20 @@ async def test_a_batch_cancelled_before_its_chunks_were_sent_still_ends():
     assert batch["status"] == "cancelled" and output == []
     assert ids(errors) == sorted(f"r{i}" for i in range(12))
     assert {e["error"]["code"] for e in errors} == {"batch_cancelled"}
+
+
+async def test_validation_paces_itself_to_half_the_workers_time():
+    """After each chunk it wrote, validation rests as long as the chunk took (BACKGROUND_SHARE)."""
+    from shared.services.batches.validate import BACKGROUND_SHARE, Pacer
+
+    now, rests = [10.0], []
+
+    async def sleep(seconds: float) -> None:
+        rests.append(seconds)
+        now[0] += seconds
+
+    pacer = Pacer(BACKGROUND_SHARE, clock=lambda: now[0], sleep=sleep)
+    for busy in (0.2, 0.05):
+        now[0] += busy  # a chunk's worth of checking and writing
+        await pacer.rest()
+    assert rests == [pytest.approx(0.2), pytest.approx(0.05)]
