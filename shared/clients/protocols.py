@@ -93,6 +93,7 @@ class ServedBy:
 class ModelLimits:
     max_input_tokens: int | None
     max_output_tokens: int | None
+    reasoning: bool = False  # every deployment takes `reasoning_effort` (the price map's supports_reasoning)
 
 
 @dataclass(frozen=True)

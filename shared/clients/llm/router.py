@@ -344,12 +344,15 @@ class ModelRouter:
         return tokens.count_messages(name, messages)
 
     def limits(self, model: str) -> ModelLimits:
-        """The tightest input and output limits over `model`'s deployments (the file wins)."""
+        """The tightest input and output limits over `model`'s deployments (the file wins), and
+        whether all of them reason."""
         if model not in self._limits:
             found = [self._deployment_limits(d) for d in self._groups.get(model, ())]
             inputs = [x.max_input_tokens for x in found if x.max_input_tokens]
             outputs = [x.max_output_tokens for x in found if x.max_output_tokens]
-            self._limits[model] = ModelLimits(min(inputs, default=None), min(outputs, default=None))
+            reasoning = bool(found) and all(x.reasoning for x in found)
+            limits = ModelLimits(min(inputs, default=None), min(outputs, default=None), reasoning)
+            self._limits[model] = limits
         return self._limits[model]
 
     def _deployment_limits(self, deployment: Deployment) -> ModelLimits:
@@ -357,7 +360,9 @@ class ModelRouter:
         info = {**{k: v for k, v in known.items() if v is not None}, **deployment.model_info}
         max_in, max_out = info.get("max_input_tokens"), info.get("max_output_tokens")
         return ModelLimits(
-            max_in if isinstance(max_in, int) else None, max_out if isinstance(max_out, int) else None
+            max_in if isinstance(max_in, int) else None,
+            max_out if isinstance(max_out, int) else None,
+            info.get("supports_reasoning") is True,
         )
 
     def _price(self, deployment: Deployment) -> tuple[float, float] | None:
