@@ -1,0 +1,229 @@
+"""End to end: the official anthropic SDK against the local host's Messages API, for a model
+translated to chat completions on the fake provider."""
+
+import anthropic
+import anthropic.types
+import httpx
+import pytest
+
+from tests.e2e.helpers import anthropic_client, script, sse_events
+
+TRANSLATED = "cirrus-local"
+MODELS = [TRANSLATED]
+WEATHER = {
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+def upstream(provider):
+    return provider.get("/_control/requests").json()
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_create(stack, provider, model):
+    raw = anthropic_client(stack).messages.with_raw_response.create(
+        model=model,
+        max_tokens=64,
+        system="Be brief.",
+        messages=[{"role": "user", "content": "Say hello"}],
+        metadata={"user_id": "user-7"},
+    )
+    message = raw.parse()
+    anthropic.types.Message.model_validate(raw.http_response.json())
+    assert message.id.startswith("msg_") and message.type == "message" and message.role == "assistant"
+    assert message.model == model
+    assert message.content[0].type == "text" and message.content[0].text.startswith(
+        "Fake reply to: Say hello"
+    )
+    assert message.stop_reason == "end_turn" and message.stop_sequence is None
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
+    assert raw.http_response.headers["x-cirrus-model"] == model
+    (sent,) = upstream(provider)
+    assert sent["body"]["messages"][0] == {"role": "system", "content": "Be brief."}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_stream_helper_builds_the_same_message(stack, provider, model):
+    client = anthropic_client(stack)
+    request = {"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": "Count to three"}]}
+    complete = client.messages.create(**request)
+    with client.messages.stream(**request) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == complete.content[0].text == final.content[0].text
+    assert final.stop_reason == "end_turn" and final.usage.output_tokens == complete.usage.output_tokens
+    assert final.usage.input_tokens == complete.usage.input_tokens
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_raw_stream_events_in_anthropics_order(stack, provider, model):
+    events = anthropic_client(stack).messages.create(
+        model=model, max_tokens=64, messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    kinds = [event.type for event in events]
+    assert kinds[:2] == ["message_start", "content_block_start"]
+    assert kinds[-4:] == ["content_block_delta", "content_block_stop", "message_delta", "message_stop"]
+    assert set(kinds[2:-3]) == {"content_block_delta"}
+    # On the wire: every event is named, a ping follows message_start, there is no [DONE].
+    with httpx.stream(
+        "POST",
+        f"{stack.base_url}/v1/messages",
+        headers={"x-api-key": stack.master_key, "anthropic-version": "2023-06-01"},
+        json={
+            "model": model,
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+        },
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        wire = sse_events(response.read().decode())
+    assert [name for name, _ in wire][:2] == ["message_start", "ping"]
+    assert all(name == data["type"] for name, data in wire)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_tool_use_round_trip(stack, provider, model):
+    script(provider, {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]})
+    client = anthropic_client(stack)
+    question = {"role": "user", "content": "Weather in Oslo?"}
+    first = client.messages.create(model=model, max_tokens=128, tools=[WEATHER], messages=[question])
+    assert first.stop_reason == "tool_use"
+    (call,) = [block for block in first.content if block.type == "tool_use"]
+    assert (call.name, call.input) == ("get_weather", {"city": "Oslo"})
+
+    result = {"type": "tool_result", "tool_use_id": call.id, "content": "12 degrees and sunny"}
+    second = client.messages.create(
+        model=model,
+        max_tokens=128,
+        tools=[WEATHER],
+        messages=[question, first.to_param(), {"role": "user", "content": [result]}],
+    )
+    assert second.stop_reason == "end_turn" and second.content[0].type == "text"
+    sent = upstream(provider)[-1]["body"]
+    assert sent["messages"][-2]["tool_calls"][0]["id"] == call.id
+    assert sent["messages"][-1] == {
+        "role": "tool",
+        "tool_call_id": call.id,
+        "content": "12 degrees and sunny",
+    }
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_streamed_tool_call(stack, provider, model):
+    script(provider, {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]})
+    with anthropic_client(stack).messages.stream(
+        model=model, max_tokens=128, tools=[WEATHER], messages=[{"role": "user", "content": "Weather?"}]
+    ) as stream:
+        final = stream.get_final_message()
+    (call,) = final.content
+    assert (call.type, call.name, call.input) == ("tool_use", "get_weather", {"city": "Paris"})
+    assert final.stop_reason == "tool_use"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_count_tokens(stack, model):
+    client = anthropic_client(stack)
+    short = client.messages.count_tokens(model=model, messages=[{"role": "user", "content": "hi"}])
+    longer = client.messages.count_tokens(
+        model=model, tools=[WEATHER], messages=[{"role": "user", "content": "hi " * 50}]
+    )
+    assert 0 < short.input_tokens < longer.input_tokens
+
+
+def test_bearer_authentication_and_anthropic_headers(stack, provider):
+    client = anthropic.Anthropic(
+        base_url=stack.base_url,
+        auth_token=stack.master_key,
+        max_retries=0,
+        default_headers={"anthropic-beta": "prompt-caching-2024-07-31"},
+    )
+    message = client.messages.create(
+        model=TRANSLATED, max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert message.content
+
+
+def error_of(call):
+    with pytest.raises(anthropic.APIStatusError) as info:
+        call()
+    body = info.value.response.json()
+    anthropic.types.ErrorResponse.model_validate(body)
+    return info.value.status_code, body
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_errors_in_anthropics_envelope(stack, provider, model):
+    hello = [{"role": "user", "content": "hi"}]
+    bad_key = anthropic_client(stack, key="sk-cirrus-wrong")
+    status, body = error_of(lambda: bad_key.messages.create(model=model, max_tokens=8, messages=hello))
+    assert status == 401 and body["type"] == "error" and body["error"]["type"] == "authentication_error"
+
+    client = anthropic_client(stack)
+    status, body = error_of(
+        lambda: client.messages.create(
+            model=model, max_tokens=8, messages=hello, extra_body={"colour": "red"}
+        )
+    )
+    assert (status, body["error"]["type"]) == (400, "invalid_request_error")
+    assert body["error"]["message"] == "colour: Extra inputs are not permitted"
+
+    status, body = error_of(lambda: client.messages.create(model="claude-nope", max_tokens=8, messages=hello))
+    assert (status, body["error"]["type"]) == (404, "not_found_error")
+
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.count_tokens(model="claude-nope", messages=hello)
+    assert upstream(provider) == []
+
+    malformed = httpx.post(
+        f"{stack.base_url}/v1/messages",
+        headers={"x-api-key": stack.master_key, "content-type": "application/json"},
+        content=b"{not json",
+        timeout=30,
+    )
+    assert malformed.status_code == 400 and malformed.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_provider_error_is_anthropics_too(stack, provider, model):
+    script(provider, {"status": 400, "error_message": "This model's maximum context length is 10 tokens."})
+    status, body = error_of(
+        lambda: anthropic_client(stack).messages.create(
+            model=model, max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+        )
+    )
+    assert (status, body["error"]["type"]) == (400, "invalid_request_error")
+    assert "maximum context length" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_failure_mid_stream_is_an_error_event(stack, provider, model):
+    script(provider, {"fault": "cut", "cut_after": 4})
+    with httpx.stream(
+        "POST",
+        f"{stack.base_url}/v1/messages",
+        headers={"x-api-key": stack.master_key},
+        json={
+            "model": model,
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+        },
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        wire = sse_events(response.read().decode())
+    name, data = wire[-1]
+    assert name == "error" and data["type"] == "error" and data["error"]["type"] == "api_error"
+    assert "message_stop" not in [n for n, _ in wire]
+    with pytest.raises(anthropic.APIStatusError):  # the SDK raises on the error event
+        script(provider, {"fault": "cut", "cut_after": 4})
+        list(
+            anthropic_client(stack).messages.create(
+                model=model, max_tokens=64, messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+        )
