@@ -177,11 +177,12 @@ def readme_jobs(title: str) -> list[dict[str, Any]]:
 
 
 def anthropic_client(stack: Any, key: str | None = None, **options: Any) -> anthropic.Anthropic:
-    """The official anthropic SDK against the local host (`x-api-key`), validating every answer
-    strictly against its own types."""
+    """The official anthropic SDK against the local host, validating every answer strictly against
+    its own types. The key goes in `x-api-key`, as Claude Code sends ANTHROPIC_API_KEY (this SDK
+    sends an `api_key` as `Authorization: Bearer`, which Cirrus takes too)."""
     return anthropic.Anthropic(
         base_url=stack.base_url,
-        api_key=key or stack.master_key,
+        default_headers={"x-api-key": key or stack.master_key},
         max_retries=0,
         _strict_response_validation=True,
         **options,
