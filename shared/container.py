@@ -157,7 +157,9 @@ class Container:
         )
 
     async def messages(self) -> MessagesService:
-        return MessagesService(await self.chat(), self.llm, self.catalog)
+        return MessagesService(
+            await self.chat(), await self.metering(), self.catalog, max_messages=self.settings.max_messages
+        )
 
     async def completions(self) -> CompletionService:
         return CompletionService(await self.metering(), self.catalog)

@@ -30,11 +30,12 @@ bp = func.Blueprint()
 async def create_message(req: Request, ctx: RequestContext) -> Response:
     request = validate_body(MessageCreate, await read_json(req, ctx.container.settings.max_body_bytes))
     messages = await ctx.container.messages()
+    beta = req.headers.get("anthropic-beta")  # passed on to Anthropic deployments
     if request.stream:
-        stream = await messages.open_stream(request, ctx.call(req))
+        stream = await messages.open_stream(request, ctx.call(req), beta=beta)
         headers = served_headers(stream.served_by, cache=stream.cache.value)
         return event_stream_response(stream.events, ctx.request_id, headers)
-    outcome = await messages.create(request, ctx.call(req))
+    outcome = await messages.create(request, ctx.call(req), beta=beta)
     headers = served_headers(outcome.served_by, cache=outcome.cache.value)
     return json_response(outcome.message, headers=headers)
 

@@ -1,5 +1,8 @@
 """End to end: the official anthropic SDK against the local host's Messages API, for a model
-translated to chat completions on the fake provider."""
+translated to chat completions and for an Anthropic deployment served natively, both on the fake
+provider."""
+
+import time
 
 import anthropic
 import anthropic.types
@@ -8,8 +11,9 @@ import pytest
 
 from tests.e2e.helpers import anthropic_client, script, sse_events
 
-TRANSLATED = "cirrus-local"
-MODELS = [TRANSLATED]
+TRANSLATED = "cirrus-local"  # an OpenAI-wire deployment: Messages become chat completions
+NATIVE = "cirrus-claude"  # an Anthropic deployment: Messages pass through to its /v1/messages
+MODELS = [TRANSLATED, NATIVE]
 WEATHER = {
     "name": "get_weather",
     "description": "The weather in a city",
@@ -41,7 +45,14 @@ def test_create(stack, provider, model):
     assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
     assert raw.http_response.headers["x-cirrus-model"] == model
     (sent,) = upstream(provider)
-    assert sent["body"]["messages"][0] == {"role": "system", "content": "Be brief."}
+    if model == NATIVE:
+        assert sent["path"] == "/v1/messages"
+        assert sent["body"]["system"] == "Be brief." and sent["body"]["model"] == "claude-sonnet-4-5"
+        assert sent["body"]["metadata"] == {"user_id": "user-7"}
+    else:
+        assert sent["path"] == "/v1/chat/completions"
+        assert sent["body"]["messages"][0] == {"role": "system", "content": "Be brief."}
+        assert sent["body"]["user"] == "user-7"
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -66,7 +77,8 @@ def test_raw_stream_events_in_anthropics_order(stack, provider, model):
     assert kinds[:2] == ["message_start", "content_block_start"]
     assert kinds[-4:] == ["content_block_delta", "content_block_stop", "message_delta", "message_stop"]
     assert set(kinds[2:-3]) == {"content_block_delta"}
-    # On the wire: every event is named, a ping follows message_start, there is no [DONE].
+    # On the wire: every event is named, a ping comes early (Anthropic sends it after the first
+    # block's start, Cirrus's translation right after message_start), there is no [DONE].
     with httpx.stream(
         "POST",
         f"{stack.base_url}/v1/messages",
@@ -82,7 +94,8 @@ def test_raw_stream_events_in_anthropics_order(stack, provider, model):
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         wire = sse_events(response.read().decode())
-    assert [name for name, _ in wire][:2] == ["message_start", "ping"]
+    names = [name for name, _ in wire]
+    assert names[0] == "message_start" and "ping" in names[1:3]
     assert all(name == data["type"] for name, data in wire)
 
 
@@ -105,12 +118,16 @@ def test_a_tool_use_round_trip(stack, provider, model):
     )
     assert second.stop_reason == "end_turn" and second.content[0].type == "text"
     sent = upstream(provider)[-1]["body"]
-    assert sent["messages"][-2]["tool_calls"][0]["id"] == call.id
-    assert sent["messages"][-1] == {
-        "role": "tool",
-        "tool_call_id": call.id,
-        "content": "12 degrees and sunny",
-    }
+    if model == NATIVE:
+        assert sent["messages"][-2]["content"][0]["id"] == call.id
+        assert sent["messages"][-1] == {"role": "user", "content": [result]}
+    else:
+        assert sent["messages"][-2]["tool_calls"][0]["id"] == call.id
+        assert sent["messages"][-1] == {
+            "role": "tool",
+            "tool_call_id": call.id,
+            "content": "12 degrees and sunny",
+        }
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -227,3 +244,49 @@ def test_a_failure_mid_stream_is_an_error_event(stack, provider, model):
                 model=model, max_tokens=64, messages=[{"role": "user", "content": "hi"}], stream=True
             )
         )
+
+
+def test_an_anthropic_deployment_gets_the_clients_betas_and_thinking(stack, provider):
+    anthropic_client(stack).messages.create(
+        model=NATIVE,
+        max_tokens=2048,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=[{"role": "user", "content": "think"}],
+        extra_headers={"anthropic-beta": "interleaved-thinking-2025-05-14"},
+    )
+    (sent,) = upstream(provider)
+    headers = {k.lower(): v for k, v in sent["headers"].items()}
+    assert headers["anthropic-beta"] == "interleaved-thinking-2025-05-14"
+    assert headers["x-api-key"] == "fake"  # the deployment's key, never the client's
+    assert sent["body"]["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+
+
+def test_a_virtual_keys_models_limits_and_usage_apply(stack, provider):
+    key = stack.new_key(models=[NATIVE])["key"]
+    client = anthropic_client(stack, key=key)
+    start = time.time() - 1
+    client.messages.create(model=NATIVE, max_tokens=16, messages=[{"role": "user", "content": "count me"}])
+    with client.messages.stream(
+        model=NATIVE, max_tokens=16, messages=[{"role": "user", "content": "me too"}]
+    ) as s:
+        s.until_done()
+    status, body = error_of(
+        lambda: client.messages.create(
+            model=TRANSLATED, max_tokens=8, messages=[{"role": "user", "content": "no"}]
+        )
+    )
+    assert (status, body["error"]["type"]) == (403, "permission_error")
+
+    deadline = time.time() + 20
+    while True:
+        usage = httpx.get(
+            f"{stack.base_url}/v1/usage",
+            headers={"Authorization": f"Bearer {key}"},
+            params={"start": start, "group_by": "model"},
+        ).json()
+        groups = {g["group"]: g for g in usage["data"]}
+        if groups.get(NATIVE, {}).get("requests", 0) >= 2 or time.time() > deadline:
+            break
+        time.sleep(0.3)
+    assert groups[NATIVE]["requests"] == 2 and groups[NATIVE]["total_tokens"] > 0
+    assert groups[NATIVE]["cost_usd"] > 0  # priced as claude-sonnet-4-5

@@ -39,7 +39,7 @@ class World:
         catalog = ModelCatalog(CONFIG, created=0)
         sessions = SessionService(self.documents, InMemoryBlobStore(), "outputs")
         chat = ChatService(metering, catalog, sessions, ResponseCache(self.documents), max_messages=10)
-        self.messages = MessagesService(chat, self.router, catalog)
+        self.messages = MessagesService(chat, metering, catalog, max_messages=10)
 
     async def usage_records(self):
         await self.background.drain()
