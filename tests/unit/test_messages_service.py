@@ -4,6 +4,7 @@ limits, usage under `messages`, spans) and come back in Anthropic's shapes."""
 import anthropic.types
 import pytest
 
+from shared.clients.protocols import ModelLimits
 from shared.config import ModelConfig
 from shared.errors import ModelNotFoundError, PermissionDeniedError, UpstreamError
 from shared.models.messages import CountTokensCreate, MessageCreate
@@ -28,8 +29,8 @@ ALICE = Principal(key_id="key-alice", is_master=False)
 
 
 class World:
-    def __init__(self) -> None:
-        self.router = FakeLLMRouter()
+    def __init__(self, limits=None) -> None:
+        self.router = FakeLLMRouter(limits)
         self.documents = InMemoryDocumentStore()
         self.background = Background()
         usage = UsageService(
@@ -127,3 +128,12 @@ def test_count_tokens_counts_the_prompt_and_the_tools(world):
     )
     assert plain == {"input_tokens": 5}  # the fake router counts words
     assert with_tools["input_tokens"] > plain["input_tokens"]
+
+
+async def test_max_tokens_over_the_models_limit_is_lowered_and_thinking_reaches_a_reasoning_model():
+    # Claude Code asks for 32000 output tokens whatever the model; a smaller model is not refused.
+    world = World({"cirrus-local": ModelLimits(None, 100, reasoning=True)})
+    body = request(max_tokens=32000, thinking={"type": "enabled", "budget_tokens": 2048})
+    await world.messages.create(body, call())
+    (sent,) = world.router.calls
+    assert sent["max_tokens"] == 100 and sent["reasoning_effort"] == "low"
