@@ -145,12 +145,20 @@ async def message_events(
     chunks: AsyncIterator[Mapping[str, Any]], translation: ChatToEvents
 ) -> AsyncIterator[Event]:
     """`chunks` (a chat stream whose first chunk has arrived) as Anthropic's events. Closing this
-    closes `chunks`, so the chat stream's books are settled even when the client goes away."""
+    closes `chunks`, so the chat stream's books are settled even when the client goes away; to
+    that end `chunks` is started (its first chunk is there already) before anything is yielded:
+    an async generator closed before its start runs no cleanup."""
+    started = False
     try:
-        for event in translation.start():
-            yield event
         async for chunk in chunks:
+            if not started:
+                started = True
+                for event in translation.start():
+                    yield event
             for event in translation.feed(chunk):
+                yield event
+        if not started:
+            for event in translation.start():
                 yield event
         for event in translation.finish():
             yield event
