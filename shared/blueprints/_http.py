@@ -181,16 +181,16 @@ async def _sse(chunks: AsyncIterator[dict[str, Any]], request_id: str) -> AsyncI
     yield sse.DONE
 
 
-def event_stream_response(
+def anthropic_stream_response(
     events: AsyncIterator[dict[str, Any]], request_id: str, headers: dict[str, str]
 ) -> Response:
     """Anthropic's streaming: each event named by its `type`, no `[DONE]`."""
     return StreamingResponse(
-        _typed_events(events, request_id), media_type=sse.MEDIA_TYPE, headers={**sse.HEADERS, **headers}
+        _anthropic_events(events, request_id), media_type=sse.MEDIA_TYPE, headers={**sse.HEADERS, **headers}
     )
 
 
-async def _typed_events(events: AsyncIterator[dict[str, Any]], request_id: str) -> AsyncIterator[bytes]:
+async def _anthropic_events(events: AsyncIterator[dict[str, Any]], request_id: str) -> AsyncIterator[bytes]:
     """Events as they come; a failure mid-stream becomes one `error` event, and the stream ends."""
     try:
         async for event in events:

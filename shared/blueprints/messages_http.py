@@ -12,8 +12,8 @@ from azurefunctions.extensions.http.fastapi import Request, Response
 
 from shared.blueprints._http import (
     RequestContext,
+    anthropic_stream_response,
     endpoint,
-    event_stream_response,
     json_response,
     read_json,
     served_headers,
@@ -34,7 +34,7 @@ async def create_message(req: Request, ctx: RequestContext) -> Response:
     if request.stream:
         stream = await messages.open_stream(request, ctx.call(req), beta=beta)
         headers = served_headers(stream.served_by, cache=stream.cache.value)
-        return event_stream_response(stream.events, ctx.request_id, headers)
+        return anthropic_stream_response(stream.events, ctx.request_id, headers)
     outcome = await messages.create(request, ctx.call(req), beta=beta)
     headers = served_headers(outcome.served_by, cache=outcome.cache.value)
     return json_response(outcome.message, headers=headers)
