@@ -212,8 +212,9 @@ def query_int(req: Request, name: str, default: int, *, low: int, high: int) -> 
     return value
 
 
-async def read_json(req: Request, max_bytes: int) -> Any:
-    """The JSON body, refusing anything over `max_bytes` before reading it all into memory."""
+async def read_json(req: Request, max_bytes: int, *, api: str = "The OpenAI API") -> Any:
+    """The JSON body, refusing anything over `max_bytes` before reading it all into memory; `api`
+    names what expected JSON in the error for a body that is not."""
     declared = req.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)
@@ -229,7 +230,7 @@ async def read_json(req: Request, max_bytes: int) -> Any:
     except orjson.JSONDecodeError:  # also invalid UTF-8, NaN literals and nesting deeper than 1024
         raise InvalidRequestError(
             "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
-            "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
+            f"using your HTTP library correctly. {api} expects a JSON payload, but what was "
             "sent was not valid JSON.)"
         ) from None
 

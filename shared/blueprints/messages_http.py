@@ -23,12 +23,15 @@ from shared.models.messages import CountTokensCreate, MessageCreate
 from shared.models.validation import validate_body
 
 bp = func.Blueprint()
+API = "The Anthropic Messages API"  # what expected JSON, in the error for a body that is not
 
 
 @bp.route(route="v1/messages", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @endpoint(envelope=anthropic_error_body)
 async def create_message(req: Request, ctx: RequestContext) -> Response:
-    request = validate_body(MessageCreate, await read_json(req, ctx.container.settings.max_body_bytes))
+    request = validate_body(
+        MessageCreate, await read_json(req, ctx.container.settings.max_body_bytes, api=API)
+    )
     messages = await ctx.container.messages()
     beta = req.headers.get("anthropic-beta")  # passed on to Anthropic deployments
     if request.stream:
@@ -43,6 +46,8 @@ async def create_message(req: Request, ctx: RequestContext) -> Response:
 @bp.route(route="v1/messages/count_tokens", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @endpoint(envelope=anthropic_error_body)
 async def count_message_tokens(req: Request, ctx: RequestContext) -> Response:
-    request = validate_body(CountTokensCreate, await read_json(req, ctx.container.settings.max_body_bytes))
+    request = validate_body(
+        CountTokensCreate, await read_json(req, ctx.container.settings.max_body_bytes, api=API)
+    )
     messages = await ctx.container.messages()
     return json_response(messages.count_tokens(request, ctx.call(req)))

@@ -7,6 +7,7 @@ import time
 import anthropic
 import anthropic.types
 import httpx
+import pydantic
 import pytest
 
 from tests.e2e.helpers import anthropic_client, script, sse_events
@@ -14,6 +15,7 @@ from tests.e2e.helpers import anthropic_client, script, sse_events
 TRANSLATED = "cirrus-local"  # an OpenAI-wire deployment: Messages become chat completions
 NATIVE = "cirrus-claude"  # an Anthropic deployment: Messages pass through to its /v1/messages
 MODELS = [TRANSLATED, NATIVE]
+EVENT = pydantic.TypeAdapter(anthropic.types.RawMessageStreamEvent)
 WEATHER = {
     "name": "get_weather",
     "description": "The weather in a city",
@@ -97,6 +99,9 @@ def test_raw_stream_events_in_anthropics_order(stack, provider, model):
     names = [name for name, _ in wire]
     assert names[0] == "message_start" and "ping" in names[1:3]
     assert all(name == data["type"] for name, data in wire)
+    for name, data in wire:  # each one as the SDK's own type says (it skips pings unparsed)
+        if name != "ping":
+            EVENT.validate_python(data, strict=True)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -203,6 +208,45 @@ def test_errors_in_anthropics_envelope(stack, provider, model):
         timeout=30,
     )
     assert malformed.status_code == 400 and malformed.json()["error"]["type"] == "invalid_request_error"
+    assert "The Anthropic Messages API expects a JSON payload" in malformed.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/v1/messages"), ("POST", "/v1/messages/batches")])
+def test_other_paths_under_messages_are_anthropic_404s(stack, method, path):
+    response = httpx.request(method, f"{stack.base_url}{path}", headers={"x-api-key": stack.master_key})
+    assert response.status_code == 404
+    body = anthropic.types.ErrorResponse.model_validate(response.json())
+    assert body.error.type == "not_found_error" and "Unknown request URL" in body.error.message
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_the_beta_client_query_and_betas_are_accepted(stack, provider, model):
+    """`client.beta.messages` (what Claude Code uses) sends `?beta=true` and `anthropic-beta`."""
+    client = anthropic_client(stack)
+    hello = [{"role": "user", "content": "hi"}]
+    message = client.beta.messages.create(
+        model=model, max_tokens=16, messages=hello, betas=["context-management-2025-06-27"]
+    )
+    assert message.content[0].type == "text"
+    counted = client.beta.messages.count_tokens(
+        model=model, messages=hello, betas=["token-counting-2024-11-01"]
+    )
+    assert counted.input_tokens > 0
+    (sent,) = upstream(provider)
+    if model == NATIVE:
+        headers = {k.lower(): v for k, v in sent["headers"].items()}
+        assert headers["anthropic-beta"] == "context-management-2025-06-27"
+
+
+def test_the_keys_rate_limit_is_a_rate_limit_error(stack, provider):
+    client = anthropic_client(stack, key=stack.new_key(rpm_limit=1)["key"])
+    hello = [{"role": "user", "content": "hi"}]
+    client.messages.create(model=TRANSLATED, max_tokens=8, messages=hello)
+    with pytest.raises(anthropic.RateLimitError) as info:
+        client.messages.create(model=TRANSLATED, max_tokens=8, messages=hello)
+    assert info.value.response.json()["error"]["type"] == "rate_limit_error"
+    assert int(info.value.response.headers["retry-after"]) >= 1
+    assert len(upstream(provider)) == 1
 
 
 @pytest.mark.parametrize("model", MODELS)
