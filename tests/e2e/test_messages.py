@@ -15,6 +15,8 @@ from tests.e2e.helpers import anthropic_client, script, sse_events
 TRANSLATED = "cirrus-local"  # an OpenAI-wire deployment: Messages become chat completions
 NATIVE = "cirrus-claude"  # an Anthropic deployment: Messages pass through to its /v1/messages
 MODELS = [TRANSLATED, NATIVE]
+# What Claude Code sends as `metadata.user_id`: longer than OpenAI's 64-character `user`.
+CLAUDE_CODE_USER = '{"device_id":"' + "d" * 64 + '","account_uuid":"","session_id":"' + "s" * 36 + '"}'
 EVENT = pydantic.TypeAdapter(anthropic.types.RawMessageStreamEvent)
 WEATHER = {
     "name": "get_weather",
@@ -34,7 +36,7 @@ def test_create(stack, provider, model):
         max_tokens=64,
         system="Be brief.",
         messages=[{"role": "user", "content": "Say hello"}],
-        metadata={"user_id": "user-7"},
+        metadata={"user_id": CLAUDE_CODE_USER},
     )
     message = raw.parse()
     anthropic.types.Message.model_validate(raw.http_response.json())
@@ -50,11 +52,11 @@ def test_create(stack, provider, model):
     if model == NATIVE:
         assert sent["path"] == "/v1/messages"
         assert sent["body"]["system"] == "Be brief." and sent["body"]["model"] == "claude-sonnet-4-5"
-        assert sent["body"]["metadata"] == {"user_id": "user-7"}
-    else:
+        assert sent["body"]["metadata"] == {"user_id": CLAUDE_CODE_USER}
+    else:  # the fake refuses a `user` over 64 characters, as OpenAI does
         assert sent["path"] == "/v1/chat/completions"
         assert sent["body"]["messages"][0] == {"role": "system", "content": "Be brief."}
-        assert sent["body"]["user"] == "user-7"
+        assert len(sent["body"]["user"]) == 64
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -53,6 +53,17 @@ def test_plain_conversation_and_sampling_fields():
     }  # top_k: no chat equivalent, dropped
 
 
+def test_a_user_id_too_long_for_openai_becomes_its_hash():
+    """Claude Code's user_id is a JSON object of ~150 characters; OpenAI refuses a `user` over 64."""
+    claude_code = '{"device_id":"' + "b" * 64 + '","account_uuid":"","session_id":"' + "s" * 36 + '"}'
+    first = chat(message("Hi"), metadata={"user_id": claude_code})["user"]
+    assert first == chat(message("Again"), metadata={"user_id": claude_code})["user"]  # stable
+    assert len(first) == 64 and set(first) <= set("0123456789abcdef")
+    other = chat(message("Hi"), metadata={"user_id": claude_code.replace("s", "t")})["user"]
+    assert other != first
+    assert chat(message("Hi"), metadata={"user_id": "u" * 64})["user"] == "u" * 64
+
+
 def test_system_prompt_string_blocks_and_a_system_turn_mid_conversation():
     blocks = [
         {"type": "text", "text": "You are terse."},

@@ -20,7 +20,8 @@ A request (`to_chat`):
                                             `disable_parallel_tool_use` → `parallel_tool_calls: false`
     max_tokens, temperature, top_p          the same fields
     stop_sequences                          stop (at most 4, OpenAI's limit: more → 400)
-    metadata.user_id                        user
+    metadata.user_id                        user; one longer than OpenAI's 64 characters (Claude
+                                            Code sends a JSON object of ~150) as its SHA-256 in hex
     thinking, output_config.effort          reasoning_effort, when every deployment of the model
                                             reasons (the price map's `supports_reasoning`); else dropped
     output_config.format (json_schema)      response_format json_schema
@@ -35,6 +36,7 @@ input_tokens, cached prompt tokens → cache_read_input_tokens, completion_token
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -55,6 +57,7 @@ from shared.models.messages import (
 )
 
 MAX_CHAT_STOPS = 4  # OpenAI's limit on `stop`
+MAX_CHAT_USER = 64  # OpenAI's limit on `user`: a longer one is a 400
 _STOP_REASONS = {
     "stop": "end_turn",
     "length": "max_tokens",
@@ -96,7 +99,7 @@ def to_chat(request: MessageCreate, *, reasoning: bool = False) -> dict[str, Any
             )
         params["stop"] = list(request.stop_sequences)
     if request.metadata and request.metadata.user_id:
-        params["user"] = request.metadata.user_id
+        params["user"] = chat_user(request.metadata.user_id)
     if request.tools:
         params["tools"] = [_function_tool(tool) for tool in request.tools]
     if request.tool_choice is not None:
@@ -110,6 +113,14 @@ def to_chat(request: MessageCreate, *, reasoning: bool = False) -> dict[str, Any
             "json_schema": {"name": "output", "schema": schema_format["schema"]},
         }
     return params
+
+
+def chat_user(user_id: str) -> str:
+    """`metadata.user_id` as a chat `user`: itself, or when too long for OpenAI its SHA-256 (64 hex
+    digits), still one stable id per user."""
+    if len(user_id) <= MAX_CHAT_USER:
+        return user_id
+    return hashlib.sha256(user_id.encode()).hexdigest()
 
 
 def chat_messages(request: MessagesRequest) -> list[dict[str, Any]]:
