@@ -136,4 +136,6 @@ async def test_max_tokens_over_the_models_limit_is_lowered_and_thinking_reaches_
     body = request(max_tokens=32000, thinking={"type": "enabled", "budget_tokens": 2048})
     await world.messages.create(body, call())
     (sent,) = world.router.calls
-    assert sent["max_tokens"] == 100 and sent["reasoning_effort"] == "low"
+    # o-series and gpt-5 refuse `max_tokens`: a reasoning model is given max_completion_tokens
+    assert sent["max_completion_tokens"] == 100 and sent["reasoning_effort"] == "low"
+    assert "max_tokens" not in sent

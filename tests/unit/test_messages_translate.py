@@ -249,6 +249,14 @@ def test_thinking_becomes_reasoning_effort_only_for_models_that_reason(fields, e
     assert "reasoning_effort" not in chat(message("x"), reasoning=False, **fields)
 
 
+def test_a_reasoning_model_gets_max_completion_tokens():
+    """OpenAI's o-series and gpt-5 refuse `max_tokens`; other servers may know only `max_tokens`."""
+    reasoning = chat(message("x"), reasoning=True, max_tokens=500)
+    assert reasoning["max_completion_tokens"] == 500 and "max_tokens" not in reasoning
+    plain = chat(message("x"), reasoning=False, max_tokens=500)
+    assert plain["max_tokens"] == 500 and "max_completion_tokens" not in plain
+
+
 def test_anthropic_only_fields_are_dropped_and_structured_output_kept():
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
     params = chat(

@@ -28,7 +28,7 @@ from shared.services.cache import CacheStatus
 from shared.services.calls import CallContext, Meter, Metering, check_model, close_stream, primed
 from shared.services.chat import ChatService
 from shared.services.messages.stream import ChatToEvents, message_events
-from shared.services.messages.translate import chat_messages, from_chat, to_chat
+from shared.services.messages.translate import chat_messages, from_chat, output_cap, to_chat
 from shared.services.model_catalog import ModelCatalog
 
 
@@ -118,8 +118,9 @@ class MessagesService:
         params = to_chat(request, reasoning=limits.reasoning)
         # Anthropic clients size max_tokens for Claude (Claude Code asks for 32000): a model that
         # writes less gets its own limit rather than a refusal.
-        if limits.max_output_tokens and params["max_tokens"] > limits.max_output_tokens:
-            params["max_tokens"] = limits.max_output_tokens
+        cap = output_cap(limits.reasoning)
+        if limits.max_output_tokens and params[cap] > limits.max_output_tokens:
+            params[cap] = limits.max_output_tokens
         return validate_body(ChatCompletionCreate, params)
 
     def _chat_params(self, request: MessageCreate) -> dict[str, Any]:

@@ -18,7 +18,8 @@ A request (`to_chat`):
     server tools (`bash_…`, `web_search_…`) 400: only Anthropic deployments run them
     tool_choice auto, any, tool, none       auto, required, that function, none;
                                             `disable_parallel_tool_use` → `parallel_tool_calls: false`
-    max_tokens, temperature, top_p          the same fields
+    max_tokens                              max_tokens, or max_completion_tokens for a model that reasons
+    temperature, top_p                      the same fields
     stop_sequences                          stop (at most 4, OpenAI's limit: more → 400)
     metadata.user_id                        user; one longer than OpenAI's 64 characters (Claude
                                             Code sends a JSON object of ~150) as its SHA-256 in hex
@@ -83,7 +84,7 @@ def to_chat(request: MessageCreate, *, reasoning: bool = False) -> dict[str, Any
     params: dict[str, Any] = {
         "model": request.model,
         "messages": chat_messages(request),
-        "max_tokens": request.max_tokens,
+        output_cap(reasoning): request.max_tokens,
     }
     if request.stream:
         params["stream"] = True
@@ -113,6 +114,12 @@ def to_chat(request: MessageCreate, *, reasoning: bool = False) -> dict[str, Any
             "json_schema": {"name": "output", "schema": schema_format["schema"]},
         }
     return params
+
+
+def output_cap(reasoning: bool) -> str:
+    """The chat parameter `max_tokens` becomes: OpenAI's reasoning models (o-series, gpt-5) refuse
+    `max_tokens` and take only `max_completion_tokens`; many other servers know only `max_tokens`."""
+    return "max_completion_tokens" if reasoning else "max_tokens"
 
 
 def chat_user(user_id: str) -> str:
