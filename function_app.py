@@ -16,6 +16,7 @@ from shared.blueprints import (
     jobs_http,
     jobs_queue,
     keys_http,
+    messages_http,
     models_http,
     sessions_http,
     sweeper_timer,
@@ -28,6 +29,7 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_blueprint(health_http.bp)  # GET /health, /health/ready
 app.register_blueprint(models_http.bp)  # GET /v1/models, /v1/models/{model}
 app.register_blueprint(chat_http.bp)  # POST /v1/chat/completions
+app.register_blueprint(messages_http.bp)  # POST /v1/messages, /v1/messages/count_tokens (Anthropic's API)
 app.register_blueprint(completions_http.bp)  # POST /v1/completions, /v1/embeddings
 app.register_blueprint(sessions_http.bp)  # /v1/sessions, /v1/sessions/{session_id}
 app.register_blueprint(usage_http.bp)  # GET /v1/usage

@@ -35,6 +35,7 @@ from shared.services.health import HealthService
 from shared.services.jobs import AnalysisRunner, JobService, WebhookSender, live_chat
 from shared.services.keys import KeyService
 from shared.services.limits import KeyLimiter
+from shared.services.messages import MessagesService
 from shared.services.model_catalog import ModelCatalog
 from shared.services.owners import KeyOwners
 from shared.services.provisioning import provision, required_resources
@@ -153,6 +154,11 @@ class Container:
             self.sessions,
             self.cache,
             max_messages=self.settings.max_messages,
+        )
+
+    async def messages(self) -> MessagesService:
+        return MessagesService(
+            await self.chat(), await self.metering(), self.catalog, max_messages=self.settings.max_messages
         )
 
     async def completions(self) -> CompletionService:

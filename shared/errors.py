@@ -1,4 +1,5 @@
-"""Cirrus's errors and the one place that turns any exception into an OpenAI error envelope.
+"""Cirrus's errors and the one place that turns any exception into an error envelope: OpenAI's,
+or Anthropic's on the Anthropic routes (`/v1/messages`).
 
     CirrusError                        500 server_error            (base; unexpected faults too)
     ├── InvalidRequestError            400 invalid_request_error   names the offending `param`
@@ -17,6 +18,12 @@
         ├── UpstreamRateLimitError     429 rate_limit_exceeded     the provider's Retry-After
         └── UpstreamTimeoutError       504 upstream_timeout
 
+Anthropic's envelope, `{"type": "error", "error": {"type", "message"}}`, names the kind of error by
+HTTP status (`anthropic_error_body`): 400 invalid_request_error, 401 authentication_error, 403
+permission_error, 404 not_found_error, 413 request_too_large, 429 rate_limit_error, 503
+overloaded_error, 504 timeout_error, any other 5xx api_error (and any other 4xx
+invalid_request_error). The status itself is Cirrus's, the same as on the OpenAI routes.
+
 Messages never contain keys, prompts or provider URLs: they are written for the client.
 """
 
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 log = logging.getLogger("cirrus.errors")
@@ -151,6 +159,28 @@ class UpstreamTimeoutError(UpstreamError):
 def error_body(err: CirrusError) -> dict[str, Any]:
     """The OpenAI error envelope for `err`."""
     return {"error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}}
+
+
+# Anthropic's error types by HTTP status (https://docs.anthropic.com/en/api/errors).
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
+
+# Renders an error as a response body: `error_body` (OpenAI's) or `anthropic_error_body`.
+Envelope = Callable[[CirrusError], dict[str, Any]]
+
+
+def anthropic_error_body(err: CirrusError) -> dict[str, Any]:
+    """Anthropic's error envelope for `err`, its type chosen by `err.status`."""
+    kind = _ANTHROPIC_TYPES.get(err.status) or ("api_error" if err.status >= 500 else "invalid_request_error")
+    return {"type": "error", "error": {"type": kind, "message": err.message}}
 
 
 def as_cirrus_error(exc: BaseException, request_id: str | None = None) -> CirrusError:

@@ -1,5 +1,6 @@
-"""Server-sent events: encoded the way OpenAI streams them (one `data:` line per event), and the
-`data:` payloads of a provider's stream decoded as its bytes arrive.
+"""Server-sent events: encoded the way OpenAI streams them (one `data:` line per event) or
+Anthropic does (`event: <type>` before it), and the `data:` payloads of a provider's stream decoded
+as its bytes arrive.
 
 Pure code over bytes; tested as exact bytes in tests/unit/test_sse.py.
 """
@@ -20,6 +21,13 @@ HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 def data_event(data: Mapping[str, Any]) -> bytes:
     """One `data:` event of compact JSON: what every OpenAI stream chunk is (the hot path)."""
     return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def typed_event(data: Mapping[str, Any]) -> bytes:
+    """One event named by its data's `type`, as Anthropic streams them: `event: <type>`, then one
+    `data:` line of compact JSON."""
+    name = _single_line(str(data["type"]), "event")
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
 def encode(data: Mapping[str, Any] | str, *, event: str | None = None, id: str | None = None) -> bytes:

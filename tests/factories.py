@@ -88,3 +88,13 @@ def batch_line(custom_id: str, *, model: str = DEFAULT_MODEL, content: str | Non
 def batch_input(lines: list[dict[str, Any]]) -> bytes:
     """A batch input file (JSONL) of `lines`."""
     return "\n".join(json.dumps(line) for line in lines).encode()
+
+
+def message_body(*messages: dict[str, Any], model: str = DEFAULT_MODEL, **params: Any) -> dict[str, Any]:
+    """An Anthropic Messages request body (`max_tokens` 256 unless given)."""
+    return {
+        "model": model,
+        "max_tokens": params.pop("max_tokens", 256),
+        "messages": list(messages) or [message()],
+        **params,
+    }

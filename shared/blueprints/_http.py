@@ -2,7 +2,11 @@
 
 Handlers are written as `async def handler(req, ctx) -> Response` and wrapped by `@endpoint()`,
 which gives the Functions host the signature it indexes (`req: Request`) and turns any exception
-into the OpenAI error envelope. A traceback never reaches a client.
+into an error envelope: OpenAI's, or another one a route names (`@endpoint(envelope=
+anthropic_error_body)` on the Anthropic routes). A traceback never reaches a client.
+
+Callers authenticate with `Authorization: Bearer <key>` (OpenAI SDKs), `api-key` (Azure OpenAI
+clients) or `x-api-key` (Anthropic SDKs), on every route.
 """
 
 import logging
@@ -21,7 +25,15 @@ from pydantic import BaseModel
 from shared import sse
 from shared.clients.protocols import ServedBy
 from shared.container import Container, get_container
-from shared.errors import CirrusError, InvalidRequestError, PayloadTooLargeError, as_cirrus_error, error_body
+from shared.errors import (
+    CirrusError,
+    Envelope,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    anthropic_error_body,
+    as_cirrus_error,
+    error_body,
+)
 from shared.logs import bind_request_id
 from shared.observability import end_server_span, server_span
 from shared.services.auth import Principal
@@ -56,8 +68,11 @@ class RequestContext:
 Handler = Callable[[Request, RequestContext], Awaitable[Response]]
 
 
-def endpoint(*, authenticated: bool = True) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
-    """Wrap a handler: request id, authentication, and every error rendered as an OpenAI envelope."""
+def endpoint(
+    *, authenticated: bool = True, envelope: Envelope = error_body
+) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
+    """Wrap a handler: request id, authentication, and every error rendered in `envelope` (OpenAI's
+    unless the route names another)."""
 
     def decorate(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def function(req: Request) -> Response:
@@ -85,7 +100,8 @@ def endpoint(*, authenticated: bool = True) -> Callable[[Handler], Callable[[Req
                 container = await get_container()
                 principal = (
                     await container.auth.authenticate(
-                        req.headers.get("authorization"), req.headers.get("api-key")
+                        req.headers.get("authorization"),
+                        req.headers.get("api-key") or req.headers.get("x-api-key"),
                     )
                     if authenticated
                     else ANONYMOUS
@@ -93,7 +109,7 @@ def endpoint(*, authenticated: bool = True) -> Callable[[Handler], Callable[[Req
                 span.set_attribute("cirrus.key_id", principal.key_id)
                 return await handler(req, RequestContext(request_id, principal, container, headers))
             except Exception as exc:
-                return error_response(as_cirrus_error(exc, request_id))
+                return error_response(as_cirrus_error(exc, request_id), envelope)
 
         name = handler.__name__
 
@@ -120,8 +136,8 @@ async def _ending(
         end_server_span(span, method, name, status, started)
 
 
-def error_response(err: CirrusError) -> Response:
-    return JSONResponse(error_body(err), status_code=err.status, headers=err.headers())
+def error_response(err: CirrusError, envelope: Envelope = error_body) -> Response:
+    return JSONResponse(envelope(err), status_code=err.status, headers=err.headers())
 
 
 def json_response(
@@ -165,6 +181,24 @@ async def _sse(chunks: AsyncIterator[dict[str, Any]], request_id: str) -> AsyncI
     yield sse.DONE
 
 
+def anthropic_stream_response(
+    events: AsyncIterator[dict[str, Any]], request_id: str, headers: dict[str, str]
+) -> Response:
+    """Anthropic's streaming: each event named by its `type`, no `[DONE]`."""
+    return StreamingResponse(
+        _anthropic_events(events, request_id), media_type=sse.MEDIA_TYPE, headers={**sse.HEADERS, **headers}
+    )
+
+
+async def _anthropic_events(events: AsyncIterator[dict[str, Any]], request_id: str) -> AsyncIterator[bytes]:
+    """Events as they come; a failure mid-stream becomes one `error` event, and the stream ends."""
+    try:
+        async for event in events:
+            yield sse.typed_event(event)
+    except Exception as exc:
+        yield sse.typed_event(anthropic_error_body(as_cirrus_error(exc, request_id)))
+
+
 def query_int(req: Request, name: str, default: int, *, low: int, high: int) -> int:
     raw = req.query_params.get(name)
     if raw is None:
@@ -178,8 +212,9 @@ def query_int(req: Request, name: str, default: int, *, low: int, high: int) -> 
     return value
 
 
-async def read_json(req: Request, max_bytes: int) -> Any:
-    """The JSON body, refusing anything over `max_bytes` before reading it all into memory."""
+async def read_json(req: Request, max_bytes: int, *, api: str = "The OpenAI API") -> Any:
+    """The JSON body, refusing anything over `max_bytes` before reading it all into memory; `api`
+    names what expected JSON in the error for a body that is not."""
     declared = req.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)
@@ -195,7 +230,7 @@ async def read_json(req: Request, max_bytes: int) -> Any:
     except orjson.JSONDecodeError:  # also invalid UTF-8, NaN literals and nesting deeper than 1024
         raise InvalidRequestError(
             "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
-            "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
+            f"using your HTTP library correctly. {api} expects a JSON payload, but what was "
             "sent was not valid JSON.)"
         ) from None
 

@@ -8,9 +8,9 @@ built on the hot path.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,7 @@ class ServedBy:
 class ModelLimits:
     max_input_tokens: int | None
     max_output_tokens: int | None
+    reasoning: bool = False  # every deployment takes `reasoning_effort` (the price map's supports_reasoning)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,23 @@ class ModelResult:
     @property
     def finish_reasons(self) -> list[str]:
         return [str(c.get("finish_reason")) for c in self.body.get("choices") or () if c.get("finish_reason")]
+
+
+Wire = Literal["anthropic", "chat"]
+
+
+@dataclass(frozen=True)
+class MessageResult:
+    """The answer to an Anthropic Messages request: Anthropic's Message from an Anthropic deployment
+    (`wire` "anthropic", `model` the public name), or a chat completion from any other deployment,
+    for the service to translate (`wire` "chat"). `usage` is in chat terms either way."""
+
+    body: dict[str, Any]
+    served_by: ServedBy
+    wire: Wire
+    usage: dict[str, Any] = field(default_factory=dict)
+    finish_reasons: list[str] = field(default_factory=list)
+    usage_estimated: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,6 +156,18 @@ class ModelStream(Protocol):
     async def aclose(self) -> None: ...
 
 
+class MessagesStream(ModelStream, Protocol):
+    """A Messages request's stream: Anthropic's events (`wire` "anthropic"), or chat chunks (`wire`
+    "chat") for the service to translate. `usage` is in chat terms either way."""
+
+    wire: Wire
+
+
+# Builds a Messages request's chat completion parameters, for a deployment that is not Anthropic's;
+# raises a CirrusError for a request no chat model can serve.
+ChatTranslation = Callable[[], Mapping[str, Any]]
+
+
 class LLMRouter(Protocol):
     """Routes OpenAI-style requests for a public model name to provider deployments.
 
@@ -149,6 +179,16 @@ class LLMRouter(Protocol):
     async def text_completion(self, params: Mapping[str, Any]) -> ModelResult: ...
     async def text_completion_stream(self, params: Mapping[str, Any]) -> ModelStream: ...
     async def embed(self, params: Mapping[str, Any]) -> EmbeddingResult: ...
+    def serves_messages(self, model: str) -> bool:
+        """Whether a deployment of `model` takes Anthropic's Messages natively."""
+        ...
+
+    async def messages(
+        self, body: Mapping[str, Any], translate: ChatTranslation, *, beta: str | None = None
+    ) -> MessageResult: ...
+    async def messages_stream(
+        self, body: Mapping[str, Any], translate: ChatTranslation, *, beta: str | None = None
+    ) -> MessagesStream: ...
     def cost_usd(self, served_by: ServedBy, input_tokens: int, output_tokens: int) -> float | None: ...
     def max_cost_usd(self, model: str, input_tokens: int, output_tokens: int) -> float | None: ...
     def count_tokens(self, model: str, messages: Sequence[Mapping[str, Any]] | str) -> int: ...

@@ -105,8 +105,9 @@ class AuthService:
         return hmac.new(self._hash_secret, secret.encode(), hashlib.sha256).hexdigest()
 
     async def authenticate(self, authorization: str | None, api_key: str | None = None) -> Principal:
-        """The caller behind `Authorization: Bearer <key>` (or Azure OpenAI's `api-key` header)."""
-        key = _bearer(authorization) if authorization else (api_key or "").strip()
+        """The caller behind `Authorization: Bearer <key>`, else behind `api_key`: the `api-key`
+        header of Azure OpenAI clients or the `x-api-key` of Anthropic's."""
+        key = (_bearer(authorization) if authorization else "") or (api_key or "").strip()
         if not key:
             raise AuthenticationError(MISSING_KEY)
         # Constant-time comparison: response timing must not reveal how much of a key matched.

@@ -110,7 +110,7 @@ class Meter:
             "embeddings"
             if endpoint == "embeddings"
             else "chat"
-            if endpoint == "chat.completions"
+            if endpoint in ("chat.completions", "messages")  # Anthropic's Messages are chats too
             else "text_completion"
         )
         self._operation = operation

@@ -9,6 +9,7 @@ from typing import Any
 from shared.clients.protocols import LLMRouter, ModelStream, ServedBy
 from shared.errors import InvalidRequestError
 from shared.models.requests import ChatCompletionCreate
+from shared.models.usage import Endpoint
 from shared.services.accumulate import ChatAccumulator, assistant_message, replay_chunks
 from shared.services.cache import CacheStatus, ResponseCache, cache_key, directives
 from shared.services.calls import (
@@ -80,10 +81,13 @@ class ChatService:
         self._cache = cache
         self._max_messages = max_messages
 
-    async def create(self, request: ChatCompletionCreate, call: CallContext) -> ChatOutcome:
-        """A complete (non-streaming) chat completion."""
+    async def create(
+        self, request: ChatCompletionCreate, call: CallContext, *, endpoint: Endpoint = "chat.completions"
+    ) -> ChatOutcome:
+        """A complete (non-streaming) chat completion; `endpoint` is the surface it is recorded
+        under (`messages` for Anthropic's Messages API, translated to chat)."""
         prepared = await self._prepare(request, call)
-        meter = await self._meter(request, call, prepared)
+        meter = await self._meter(request, call, prepared, endpoint)
         if prepared.cached is not None:
             served_by = _cache_served_by(request.model, prepared.cached)
             _finish_cached(meter, prepared)
@@ -94,10 +98,12 @@ class ChatService:
         self._after(prepared, result.body)
         return ChatOutcome(result.body, result.served_by, prepared.cache, prepared.session_id)
 
-    async def open_stream(self, request: ChatCompletionCreate, call: CallContext) -> OpenStream:
+    async def open_stream(
+        self, request: ChatCompletionCreate, call: CallContext, *, endpoint: Endpoint = "chat.completions"
+    ) -> OpenStream:
         """Start a stream and wait for its first chunk, so early failures keep their HTTP status."""
         prepared = await self._prepare(request, call)
-        meter = await self._meter(request, call, prepared)
+        meter = await self._meter(request, call, prepared, endpoint)
         if prepared.cached is not None:
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
             chunks = replay_chunks(prepared.cached, include_usage=include_usage)
@@ -198,7 +204,9 @@ class ChatService:
                 self._cache.put(prepared.cache_key, completion, prepared.cache_ttl), name="cache-put"
             )
 
-    async def _meter(self, request: ChatCompletionCreate, call: CallContext, prepared: _Prepared) -> Meter:
+    async def _meter(
+        self, request: ChatCompletionCreate, call: CallContext, prepared: _Prepared, endpoint: Endpoint
+    ) -> Meter:
         def estimate() -> tuple[int, int]:
             if prepared.cached is not None:
                 return 0, 0
@@ -207,7 +215,7 @@ class ChatService:
             return self._llm.count_tokens(request.model, prepared.params["messages"]), output
 
         return await self._metering.start(
-            "chat.completions",
+            endpoint,
             request.model,
             call,
             estimate=estimate,

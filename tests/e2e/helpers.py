@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 from azure.core.exceptions import ResourceExistsError
@@ -170,3 +171,28 @@ def readme_jobs(title: str) -> list[dict[str, Any]]:
         if "/v1/jobs" in command:
             jobs += [json.loads(body) for body in re.findall(r"-d '(\{.*?\})'", command, re.DOTALL)]
     return [job for job in jobs if isinstance(job, dict) and "type" in job]
+
+
+# --- Anthropic's Messages API ------------------------------------------------------------------------
+
+
+def anthropic_client(stack: Any, key: str | None = None, **options: Any) -> anthropic.Anthropic:
+    """The official anthropic SDK against the local host, validating every answer strictly against
+    its own types. The key goes in `x-api-key`, as Claude Code sends ANTHROPIC_API_KEY (this SDK
+    sends an `api_key` as `Authorization: Bearer`, which Cirrus takes too)."""
+    return anthropic.Anthropic(
+        base_url=stack.base_url,
+        default_headers={"x-api-key": key or stack.master_key},
+        max_retries=0,
+        _strict_response_validation=True,
+        **options,
+    )
+
+
+def sse_events(text: str) -> list[tuple[str, dict]]:
+    """(event name, data) of each event of an Anthropic stream read as raw text."""
+    found = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        found.append((fields.get("event", ""), json.loads(fields["data"])))
+    return found

@@ -1021,3 +1021,173 @@ async def test_context_window_and_omitted_usage(http: httpx.AsyncClient) -> None
     assert fits.status_code == 200 and "usage" in fits.json()
     bare = await http.post("/profile/omit_usage=true/v1/chat/completions", json=body)
     assert "usage" not in bare.json()
+
+
+# --- Anthropic's Messages API (anthropic_api.py) --------------------------------------------
+
+MESSAGES: dict[str, Any] = {
+    "model": "claude-fake",
+    "max_tokens": 100,
+    "system": "Be brief.",
+    "messages": [{"role": "user", "content": "Hello there, fake Claude"}],
+}
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "Weather in a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+def claude(url: str, key: str = "fake") -> Any:
+    """The official SDK, its key in `x-api-key` as Anthropic's API takes it (with `api_key` it sends
+    `Authorization: Bearer`)."""
+    import anthropic
+
+    return anthropic.AsyncAnthropic(
+        base_url=url,
+        default_headers={"x-api-key": key},
+        max_retries=0,
+        timeout=5,
+        _strict_response_validation=True,
+    )
+
+
+def anthropic_events(raw: str) -> list[tuple[str, dict[str, Any]]]:
+    """(event, data) of each event, checking the framing is exactly `event: ...\\ndata: ...\\n\\n`."""
+    assert raw.endswith("\n\n")
+    found = []
+    for frame in raw[:-2].split("\n\n"):
+        name, data = frame.split("\n")
+        assert name.startswith("event: ") and data.startswith("data: "), frame
+        found.append((name.removeprefix("event: "), json.loads(data.removeprefix("data: "))))
+    return found
+
+
+async def test_anthropic_message_is_deterministic_and_sdk_shaped(url: str, http: httpx.AsyncClient) -> None:
+    client = claude(url)
+    first = await client.messages.create(**MESSAGES)
+    again = await client.messages.create(**MESSAGES)
+    assert first.content[0].text == again.content[0].text
+    assert first.content[0].text.startswith("Fake reply to: Hello there, fake Claude")
+    assert len(first.content[0].text.split()) == 24
+    assert (first.stop_reason, first.stop_sequence, first.model) == ("end_turn", None, "claude-fake")
+    assert first.usage.input_tokens == 6 and first.usage.output_tokens == 24  # words, as on /v1/chat
+    assert first.id.startswith("msg_") and first.id != again.id
+    (record, _) = await request_log(http)
+    headers = {name.lower(): value for name, value in record["headers"].items()}
+    assert record["path"] == "/v1/messages" and headers["x-api-key"] == "fake"
+    assert headers["anthropic-version"]
+
+
+async def test_anthropic_stream_events_in_order_and_what_the_sdk_rebuilds(
+    url: str, http: httpx.AsyncClient
+) -> None:
+    response = await http.post("/v1/messages", json={**MESSAGES, "stream": True})
+    assert response.status_code == 200 and response.headers["content-type"] == "text/event-stream"
+    events = anthropic_events(response.text)
+    assert all(name == data["type"] for name, data in events)
+    names = [name for name, _ in events]
+    assert names[:3] == ["message_start", "content_block_start", "ping"]
+    assert names[-4:] == ["content_block_delta", "content_block_stop", "message_delta", "message_stop"]
+    assert names.count("content_block_delta") == 24  # one word per event
+    assert events[-2][1]["usage"] == {"output_tokens": 24}
+    complete = await claude(url).messages.create(**MESSAGES)
+    async with claude(url).messages.stream(**MESSAGES) as stream:
+        final = await stream.get_final_message()
+    assert final.content[0].text == complete.content[0].text and final.stop_reason == "end_turn"
+
+
+async def test_anthropic_tool_use_on_demand_json_and_streamed(url: str, http: httpx.AsyncClient) -> None:
+    await enqueue(http, times=2, tool_calls=SCRIPTED_CALLS)
+    message = await claude(url).messages.create(**MESSAGES, tools=[WEATHER_TOOL])
+    assert [(b.type, b.name, b.input) for b in message.content] == [
+        ("tool_use", "get_weather", {"city": "Paris", "days": 3}),
+        ("tool_use", "get_time", {"tz": "Europe/Paris"}),
+    ]
+    assert message.stop_reason == "tool_use" and all(b.id.startswith("toolu_") for b in message.content)
+    async with claude(url).messages.stream(**MESSAGES, tools=[WEATHER_TOOL]) as stream:
+        final = await stream.get_final_message()
+    assert [(b.name, b.input) for b in final.content] == [(b.name, b.input) for b in message.content]
+    forced = await claude(url).messages.create(
+        **MESSAGES, tools=[WEATHER_TOOL], tool_choice={"type": "tool", "name": "get_weather"}
+    )
+    assert [(b.name, b.input) for b in forced.content] == [("get_weather", {"city": "fake"})]
+
+
+async def test_anthropic_max_tokens_and_stop_sequences(url: str) -> None:
+    short = await claude(url).messages.create(**{**MESSAGES, "max_tokens": 3})
+    assert (short.content[0].text, short.stop_reason) == ("Fake reply to:", "max_tokens")
+    stopped = await claude(url).messages.create(**MESSAGES, stop_sequences=["fake Claude", "Hello"])
+    assert (stopped.content[0].text, stopped.stop_reason, stopped.stop_sequence) == (
+        "Fake reply to: ",
+        "stop_sequence",
+        "Hello",
+    )
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "status", "kind"),
+    [
+        ({"status": 400, "error_message": "messages: bad"}, 400, "invalid_request_error"),
+        ({"fault": "429", "retry_after": 3}, 429, "rate_limit_error"),
+        ({"status": 529}, 529, "overloaded_error"),
+        ({"fault": "500"}, 500, "api_error"),
+        ({"context_window": 3}, 400, "invalid_request_error"),
+    ],
+)
+async def test_anthropic_errors_in_anthropics_envelope(
+    http: httpx.AsyncClient, behaviour: dict[str, Any], status: int, kind: str
+) -> None:
+    await enqueue(http, **behaviour)
+    response = await http.post("/v1/messages", json=MESSAGES)
+    assert response.status_code == status
+    body = response.json()
+    assert body["type"] == "error" and body["error"]["type"] == kind and body["error"]["message"]
+    if status == 429:
+        assert response.headers["retry-after"] == "3"
+    if "context_window" in behaviour:
+        assert body["error"]["message"] == "prompt is too long: 6 tokens > 3 maximum"
+
+
+async def test_anthropic_invalid_requests(http: httpx.AsyncClient) -> None:
+    missing = await http.post("/v1/messages", json={k: v for k, v in MESSAGES.items() if k != "max_tokens"})
+    assert missing.status_code == 400
+    assert missing.json() == {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"},
+    }
+    garbage = await http.post("/v1/messages", content=b"{nope")
+    assert garbage.status_code == 400 and garbage.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_anthropic_x_api_key_is_checked_when_required(url: str, http: httpx.AsyncClient) -> None:
+    root = "/profile/require_api_key=s3cret,require_bearer=t0ken"
+    for headers, status in [
+        ({}, 401),
+        ({"x-api-key": "wrong"}, 401),
+        ({"api-key": "s3cret"}, 401),  # Azure's header is not Anthropic's
+        ({"x-api-key": "s3cret"}, 200),
+        ({"authorization": "Bearer t0ken"}, 200),
+    ]:
+        response = await http.post(f"{root}/v1/messages", json=MESSAGES, headers=headers)
+        assert response.status_code == status, headers
+        if status == 401:
+            assert response.json()["error"]["type"] == "authentication_error"
+    assert (await claude(f"{url}{root}", key="s3cret").messages.create(**MESSAGES)).content
+
+
+async def test_anthropic_stream_cut_drops_the_connection(http: httpx.AsyncClient) -> None:
+    await enqueue(http, fault="cut", cut_after=3)
+    with pytest.raises(httpx.RemoteProtocolError):
+        await http.post("/v1/messages", json={**MESSAGES, "stream": True})
+    await enqueue(http, fault="cut", cut_after=3, chunk_delay_ms=5)
+    received = b""
+    async with http.stream("POST", "/v1/messages", json={**MESSAGES, "stream": True}) as response:
+        with pytest.raises(httpx.RemoteProtocolError):
+            async for block in response.aiter_bytes():
+                received += block
+    assert [name for name, _ in anthropic_events(received.decode())] == [
+        "message_start",
+        "content_block_start",
+        "ping",
+    ]

@@ -29,6 +29,32 @@ def test_status_type_and_code(err, status, type_, code):
     }
 
 
+@pytest.mark.parametrize(
+    ("err", "type_"),
+    [
+        (errors.InvalidRequestError("bad", param="messages"), "invalid_request_error"),
+        (errors.PayloadTooLargeError("big"), "request_too_large"),
+        (errors.AuthenticationError("who"), "authentication_error"),
+        (errors.PermissionDeniedError("no"), "permission_error"),
+        (errors.ModelNotFoundError("gpt-9"), "not_found_error"),
+        (errors.NotFoundError("gone"), "not_found_error"),
+        (errors.ConflictError("ended"), "invalid_request_error"),
+        (errors.RateLimitError("slow"), "rate_limit_error"),
+        (errors.InsufficientQuotaError("spent"), "rate_limit_error"),
+        (errors.UpstreamRateLimitError("slow"), "rate_limit_error"),
+        (errors.UpstreamError("down"), "api_error"),
+        (errors.UpstreamTimeoutError("late"), "timeout_error"),
+        (errors.ServiceUnavailableError("misconfigured"), "overloaded_error"),
+        (errors.CirrusError("unexpected"), "api_error"),
+    ],
+)
+def test_anthropic_envelope_names_the_type_by_status(err, type_):
+    assert errors.anthropic_error_body(err) == {
+        "type": "error",
+        "error": {"type": type_, "message": err.message},
+    }
+
+
 def test_model_not_found_names_the_model_and_param():
     body = errors.error_body(errors.ModelNotFoundError("gpt-9"))["error"]
     assert body["message"] == "The model `gpt-9` does not exist or you do not have access to it."

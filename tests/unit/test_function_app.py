@@ -14,6 +14,8 @@ EXPECTED_HTTP = {
     "list_models": ("v1/models", ["GET"]),
     "get_model": ("v1/models/{*model}", ["GET"]),
     "chat_completions": ("v1/chat/completions", ["POST"]),
+    "create_message": ("v1/messages", ["POST"]),
+    "count_message_tokens": ("v1/messages/count_tokens", ["POST"]),
     "completions": ("v1/completions", ["POST"]),
     "embeddings": ("v1/embeddings", ["POST"]),
     "create_session": ("v1/sessions", ["POST"]),

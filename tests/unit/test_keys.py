@@ -73,6 +73,14 @@ async def test_missing_or_malformed_keys_are_401(keys, header):
         await keys.auth.authenticate(header)
 
 
+async def test_a_header_key_counts_when_authorization_carries_no_bearer_key(keys):
+    # Anthropic SDKs send `x-api-key`; some clients add an unrelated Authorization header.
+    assert (await keys.auth.authenticate("Basic abc", MASTER_KEY)) is MASTER
+    assert (await keys.auth.authenticate("Bearer ", MASTER_KEY)) is MASTER
+    with pytest.raises(AuthenticationError, match="Incorrect"):  # a bearer key, when sent, decides
+        await keys.auth.authenticate("Bearer sk-cirrus-nope", MASTER_KEY)
+
+
 async def test_a_forged_secret_for_a_real_key_id_is_401(keys):
     created = await keys.create(KeyCreate())
     forged = created.key[:26] + ("A" if created.key[26] != "A" else "B") + created.key[27:]

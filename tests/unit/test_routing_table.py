@@ -2,6 +2,7 @@
 
 import pytest
 
+from shared.clients.llm.anthropic_wire import messages_url
 from shared.clients.llm.deployments import (
     AZURE_DEFAULT_API_VERSION,
     DEFAULT_NUM_RETRIES,
@@ -61,6 +62,46 @@ def test_openai_and_azure_are_native_everything_else_goes_through_litellm():
 
 def test_an_openai_wire_only_file_needs_no_litellm():
     assert not read_routing(config(), {}).needs_litellm
+
+
+def test_anthropic_deployments_serve_messages_natively_unless_sent_through_litellm():
+    table = read_routing(
+        config(
+            {"model_name": "native", "litellm_params": {"model": "anthropic/claude-sonnet-4-5"}},
+            {
+                "model_name": "forced",
+                "litellm_params": {"model": "anthropic/claude-sonnet-4-5", "api_key": "k"},
+                "model_info": {"adapter": "litellm"},
+            },
+        ),
+        {"ANTHROPIC_API_KEY": "from-env"},
+    )
+    native, forced = table.deployments
+    assert native.native_messages and not forced.native_messages
+    assert native.adapter == forced.adapter == "litellm"  # their chat completions: LiteLLM either way
+    assert native.params["api_key"] == "from-env" and forced.params["api_key"] == "k"
+    assert "api_base" not in native.params  # LiteLLM gets the file's params as written
+    assert table.needs_litellm  # `forced` needs it at once
+
+
+def test_a_file_of_native_anthropic_deployments_imports_litellm_only_when_a_chat_needs_it():
+    table = read_routing(
+        config({"model_name": "c", "litellm_params": {"model": "anthropic/claude-sonnet-4-5"}}), {}
+    )
+    assert not table.needs_litellm
+
+
+@pytest.mark.parametrize(
+    ("api_base", "url"),
+    [
+        (None, "https://api.anthropic.com/v1/messages"),
+        ("https://gateway.example/anthropic", "https://gateway.example/anthropic/v1/messages"),
+        ("http://127.0.0.1:4010/v1", "http://127.0.0.1:4010/v1/messages"),
+        ("http://127.0.0.1:4010/v1/messages/", "http://127.0.0.1:4010/v1/messages"),
+    ],
+)
+def test_the_anthropic_adapter_takes_an_api_base_with_or_without_v1(api_base, url):
+    assert messages_url(api_base) == url
 
 
 def test_environment_references_are_resolved_and_provider_keys_read_like_litellm():

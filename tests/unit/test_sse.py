@@ -41,6 +41,21 @@ def test_fields_cannot_inject_lines(field):
         sse.encode({}, **{field: "a\ndata: injected"})
 
 
+def test_typed_event_is_named_by_its_type_as_anthropic_streams():
+    event = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "héllo"}}
+    expected = (
+        'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+        '"delta":{"type":"text_delta","text":"héllo"}}\n\n'
+    )
+    assert sse.typed_event(event) == expected.encode()
+    assert sse.typed_event(event) == sse.encode(event, event="content_block_delta")
+
+
+def test_typed_event_type_cannot_inject_lines():
+    with pytest.raises(ValueError, match="single line"):
+        sse.typed_event({"type": "ping\ndata: injected"})
+
+
 def test_decoder_gives_each_events_data_once_its_blank_line_is_in():
     decoder = sse.DataDecoder()
     assert decoder.feed(b'data: {"a":1}\n\ndata: {"b"') == [b'{"a":1}']

@@ -8,6 +8,8 @@ API (also under `/profile/<spec>/v1/...`):
     POST /v1/embeddings         deterministic unit vectors (8 dims unless `dimensions`),
                                 encoding_format float or base64
     GET  /v1/models, /v1/models/{id}
+    POST /v1/messages           Anthropic's Messages API, JSON or its SSE events, errors in
+                                Anthropic's envelope, `x-api-key` checked: see anthropic_api.py
 
 Azure OpenAI's URL shapes (also under `/profile/<spec>/openai/...`), answered the same way:
     POST /openai/deployments/{deployment}/chat/completions?api-version=2024-10-21

@@ -100,6 +100,9 @@ def create_app(
     app.router.add_post("/_control/reset", _reset)
     app.router.add_get("/_control/requests", _requests)
     app.router.add_get("/_control/health", _health)
+    from .anthropic_api import add_routes  # noqa: PLC0415 - it builds on this module's Exchange
+
+    add_routes(app)  # POST /v1/messages: Anthropic's Messages API
     return app
 
 

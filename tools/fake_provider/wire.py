@@ -105,6 +105,7 @@ class _GenerationRequest(_ApiRequest):
     max_tokens: int | None = Field(default=None, ge=1)
     stop: str | list[str] | None = None
     seed: int | None = None
+    user: str | None = Field(default=None, max_length=64)  # OpenAI refuses a longer one with a 400
 
     @property
     def include_usage(self) -> bool:

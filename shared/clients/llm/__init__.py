@@ -5,7 +5,9 @@ deployments.py     the model file (LiteLLM's format) read into deployments and s
 selection.py       deployment health, per-deployment rpm/tpm, routing strategies
 openai_wire.py     the native adapter for OpenAI-wire providers (openai/, azure/)
 litellm_adapter.py the LiteLLM adapter for every other provider (the only `litellm` importer)
+anthropic_wire.py  the native adapter for Anthropic's Messages API (anthropic/ deployments)
 relay.py           streams relayed chunk by chunk
+messages_relay.py  Anthropic streams relayed event by event
 errors.py          provider failures: the client's error and the router's facts
 shapes.py          OpenAI's wire shapes, from LiteLLM's objects or compatible servers
 spans.py           one span per provider attempt

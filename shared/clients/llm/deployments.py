@@ -7,7 +7,9 @@ is silently ignored is worse than one that is refused.
 
 Which adapter serves a deployment: `openai/...` and `azure/...` speak OpenAI's wire format and go
 to the native adapter; every other provider goes to LiteLLM. `model_info.adapter: litellm` sends
-an OpenAI-wire deployment through LiteLLM too.
+an OpenAI-wire deployment through LiteLLM too. `anthropic/...` deployments also serve Anthropic's
+Messages API natively (`native_messages`, the anthropic_wire adapter) unless `model_info.adapter:
+litellm` sends all their traffic through LiteLLM; their chat completions go through LiteLLM either way.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ DEFAULT_NUM_RETRIES = 2  # LiteLLM's default (openai.DEFAULT_MAX_RETRIES)
 DEFAULT_MAX_FALLBACKS = 5  # LiteLLM's ROUTER_MAX_FALLBACKS
 AZURE_DEFAULT_API_VERSION = "2024-10-21"  # the latest GA data-plane version
 OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
+ANTHROPIC_DEFAULT_BASE = "https://api.anthropic.com"
 NATIVE_PROVIDERS = frozenset({"openai", "azure"})
 Adapter = Literal["openai_wire", "litellm"]
 Strategy = Literal[
@@ -114,6 +117,7 @@ class Deployment:
     cooldown_time: float | None = None
     allowed_fails: int | None = None
     body_defaults: Mapping[str, Any] = field(default_factory=dict)
+    native_messages: bool = False  # an Anthropic deployment: Messages requests go to it as they are
 
     @property
     def file_prices(self) -> tuple[float, float] | None:
@@ -182,7 +186,9 @@ class RoutingTable:
 
     @property
     def needs_litellm(self) -> bool:
-        return any(d.adapter == "litellm" for d in self.deployments)
+        """Whether LiteLLM should be imported at once. An Anthropic deployment serving Messages
+        natively needs it only for a chat completion, so it imports LiteLLM on its first one."""
+        return any(d.adapter == "litellm" and not d.native_messages for d in self.deployments)
 
 
 def read_routing(config: ModelConfig, environ: Mapping[str, str] | None = None) -> RoutingTable:
@@ -273,6 +279,9 @@ def _deployment(
             resolved.setdefault("api_version", environ.get("AZURE_API_VERSION") or AZURE_DEFAULT_API_VERSION)
             if "api_key" not in resolved and environ.get("AZURE_API_KEY"):
                 resolved["api_key"] = environ["AZURE_API_KEY"]
+    native_messages = provider == "anthropic" and forced != "litellm"
+    if native_messages and "api_key" not in resolved and environ.get("ANTHROPIC_API_KEY"):
+        resolved["api_key"] = environ["ANTHROPIC_API_KEY"]  # what LiteLLM and Anthropic's SDK read too
     timeout = _number(name, resolved, model_info, "timeout") or settings.timeout
     stream_timeout = (
         _number(name, resolved, model_info, "stream_timeout") or settings.stream_timeout or timeout
@@ -294,6 +303,7 @@ def _deployment(
         cooldown_time=_number(name, resolved, model_info, "cooldown_time"),
         allowed_fails=_int(name, {}, model_info, "allowed_fails"),
         body_defaults=body_defaults,
+        native_messages=native_messages,
     )
 
 

@@ -75,7 +75,7 @@ def cut_short() -> AttemptFailed:
 
 
 def from_response(status: int, body: bytes, headers: Mapping[str, str]) -> AttemptFailed:
-    """An OpenAI-wire error answer (status >= 400) as an attempt failure."""
+    """An error answer (status >= 400) in OpenAI's envelope or Anthropic's as an attempt failure."""
     detail = _error_detail(body)
     message = str(detail.get("message") or "").strip()
     code = str(detail.get("code") or "")
@@ -93,7 +93,7 @@ def from_response(status: int, body: bytes, headers: Mapping[str, str]) -> Attem
         error = UpstreamError("The model provider rejected the request's deployment or credentials.")
     elif status in (400, 413, 422):
         error = client_error(message, code, detail.get("param"))
-    elif status == 503:
+    elif status in (503, 529):  # 529: Anthropic's "overloaded"
         error = UpstreamError("The model provider is unavailable.", retry_after=wait)
     else:
         error = UpstreamError("The model provider returned an error.")

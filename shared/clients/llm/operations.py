@@ -1,4 +1,8 @@
-"""The three operations a deployment serves, and the seam every adapter implements."""
+"""The operations a deployment serves, and the seam every OpenAI-shaped adapter implements.
+
+MESSAGES is Anthropic's Messages API, which only Anthropic deployments serve natively
+(anthropic_wire.py, its own seam); the router sends it to any other deployment as a chat.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ class Operation(Enum):
     CHAT = ("chat/completions", "chat")
     TEXT = ("completions", "text_completion")
     EMBED = ("embeddings", "embeddings")
+    MESSAGES = ("v1/messages", "chat")
 
     def __init__(self, path: str, genai_name: str) -> None:
         self.path = path

@@ -35,6 +35,8 @@ class OpenedStream:
 class RoutedStream:
     """See the module docstring, and `ModelStream` in shared.clients.protocols."""
 
+    wire = "chat"  # what a Messages request that reached a chat deployment is streamed in
+
     def __init__(
         self,
         opened: OpenedStream,

@@ -17,6 +17,11 @@ and, per request:
 
 A stream counts as failed, and so is retried or falls back invisibly, until its first chunk has
 arrived; after that a failure is the client's to see (`relay`).
+
+Anthropic's Messages API (`messages`, `messages_stream`) is routed the same way: an attempt on an
+Anthropic deployment sends the request as it is (`anthropic_wire`); an attempt on any other
+deployment sends its chat translation, and the answer says which wire it is in, so a model name
+can mix both kinds and fall back from one to the other.
 """
 
 from __future__ import annotations
@@ -26,23 +31,32 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from shared.clients.llm import errors, price_map, tokens
+from shared.clients.llm.anthropic_wire import AnthropicWireAdapter
 from shared.clients.llm.attempts import Attempt
 from shared.clients.llm.deployments import Deployment, RoutingTable, read_routing
 from shared.clients.llm.errors import AttemptFailed
 from shared.clients.llm.litellm_adapter import LiteLLMAdapter
+from shared.clients.llm.messages_relay import RoutedMessageStream, chat_usage
 from shared.clients.llm.openai_wire import CredentialFactory, OpenAIWireAdapter
 from shared.clients.llm.operations import ModelAdapter, Operation
 from shared.clients.llm.relay import OpenedStream, RoutedStream
 from shared.clients.llm.selection import Clock, DeploymentHealth, Selector
 from shared.clients.llm.shapes import complete_embeddings
-from shared.clients.protocols import EmbeddingResult, ModelLimits, ModelResult, ServedBy
+from shared.clients.protocols import (
+    ChatTranslation,
+    EmbeddingResult,
+    MessageResult,
+    ModelLimits,
+    ModelResult,
+    ServedBy,
+)
 from shared.config import ModelConfig
-from shared.errors import InvalidRequestError
+from shared.errors import CirrusError, InvalidRequestError
 
 log = logging.getLogger("cirrus.llm")
 
@@ -85,6 +99,7 @@ class ModelRouter:
         azure_credential: CredentialFactory | None = None,
         native: ModelAdapter | None = None,
         litellm: ModelAdapter | None = None,
+        anthropic: AnthropicWireAdapter | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
@@ -102,6 +117,9 @@ class ModelRouter:
         self._litellm = litellm
         if self._litellm is None and table.needs_litellm:
             self._litellm = LiteLLMAdapter(drop_params=table.drop_params)  # starts importing LiteLLM
+        self._anthropic = anthropic or AnthropicWireAdapter(
+            max_connections=max_connections, keepalive_seconds=keepalive_seconds
+        )
         self._rng = rng or random.Random()  # noqa: S311 - jitter and load balancing, not security
         self._selector = Selector(self._settings, self._price, clock=clock, rng=self._rng)
         self._sleep = sleep
@@ -163,23 +181,9 @@ class ModelRouter:
         upstream = {**params, "stream": True, "stream_options": {**client_options, "include_usage": True}}
 
         async def attempt(deployment: Deployment) -> OpenedStream:
-            books = self._open_attempt(deployment, op)
-            events = None
-            try:
-                events = await self._adapter(deployment).open_stream(deployment, op, upstream)
-                try:
-                    first = await anext(events)
-                except StopAsyncIteration:
-                    raise errors.cut_short() from None
-            except AttemptFailed as failure:
-                await _close(events)
-                books.failed(failure)
-                raise
-            except BaseException:
-                await _close(events)
-                books.abandoned()
-                raise
-            return OpenedStream(books, events, first, time.perf_counter())
+            return await self._open(
+                deployment, op, lambda: self._adapter(deployment).open_stream(deployment, op, upstream)
+            )
 
         opened, served_by = await self._route(op, upstream, attempt)
         model = served_by.model
@@ -193,14 +197,109 @@ class ModelRouter:
             ),
         )
 
+    async def _open(
+        self,
+        deployment: Deployment,
+        op: Operation,
+        opener: Callable[[], Awaitable[AsyncIterator[dict[str, Any]]]],
+    ) -> OpenedStream:
+        """One streaming attempt, up to its first event: a failure before it is the attempt's."""
+        books = self._open_attempt(deployment, op)
+        events = None
+        try:
+            events = await opener()
+            try:
+                first = await anext(events)
+            except StopAsyncIteration:
+                raise errors.cut_short() from None
+        except AttemptFailed as failure:
+            await _close(events)
+            books.failed(failure)
+            raise
+        except BaseException:
+            await _close(events)
+            books.abandoned()
+            raise
+        return OpenedStream(books, events, first, time.perf_counter())
+
     def _open_attempt(self, deployment: Deployment, op: Operation) -> Attempt:
         return Attempt(self._selector, deployment, op, len(self._groups[deployment.model_name]))
 
     def _adapter(self, deployment: Deployment) -> ModelAdapter:
         if deployment.adapter == "openai_wire":
             return self._native
-        assert self._litellm is not None  # built whenever the file has a LiteLLM deployment
+        if self._litellm is None:  # only Anthropic deployments need LiteLLM: for their chats
+            self._litellm = LiteLLMAdapter(drop_params=self._table.drop_params)
         return self._litellm
+
+    # --- Anthropic's Messages API -------------------------------------------------------------
+
+    def serves_messages(self, model: str) -> bool:
+        """Whether a deployment of `model` takes Anthropic's Messages natively."""
+        return any(d.native_messages for d in self._groups.get(model, ()))
+
+    async def messages(
+        self, body: Mapping[str, Any], translate: ChatTranslation, *, beta: str | None = None
+    ) -> MessageResult:
+        """A Messages request: natively on an Anthropic deployment, else as its chat translation."""
+        chat = _Translation(translate)
+
+        async def attempt(deployment: Deployment) -> tuple[str, dict[str, Any]]:
+            if not deployment.native_messages:
+                return "chat", await self._call(Operation.CHAT, chat.params())(deployment)
+            books = self._open_attempt(deployment, Operation.MESSAGES)
+            try:
+                answer = await self._anthropic.create(deployment, body, beta)
+            except AttemptFailed as failure:
+                books.failed(failure)
+                raise
+            except BaseException:
+                books.abandoned()
+                raise
+            tokens = chat_usage(answer.get("usage"))["total_tokens"]
+            books.succeeded(time.perf_counter() - books.started, tokens)
+            return "anthropic", answer
+
+        (wire, answer), served_by = await self._route(Operation.MESSAGES, _routing(body), attempt)
+        answer["model"] = served_by.model
+        if wire == "anthropic":
+            reason = answer.get("stop_reason")
+            return MessageResult(
+                answer, served_by, "anthropic", chat_usage(answer.get("usage")), [reason] if reason else []
+            )
+        estimated = self._settle_usage(answer, served_by, chat.params().get("messages"), Operation.CHAT)
+        result = ModelResult(answer, served_by, estimated)
+        return MessageResult(answer, served_by, "chat", result.usage, result.finish_reasons, estimated)
+
+    async def messages_stream(
+        self, body: Mapping[str, Any], translate: ChatTranslation, *, beta: str | None = None
+    ) -> RoutedMessageStream | RoutedStream:
+        """A streamed Messages request: Anthropic's events from an Anthropic deployment, else the
+        chat chunks of its translation (with their usage chunk)."""
+        chat = _Translation(translate)
+        model = str(body["model"])
+
+        def chat_upstream() -> dict[str, Any]:
+            return {**chat.params(), "stream": True, "stream_options": {"include_usage": True}}
+
+        async def attempt(deployment: Deployment) -> tuple[str, OpenedStream]:
+            if not deployment.native_messages:
+                upstream = chat_upstream()
+                opener = lambda: self._adapter(deployment).open_stream(deployment, Operation.CHAT, upstream)  # noqa: E731
+                return "chat", await self._open(deployment, Operation.CHAT, opener)
+            return "anthropic", await self._open(
+                deployment, Operation.MESSAGES, lambda: self._anthropic.open_stream(deployment, body, beta)
+            )
+
+        (wire, opened), served_by = await self._route(Operation.MESSAGES, _routing(body), attempt)
+
+        def estimate(text: str) -> tuple[int, int]:
+            prompt = chat.params().get("messages") if chat.ready else body.get("messages")
+            return self._count_prompt(model, prompt), self.count_tokens(model, text) if text else 0
+
+        if wire == "anthropic":
+            return RoutedMessageStream(opened, served_by, estimate=estimate)
+        return RoutedStream(opened, served_by, forward_usage=True, estimate=estimate)
 
     # --- retries and fallbacks ---------------------------------------------------------------
 
@@ -344,12 +443,15 @@ class ModelRouter:
         return tokens.count_messages(name, messages)
 
     def limits(self, model: str) -> ModelLimits:
-        """The tightest input and output limits over `model`'s deployments (the file wins)."""
+        """The tightest input and output limits over `model`'s deployments (the file wins), and
+        whether all of them reason."""
         if model not in self._limits:
             found = [self._deployment_limits(d) for d in self._groups.get(model, ())]
             inputs = [x.max_input_tokens for x in found if x.max_input_tokens]
             outputs = [x.max_output_tokens for x in found if x.max_output_tokens]
-            self._limits[model] = ModelLimits(min(inputs, default=None), min(outputs, default=None))
+            reasoning = bool(found) and all(x.reasoning for x in found)
+            limits = ModelLimits(min(inputs, default=None), min(outputs, default=None), reasoning)
+            self._limits[model] = limits
         return self._limits[model]
 
     def _deployment_limits(self, deployment: Deployment) -> ModelLimits:
@@ -357,7 +459,9 @@ class ModelRouter:
         info = {**{k: v for k, v in known.items() if v is not None}, **deployment.model_info}
         max_in, max_out = info.get("max_input_tokens"), info.get("max_output_tokens")
         return ModelLimits(
-            max_in if isinstance(max_in, int) else None, max_out if isinstance(max_out, int) else None
+            max_in if isinstance(max_in, int) else None,
+            max_out if isinstance(max_out, int) else None,
+            info.get("supports_reasoning") is True,
         )
 
     def _price(self, deployment: Deployment) -> tuple[float, float] | None:
@@ -417,8 +521,35 @@ class ModelRouter:
 
     async def aclose(self) -> None:
         await self._native.aclose()
+        await self._anthropic.aclose()
         if self._litellm is not None:
             await self._litellm.aclose()
+
+
+class _Translation:
+    """A Messages request's chat parameters, worked out once and only if a deployment that is not
+    Anthropic's is tried; a request that cannot be translated fails that attempt with its 400."""
+
+    def __init__(self, translate: ChatTranslation) -> None:
+        self._translate = translate
+        self._params: dict[str, Any] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._params is not None
+
+    def params(self) -> dict[str, Any]:
+        if self._params is None:
+            try:
+                self._params = dict(self._translate())
+            except CirrusError as exc:
+                raise AttemptFailed(exc, exc.status) from None
+        return self._params
+
+
+def _routing(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What routing reads of a Messages request: the model, and the messages for context checks."""
+    return {"model": body["model"], "messages": body.get("messages")}
 
 
 def _lookup(fallbacks: Sequence[Mapping[str, Sequence[str]]] | None, model: str) -> list[str]:

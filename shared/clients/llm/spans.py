@@ -22,7 +22,7 @@ def attempt_span(deployment: Deployment, op: Operation) -> Span:
             "gen_ai.request.model": deployment.upstream_model,
             "server.address": deployment.server_address,
             "cirrus.deployment": deployment.id,
-            "cirrus.adapter": deployment.adapter,
+            "cirrus.adapter": "anthropic_wire" if op is Operation.MESSAGES else deployment.adapter,
         },
     )
 
