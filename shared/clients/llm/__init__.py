@@ -6,10 +6,14 @@ selection.py       deployment health, per-deployment rpm/tpm, routing strategies
 openai_wire.py     the native adapter for OpenAI-wire providers (openai/, azure/)
 litellm_adapter.py the LiteLLM adapter for every other provider (the only `litellm` importer)
 relay.py           streams relayed chunk by chunk
+byte_relay.py      binary answers (speech) relayed block by block
 errors.py          provider failures: the client's error and the router's facts
 shapes.py          OpenAI's wire shapes, from LiteLLM's objects or compatible servers
+surface_shapes.py  the same for moderations, images, transcriptions and rerank
+capabilities.py    which deployments serve those surfaces (LiteLLM's `mode`)
 spans.py           one span per provider attempt
 price_map.py       prices and context windows from LiteLLM's shipped price map, no import
+unit_prices.py     prices per image, second, character and search unit
 tokens.py          token counts with tiktoken
 """
 
