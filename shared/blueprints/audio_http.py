@@ -25,9 +25,12 @@ async def audio_transcriptions(req: Request, ctx: RequestContext) -> Response:
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(f"The upload is larger than the {limit}-byte limit.")
     form = MultipartUpload(req.stream(), req.headers.get("content-type", ""), max_bytes=limit)
+    transcriptions, call = await ctx.container.transcriptions(), ctx.call(req)
+    if await form.until_file() and form.fields.get("model"):
+        transcriptions.check(form.fields["model"], call)
     async with spooled_file(form) as audio:
         request = validate_body(TranscriptionCreate, form_body(form.field_list))
-        answer = await (await ctx.container.transcriptions()).create(request, audio, ctx.call(req))
+        answer = await transcriptions.create(request, audio, call)
     headers = served_headers(answer.served_by)
     if request.answers_json:
         return json_response(answer.body, headers=headers)

@@ -30,11 +30,16 @@ class TranscriptionService:
         self._metering = metering
         self._catalog = catalog
 
+    def check(self, model: str, call: CallContext) -> None:
+        """Refuse a model the key may not use, or that does not transcribe, before the upload is read
+        (clients send the form's fields before its file)."""
+        check_model(self._catalog, self._metering.llm, call.principal, model, path=TRANSCRIPTIONS_PATH)
+
     async def create(
         self, request: TranscriptionCreate, audio: UploadedFile, call: CallContext
     ) -> ModelAnswer:
         llm = self._metering.llm
-        check_model(self._catalog, llm, call.principal, request.model, path=TRANSCRIPTIONS_PATH)
+        self.check(request.model, call)
         heard = wav_seconds(audio)
         meter = await self._metering.start(
             "audio.transcriptions",

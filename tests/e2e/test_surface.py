@@ -291,6 +291,15 @@ def test_a_transcription_without_a_model_is_a_400(stack):
     assert response.json()["error"]["param"] == "model"
 
 
+def streamed_form(model: str, audio: bytes):
+    """A transcription form sent without a Content-Length: its fields, then the file in chunks."""
+    yield f'--xyz\r\nContent-Disposition: form-data; name="model"\r\n\r\n{model}\r\n'.encode()
+    yield b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n\r\n'
+    for start in range(0, len(audio), 64 * 1024):
+        yield audio[start : start + 64 * 1024]
+    yield b"\r\n--xyz--\r\n"
+
+
 def test_an_upload_over_the_limit_is_a_413(stack):
     # The e2e host allows 1,000,000 bytes (CIRRUS_MAX_UPLOAD_BYTES); 40 s of 16 kHz WAV is 1.28 MB.
     big = tone_wav(40.0)
@@ -298,18 +307,25 @@ def test_an_upload_over_the_limit_is_a_413(stack):
         stack.client().audio.transcriptions.create(model="cirrus-transcribe", file=("big.wav", big))
     assert refused.value.status_code == 413
     assert "limit" in refused.value.body["message"]
-
-    def chunks():  # no Content-Length: the limit holds as the body streams in
-        yield b'--xyz\r\nContent-Disposition: form-data; name="model"\r\n\r\ncirrus-transcribe\r\n'
-        yield b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n\r\n'
-        for start in range(0, len(big), 64 * 1024):
-            yield big[start : start + 64 * 1024]
-        yield b"\r\n--xyz--\r\n"
-
-    response = httpx.post(
+    response = httpx.post(  # no Content-Length: the limit holds as the body streams in
         f"{stack.base_url}/v1/audio/transcriptions",
         headers={**bearer(stack.master_key), "Content-Type": "multipart/form-data; boundary=xyz"},
-        content=chunks(),
+        content=streamed_form("cirrus-transcribe", big),
     )
     assert response.status_code == 413, response.text
     assert response.json()["error"]["type"]
+
+
+@pytest.mark.parametrize(
+    ("model", "status"), [("cirrus-nope", 404), ("cirrus-local", 400), ("cirrus-image", 403)]
+)
+def test_the_model_is_checked_before_the_upload_is_read(stack, model, status):
+    # Over the upload limit: a 413 would mean the file was read before the model was looked at.
+    key = stack.new_key(models=["cirrus-local", "cirrus-transcribe"])["key"]
+    response = httpx.post(
+        f"{stack.base_url}/v1/audio/transcriptions",
+        headers={**bearer(key), "Content-Type": "multipart/form-data; boundary=xyz"},
+        content=streamed_form(model, tone_wav(40.0)),
+    )
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["param"] == "model"

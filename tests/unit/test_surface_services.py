@@ -195,6 +195,11 @@ async def test_an_unknown_model_is_a_404_and_a_forbidden_one_a_403(world):
         await world.speech.open(SpeechCreate(model="tts", input="hi", voice="alloy"), call(only_chat))
     with pytest.raises(PermissionDeniedError):
         await world.transcriptions.create(TranscriptionCreate(model="stt"), Upload(b"x"), call(only_chat))
+    with pytest.raises(PermissionDeniedError):  # what the form's `model` field is checked with early
+        world.transcriptions.check("stt", call(only_chat))
+    with pytest.raises(InvalidRequestError):
+        world.transcriptions.check("chat", call())
+    world.transcriptions.check("stt", call())
     assert world.router.calls == []
 
 
