@@ -329,3 +329,30 @@ def test_the_model_is_checked_before_the_upload_is_read(stack, model, status):
     )
     assert response.status_code == status, response.text
     assert response.json()["error"]["param"] == "model"
+
+
+def test_speech_cut_short_by_the_provider_is_an_error_never_a_short_file(stack, provider):
+    provider.post(
+        "/_control/enqueue", json={"behaviour": {"fault": "cut", "cut_after": 1}}
+    ).raise_for_status()
+    key = stack.new_key()["key"]
+    received = bytearray()
+    with (
+        pytest.raises((httpx.TransportError, openai.APIConnectionError)),
+        stack.client(key).audio.speech.with_streaming_response.create(
+            model="cirrus-speech", voice="alloy", input="cut me", response_format="wav"
+        ) as response,
+    ):
+        assert response.status_code == 200  # the first block was relayed before the cut
+        for block in response.iter_bytes():
+            received += block
+    assert 0 < len(received) < 12_044  # the fake's whole WAV
+
+    def recorded():
+        body = httpx.get(f"{stack.base_url}/v1/usage", headers=bearer(key)).json()
+        return body["total"] if body["total"]["requests"] else None
+
+    deadline = time.monotonic() + 20
+    while (total := recorded()) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert total and total["errors"] == 1
