@@ -6,6 +6,7 @@ This file only builds the app and registers one Blueprint per surface; read the 
 import azure.functions as func
 
 from shared.blueprints import (
+    audio_http,
     batch_queue,
     batches_http,
     chat_http,
@@ -13,11 +14,14 @@ from shared.blueprints import (
     fallback_http,
     files_http,
     health_http,
+    images_http,
     jobs_http,
     jobs_queue,
     keys_http,
     messages_http,
     models_http,
+    moderations_http,
+    rerank_http,
     sessions_http,
     sweeper_timer,
     usage_http,
@@ -31,6 +35,10 @@ app.register_blueprint(models_http.bp)  # GET /v1/models, /v1/models/{model}
 app.register_blueprint(chat_http.bp)  # POST /v1/chat/completions
 app.register_blueprint(messages_http.bp)  # POST /v1/messages, /v1/messages/count_tokens (Anthropic's API)
 app.register_blueprint(completions_http.bp)  # POST /v1/completions, /v1/embeddings
+app.register_blueprint(moderations_http.bp)  # POST /v1/moderations
+app.register_blueprint(images_http.bp)  # POST /v1/images/generations
+app.register_blueprint(audio_http.bp)  # POST /v1/audio/transcriptions (multipart), /v1/audio/speech
+app.register_blueprint(rerank_http.bp)  # POST /v1/rerank
 app.register_blueprint(sessions_http.bp)  # /v1/sessions, /v1/sessions/{session_id}
 app.register_blueprint(usage_http.bp)  # GET /v1/usage
 app.register_blueprint(keys_http.bp)  # /v1/keys, /v1/keys/{key_id}, /v1/keys/{key_id}/rotate (admin)

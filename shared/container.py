@@ -23,6 +23,7 @@ from shared.clients.protocols import BlobStore, DocumentStore, LLMRouter, QueueS
 from shared.config import ConfigError, ModelConfig, Settings, get_settings, load_model_config
 from shared.errors import ServiceUnavailableError
 from shared.logs import configure_logging
+from shared.services.audio import SpeechService, TranscriptionService
 from shared.services.auth import AuthService
 from shared.services.background import Background
 from shared.services.batches import BatchService, live_gateway
@@ -32,13 +33,16 @@ from shared.services.chat import ChatService
 from shared.services.completions import CompletionService, EmbeddingService
 from shared.services.files import FileService
 from shared.services.health import HealthService
+from shared.services.images import ImageService
 from shared.services.jobs import AnalysisRunner, JobService, WebhookSender, live_chat
 from shared.services.keys import KeyService
 from shared.services.limits import KeyLimiter
 from shared.services.messages import MessagesService
 from shared.services.model_catalog import ModelCatalog
+from shared.services.moderations import ModerationService
 from shared.services.owners import KeyOwners
 from shared.services.provisioning import provision, required_resources
+from shared.services.rerank import RerankService
 from shared.services.sessions import SessionService
 from shared.services.sweeper import Sweeper
 from shared.services.tools import ToolSettings
@@ -166,6 +170,21 @@ class Container:
 
     async def embeddings(self) -> EmbeddingService:
         return EmbeddingService(await self.metering(), self.catalog)
+
+    async def moderations(self) -> ModerationService:
+        return ModerationService(await self.metering(), self.catalog)
+
+    async def images(self) -> ImageService:
+        return ImageService(await self.metering(), self.catalog)
+
+    async def transcriptions(self) -> TranscriptionService:
+        return TranscriptionService(await self.metering(), self.catalog)
+
+    async def speech(self) -> SpeechService:
+        return SpeechService(await self.metering(), self.catalog)
+
+    async def rerank(self) -> RerankService:
+        return RerankService(await self.metering(), self.catalog)
 
     def health(self) -> HealthService:
         settings, clients = self.settings, self.clients

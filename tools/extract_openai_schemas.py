@@ -29,6 +29,10 @@ ROOTS = (
     "ListFilesResponse",
     "Batch",
     "ListBatchesResponse",
+    "CreateModerationResponse",
+    "ImagesResponse",
+    "CreateTranscriptionResponseJson",
+    "CreateTranscriptionResponseVerboseJson",
 )
 OUT = Path(__file__).resolve().parent.parent / "tests" / "specs" / "openai-schemas.json"
 

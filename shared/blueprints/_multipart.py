@@ -26,6 +26,7 @@ class MultipartUpload:
         if kind != b"multipart/form-data" or not boundary:
             raise InvalidRequestError("Expected a multipart/form-data body with a boundary.")
         self.fields: dict[str, str] = {}
+        self.field_list: list[tuple[str, str]] = []  # every field in order, repeated names included
         self.file_field: str | None = None
         self.filename: str | None = None
         self.file_content_type = "application/octet-stream"
@@ -142,4 +143,5 @@ class MultipartUpload:
             self._file_done = True
         else:
             self.fields[name] = self._value.decode("utf-8", "replace")
+            self.field_list.append((name, self.fields[name]))
         self._part = None

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
+
+from shared.models.usage import Unit
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,54 @@ class EmbeddingResult:
     served_by: ServedBy
 
 
+@dataclass(frozen=True)
+class ModelAnswer:
+    """A moderation, image, transcription or rerank answer: `body` is OpenAI's JSON (Cohere's for
+    rerank; `{"text": ...}` for a transcription asked for as text, srt or vtt)."""
+
+    body: dict[str, Any]
+    served_by: ServedBy
+
+
+@dataclass(frozen=True)
+class UnitUsage:
+    """What a call of an endpoint that is not billed by tokens used, in that endpoint's unit.
+
+    `units` is None when nobody knows (a transcription whose length neither the provider nor the
+    audio's header gave). Tokens are kept too when the provider reports them (token-billed image
+    and transcription models) or Cirrus counts them (moderation input)."""
+
+    unit: Unit
+    units: float | None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    estimated: bool = False  # a figure was counted by Cirrus, not reported by the provider
+    size: str | None = None  # images: per-size and per-pixel prices depend on it
+    quality: str | None = None  # images: likewise
+
+
+class UploadedFile(Protocol):
+    """A client's upload, held by Cirrus (spooled), that each provider attempt reads afresh."""
+
+    filename: str
+    content_type: str
+    size: int
+
+    def open(self) -> BinaryIO:
+        """A new reader from the first byte; the caller closes it."""
+        ...
+
+
+class ByteStream(Protocol):
+    """A provider's binary answer (speech), relayed as it arrives, with its content type."""
+
+    served_by: ServedBy
+    content_type: str
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+    async def aclose(self) -> None: ...
+
+
 class ModelStream(Protocol):
     """An upstream stream already accepted by the provider, yielding OpenAI-shaped chunk dicts.
 
@@ -189,8 +239,19 @@ class LLMRouter(Protocol):
     async def messages_stream(
         self, body: Mapping[str, Any], translate: ChatTranslation, *, beta: str | None = None
     ) -> MessagesStream: ...
+    async def moderate(self, params: Mapping[str, Any]) -> ModelAnswer: ...
+    async def generate_images(self, params: Mapping[str, Any]) -> ModelAnswer: ...
+    async def transcribe(self, params: Mapping[str, Any], audio: UploadedFile) -> ModelAnswer: ...
+    async def speech(self, params: Mapping[str, Any]) -> ByteStream: ...
+    async def rerank(self, params: Mapping[str, Any]) -> ModelAnswer: ...
+    def serves(self, model: str, path: str) -> bool:
+        """Whether a deployment of `model` serves the OpenAI path (`images/generations`, ...)."""
+        ...
+
     def cost_usd(self, served_by: ServedBy, input_tokens: int, output_tokens: int) -> float | None: ...
     def max_cost_usd(self, model: str, input_tokens: int, output_tokens: int) -> float | None: ...
+    def unit_cost_usd(self, served_by: ServedBy, usage: UnitUsage) -> float | None: ...
+    def max_unit_cost_usd(self, model: str, usage: UnitUsage) -> float | None: ...
     def count_tokens(self, model: str, messages: Sequence[Mapping[str, Any]] | str) -> int: ...
     def limits(self, model: str) -> ModelLimits: ...
     async def warm(self) -> None: ...

@@ -6,7 +6,20 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-Endpoint = Literal["chat.completions", "completions", "embeddings", "messages"]
+Endpoint = Literal[
+    "chat.completions",
+    "completions",
+    "embeddings",
+    "messages",
+    "moderations",
+    "images.generations",
+    "audio.transcriptions",
+    "audio.speech",
+    "rerank",
+]
+# What the endpoints not billed by tokens are counted in: moderation inputs classified, images
+# made, seconds of audio transcribed, characters spoken, rerank search units.
+Unit = Literal["inputs", "images", "seconds", "characters", "search_units"]
 GroupBy = Literal["model", "day", "session", "key", "team"]
 
 
@@ -31,6 +44,10 @@ class UsageRecord(BaseModel):
     output_tokens: int = 0
     total_tokens: int = 0
     usage_estimated: bool = False  # counted by Cirrus because the provider reported none
+    # The endpoint's own measure, for those not billed by tokens (None for chat, completions and
+    # embeddings, and when nobody knows, e.g. a transcription of audio of unknown length).
+    units: float | None = None
+    unit: Unit | None = None
     cost_usd: float | None = None  # None: no price known for the model
     latency_ms: float
     ttft_ms: float | None = None
@@ -50,6 +67,7 @@ class UsageTotals(BaseModel):
     cost_usd: float = 0.0
     errors: int = 0
     cache_hits: int = 0
+    units: dict[Unit, float] = Field(default_factory=dict)  # e.g. {"images": 4, "seconds": 12.5}
 
     def add(self, record: UsageRecord) -> None:
         self.requests += 1
@@ -59,6 +77,8 @@ class UsageTotals(BaseModel):
         self.cost_usd += record.cost_usd or 0.0
         self.errors += record.status != "ok"
         self.cache_hits += record.cache_hit
+        if record.unit is not None and record.units is not None:
+            self.units[record.unit] = self.units.get(record.unit, 0.0) + record.units
 
 
 class UsageGroup(UsageTotals):

@@ -14,7 +14,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from shared import telemetry
-from shared.clients.protocols import LLMRouter, ModelResult, ModelStream, ServedBy
+from shared.clients.protocols import LLMRouter, ModelResult, ModelStream, ServedBy, UnitUsage
 from shared.errors import CirrusError, InvalidRequestError, PermissionDeniedError, UpstreamError
 from shared.models.usage import Endpoint, UsageRecord
 from shared.services.auth import Principal
@@ -29,6 +29,18 @@ MAX_TRACED_CHARS = 32_000  # opt-in content on spans is cut here: exporters cap 
 T = TypeVar("T")
 # The most tokens a call can read and write, for the budget hold: (input, output).
 Estimate = Callable[[], tuple[int, int]]
+# The GenAI operation name of each endpoint (the surfaces beyond chat use LiteLLM's mode names).
+OPERATIONS: dict[Endpoint, str] = {
+    "chat.completions": "chat",
+    "completions": "text_completion",
+    "embeddings": "embeddings",
+    "messages": "chat",  # Anthropic's Messages are chats too
+    "moderations": "moderation",
+    "images.generations": "image_generation",
+    "audio.transcriptions": "audio_transcription",
+    "audio.speech": "audio_speech",
+    "rerank": "rerank",
+}
 
 
 @dataclass(frozen=True)
@@ -62,18 +74,23 @@ class Metering:
         *,
         stream: bool,
         attributes: dict[str, Any],
-        estimate: Estimate,
+        estimate: Estimate | None = None,
+        max_cost: Callable[[], float | None] | None = None,
         content: Any = None,
     ) -> Meter:
         """Admit the call against the key's limits (or raise 429), then open its meter.
 
-        `content` (the messages, prompt or input) goes on the span only with CIRRUS_TRACE_CONTENT."""
+        The budget hold is `max_cost()` when given (endpoints priced per image, second, ...), else
+        the price of the tokens `estimate()` gives. `content` (the messages, prompt or input) goes
+        on the span only with CIRRUS_TRACE_CONTENT."""
 
-        def max_cost() -> float | None:
+        def token_cost() -> float | None:
+            if estimate is None:
+                return None
             input_tokens, output_tokens = estimate()
             return self.llm.max_cost_usd(model, input_tokens, output_tokens)
 
-        admission = await self.limiter.admit(call.principal, max_cost)
+        admission = await self.limiter.admit(call.principal, max_cost or token_cost)
         if admission is not None:
             call.response_headers.update(admission.headers)
         meter = Meter(self, endpoint, model, call, stream=stream, attributes=attributes, admission=admission)
@@ -106,13 +123,7 @@ class Meter:
         self._started = time.perf_counter()
         self._ttft: float | None = None
         self._finished = False
-        operation = (
-            "embeddings"
-            if endpoint == "embeddings"
-            else "chat"
-            if endpoint in ("chat.completions", "messages")  # Anthropic's Messages are chats too
-            else "text_completion"
-        )
+        operation = OPERATIONS[endpoint]
         self._operation = operation
         self.span = telemetry.tracer.start_span(
             f"{operation} {model}",
@@ -175,16 +186,27 @@ class Meter:
         error: BaseException | None = None,
         cache_hit: bool = False,
         session_id: str | None = None,
+        units: UnitUsage | None = None,
     ) -> UsageRecord | None:
-        """End the span, record metrics and write the usage record in the background."""
+        """End the span, record metrics and write the usage record in the background.
+
+        `units` is the usage of an endpoint priced in its own unit (images, seconds, ...): it
+        carries the call's tokens too, and prices the call instead of its tokens."""
         if self._finished:
             return None
         self._finished = True
         latency = time.perf_counter() - self._started
         status, http_status = _outcome(error)
+        if units is not None:
+            input_tokens, output_tokens = units.input_tokens, units.output_tokens
+            usage_estimated = usage_estimated or units.estimated
         cost = 0.0 if cache_hit else None
         if served_by is not None and not cache_hit:
-            cost = self._metering.llm.cost_usd(served_by, input_tokens, output_tokens)
+            cost = (
+                self._metering.llm.unit_cost_usd(served_by, units)
+                if units is not None
+                else self._metering.llm.cost_usd(served_by, input_tokens, output_tokens)
+            )
         record = UsageRecord(
             id=f"usage_{uuid.uuid4().hex}",
             pk=self._call.principal.key_id,
@@ -203,6 +225,8 @@ class Meter:
             output_tokens=output_tokens,
             total_tokens=input_tokens + output_tokens,
             usage_estimated=usage_estimated,
+            units=units.units if units is not None else None,
+            unit=units.unit if units is not None else None,
             cost_usd=cost,
             latency_ms=round(latency * 1000, 3),
             ttft_ms=round(self._ttft * 1000, 3) if self._ttft is not None else None,
@@ -255,6 +279,8 @@ class Meter:
                 "cirrus.fallback": record.fallback,
                 "cirrus.cache_hit": record.cache_hit,
                 "cirrus.cost_usd": record.cost_usd,
+                "cirrus.usage.units": record.units,
+                "cirrus.usage.unit": record.unit,
                 "cirrus.usage_estimated": record.usage_estimated or None,
             },
         )
@@ -294,15 +320,20 @@ def check_model(
     *,
     output_cap: int | None = None,
     cap_param: str = "max_tokens",
+    path: str | None = None,
 ) -> None:
     """404 for a model not served, 403 for one the key may not use; 400 for an output cap over
-    the model's limit."""
+    the model's limit, or for a model none of whose deployments serves `path` (`rerank`, ...)."""
     catalog.require(model)
     if not principal.may_use(model):
         raise PermissionDeniedError(
             f"This API key is not allowed to use the model `{model}`.",
             param="model",
             code="model_not_allowed",
+        )
+    if path is not None and not llm.serves(model, path):
+        raise InvalidRequestError(
+            f"The model `{model}` does not support /v1/{path}.", param="model", code="model_not_supported"
         )
     if output_cap is None:
         return

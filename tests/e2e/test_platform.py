@@ -17,6 +17,12 @@ def test_models_list(stack):
         "cirrus-slow",
         "cirrus-broken",
         "cirrus-claude",
+        "cirrus-moderation",
+        "cirrus-image",
+        "cirrus-transcribe",
+        "cirrus-speech",
+        "cirrus-rerank",
+        "cirrus-rerank-priced",
     ]
     raw = httpx.get(
         f"{stack.base_url}/v1/models", headers={"Authorization": f"Bearer {stack.master_key}"}
@@ -50,7 +56,7 @@ def test_readiness_checks_every_dependency(stack):
     assert set(body["checks"]) == {"cosmos", "blob", "queue", "models"}
     for check in body["checks"].values():
         assert check["status"] == "ok" and check["latency_ms"] >= 0
-    assert body["checks"]["models"]["detail"] == {"models": 7}
+    assert body["checks"]["models"]["detail"] == {"models": 13}
 
 
 def test_unknown_v1_route_is_an_openai_404(stack):

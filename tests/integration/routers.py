@@ -7,6 +7,9 @@ give the same observable results.
 
 from __future__ import annotations
 
+import io
+import wave
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -54,3 +57,32 @@ def text_of(chunks: list[dict[str, Any]]) -> str:
         for c in chunks
         if c["choices"]
     )
+
+
+def wav_clip(seconds: float, rate: int = 16_000) -> bytes:
+    """A silent 16-bit mono PCM WAV of `seconds`."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(b"\x00\x00" * round(seconds * rate))
+    return buffer.getvalue()
+
+
+@dataclass
+class BytesUpload:
+    """An `UploadedFile` held in memory, counting how often it was opened (once per attempt)."""
+
+    data: bytes
+    filename: str = "clip.wav"
+    content_type: str = "audio/wav"
+    opened: int = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def open(self) -> io.BytesIO:
+        self.opened += 1
+        return io.BytesIO(self.data)

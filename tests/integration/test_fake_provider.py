@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import importlib
 import json
 import math
@@ -1191,3 +1192,209 @@ async def test_anthropic_stream_cut_drops_the_connection(http: httpx.AsyncClient
         "content_block_start",
         "ping",
     ]
+
+
+# --- moderations, images, audio and rerank -------------------------------------------------
+
+
+def _wav(seconds: float, rate: int = 16_000) -> bytes:
+    """A silent PCM WAV of `seconds`, built with the standard library (not the fake's own code)."""
+    import io
+    import wave
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(b"\x00\x00" * round(seconds * rate))
+    return buffer.getvalue()
+
+
+async def test_moderations_flag_by_keyword_and_match_spec(
+    http: httpx.AsyncClient, sdk: openai.AsyncOpenAI, conforms: Conforms
+) -> None:
+    response = await http.post(
+        "/v1/moderations",
+        json={"model": "omni-moderation-latest", "input": ["I will kill them", "a nice day"]},
+    )
+    assert response.status_code == 200
+    body = response.json()
+    conforms("CreateModerationResponse", body)
+    flagged, calm = body["results"]
+    assert (
+        flagged["flagged"]
+        and flagged["categories"]["violence"]
+        and flagged["category_scores"]["violence"] > 0.5
+    )
+    assert not calm["flagged"] and all(score < 0.01 for score in calm["category_scores"].values())
+    assert (
+        await http.post("/v1/moderations", json={"input": ["I will kill them", "a nice day"]})
+    ).json() == body
+    parts = await sdk.moderations.create(
+        model="omni-moderation-latest",
+        input=[
+            {"type": "text", "text": "gore everywhere"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+        ],
+    )
+    [result] = parts.results  # content parts together are one input
+    assert result.categories.violence_graphic and result.category_applied_input_types.violence == [
+        "text",
+        "image",
+    ]
+    assert result.category_applied_input_types.hate == ["text"]
+    missing = await http.post("/v1/moderations", json={"model": "omni-moderation-latest"})
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "input"
+
+
+async def test_images_b64_json_and_url(
+    http: httpx.AsyncClient, sdk: openai.AsyncOpenAI, conforms: Conforms
+) -> None:
+    encoded = await sdk.images.generate(model="dall-e-3", prompt="an otter", response_format="b64_json")
+    [image] = encoded.data
+    png = base64.b64decode(image.b64_json or "")
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and image.revised_prompt == "an otter"
+    assert image.url is None
+    linked = await http.post(
+        "/v1/images/generations", json={"model": "dall-e-2", "prompt": "an otter", "n": 2}
+    )
+    body = linked.json()
+    conforms("ImagesResponse", body)
+    urls = [item["url"] for item in body["data"]]
+    assert len(set(urls)) == 2 and all(
+        u.startswith(str(http.base_url).rstrip("/") + "/files/images/") for u in urls
+    )
+    fetched = await http.get(urls[0])
+    assert fetched.headers["content-type"] == "image/png" and fetched.content.startswith(b"\x89PNG")
+    again = (
+        await http.post("/v1/images/generations", json={"model": "dall-e-2", "prompt": "an otter", "n": 2})
+    ).json()
+    assert [i["url"] for i in again["data"]] == urls  # deterministic
+    token_billed = (
+        await http.post("/v1/images/generations", json={"model": "gpt-image-1", "prompt": "x y"})
+    ).json()
+    conforms("ImagesResponse", token_billed)
+    assert "b64_json" in token_billed["data"][0] and token_billed["usage"]["input_tokens"] == 2
+    bad = await http.post("/v1/images/generations", json={"model": "dall-e-2", "prompt": "x", "size": "huge"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "size"
+
+
+async def test_transcriptions_read_the_upload_in_every_format(
+    http: httpx.AsyncClient, sdk: openai.AsyncOpenAI, conforms: Conforms
+) -> None:
+    clip = _wav(1.5)
+    upload = ("clip.wav", clip, "audio/wav")
+    plain = await http.post("/v1/audio/transcriptions", data={"model": "whisper-1"}, files={"file": upload})
+    assert plain.status_code == 200, plain.text
+    body = plain.json()
+    conforms("CreateTranscriptionResponseJson", body)
+    assert body["text"].startswith(f"Fake transcript of {len(clip)} bytes: ")
+    assert body["usage"] == {"type": "duration", "seconds": 2}  # 1.5 s, rounded up as OpenAI bills
+    verbose = await sdk.audio.transcriptions.create(
+        model="whisper-1",
+        file=upload,
+        response_format="verbose_json",
+        timestamp_granularities=["word", "segment"],
+    )
+    conforms("CreateTranscriptionResponseVerboseJson", verbose.model_dump(exclude_none=True))
+    assert verbose.duration == 1.5 and verbose.text == body["text"] and verbose.words and verbose.segments
+    text = await http.post(
+        "/v1/audio/transcriptions",
+        data={"model": "whisper-1", "response_format": "text"},
+        files={"file": upload},
+    )
+    assert text.headers["content-type"].startswith("text/plain") and text.text == body["text"] + "\n"
+    srt = await sdk.audio.transcriptions.create(model="whisper-1", file=upload, response_format="srt")
+    assert srt.startswith("1\n00:00:00,000 --> 00:00:01,500\n")
+    tokens = await sdk.audio.transcriptions.create(model="gpt-4o-transcribe", file=upload)
+    assert tokens.usage is not None and tokens.usage.type == "tokens"
+    [*_, record] = await request_log(http)
+    assert record["body"]["file"] == {
+        "filename": "clip.wav",
+        "content_type": "audio/wav",
+        "size": len(clip),
+        "sha256": hashlib.sha256(clip).hexdigest(),
+        "seconds": 1.5,
+    }
+    mp3 = await http.post(
+        "/v1/audio/transcriptions", data={"model": "whisper-1"}, files={"file": ("a.mp3", b"\xff" * 64_000)}
+    )
+    assert mp3.json()["usage"]["seconds"] == 2  # not a WAV: 32,000 bytes a second
+    no_file = await http.post("/v1/audio/transcriptions", data={"model": "whisper-1"}, files={"x": ("", b"")})
+    assert no_file.status_code == 400 and no_file.json()["error"]["param"] == "file"
+    not_form = await http.post("/v1/audio/transcriptions", json={"model": "whisper-1"})
+    assert not_form.status_code == 400
+
+
+async def test_speech_is_a_streamed_wav(http: httpx.AsyncClient, sdk: openai.AsyncOpenAI) -> None:
+    import io
+    import wave
+
+    spoken = await sdk.audio.speech.create(
+        model="tts-1", voice="alloy", input="Hello there", response_format="wav"
+    )
+    assert spoken.response.headers["content-type"] == "audio/wav"
+    with wave.open(io.BytesIO(spoken.content)) as audio:
+        assert (audio.getnchannels(), audio.getsampwidth(), audio.getframerate()) == (1, 2, 24_000)
+        assert audio.getnframes() / audio.getframerate() == 0.25
+    again = await http.post(
+        "/v1/audio/speech", json={"model": "tts-1", "voice": "alloy", "input": "Hello there"}
+    )
+    assert again.content == spoken.content  # deterministic; the fake answers mp3 requests with WAV
+    raw = await http.post(
+        "/v1/audio/speech",
+        json={"model": "tts-1", "voice": "alloy", "input": "Hello there", "response_format": "pcm"},
+    )
+    assert raw.headers["content-type"] == "audio/pcm" and spoken.content.endswith(raw.content)
+    with pytest.raises(httpx.RemoteProtocolError):  # cut after one 4 KiB chunk: never a clean short body
+        await http.post(
+            "/profile/fault=cut,cut_after=1/v1/audio/speech",
+            json={"model": "tts-1", "voice": "alloy", "input": "Hello there"},
+        )
+    bad = await http.post("/v1/audio/speech", json={"model": "tts-1", "voice": "alloy", "input": ""})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "input"
+
+
+async def test_rerank_orders_by_overlap(http: httpx.AsyncClient) -> None:
+    documents = ["cats sleep all day", "otters swim in rivers", "rivers run to the sea"]
+    response = await http.post(
+        "/v1/rerank",
+        json={"model": "rr", "query": "do otters swim in rivers", "documents": documents, "top_n": 2},
+    )
+    body = response.json()
+    assert [r["index"] for r in body["results"]] == [1, 2]
+    assert body["results"][0]["relevance_score"] > body["results"][1]["relevance_score"]
+    assert body["results"][0]["document"] == {"text": documents[1]}
+    assert body["meta"] == {"billed_units": {"search_units": 1}} and body["usage"]["total_tokens"] == 18
+    bare = await http.post(
+        "/v1/rerank",
+        json={"model": "rr", "query": "otters", "documents": [{"text": "otters"}], "return_documents": False},
+    )
+    assert bare.json()["results"] == [
+        {"index": 0, "relevance_score": bare.json()["results"][0]["relevance_score"]}
+    ]
+    empty = await http.post("/v1/rerank", json={"model": "rr", "query": "q", "documents": []})
+    assert empty.status_code == 400 and empty.json()["error"]["param"] == "documents"
+
+
+async def test_surface_routes_honour_profiles_faults_and_azure_paths(http: httpx.AsyncClient) -> None:
+    limited = await http.post(
+        "/profile/fault=429,retry_after=2/v1/rerank", json={"model": "m", "query": "q", "documents": ["d"]}
+    )
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "2"
+    await enqueue(http, status=500)
+    failed = await http.post("/v1/images/generations", json={"model": "dall-e-2", "prompt": "x"})
+    assert failed.status_code == 500
+    azure = await http.post(
+        "/openai/deployments/my-whisper/audio/transcriptions?api-version=2024-10-21",
+        files={"file": ("clip.wav", _wav(0.5), "audio/wav")},
+    )
+    assert azure.status_code == 200, azure.text  # the deployment is the model, as on Azure
+    [*_, record] = await request_log(http)
+    assert record["deployment"] == "my-whisper" and record["body"]["file"]["seconds"] == 0.5
+    keyed = await http.post(
+        "/profile/require_api_key=k1/openai/deployments/tts/audio/speech?api-version=1",
+        json={"voice": "alloy", "input": "hi"},
+    )
+    assert keyed.status_code == 401 and keyed.json()["error"]["code"] == "401"

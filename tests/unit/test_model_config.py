@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.clients.llm import ModelRouter
 from shared.config import LOCAL_MODEL_CONFIG, ConfigError, Settings, load_model_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,8 +18,32 @@ def write(tmp_path, text):
 
 def test_the_local_model_file_loads():
     config = load_model_config(ROOT / LOCAL_MODEL_CONFIG, {"CIRRUS_LOCAL_PROVIDER_URL": "http://x/v1"})
-    assert config.model_names() == ["cirrus-local", "cirrus-embed"]
+    assert config.model_names() == [
+        "cirrus-local",
+        "cirrus-embed",
+        "cirrus-moderation",
+        "cirrus-image",
+        "cirrus-transcribe",
+        "cirrus-speech",
+        "cirrus-rerank",
+    ]
     assert config.deployments("cirrus-local")[0].litellm_params.model == "openai/gpt-4o-mini"
+
+
+async def test_each_model_of_the_local_file_serves_its_own_path_only(monkeypatch):
+    monkeypatch.setenv("CIRRUS_LOCAL_PROVIDER_URL", "http://x/v1")
+    config = load_model_config(ROOT / LOCAL_MODEL_CONFIG, {"CIRRUS_LOCAL_PROVIDER_URL": "http://x/v1"})
+    router = ModelRouter(config)
+    paths = {
+        "cirrus-moderation": "moderations",
+        "cirrus-image": "images/generations",
+        "cirrus-transcribe": "audio/transcriptions",
+        "cirrus-speech": "audio/speech",
+        "cirrus-rerank": "rerank",
+    }
+    served = {model: [p for p in paths.values() if router.serves(model, p)] for model in config.model_names()}
+    assert served == {"cirrus-local": [], "cirrus-embed": [], **{m: [p] for m, p in paths.items()}}
+    await router.aclose()
 
 
 def test_a_litellm_proxy_config_loads_unchanged(tmp_path):

@@ -252,3 +252,67 @@ def test_provider_error_answers_map_for_client_and_router(status, body, kind, cl
     assert "sk-123" not in failure.error.message  # Cirrus's provider credentials are never echoed
     if status in (429, 503):
         assert failure.retry_after == 3
+
+
+def test_provider_message_reads_a_json_error_body_passed_on_as_text():
+    text = 'litellm.BadRequestError: Hosted_vllmException - {"error": {"message": "bad thing", "code": null}}'
+    assert provider_message(Exception(text)) == "bad thing"
+
+
+# What LiteLLM 1.102's OpenAIModerationResponse.model_dump() gives: the SDK's attribute names.
+LITELLM_MODERATION = {
+    "id": "modr-1",
+    "model": "omni-moderation-latest",
+    "results": [
+        {
+            "flagged": True,
+            "categories": {
+                "violence": True,
+                "self_harm_intent": False,
+                "hate_threatening": False,
+                "illicit": None,
+            },
+            "category_scores": {"violence": 0.9, "self_harm_intent": 0.0, "hate_threatening": 0.0},
+            "category_applied_input_types": {"violence": ["text"], "self_harm_intent": ["text"]},
+        }
+    ],
+}
+
+
+def test_moderation_categories_get_openais_names_back():
+    from shared.clients.llm.surface_shapes import moderation
+
+    body = moderation(LITELLM_MODERATION, "public-name")
+    [result] = body["results"]
+    assert body["model"] == "public-name" and body["id"] == "modr-1"
+    assert set(result["categories"]) == {"violence", "self-harm/intent", "hate/threatening"}
+    assert result["category_applied_input_types"]["self-harm/intent"] == ["text"]
+
+
+def test_surface_answers_that_are_not_their_shape_are_provider_errors():
+    from shared.clients.llm import surface_shapes
+    from shared.errors import UpstreamError
+
+    for shape, raw in [
+        (lambda r: surface_shapes.moderation(r, "m"), {"results": "no"}),
+        (surface_shapes.images, {"created": 1}),
+        (surface_shapes.transcription, {"duration": 1}),
+        (lambda r: surface_shapes.rerank(r, None), {"results": [{"index": 0}]}),
+    ]:
+        with pytest.raises(UpstreamError):
+            shape(raw)
+
+
+def test_images_drop_what_litellm_dumps_as_none_and_empty_usage():
+    from shared.clients.llm.surface_shapes import images
+
+    raw = {
+        "created": 1,
+        "data": [{"b64_json": "aGk=", "url": None, "revised_prompt": None}],
+        "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
+        "size": None,
+        "_hidden_params": {},
+    }
+    body = images(raw)
+    assert body == {"created": 1, "data": [{"b64_json": "aGk="}]}
+    assert_matches("ImagesResponse", body)

@@ -4,6 +4,8 @@ import base64
 import json
 import logging
 
+import pytest
+
 from shared.models.usage import UsageRecord
 from shared.services.background import Background
 from shared.services.usage import RECORDS_PER_ITEM, UsageService, usage_items
@@ -103,3 +105,25 @@ async def test_when_cosmos_and_the_queue_are_down_it_keeps_trying_then_logs_the_
     with caplog.at_level(logging.ERROR, logger="cirrus.usage"):
         assert await hopeless.store(item) == "log"
     assert record(1).id in caplog.text
+
+
+def test_records_without_units_still_read_and_summaries_total_each_unit():
+    from shared.models.usage import UsageTotals
+
+    stored = record(1).model_dump(mode="json")
+    for field in ("units", "unit"):  # a record written before these fields existed
+        stored.pop(field)
+    old = UsageRecord.model_validate(stored)
+    assert (old.units, old.unit) == (None, None)
+    totals = UsageTotals()
+    for item in (
+        old,
+        record(2, endpoint="images.generations", units=2, unit="images", cost_usd=0.08, total_tokens=0),
+        record(3, endpoint="images.generations", units=1, unit="images", cost_usd=None, total_tokens=0),
+        record(4, endpoint="audio.transcriptions", units=None, unit="seconds", cost_usd=None, total_tokens=0),
+        record(5, endpoint="audio.speech", units=17, unit="characters", cost_usd=0.000255, total_tokens=0),
+    ):
+        totals.add(item)
+    assert totals.units == {"images": 3, "characters": 17}  # unknown seconds are not counted as 0
+    assert totals.requests == 5 and totals.total_tokens == 15
+    assert totals.cost_usd == pytest.approx(0.001 + 0.08 + 0.000255)

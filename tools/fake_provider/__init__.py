@@ -11,6 +11,14 @@ API (also under `/profile/<spec>/v1/...`):
     POST /v1/messages           Anthropic's Messages API, JSON or its SSE events, errors in
                                 Anthropic's envelope, `x-api-key` checked: see anthropic_api.py
 
+The rest of OpenAI's surface (also under `/profile/<spec>/v1/...` and both Azure shapes below);
+`surface.py`'s docstring has the details of each answer:
+    POST /v1/moderations           keyword-flagged categories, one result per input
+    POST /v1/images/generations    `n` 8x8 PNGs as `b64_json` or `url` (GET /files/images/<name>.png)
+    POST /v1/audio/transcriptions  multipart, streamed in; json, text, verbose_json, srt or vtt
+    POST /v1/audio/speech          a 0.25 s WAV tone (`audio/wav`), streamed in 4 KiB chunks
+    POST /v1/rerank                Cohere/vLLM shape, scored by word overlap with the query
+
 Azure OpenAI's URL shapes (also under `/profile/<spec>/openai/...`), answered the same way:
     POST /openai/deployments/{deployment}/chat/completions?api-version=2024-10-21
     POST /openai/deployments/{deployment}/completions?api-version=...

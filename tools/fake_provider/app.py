@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from .behaviour import Behaviour, EnqueueRequest, parse_profile
 from .state import STATE, ProviderState, RequestRecord
+from .surface import add_routes as add_surface_routes
 from .wire import (
     DEFAULT_MODELS,
     ApiError,
@@ -96,6 +97,7 @@ def create_app(
             for method, path, request_model, respond in routes:
                 handler = _api_handler(request_model, respond, azure=azure)
                 app.router.add_route(method, root + prefix + path, handler)
+    add_surface_routes(app, _api_handler)  # moderations, images, audio, rerank
     app.router.add_post("/_control/enqueue", _enqueue)
     app.router.add_post("/_control/reset", _reset)
     app.router.add_get("/_control/requests", _requests)
@@ -219,23 +221,32 @@ def _sse_frames(events: Iterable[dict[str, Any]]) -> Iterator[bytes]:
         yield b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
 
 
+async def _read_json(request: web.Request) -> tuple[Any, ApiError | None]:
+    """The body as JSON (None if empty), or the text and a 400 to answer with."""
+    raw = await request.read()
+    if not raw:
+        return None, None
+    try:
+        return json.loads(raw), None
+    except ValueError:
+        problem = ApiError(400, "We could not parse the JSON body of your request.")
+        return raw.decode(errors="replace"), problem
+
+
 def _api_handler(
-    request_model: type[BaseModel] | None, respond: Responder, *, azure: bool
+    request_model: type[BaseModel] | None,
+    respond: Responder,
+    *,
+    azure: bool,
+    read: Callable[[web.Request], Awaitable[tuple[Any, ApiError | None]]] = _read_json,
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """An aiohttp handler: log, check credentials, parse, choose a behaviour, wait, inject faults,
-    respond. `azure` routes report 404s and 401s in Azure OpenAI's envelope."""
+    respond. `azure` routes report 404s and 401s in Azure OpenAI's envelope; `read` turns the body
+    into what is logged and validated (JSON, or `surface.read_form` for multipart)."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         state = request.app[STATE]
-        raw = await request.read()
-        body: Any = None
-        problem: ApiError | None = None
-        if raw:
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                body = raw.decode(errors="replace")
-                problem = ApiError(400, "We could not parse the JSON body of your request.")
+        body, problem = await read(request)
         record = state.record(request, body)
         exchange = Exchange(request, state, record)
         try:

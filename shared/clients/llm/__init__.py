@@ -8,10 +8,14 @@ litellm_adapter.py the LiteLLM adapter for every other provider (the only `litel
 anthropic_wire.py  the native adapter for Anthropic's Messages API (anthropic/ deployments)
 relay.py           streams relayed chunk by chunk
 messages_relay.py  Anthropic streams relayed event by event
+byte_relay.py      binary answers (speech) relayed block by block
 errors.py          provider failures: the client's error and the router's facts
 shapes.py          OpenAI's wire shapes, from LiteLLM's objects or compatible servers
+surface_shapes.py  the same for moderations, images, transcriptions and rerank
+capabilities.py    which deployments serve those surfaces (LiteLLM's `mode`)
 spans.py           one span per provider attempt
 price_map.py       prices and context windows from LiteLLM's shipped price map, no import
+unit_prices.py     prices per image, second, character and search unit
 tokens.py          token counts with tiktoken
 """
 

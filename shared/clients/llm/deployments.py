@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shared.clients.llm.unit_prices import PRICE_KEYS
 from shared.config import ConfigError, ModelConfig, describe_validation_error
 
 DEFAULT_TIMEOUT_S = 120.0  # Azure's front end drops HTTP requests at 230 s anyway
@@ -71,6 +72,7 @@ _ROUTING_PARAMS = frozenset(
         "output_cost_per_token",
         "base_model",
         "drop_params",  # nothing to drop: the native adapter forwards every OpenAI parameter
+        *PRICE_KEYS,  # per image, second, character, search: for the endpoints not billed by tokens
     }
 )
 _SECRETS = frozenset({"api_key", "azure_ad_token", "client_secret"})
@@ -126,6 +128,12 @@ class Deployment:
         if "input_cost_per_token" not in prices and "output_cost_per_token" not in prices:
             return None
         return float(prices.get("input_cost_per_token") or 0), float(prices.get("output_cost_per_token") or 0)
+
+    @property
+    def file_unit_prices(self) -> dict[str, Any]:
+        """Per-unit prices set in the file (`litellm_params` wins over `model_info`)."""
+        prices = {**self.model_info, **self.params}
+        return {key: prices[key] for key in PRICE_KEYS if key in prices}
 
     @property
     def server_address(self) -> str:

@@ -5,6 +5,17 @@ Anthropic, Bedrock, Vertex, Gemini, Cohere, Mistral, ...: one deployment per cal
 router retries, falls back and cools down for both adapters alike). This is the only module that
 imports `litellm`, and only when the model file has such a deployment: the import (about 3 s and
 220 MB) starts in a background thread when the router is built, so the first call rarely waits.
+
+The rest of the surface goes through `amoderation`, `aimage_generation`, `atranscription`,
+`aspeech` and `arerank`, answers dumped as plain dicts for the router to shape. Where LiteLLM
+falls short of that promise, the adapter makes up for it:
+- LiteLLM's moderation, and its image generation for OpenAI-style providers, build an OpenAI SDK
+  client with the SDK's two retries of its own; those calls get a client of the adapter's instead,
+  per deployment, that does not retry;
+- LiteLLM reranks with no `openai/` provider: an `openai/` deployment forced through LiteLLM is
+  reranked as `hosted_vllm/` (the same `/rerank` of an OpenAI-style server, as vLLM serves it);
+- `aspeech` reads the whole audio before it returns, so speech through LiteLLM is relayed as one
+  block, not as it is made.
 """
 
 from __future__ import annotations
@@ -13,15 +24,17 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import json
 import logging
 import os
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+from shared.clients.llm import errors
 from shared.clients.llm.deployments import Deployment
 from shared.clients.llm.errors import AttemptFailed, client_error, retry_after_seconds
-from shared.clients.llm.operations import Operation
+from shared.clients.llm.operations import OpenedBytes, Operation
 from shared.clients.llm.shapes import (
     normalise_chunk,
     normalise_completion,
@@ -29,6 +42,7 @@ from shared.clients.llm.shapes import (
     normalise_text_chunk,
     normalise_text_completion,
 )
+from shared.clients.protocols import UploadedFile
 from shared.errors import CirrusError, UpstreamError, UpstreamRateLimitError, UpstreamTimeoutError
 
 log = logging.getLogger("cirrus.llm")
@@ -63,6 +77,7 @@ class LiteLLMAdapter:
         self._drop_params = drop_params
         self._future = litellm_import() if loader is None else None
         self._loader = loader
+        self._sdk_clients: dict[str, Any] = {}  # deployment id -> an OpenAI SDK client, retries off
 
     async def ready(self) -> None:
         """Wait for the import (health checks; the first call waits anyway)."""
@@ -75,13 +90,58 @@ class LiteLLMAdapter:
         return await asyncio.wrap_future(self._future)
 
     async def complete(self, deployment: Deployment, op: Operation, params: dict[str, Any]) -> dict[str, Any]:
-        _, response = await self._call(deployment, op, params, deployment.timeout)
+        extra = await self._surface_kwargs(deployment, op) if op not in _TOKEN_OPERATIONS else {}
+        _, response = await self._call(deployment, op, params, deployment.timeout, **extra)
         raw = response.model_dump()
         if op is Operation.CHAT:
             return normalise_completion(raw, deployment.model_name)
         if op is Operation.TEXT:
             return normalise_text_completion(raw, deployment.model_name)
-        return normalise_embeddings(raw, deployment.model_name, "float")
+        if op is Operation.EMBED:
+            return normalise_embeddings(raw, deployment.model_name, "float")
+        return raw  # dict-shaped already; the router shapes it (`surface_shapes`)
+
+    async def complete_form(
+        self, deployment: Deployment, op: Operation, params: dict[str, Any], upload: UploadedFile
+    ) -> dict[str, Any]:
+        """`atranscription` with a fresh reader of the spooled file, which the OpenAI SDK inside
+        sends a chunk at a time."""
+        with upload.open() as file:
+            _, response = await self._call(
+                deployment, op, params, deployment.timeout, file=(upload.filename, file, upload.content_type)
+            )
+        return response.model_dump()  # type: ignore[no-any-return]
+
+    async def open_bytes(self, deployment: Deployment, op: Operation, params: dict[str, Any]) -> OpenedBytes:
+        _, response = await self._call(deployment, op, params, deployment.stream_timeout)
+        headers = getattr(getattr(response, "response", None), "headers", None) or {}
+        content_type = headers.get("content-type") or "application/octet-stream"
+        return OpenedBytes(content_type, _one_block(response.content))
+
+    async def _surface_kwargs(self, deployment: Deployment, op: Operation) -> dict[str, Any]:
+        """What LiteLLM needs besides the request to keep its promises (see the module docstring)."""
+        if op is Operation.RERANK and deployment.provider == "openai":
+            return {"model": f"hosted_vllm/{deployment.upstream_model}"}
+        if op is Operation.MODERATE or (op is Operation.IMAGE and deployment.provider == "openai"):
+            return {"client": self._sdk_client(await self._litellm(), deployment)}
+        return {}
+
+    def _sdk_client(self, litellm: Any, deployment: Deployment) -> Any:
+        client = self._sdk_clients.get(deployment.id)
+        if client is None:
+            params = deployment.params
+            _, _, key, base = litellm.get_llm_provider(
+                model=deployment.litellm_model, api_base=params.get("api_base"), api_key=params.get("api_key")
+            )
+            client = self._sdk_clients[deployment.id] = _retryless_client()(
+                api_key=key or params.get("api_key") or os.environ.get("OPENAI_API_KEY") or "unset",
+                base_url=base or params.get("api_base") or None,
+                organization=params.get("organization"),
+                default_headers=params.get("extra_headers"),
+                timeout=deployment.timeout,
+                max_retries=0,
+            )
+        return client
 
     async def open_stream(
         self, deployment: Deployment, op: Operation, params: dict[str, Any]
@@ -91,13 +151,15 @@ class LiteLLMAdapter:
         return _chunks(litellm, wrapper, normalise, deployment.model_name)
 
     async def _call(
-        self, deployment: Deployment, op: Operation, params: Mapping[str, Any], seconds: float
+        self, deployment: Deployment, op: Operation, params: Mapping[str, Any], seconds: float, **extra: Any
     ) -> tuple[Any, Any]:
         """LiteLLM's answer (or stream wrapper) for one deployment, and the module itself; LiteLLM
-        enforces `seconds` as the provider call's timeout."""
+        enforces `seconds` as the provider call's timeout. `extra` overrides the arguments."""
         litellm = await self._litellm()
         try:
-            return litellm, await _method(litellm, op)(**self._kwargs(deployment, params, seconds))
+            kwargs = self._kwargs(deployment, params, seconds)
+            kwargs.update(extra)
+            return litellm, await _method(litellm, op)(**kwargs)
         except Exception as exc:
             raise failure(litellm, exc) from exc
 
@@ -114,7 +176,20 @@ class LiteLLMAdapter:
         return kwargs
 
     async def aclose(self) -> None:
-        return None
+        clients, self._sdk_clients = list(self._sdk_clients.values()), {}
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+
+_TOKEN_OPERATIONS = frozenset({Operation.CHAT, Operation.TEXT, Operation.EMBED})
+_SURFACE_METHODS = {
+    Operation.MODERATE: "amoderation",
+    Operation.IMAGE: "aimage_generation",
+    Operation.TRANSCRIBE: "atranscription",
+    Operation.SPEECH: "aspeech",
+    Operation.RERANK: "arerank",
+}
 
 
 def _method(litellm: Any, op: Operation) -> Any:
@@ -122,7 +197,31 @@ def _method(litellm: Any, op: Operation) -> Any:
         return litellm.acompletion
     if op is Operation.TEXT:
         return litellm.atext_completion
-    return litellm.aembedding
+    if op is Operation.EMBED:
+        return litellm.aembedding
+    return getattr(litellm, _SURFACE_METHODS[op])
+
+
+async def _one_block(content: bytes) -> AsyncIterator[bytes]:
+    yield content
+
+
+@functools.cache
+def _retryless_client() -> type:
+    """An OpenAI SDK client class whose `max_retries` stays 0: LiteLLM sets the attribute on a
+    client it is handed (its image generation sets 2), and Cirrus's router does the retrying."""
+    from openai import AsyncOpenAI  # noqa: PLC0415 - loaded with LiteLLM, which depends on it
+
+    class RetrylessOpenAI(AsyncOpenAI):
+        @property  # type: ignore[override]
+        def max_retries(self) -> int:
+            return 0
+
+        @max_retries.setter
+        def max_retries(self, value: int) -> None:
+            pass
+
+    return RetrylessOpenAI
 
 
 async def _chunks(
@@ -147,6 +246,8 @@ async def _chunks(
 
 def failure(litellm: Any, exc: BaseException) -> AttemptFailed:
     """A LiteLLM exception as an attempt failure, with the provider's status for the router."""
+    if type(exc).__module__.split(".")[0] == "openai":
+        return _sdk_failure(exc)  # LiteLLM's moderation lets its SDK's errors through unmapped
     status = getattr(exc, "status_code", None)
     status = status if isinstance(status, int) else None
     error = map_litellm_error(litellm, exc)
@@ -158,6 +259,17 @@ def failure(litellm: Any, exc: BaseException) -> AttemptFailed:
     elif isinstance(exc, litellm.APIConnectionError) and not isinstance(exc, litellm.Timeout):
         status = None  # no answer came: like a reset connection on the native adapter
     return AttemptFailed(error, status)
+
+
+def _sdk_failure(exc: BaseException) -> AttemptFailed:
+    """An OpenAI SDK error, read as the native adapter reads the same answer."""
+    import openai  # noqa: PLC0415 - loaded with LiteLLM, which depends on it
+
+    if isinstance(exc, openai.APITimeoutError):
+        return errors.timed_out()
+    if isinstance(exc, openai.APIStatusError):
+        return errors.from_response(exc.status_code, exc.response.content, exc.response.headers)
+    return errors.unreachable()
 
 
 _LITELLM_PREFIX = re.compile(r"^(?:litellm\.\w+:\s*)?(?:\w+Error:\s*)?(?:\w+Exception\s*-\s*)?")
@@ -199,6 +311,12 @@ def provider_message(exc: BaseException) -> str:
     """The provider's own words from a LiteLLM error, without LiteLLM's decorations."""
     text = str(getattr(exc, "message", None) or exc)
     text = _LITELLM_SUFFIX.sub("", _LITELLM_PREFIX.sub("", text, count=1)).strip()
+    if text.startswith("{"):  # some of LiteLLM's handlers pass the provider's error body on as is
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(text)
+            detail = parsed.get("error", parsed) if isinstance(parsed, dict) else None
+            if isinstance(detail, dict) and isinstance(detail.get("message"), str):
+                text = detail["message"]
     return text or "The model provider rejected the request."
 
 

@@ -31,8 +31,9 @@ import orjson
 
 from shared.clients.llm import errors
 from shared.clients.llm.deployments import Deployment
-from shared.clients.llm.operations import Operation
+from shared.clients.llm.operations import OpenedBytes, Operation
 from shared.clients.llm.shapes import complete_chat, complete_text
+from shared.clients.protocols import UploadedFile
 from shared.sse import DataDecoder
 
 AZURE_SCOPE = "https://cognitiveservices.azure.com/.default"
@@ -132,6 +133,60 @@ class OpenAIWireAdapter:
             raise errors.from_response(response.status, raw, response.headers)
         return _events(response)
 
+    async def complete_form(
+        self, deployment: Deployment, op: Operation, params: dict[str, Any], upload: UploadedFile
+    ) -> dict[str, Any]:
+        """`params` and the file as `multipart/form-data`, the file read from its spool as it is
+        sent (aiohttp reads it in a worker thread, a chunk at a time)."""
+        target = self._target(deployment, op)
+        headers = await self._headers(deployment, target)
+        headers = {k: v for k, v in headers.items() if k != "content-type"}  # aiohttp sets the boundary
+        form = aiohttp.FormData()
+        for name, value in _form_fields(self._payload(deployment, target, params)):
+            form.add_field(name, value)
+        try:
+            with upload.open() as file:
+                form.add_field("file", file, filename=upload.filename, content_type=upload.content_type)
+                async with self._http().post(
+                    target.url, data=form, headers=headers, timeout=target.json_timeout
+                ) as response:
+                    raw = await response.read()
+                    if response.status >= 400:
+                        raise errors.from_response(response.status, raw, response.headers)
+                    content_type = response.headers.get("content-type", "")
+        except TimeoutError:
+            raise errors.timed_out() from None
+        except aiohttp.ClientError:
+            raise errors.unreachable() from None
+        if "json" not in content_type:  # response_format text, srt or vtt
+            return {"text": raw.decode("utf-8", "replace")}
+        return _json_object(raw)
+
+    async def open_bytes(self, deployment: Deployment, op: Operation, params: dict[str, Any]) -> OpenedBytes:
+        target = self._target(deployment, op)
+        headers = {**await self._headers(deployment, target), "accept": "*/*"}
+        try:
+            response = await self._http().post(
+                target.url,
+                data=self._body(deployment, target, params),
+                headers=headers,
+                timeout=target.stream_timeout,
+            )
+        except TimeoutError:
+            raise errors.timed_out() from None
+        except aiohttp.ClientError:
+            raise errors.unreachable() from None
+        if response.status >= 400:
+            try:
+                raw = await response.read()
+            except (TimeoutError, aiohttp.ClientError):
+                raw = b""
+            finally:
+                response.release()
+            raise errors.from_response(response.status, raw, response.headers)
+        content_type = response.headers.get("content-type") or "application/octet-stream"
+        return OpenedBytes(content_type, _blocks(response))
+
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
@@ -193,8 +248,12 @@ class OpenAIWireAdapter:
         self._credentials.append(credential)
         return credential
 
+    @classmethod
+    def _body(cls, deployment: Deployment, target: _Target, params: dict[str, Any]) -> bytes:
+        return orjson.dumps(cls._payload(deployment, target, params))
+
     @staticmethod
-    def _body(deployment: Deployment, target: _Target, params: dict[str, Any]) -> bytes:
+    def _payload(deployment: Deployment, target: _Target, params: dict[str, Any]) -> dict[str, Any]:
         body = {**deployment.body_defaults, **params} if deployment.body_defaults else dict(params)
         for key in _NOT_FORWARDED:
             body.pop(key, None)
@@ -205,7 +264,40 @@ class OpenAIWireAdapter:
         extra = deployment.params.get("extra_body")
         if isinstance(extra, dict):
             body.update(extra)
-        return orjson.dumps(body)
+        return body
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict):
+        raise errors.AttemptFailed(
+            errors.UpstreamError("The model provider returned an answer that is not JSON.")
+        )
+    return body
+
+
+def _form_fields(body: dict[str, Any]) -> list[tuple[str, str]]:
+    """Form fields as OpenAI's SDKs send them: a list as repeated `name[]`, objects as JSON."""
+    fields = []
+    for name, value in body.items():
+        if value is None:
+            continue
+        if isinstance(value, list):
+            fields.extend((f"{name}[]", _form_value(item)) for item in value)
+        else:
+            fields.append((name, _form_value(value)))
+    return fields
+
+
+def _form_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return str(value)
 
 
 def _address(deployment: Deployment, op: Operation) -> _Target:
@@ -251,6 +343,19 @@ def _address(deployment: Deployment, op: Operation) -> _Target:
             total=None, sock_connect=deployment.timeout, sock_read=deployment.stream_timeout
         ),
     )
+
+
+async def _blocks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """A binary body as its blocks arrive; a body cut short raises (never a silent truncation)."""
+    try:
+        async for block in response.content.iter_any():
+            yield block
+    except TimeoutError:
+        raise errors.timed_out() from None
+    except aiohttp.ClientError:
+        raise errors.cut_short() from None
+    finally:
+        response.release()
 
 
 async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:

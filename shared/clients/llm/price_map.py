@@ -39,6 +39,12 @@ def _price_map() -> dict[str, dict[str, Any]]:
     return orjson.loads((package / MAP_FILE).read_bytes())  # type: ignore[no-any-return]
 
 
+def entry(name: str) -> dict[str, Any] | None:
+    """The map's entry under exactly `name` (e.g. `standard/1024-x-1024/dall-e-3`), if any."""
+    found = _price_map().get(name)
+    return found if isinstance(found, dict) else None
+
+
 def model_entry(provider: str, upstream_model: str, base_model: str | None = None) -> dict[str, Any]:
     """The map's entry for a deployment, found the way LiteLLM looks it up; {} if unknown."""
     table = _price_map()

@@ -22,6 +22,11 @@ Anthropic's Messages API (`messages`, `messages_stream`) is routed the same way:
 Anthropic deployment sends the request as it is (`anthropic_wire`); an attempt on any other
 deployment sends its chat translation, and the answer says which wire it is in, so a model name
 can mix both kinds and fall back from one to the other.
+
+Moderations, images, transcriptions, speech and rerank route the same way, among the deployments
+of the name that serve them (`capabilities`); a name with none is refused with a 400 before any
+provider call (and a fallback with none is skipped). Their answers are shaped by `surface_shapes`,
+speech is relayed by `byte_relay`, and they are priced per unit by `unit_prices`.
 """
 
 from __future__ import annotations
@@ -35,9 +40,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from shared.clients.llm import errors, price_map, tokens
+from shared.clients.llm import errors, price_map, surface_shapes, tokens, unit_prices
 from shared.clients.llm.anthropic_wire import AnthropicWireAdapter
 from shared.clients.llm.attempts import Attempt
+from shared.clients.llm.byte_relay import OpenedBody, RoutedBytes
+from shared.clients.llm.capabilities import BY_PATH, SURFACES, serves
 from shared.clients.llm.deployments import Deployment, RoutingTable, read_routing
 from shared.clients.llm.errors import AttemptFailed
 from shared.clients.llm.litellm_adapter import LiteLLMAdapter
@@ -51,9 +58,12 @@ from shared.clients.protocols import (
     ChatTranslation,
     EmbeddingResult,
     MessageResult,
+    ModelAnswer,
     ModelLimits,
     ModelResult,
     ServedBy,
+    UnitUsage,
+    UploadedFile,
 )
 from shared.config import ModelConfig
 from shared.errors import CirrusError, InvalidRequestError
@@ -125,6 +135,7 @@ class ModelRouter:
         self._sleep = sleep
         self._prices: dict[str, tuple[float, float] | None] = {}
         self._limits: dict[str, ModelLimits] = {}
+        self._serving_groups: dict[tuple[str, Operation], list[Deployment]] = {}
 
     # --- calls --------------------------------------------------------------------------------
 
@@ -150,6 +161,81 @@ class ModelRouter:
         body["model"] = served_by.model
         complete_embeddings(body, encoding)
         return EmbeddingResult(body, body["usage"]["prompt_tokens"], served_by)
+
+    # --- moderations, images, audio, rerank: only deployments that serve them (`capabilities`)
+
+    async def moderate(self, params: Mapping[str, Any]) -> ModelAnswer:
+        body, served_by = await self._answer(Operation.MODERATE, params)
+        return ModelAnswer(surface_shapes.moderation(body, served_by.model), served_by)
+
+    async def generate_images(self, params: Mapping[str, Any]) -> ModelAnswer:
+        body, served_by = await self._answer(Operation.IMAGE, params)
+        return ModelAnswer(surface_shapes.images(body), served_by)
+
+    async def rerank(self, params: Mapping[str, Any]) -> ModelAnswer:
+        body, served_by = await self._answer(Operation.RERANK, params)
+        return ModelAnswer(surface_shapes.rerank(body, params.get("return_documents")), served_by)
+
+    async def transcribe(self, params: Mapping[str, Any], audio: UploadedFile) -> ModelAnswer:
+        """`audio` is read afresh by every attempt (retries and fallbacks), never held here."""
+        op, upstream = Operation.TRANSCRIBE, dict(params)
+
+        async def attempt(deployment: Deployment) -> dict[str, Any]:
+            books = self._open_attempt(deployment, op)
+            try:
+                body = await self._adapter(deployment).complete_form(deployment, op, upstream, audio)
+            except AttemptFailed as failure:
+                books.failed(failure)
+                raise
+            except BaseException:
+                books.abandoned()
+                raise
+            books.succeeded(time.perf_counter() - books.started, 0)
+            return body
+
+        body, served_by = await self._route(op, upstream, attempt)
+        return ModelAnswer(surface_shapes.transcription(body), served_by)
+
+    async def speech(self, params: Mapping[str, Any]) -> RoutedBytes:
+        op, upstream = Operation.SPEECH, dict(params)
+
+        async def attempt(deployment: Deployment) -> OpenedBody:
+            books = self._open_attempt(deployment, op)
+            chunks = None
+            try:
+                opened = await self._adapter(deployment).open_bytes(deployment, op, upstream)
+                chunks = opened.chunks
+                try:
+                    first = await anext(chunks)
+                except StopAsyncIteration:
+                    raise errors.cut_short() from None
+            except AttemptFailed as failure:
+                await _close(chunks)
+                books.failed(failure)
+                raise
+            except BaseException:
+                await _close(chunks)
+                books.abandoned()
+                raise
+            return OpenedBody(books, opened, first, time.perf_counter())
+
+        opened, served_by = await self._route(op, upstream, attempt)
+        return RoutedBytes(opened, served_by)
+
+    def serves(self, model: str, path: str) -> bool:
+        """Whether a deployment of `model` serves `path` (`images/generations`, `rerank`, ...)."""
+        op = BY_PATH.get(path)
+        return op is not None and model in self._groups and bool(self._serving(model, op))
+
+    async def _answer(self, op: Operation, params: Mapping[str, Any]) -> tuple[dict[str, Any], ServedBy]:
+        upstream = dict(params)
+        return await self._route(op, upstream, self._call(op, upstream))
+
+    def _serving(self, model: str, op: Operation) -> list[Deployment]:
+        key = (model, op)
+        if key not in self._serving_groups:
+            self._serving_groups[key] = [d for d in self._groups[model] if serves(d, op, self._known(d))]
+        return self._serving_groups[key]
 
     async def _complete(self, op: Operation, params: Mapping[str, Any], prompt: Any) -> ModelResult:
         upstream = dict(params)
@@ -348,7 +434,11 @@ class ModelRouter:
         self, model: str, op: Operation, params: Mapping[str, Any], attempt: AttemptFn[T]
     ) -> tuple[T, Deployment, int]:
         group = self._groups[model]
-        if self._settings.enable_pre_call_checks and op is not Operation.EMBED:
+        if op in SURFACES:
+            group = self._serving(model, op)
+            if not group:  # only a fallback can serve it
+                raise AttemptFailed(_not_served(model, op), 400)
+        elif self._settings.enable_pre_call_checks and op is not Operation.EMBED:
             group = self._fitting(model, group, params)
         retries = 0
         while True:
@@ -434,6 +524,34 @@ class ModelRouter:
             if (price := self._price(deployment)) is not None
         ]
         return max(costs, default=None)
+
+    def unit_cost_usd(self, served_by: ServedBy, usage: UnitUsage) -> float | None:
+        """USD for a call priced in its own unit (`unit_prices`): the file's prices, else the map's."""
+        deployment = self._deployments.get(served_by.deployment)
+        return self._unit_cost(deployment, usage) if deployment is not None else None
+
+    def max_unit_cost_usd(self, model: str, usage: UnitUsage) -> float | None:
+        """The most `usage` can cost at `model`: its priciest deployment, fallbacks included."""
+        names = [model, *_lookup(self._settings.fallbacks, model)]
+        costs = [
+            cost
+            for name in names
+            for deployment in self._groups.get(name, ())
+            if (cost := self._unit_cost(deployment, usage)) is not None
+        ]
+        return max(costs, default=None)
+
+    def _unit_cost(self, deployment: Deployment, usage: UnitUsage) -> float | None:
+        known = self._known(deployment)
+        sources = [
+            deployment.file_unit_prices,
+            *unit_prices.map_entries(deployment.provider, _identity(deployment), usage, known),
+        ]
+        return unit_prices.unit_cost(usage, sources, self._price(deployment))
+
+    def _known(self, deployment: Deployment) -> dict[str, Any]:
+        """The deployment's model in LiteLLM's price map ({} if unknown)."""
+        return price_map.model_entry(deployment.provider, deployment.upstream_model, _base_model(deployment))
 
     def count_tokens(self, model: str, messages: Sequence[Mapping[str, Any]] | str) -> int:
         """Tokens of `messages` (or a prompt string) with the tokenizer of `model`'s deployment."""
@@ -571,6 +689,12 @@ def _base_model(deployment: Deployment) -> str | None:
 def _identity(deployment: Deployment) -> str:
     """The model name a tokenizer knows: Azure deployments are named by their owners."""
     return _base_model(deployment) or deployment.upstream_model
+
+
+def _not_served(model: str, op: Operation) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"The model `{model}` does not support /v1/{op.path}.", param="model", code="model_not_supported"
+    )
 
 
 async def _close(events: Any) -> None:
