@@ -38,6 +38,8 @@ class CallContext:
     request_id: str
     principal: Principal
     session_id: str | None = None
+    # The surface the client called: a Responses request runs as chat, metered as `responses`.
+    endpoint: Endpoint = "chat.completions"
     cache_control: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     # Headers for the response, whatever its outcome: the key's `x-ratelimit-*` figures.
@@ -110,7 +112,7 @@ class Meter:
             "embeddings"
             if endpoint == "embeddings"
             else "chat"
-            if endpoint == "chat.completions"
+            if endpoint in ("chat.completions", "responses")
             else "text_completion"
         )
         self._operation = operation

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,9 @@ class OpenStream:
     chunks: AsyncIterator[Chunk]
     cache: CacheStatus
     session_id: str | None
+    # The stream's usage once `chunks` is exhausted: the provider's, or Cirrus's count when it
+    # sent none (whether or not the client asked for a usage chunk).
+    usage: Callable[[], dict[str, Any] | None] = lambda: None
 
 
 @dataclass
@@ -103,16 +106,20 @@ class ChatService:
             chunks = replay_chunks(prepared.cached, include_usage=include_usage)
             _finish_cached(meter, prepared)
             self._after(prepared, prepared.cached)
+            cached_usage = prepared.cached.get("usage")
             return OpenStream(
                 _cache_served_by(request.model, prepared.cached),
                 _iterate(chunks),
                 prepared.cache,
                 prepared.session_id,
+                usage=lambda: cached_usage,
             )
         stream = await meter.call(self._llm.chat_stream(prepared.params), session_id=prepared.session_id)
         # From here the relay owns the meter and the upstream stream, and closes both.
         chunks = await primed(self._relay(stream, meter, prepared))
-        return OpenStream(stream.served_by, chunks, prepared.cache, prepared.session_id)
+        return OpenStream(
+            stream.served_by, chunks, prepared.cache, prepared.session_id, usage=lambda: stream.usage
+        )
 
     async def _relay(self, stream: ModelStream, meter: Meter, prepared: _Prepared) -> AsyncIterator[Chunk]:
         # The whole answer is rebuilt only when something keeps it: a session, the cache, a trace.
@@ -207,7 +214,7 @@ class ChatService:
             return self._llm.count_tokens(request.model, prepared.params["messages"]), output
 
         return await self._metering.start(
-            "chat.completions",
+            call.endpoint,
             request.model,
             call,
             estimate=estimate,
