@@ -29,6 +29,9 @@ ROOTS = (
     "ListFilesResponse",
     "Batch",
     "ListBatchesResponse",
+    "Response",
+    "ResponseStreamEvent",
+    "ResponseItemList",
 )
 OUT = Path(__file__).resolve().parent.parent / "tests" / "specs" / "openai-schemas.json"
 
