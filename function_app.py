@@ -17,6 +17,7 @@ from shared.blueprints import (
     jobs_queue,
     keys_http,
     models_http,
+    responses_http,
     sessions_http,
     sweeper_timer,
     usage_http,
@@ -29,6 +30,9 @@ app.register_blueprint(health_http.bp)  # GET /health, /health/ready
 app.register_blueprint(models_http.bp)  # GET /v1/models, /v1/models/{model}
 app.register_blueprint(chat_http.bp)  # POST /v1/chat/completions
 app.register_blueprint(completions_http.bp)  # POST /v1/completions, /v1/embeddings
+app.register_blueprint(
+    responses_http.bp
+)  # /v1/responses, /v1/responses/{response_id}, .../cancel, .../input_items
 app.register_blueprint(sessions_http.bp)  # /v1/sessions, /v1/sessions/{session_id}
 app.register_blueprint(usage_http.bp)  # GET /v1/usage
 app.register_blueprint(keys_http.bp)  # /v1/keys, /v1/keys/{key_id}, /v1/keys/{key_id}/rotate (admin)

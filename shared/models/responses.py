@@ -337,8 +337,8 @@ class ResponseRecord(BaseModel):
 
     `request` is the create body without `input`; `input_items` are this request's own input items
     as stored (with ids), or in the blob `input_blob` when they would make the item too large; the
-    conversation before them is the chain of `previous_response_id`s. `output`, `usage`, `error`
-    and `incomplete_details` are the Response's own fields."""
+    conversation before them is `chain`'s responses, each one's input then output. `output`,
+    `usage`, `error` and `incomplete_details` are the Response's own fields."""
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
@@ -354,6 +354,9 @@ class ResponseRecord(BaseModel):
     background: bool = False
     job_id: str | None = None
     previous_response_id: str | None = None
+    # The conversation's earlier responses, oldest first (ids only, at most MAX_CHAIN), so they
+    # are read at once instead of one previous_response_id after another.
+    chain: list[str] = Field(default_factory=list)
     request: dict[str, Any]
     input_items: list[dict[str, Any]] = Field(default_factory=list)
     input_blob: str | None = None

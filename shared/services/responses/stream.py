@@ -24,6 +24,7 @@ from shared.services.responses.translate import (
     function_call_item,
     message_item,
     new_id,
+    response_error,
     response_usage,
     status_for,
 )
@@ -33,8 +34,6 @@ Item = dict[str, Any]
 # The Response as it stands: snapshot(status=..., output=..., usage=..., error=..., incomplete_details=...)
 Snapshot = Callable[..., dict[str, Any]]
 
-# Responses' error codes (ResponseErrorCode); any other failure is a `server_error`.
-RESPONSE_ERROR_CODES = frozenset({"server_error", "rate_limit_exceeded", "invalid_prompt"})
 CANCELLED_CODE = "response_cancelled"
 
 
@@ -124,8 +123,7 @@ class ResponseEvents:
             if item is not None:
                 item["status"] = "incomplete"
         self._message = self._part = self._call = None
-        error = {"code": code if code in RESPONSE_ERROR_CODES else "server_error", "message": message}
-        final = self._snapshot(status="failed", output=self.output, error=error)
+        final = self._snapshot(status="failed", output=self.output, error=response_error(code, message))
         self.response = final
         return [
             self.event("error", code=code, message=message, param=param),

@@ -9,8 +9,9 @@ request's settings.
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from shared.clients.protocols import ModelFeatures
@@ -23,6 +24,7 @@ from shared.models.responses import (
     MessageItem,
     RefusalPart,
     ResponseCreate,
+    ResponseRecord,
 )
 
 Item = dict[str, Any]
@@ -360,3 +362,37 @@ def _echoed_tool(tool: Mapping[str, Any]) -> dict[str, Any]:
         "strict": tool.get("strict"),
     }
     return {**tool, **echoed}
+
+
+def public(record: ResponseRecord) -> dict[str, Any]:
+    """A stored response as the API returns it."""
+    return snapshot(record)(
+        status=record.status,
+        output=record.output,
+        usage=record.usage,
+        error=record.error,
+        incomplete_details=record.incomplete_details,
+    )
+
+
+def snapshot(record: ResponseRecord) -> Callable[..., dict[str, Any]]:
+    """The Response of `record` as it stands at each point of its stream (`status`, `output`, ...
+    given), for stream.ResponseEvents."""
+
+    def render(**state: Any) -> dict[str, Any]:
+        return response_object(
+            response_id=record.id,
+            request=record.request,
+            model=record.model,
+            created_at=record.created_at,
+            completed_at=record.completed_at or time.time(),
+            **state,
+        )
+
+    return render
+
+
+def response_error(code: str | None, message: str) -> dict[str, str]:
+    """A Cirrus error as a Response's `error`, whose codes are OpenAI's (ResponseErrorCode)."""
+    known = "rate_limit_exceeded" if code in ("rate_limit_exceeded", "insufficient_quota") else "server_error"
+    return {"code": known, "message": message}
