@@ -170,3 +170,28 @@ def readme_jobs(title: str) -> list[dict[str, Any]]:
         if "/v1/jobs" in command:
             jobs += [json.loads(body) for body in re.findall(r"-d '(\{.*?\})'", command, re.DOTALL)]
     return [job for job in jobs if isinstance(job, dict) and "type" in job]
+
+
+# --- responses: raw event streams and waiting for a background response ---------------------------
+
+RESPONSE_ENDED = {"completed", "failed", "cancelled", "incomplete"}
+
+
+def read_events(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
+    """A typed event stream as (the `event:` line's name, the data), in order."""
+    found = []
+    for block in response.read().decode().strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        found.append((fields.get("event", ""), json.loads(fields["data"])))
+    return found
+
+
+def wait_response(client: openai.OpenAI, response_id: str, until: set[str] = RESPONSE_ENDED) -> Any:
+    """The response once its status is in `until` (it has ended, by default)."""
+    deadline = time.time() + 60
+    while True:
+        response = client.responses.retrieve(response_id)
+        if response.status in until:
+            return response
+        assert time.time() < deadline, f"response still {response.status}"
+        time.sleep(0.2)

@@ -16,6 +16,7 @@ def test_models_list(stack):
         "cirrus-priced",
         "cirrus-slow",
         "cirrus-broken",
+        "cirrus-no-tools",
     ]
     raw = httpx.get(
         f"{stack.base_url}/v1/models", headers={"Authorization": f"Bearer {stack.master_key}"}
