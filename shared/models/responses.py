@@ -292,6 +292,9 @@ class ResponseCreate(OpenAIRequest):
     store: bool | None = None
     truncation: Literal["auto", "disabled"] | None = None
     include: list[str] | None = None
+    # Not in OpenAI's published spec, but its API takes it and Codex CLI sends it on every turn
+    # (session and turn ids): accepted and not passed on, as it is the client's bookkeeping.
+    client_metadata: dict[str, Any] | None = None
     stream: bool | None = None
     stream_options: dict[str, Any] | None = None
     background: bool | None = None

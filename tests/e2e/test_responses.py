@@ -313,6 +313,42 @@ def test_json_schema_output(stack, provider):
     }
 
 
+def test_a_codex_shaped_turn_streams(stack, provider):
+    """What Codex CLI sends each turn: developer messages, store false, encrypted reasoning asked
+    for, its own client_metadata, function tools, a stream."""
+    request = {
+        "model": MODEL,
+        "instructions": "You are a coding agent.",
+        "input": [
+            {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "Sandbox."}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Say hi"}]},
+        ],
+        "tools": [{**WEATHER, "strict": False}],
+        "tool_choice": "auto",
+        "parallel_tool_calls": True,
+        "reasoning": {"summary": "auto"},
+        "store": False,
+        "stream": True,
+        "include": ["reasoning.encrypted_content"],
+        "prompt_cache_key": "session-1",
+        "client_metadata": {"session_id": "session-1", "turn_id": "turn-1"},
+    }
+    with httpx.stream(
+        "POST",
+        f"{stack.base_url}/v1/responses",
+        headers={"Authorization": f"Bearer {stack.master_key}"},
+        json=request,
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200, response.read()
+        events = [data for _, data in read_events(response)]
+    assert_stream_valid(events)
+    assert events[-1]["type"] == "response.completed"
+    (sent,) = sent_to_provider(provider)
+    assert "client_metadata" not in sent
+    assert [m["content"] for m in sent["messages"]][::2] == ["You are a coding agent.", "Say hi"]
+
+
 def test_bad_requests_are_openai_errors(stack, provider):
     client = stack.client()
     cases = [

@@ -238,6 +238,14 @@ def test_settings_map_to_chat_parameters():
     }  # metadata and store are Cirrus's, never the provider's
 
 
+def test_codex_client_metadata_is_accepted_and_kept_from_the_provider():
+    # Codex CLI sends `client_metadata` (session and turn ids) on every turn; OpenAI's spec
+    # leaves it out but its API takes it, so refusing it would make Codex unusable.
+    request = create(client_metadata={"session_id": "s1", "turn_id": "t1"}, store=False)
+    params = translate.chat_params(request, [{"role": "user", "content": "Hi"}], PLAIN)
+    assert "client_metadata" not in params and "metadata" not in params
+
+
 def test_json_mode_allowed_tools_and_reasoning_only_where_the_model_reasons():
     other = {**WEATHER, "name": "other"}
     request = create(

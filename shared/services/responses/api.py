@@ -106,7 +106,9 @@ class ResponsesService:
             background=bool(request.background),
             previous_response_id=request.previous_response_id,
             chain=chain,
-            request=request.model_dump(mode="json", exclude_unset=True, by_alias=True, exclude={"input"}),
+            request=request.model_dump(
+                mode="json", exclude_unset=True, by_alias=True, exclude={"input", "client_metadata"}
+            ),
             input_items=translate.stored_items(request.items()),
         )
         if request.background:
