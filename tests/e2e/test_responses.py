@@ -358,6 +358,11 @@ def test_bad_requests_are_openai_errors(stack, provider):
         ({"model": "no-such-model", "input": "hi"}, 404, "model"),
         ({"model": MODEL, "input": "hi", "previous_response_id": "resp_nope"}, 400, "previous_response_id"),
         ({"model": MODEL, "input": [{"type": "item_reference", "id": "x"}]}, 400, None),
+        (
+            {"model": MODEL, "input": [{"type": "function_call_output", "call_id": "call_x", "output": "1"}]},
+            400,
+            "input[0]",
+        ),
     ]
     with api(stack) as http:
         for request, status, param in cases:

@@ -225,6 +225,18 @@ async def test_a_function_tool_round_trip(world):
     ]
 
 
+async def test_a_function_call_output_must_answer_a_call_made_before_it(world):
+    orphan = {"type": "function_call_output", "call_id": "call_nope", "output": "-3 C"}
+    with pytest.raises(InvalidRequestError, match="No tool call found") as caught:
+        await world.create(input=[{"role": "user", "content": "Hi"}, orphan])
+    assert caught.value.param == "input[1]"
+    with pytest.raises(InvalidRequestError, match="No tool call found"):
+        await world.create(input=[orphan], background=True)  # refused before it is queued
+    assert world.router.calls == [] and not world.queues.messages.get("jobs")
+    call = {"type": "function_call", "call_id": "call_nope", "name": "get_weather", "arguments": "{}"}
+    assert (await world.create(tools=[WEATHER], input=[call, orphan])).response["status"] == "completed"
+
+
 async def test_checks_come_before_any_model_call(world):
     with pytest.raises(InvalidRequestError, match="does not support function tools"):
         await world.create(model="no-tools", tools=[WEATHER])

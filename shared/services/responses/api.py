@@ -29,7 +29,7 @@ from shared.services.chat import ChatService, OpenStream
 from shared.services.model_catalog import ModelCatalog
 from shared.services.responses import translate
 from shared.services.responses.background import ResponseRunner
-from shared.services.responses.conversation import Conversation
+from shared.services.responses.conversation import Conversation, check_call_outputs
 from shared.services.responses.store import ResponseStore, chain_after
 from shared.services.responses.stream import ResponseEvents
 
@@ -95,6 +95,7 @@ class ResponsesService:
         if request.previous_response_id:
             chain = chain_after(await self._previous(principal, request.previous_response_id))
         history = await self._store.history(principal, chain)
+        check_call_outputs(request, history)
         response_id = translate.new_id("resp")
         record = ResponseRecord(
             id=response_id,

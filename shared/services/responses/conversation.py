@@ -15,7 +15,7 @@ from typing import Any
 from shared.clients.protocols import LLMRouter
 from shared.errors import InvalidRequestError
 from shared.models.requests import ChatCompletionCreate
-from shared.models.responses import ResponseCreate, ResponseRecord
+from shared.models.responses import FunctionCallItem, FunctionCallOutputItem, ResponseCreate, ResponseRecord
 from shared.models.validation import validate_body
 from shared.services.auth import Principal
 from shared.services.calls import check_model
@@ -87,6 +87,21 @@ class Conversation:
         if stream:
             params["stream"] = True
         return validate_body(ChatCompletionCreate, params)
+
+
+def check_call_outputs(request: ResponseCreate, history: Sequence[Mapping[str, Any]]) -> None:
+    """400 for a `function_call_output` that answers no function call before it (in the input or
+    the conversation it continues), as OpenAI answers: a chat provider would refuse the lone tool
+    message in its own words, or (some local servers) answer as if it were not there."""
+    made = {item.get("call_id") for item in history if item.get("type") == "function_call"}
+    for index, item in enumerate(request.items()):
+        if isinstance(item, FunctionCallItem):
+            made.add(item.call_id)
+        elif isinstance(item, FunctionCallOutputItem) and item.call_id not in made:
+            raise InvalidRequestError(
+                f"No tool call found for function call output with call_id {item.call_id}.",
+                param=f"input[{index}]",
+            )
 
 
 def settings_of(record: ResponseRecord) -> ResponseCreate:
