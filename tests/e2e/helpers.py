@@ -13,10 +13,18 @@ from typing import Any
 
 import httpx
 import openai
+import yaml
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+MODEL_FILE = Path(__file__).parent / "model_list.yaml"
+
+
+def model_names() -> list[str]:
+    """The public model names the e2e model file serves, in its order."""
+    return list(dict.fromkeys(m["model_name"] for m in yaml.safe_load(MODEL_FILE.read_text())["model_list"]))
+
 
 # --- jobs: the API, the fake provider's script and the jobs queue ------------------------------
 
