@@ -22,6 +22,7 @@ from shared.blueprints import (
     models_http,
     moderations_http,
     rerank_http,
+    responses_http,
     sessions_http,
     sweeper_timer,
     usage_http,
@@ -39,6 +40,7 @@ app.register_blueprint(moderations_http.bp)  # POST /v1/moderations
 app.register_blueprint(images_http.bp)  # POST /v1/images/generations
 app.register_blueprint(audio_http.bp)  # POST /v1/audio/transcriptions (multipart), /v1/audio/speech
 app.register_blueprint(rerank_http.bp)  # POST /v1/rerank
+app.register_blueprint(responses_http.bp)  # /v1/responses, /v1/responses/{response_id}, /cancel, /input_items
 app.register_blueprint(sessions_http.bp)  # /v1/sessions, /v1/sessions/{session_id}
 app.register_blueprint(usage_http.bp)  # GET /v1/usage
 app.register_blueprint(keys_http.bp)  # /v1/keys, /v1/keys/{key_id}, /v1/keys/{key_id}/rotate (admin)

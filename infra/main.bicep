@@ -198,6 +198,11 @@ var cosmosContainers = [
     partitionKey: '/pk'
     defaultTtl: -1
   }
+  {
+    name: 'responses'
+    partitionKey: '/pk'
+    defaultTtl: -1
+  }
 ]
 
 // Blob containers the code uses. The Flex deployment package container is infrastructure only.
@@ -590,6 +595,7 @@ var appSettings = {
   CIRRUS_HTTP_MAX_BYTES: '1000000'
   CIRRUS_HTTP_TIMEOUT_S: '10'
   CIRRUS_JOB_LEASE_SECONDS: '90'
+  CIRRUS_RESPONSE_MAX_COST_USD: '1'
   CIRRUS_SWEEP_SCHEDULE: '0 */1 * * * *'
   CIRRUS_PROVIDER_MAX_CONNECTIONS: '256'
   CIRRUS_PROVIDER_KEEPALIVE_SECONDS: '30'

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     provider_keepalive_seconds: float = Field(30.0, gt=0, le=600, alias="CIRRUS_PROVIDER_KEEPALIVE_SECONDS")
     # How long a job stays claimed by a worker that stops renewing it (died): then another resumes it.
     job_lease_seconds: float = Field(90.0, ge=1, le=600, alias="CIRRUS_JOB_LEASE_SECONDS")
+    # A background response's cost cap in USD, checked before each model call (a call repeated
+    # after its worker died is the only second one); 0 means none.
+    response_max_cost_usd: float = Field(1.0, ge=0, alias="CIRRUS_RESPONSE_MAX_COST_USD")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="CIRRUS_LOG_LEVEL")
     # JSON lines locally (for tools to read); text in Azure, where the host and Application
     # Insights keep the timestamp, level and logger apart already.

@@ -43,6 +43,7 @@ from shared.services.moderations import ModerationService
 from shared.services.owners import KeyOwners
 from shared.services.provisioning import provision, required_resources
 from shared.services.rerank import RerankService
+from shared.services.responses import ResponsesService
 from shared.services.sessions import SessionService
 from shared.services.sweeper import Sweeper
 from shared.services.tools import ToolSettings
@@ -117,6 +118,16 @@ class Container:
             http_timeout_s=settings.http_timeout_s,
         )
         hash_secret = settings.key_hash_secret.get_secret_value().encode()  # type: ignore[union-attr]
+        self.responses = ResponsesService(
+            clients.documents,
+            clients.blobs,
+            self.catalog,
+            llm,
+            chat=self.chat,
+            jobs=lambda: self.jobs,  # background responses run on the job runner, which runs them back
+            blob_container=settings.outputs_container,
+            max_cost_usd=settings.response_max_cost_usd or None,
+        )
         self.jobs = JobService(
             clients.documents,
             clients.queues,
@@ -132,6 +143,7 @@ class Container:
             analysis=AnalysisRunner(
                 self.files, self._max_input_tokens, max_file_bytes=settings.max_upload_bytes
             ),
+            responses=self.responses.runner,
         )
 
         self.sweeper = Sweeper(batches=self.batches.sweep, jobs=self.jobs.sweep)

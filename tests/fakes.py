@@ -15,6 +15,7 @@ from typing import Any
 from shared.clients.protocols import (
     CosmosContainerSpec,
     EmbeddingResult,
+    ModelFeatures,
     ModelLimits,
     ModelResult,
     ServedBy,
@@ -178,42 +179,69 @@ class FakeStream:
             if chunk.get("usage") is not None:
                 self.usage = chunk["usage"]
             yield chunk
+        if self.usage is None:  # as the router does: counted when the provider sent none
+            deltas = [c["choices"][0]["delta"] for c in self.chunks if c["choices"]]
+            text = " ".join(str(d.get("content") or "") for d in deltas)
+            words = len(text.split())
+            self.usage = {"prompt_tokens": 5, "completion_tokens": words, "total_tokens": 5 + words}
+            self.usage_estimated = True
 
     async def aclose(self) -> None:
         self.closed = True
 
 
 class FakeLLMRouter:
-    """A scriptable router: `enqueue` replies (text or an exception), then inspect `calls`.
+    """A scriptable router: `enqueue` replies (text, a whole chat completion dict, or an exception),
+    then inspect `calls`.
 
     Prices: $1 per million input tokens, $2 per million output tokens. Tokens: one per word.
     """
 
-    def __init__(self, limits: dict[str, ModelLimits] | None = None) -> None:
+    def __init__(
+        self,
+        limits: dict[str, ModelLimits] | None = None,
+        features: dict[str, ModelFeatures] | None = None,
+    ) -> None:
         self.model_limits = limits or {}
+        self.model_features = features or {}
         self.calls: list[dict[str, Any]] = []
         self.streams: list[FakeStream] = []
-        self._script: deque[str | BaseException] = deque()
+        self._script: deque[str | dict[str, Any] | BaseException] = deque()
         self._ids = itertools.count(1)
 
-    def enqueue(self, *replies: str | BaseException) -> None:
+    def enqueue(self, *replies: str | dict[str, Any] | BaseException) -> None:
         self._script.extend(replies)
 
-    def _next(self) -> str:
+    def _next(self) -> str | dict[str, Any]:
         reply = self._script.popleft() if self._script else "Hello from the fake router."
         if isinstance(reply, BaseException):
             raise reply
         return reply
 
+    def _completion(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        reply = self._next()
+        if isinstance(reply, dict):
+            return {**copy.deepcopy(reply), "model": params["model"]}
+        return factories.completion_dict(reply, model=params["model"])
+
     async def chat(self, params: Mapping[str, Any]) -> ModelResult:
         self.calls.append(dict(params))
-        text = self._next()
-        return ModelResult(factories.completion_dict(text, model=params["model"]), served_by(params["model"]))
+        return ModelResult(self._completion(params), served_by(params["model"]))
 
     async def chat_stream(self, params: Mapping[str, Any], *, fail_after: int | None = None) -> FakeStream:
         self.calls.append(dict(params))
-        text = self._next()
+        reply = self._next()
         include_usage = bool((params.get("stream_options") or {}).get("include_usage"))
+        if isinstance(reply, dict):
+            stream = FakeStream(
+                factories.replayed_chunks({**reply, "model": params["model"]}, include_usage=include_usage),
+                served_by(params["model"]),
+                usage=reply.get("usage"),
+                fail_after=fail_after,
+            )
+            self.streams.append(stream)
+            return stream
+        text = reply
         chunks = factories.chunk_dicts(text, model=params["model"], include_usage=include_usage)
         stream = FakeStream(chunks, served_by(params["model"]), fail_after=fail_after)
         self.streams.append(stream)
@@ -221,7 +249,7 @@ class FakeLLMRouter:
 
     async def text_completion(self, params: Mapping[str, Any]) -> ModelResult:
         self.calls.append(dict(params))
-        text = self._next()
+        text = str(self._next())
         body = {
             "id": "cmpl-test",
             "object": "text_completion",
@@ -268,6 +296,9 @@ class FakeLLMRouter:
 
     def limits(self, model: str) -> ModelLimits:
         return self.model_limits.get(model, ModelLimits(None, None))
+
+    def features(self, model: str) -> ModelFeatures:
+        return self.model_features.get(model, ModelFeatures())
 
     async def warm(self) -> None:
         pass

@@ -33,6 +33,9 @@ ROOTS = (
     "ImagesResponse",
     "CreateTranscriptionResponseJson",
     "CreateTranscriptionResponseVerboseJson",
+    "Response",
+    "ResponseStreamEvent",
+    "ResponseItemList",
 )
 OUT = Path(__file__).resolve().parent.parent / "tests" / "specs" / "openai-schemas.json"
 

@@ -199,6 +199,35 @@ async def _anthropic_events(events: AsyncIterator[dict[str, Any]], request_id: s
         yield sse.typed_event(anthropic_error_body(as_cirrus_error(exc, request_id)))
 
 
+def event_stream_response(
+    events: AsyncIterator[dict[str, Any]], request_id: str, headers: dict[str, str]
+) -> Response:
+    """Typed events (`{"type": ..., "sequence_number": ...}`), each with its `event:` line, as the
+    Responses API streams them (no `[DONE]`)."""
+    return StreamingResponse(
+        _typed_sse(events, request_id), media_type=sse.MEDIA_TYPE, headers={**sse.HEADERS, **headers}
+    )
+
+
+async def _typed_sse(events: AsyncIterator[dict[str, Any]], request_id: str) -> AsyncIterator[bytes]:
+    """The events; a failure the service did not turn into events itself becomes one `error` event."""
+    sequence = -1
+    try:
+        async for event in events:
+            sequence = event.get("sequence_number", sequence)
+            yield sse.encode(event, event=event["type"])
+    except Exception as exc:
+        err = as_cirrus_error(exc, request_id)
+        error = {
+            "type": "error",
+            "code": err.code or err.type,
+            "message": err.message,
+            "param": err.param,
+            "sequence_number": sequence + 1,
+        }
+        yield sse.encode(error, event="error")
+
+
 def query_int(req: Request, name: str, default: int, *, low: int, high: int) -> int:
     raw = req.query_params.get(name)
     if raw is None:

@@ -99,6 +99,15 @@ class ModelLimits:
 
 
 @dataclass(frozen=True)
+class ModelFeatures:
+    """What every deployment of a model supports (the model file's `model_info.supports_*`, else
+    LiteLLM's price map): True or False when all agree, None when any deployment's is unknown."""
+
+    function_calling: bool | None = None
+    reasoning: bool | None = None
+
+
+@dataclass(frozen=True)
 class ModelResult:
     """A complete chat or legacy completion: `body` is OpenAI's JSON (`model` the public name)."""
 
@@ -254,5 +263,6 @@ class LLMRouter(Protocol):
     def max_unit_cost_usd(self, model: str, usage: UnitUsage) -> float | None: ...
     def count_tokens(self, model: str, messages: Sequence[Mapping[str, Any]] | str) -> int: ...
     def limits(self, model: str) -> ModelLimits: ...
+    def features(self, model: str) -> ModelFeatures: ...
     async def warm(self) -> None: ...
     async def aclose(self) -> None: ...

@@ -131,6 +131,19 @@ class JobCreate(BaseModel):
         return self
 
 
+class ResponseJobSpec(BaseModel):
+    """A background response's job (made by POST /v1/responses, never by /v1/jobs or the queue):
+    the response it runs, and the same stops an agent run has."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["response"] = "response"
+    model: str
+    response_id: str
+    max_cost_usd: float | None = Field(None, gt=0)
+    timeout_s: int = Field(MAX_TIMEOUT_S, ge=1, le=MAX_TIMEOUT_S)
+
+
 class JobMessage(BaseModel):
     """A message on the jobs queue. Cirrus sends `{"v": 1, "job_id"}` for jobs made over HTTP;
     other systems send the whole job, naming the key it runs as (queue send rights are the trust
@@ -172,7 +185,7 @@ class JobRecord(BaseModel):
     id: str
     pk: str
     object: Literal["job"] = "job"
-    type: Literal["agent", "analysis"]
+    type: Literal["agent", "analysis", "response"]
     status: JobStatus = "queued"
     spec: dict[str, Any]
     owner: str

@@ -11,6 +11,7 @@ Endpoint = Literal[
     "completions",
     "embeddings",
     "messages",
+    "responses",
     "moderations",
     "images.generations",
     "audio.transcriptions",

@@ -35,6 +35,7 @@ OPERATIONS: dict[Endpoint, str] = {
     "completions": "text_completion",
     "embeddings": "embeddings",
     "messages": "chat",  # Anthropic's Messages are chats too
+    "responses": "chat",  # so are OpenAI's Responses
     "moderations": "moderation",
     "images.generations": "image_generation",
     "audio.transcriptions": "audio_transcription",
@@ -50,6 +51,8 @@ class CallContext:
     request_id: str
     principal: Principal
     session_id: str | None = None
+    # The surface the client called: a Responses request runs as chat, metered as `responses`.
+    endpoint: Endpoint = "chat.completions"
     cache_control: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     # Headers for the response, whatever its outcome: the key's `x-ratelimit-*` figures.

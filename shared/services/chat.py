@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from shared.clients.protocols import LLMRouter, ModelStream, ServedBy
 from shared.errors import InvalidRequestError
 from shared.models.requests import ChatCompletionCreate
-from shared.models.usage import Endpoint
 from shared.services.accumulate import ChatAccumulator, assistant_message, replay_chunks
 from shared.services.cache import CacheStatus, ResponseCache, cache_key, directives
 from shared.services.calls import (
@@ -43,6 +42,9 @@ class OpenStream:
     chunks: AsyncIterator[Chunk]
     cache: CacheStatus
     session_id: str | None
+    # The stream's usage once `chunks` is exhausted: the provider's, or Cirrus's count when it
+    # sent none (whether or not the client asked for a usage chunk).
+    usage: Callable[[], dict[str, Any] | None] = lambda: None
 
 
 @dataclass
@@ -81,13 +83,11 @@ class ChatService:
         self._cache = cache
         self._max_messages = max_messages
 
-    async def create(
-        self, request: ChatCompletionCreate, call: CallContext, *, endpoint: Endpoint = "chat.completions"
-    ) -> ChatOutcome:
-        """A complete (non-streaming) chat completion; `endpoint` is the surface it is recorded
-        under (`messages` for Anthropic's Messages API, translated to chat)."""
+    async def create(self, request: ChatCompletionCreate, call: CallContext) -> ChatOutcome:
+        """A complete (non-streaming) chat completion, recorded under `call.endpoint` (`messages`
+        or `responses` when another surface is translated to chat)."""
         prepared = await self._prepare(request, call)
-        meter = await self._meter(request, call, prepared, endpoint)
+        meter = await self._meter(request, call, prepared)
         if prepared.cached is not None:
             served_by = _cache_served_by(request.model, prepared.cached)
             _finish_cached(meter, prepared)
@@ -98,27 +98,29 @@ class ChatService:
         self._after(prepared, result.body)
         return ChatOutcome(result.body, result.served_by, prepared.cache, prepared.session_id)
 
-    async def open_stream(
-        self, request: ChatCompletionCreate, call: CallContext, *, endpoint: Endpoint = "chat.completions"
-    ) -> OpenStream:
+    async def open_stream(self, request: ChatCompletionCreate, call: CallContext) -> OpenStream:
         """Start a stream and wait for its first chunk, so early failures keep their HTTP status."""
         prepared = await self._prepare(request, call)
-        meter = await self._meter(request, call, prepared, endpoint)
+        meter = await self._meter(request, call, prepared)
         if prepared.cached is not None:
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
             chunks = replay_chunks(prepared.cached, include_usage=include_usage)
             _finish_cached(meter, prepared)
             self._after(prepared, prepared.cached)
+            cached_usage = prepared.cached.get("usage")
             return OpenStream(
                 _cache_served_by(request.model, prepared.cached),
                 _iterate(chunks),
                 prepared.cache,
                 prepared.session_id,
+                usage=lambda: cached_usage,
             )
         stream = await meter.call(self._llm.chat_stream(prepared.params), session_id=prepared.session_id)
         # From here the relay owns the meter and the upstream stream, and closes both.
         chunks = await primed(self._relay(stream, meter, prepared))
-        return OpenStream(stream.served_by, chunks, prepared.cache, prepared.session_id)
+        return OpenStream(
+            stream.served_by, chunks, prepared.cache, prepared.session_id, usage=lambda: stream.usage
+        )
 
     async def _relay(self, stream: ModelStream, meter: Meter, prepared: _Prepared) -> AsyncIterator[Chunk]:
         # The whole answer is rebuilt only when something keeps it: a session, the cache, a trace.
@@ -204,9 +206,7 @@ class ChatService:
                 self._cache.put(prepared.cache_key, completion, prepared.cache_ttl), name="cache-put"
             )
 
-    async def _meter(
-        self, request: ChatCompletionCreate, call: CallContext, prepared: _Prepared, endpoint: Endpoint
-    ) -> Meter:
+    async def _meter(self, request: ChatCompletionCreate, call: CallContext, prepared: _Prepared) -> Meter:
         def estimate() -> tuple[int, int]:
             if prepared.cached is not None:
                 return 0, 0
@@ -215,7 +215,7 @@ class ChatService:
             return self._llm.count_tokens(request.model, prepared.params["messages"]), output
 
         return await self._metering.start(
-            endpoint,
+            call.endpoint,
             request.model,
             call,
             estimate=estimate,

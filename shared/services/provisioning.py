@@ -20,6 +20,7 @@ COSMOS_CONTAINERS: tuple[CosmosContainerSpec, ...] = (
     CosmosContainerSpec("batches"),
     CosmosContainerSpec("jobs"),
     CosmosContainerSpec("cache"),
+    CosmosContainerSpec("responses"),
 )
 
 

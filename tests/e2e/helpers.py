@@ -14,10 +14,18 @@ from typing import Any
 import anthropic
 import httpx
 import openai
+import yaml
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+MODEL_FILE = Path(__file__).parent / "model_list.yaml"
+
+
+def model_names() -> list[str]:
+    """The public model names the e2e model file serves, in its order."""
+    return list(dict.fromkeys(m["model_name"] for m in yaml.safe_load(MODEL_FILE.read_text())["model_list"]))
+
 
 # --- jobs: the API, the fake provider's script and the jobs queue ------------------------------
 
@@ -190,9 +198,30 @@ def anthropic_client(stack: Any, key: str | None = None, **options: Any) -> anth
 
 
 def sse_events(text: str) -> list[tuple[str, dict]]:
-    """(event name, data) of each event of an Anthropic stream read as raw text."""
+    """(event name, data) of each event of a typed stream (Anthropic's, Responses') read as text."""
     found = []
     for block in text.strip().split("\n\n"):
         fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
         found.append((fields.get("event", ""), json.loads(fields["data"])))
     return found
+
+
+# --- responses: raw event streams and waiting for a background response ---------------------------
+
+RESPONSE_ENDED = {"completed", "failed", "cancelled", "incomplete"}
+
+
+def read_events(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
+    """A typed event stream as (the `event:` line's name, the data), in order."""
+    return sse_events(response.read().decode())
+
+
+def wait_response(client: openai.OpenAI, response_id: str, until: set[str] = RESPONSE_ENDED) -> Any:
+    """The response once its status is in `until` (it has ended, by default)."""
+    deadline = time.time() + 60
+    while True:
+        response = client.responses.retrieve(response_id)
+        if response.status in until:
+            return response
+        assert time.time() < deadline, f"response still {response.status}"
+        time.sleep(0.2)

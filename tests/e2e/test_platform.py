@@ -4,6 +4,7 @@ import time
 
 import httpx
 
+from tests.e2e.helpers import model_names
 from tests.openapi import assert_matches
 
 
@@ -12,6 +13,7 @@ def test_models_list(stack):
     assert [m.id for m in models.data] == [
         "cirrus-local",
         "cirrus-embed",
+        "cirrus-no-tools",
         "cirrus-cached",
         "cirrus-priced",
         "cirrus-slow",
@@ -56,7 +58,7 @@ def test_readiness_checks_every_dependency(stack):
     assert set(body["checks"]) == {"cosmos", "blob", "queue", "models"}
     for check in body["checks"].values():
         assert check["status"] == "ok" and check["latency_ms"] >= 0
-    assert body["checks"]["models"]["detail"] == {"models": 13}
+    assert body["checks"]["models"]["detail"] == {"models": len(model_names())}
 
 
 def test_unknown_v1_route_is_an_openai_404(stack):

@@ -110,6 +110,17 @@ async def test_create_passes_client_params_and_records_span_and_usage(world, spa
     assert "2+2" not in str(dict(span.attributes))  # never the prompt
 
 
+async def test_another_surface_is_metered_under_its_own_endpoint_and_a_stream_reports_its_usage(world, spans):
+    stream = await world.chat.open_stream(request(stream=True), call(endpoint="responses"))
+    assert stream.usage() is None  # not before the stream has ended
+    await collect(stream)
+    assert stream.usage()["completion_tokens"] == 5  # settled by the router without a usage chunk
+    (record,) = await world.usage_records()
+    assert record["endpoint"] == "responses" and record["stream"] is True
+    (span,) = spans.get_finished_spans()
+    assert span.attributes["gen_ai.operation.name"] == "chat"
+
+
 async def test_unknown_model_fails_before_any_provider_call(world):
     with pytest.raises(ModelNotFoundError):
         await world.chat.create(request(model="gpt-9"), call())

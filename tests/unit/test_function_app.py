@@ -23,6 +23,11 @@ EXPECTED_HTTP = {
     "audio_transcriptions": ("v1/audio/transcriptions", ["POST"]),
     "audio_speech": ("v1/audio/speech", ["POST"]),
     "rerank": ("v1/rerank", ["POST"]),
+    "create_response": ("v1/responses", ["POST"]),
+    "get_response": ("v1/responses/{response_id}", ["GET"]),
+    "delete_response": ("v1/responses/{response_id}", ["DELETE"]),
+    "cancel_response": ("v1/responses/{response_id}/cancel", ["POST"]),
+    "response_input_items": ("v1/responses/{response_id}/input_items", ["GET"]),
     "create_session": ("v1/sessions", ["POST"]),
     "list_sessions": ("v1/sessions", ["GET"]),
     "get_session": ("v1/sessions/{session_id}", ["GET"]),
@@ -108,9 +113,14 @@ def test_functions_take_the_types_the_host_binds():
         assert fn.__annotations__["req"] is Request, name
 
 
-def test_importing_the_app_does_not_import_litellm():
-    # A fresh interpreter: other tests in this process may have imported LiteLLM already.
-    probe = "import function_app, sys; assert 'litellm' not in sys.modules, 'litellm imported'"
+def test_importing_the_app_does_not_import_litellm_or_the_openai_sdk():
+    # A fresh interpreter: other tests in this process may have imported LiteLLM already. The
+    # container too: it builds every service (Responses included), none of which needs the SDK.
+    probe = (
+        "import function_app, shared.container, sys; "
+        "assert 'litellm' not in sys.modules, 'litellm imported'; "
+        "assert 'openai' not in sys.modules, 'openai imported'"
+    )
     result = subprocess.run(
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=False
     )

@@ -394,6 +394,26 @@ async def test_a_stream_that_ends_without_a_finish_reason_is_an_error(make, adap
         [c async for c in stream]
 
 
+# --- what a model supports ----------------------------------------------------------------------
+
+
+def test_features_come_from_the_price_map_and_the_model_file_wins(make):
+    router = make(
+        [
+            entry("mini", "m1"),  # gpt-4o-mini: tools yes; reasoning not in the map
+            entry("thinker", "t1", model="openai/o3-mini"),
+            entry("local", "l1", model="openai/my-llama", info={"supports_function_calling": False}),
+            entry("mixed", "x1", model="openai/o3-mini"),
+            entry("mixed", "x2"),
+        ]
+    )
+    mini, thinker, local, mixed = (router.features(m) for m in ("mini", "thinker", "local", "mixed"))
+    assert (mini.function_calling, mini.reasoning) == (True, None)
+    assert (thinker.function_calling, thinker.reasoning) == (True, True)
+    assert local.function_calling is False and local.reasoning is None
+    assert mixed.reasoning is None  # one deployment reasons, the other is unknown
+
+
 # --- telemetry -----------------------------------------------------------------------------------
 
 

@@ -59,6 +59,7 @@ from shared.clients.protocols import (
     EmbeddingResult,
     MessageResult,
     ModelAnswer,
+    ModelFeatures,
     ModelLimits,
     ModelResult,
     ServedBy,
@@ -572,9 +573,27 @@ class ModelRouter:
             self._limits[model] = limits
         return self._limits[model]
 
-    def _deployment_limits(self, deployment: Deployment) -> ModelLimits:
+    def features(self, model: str) -> ModelFeatures:
+        """What all of `model`'s deployments support: False if any does not, None if any is unknown."""
+        infos = [self._deployment_info(d) for d in self._groups.get(model, ())]
+
+        def agreed(key: str) -> bool | None:
+            values = [info.get(key) for info in infos]
+            if any(v is False for v in values):
+                return False
+            return True if values and all(v is True for v in values) else None
+
+        return ModelFeatures(
+            function_calling=agreed("supports_function_calling"), reasoning=agreed("supports_reasoning")
+        )
+
+    def _deployment_info(self, deployment: Deployment) -> dict[str, Any]:
+        """The price map's entry for the deployment, its `model_info` winning."""
         known = price_map.model_entry(deployment.provider, deployment.upstream_model, _base_model(deployment))
-        info = {**{k: v for k, v in known.items() if v is not None}, **deployment.model_info}
+        return {**{k: v for k, v in known.items() if v is not None}, **deployment.model_info}
+
+    def _deployment_limits(self, deployment: Deployment) -> ModelLimits:
+        info = self._deployment_info(deployment)
         max_in, max_out = info.get("max_input_tokens"), info.get("max_output_tokens")
         return ModelLimits(
             max_in if isinstance(max_in, int) else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -76,6 +77,36 @@ class JobApi:
             body["webhook_secret"] = self._notifier.webhook_secret(job.id)
         return body
 
+    async def enqueue(
+        self, principal: Principal, job_id: str, spec: dict[str, Any], events: list[dict[str, Any]]
+    ) -> None:
+        """Store and queue a job another surface made and checked (a background response), with
+        its first events: event n is `events[n - 1]`."""
+        now = time.time()
+        job = JobRecord(
+            id=job_id,
+            pk=job_id,
+            type=spec["type"],
+            spec=spec,
+            created_at=int(now),
+            ts=now,
+            **principal.stamp(),
+        )
+        await self._store.create(job)
+        try:
+            for event in events:
+                await self._store.event(job, event["type"], event)
+            await self._queues.send(self._queue, {"v": 1, "job_id": job.id})
+        except Exception:
+            await self._store.delete(job)
+            raise
+        log.info("job %s queued (%s)", job.id, job.type)
+
+    async def stop(self, job_id: str) -> None:
+        """Cancel a job another surface owns (its own checks done): nothing if it has ended."""
+        with contextlib.suppress(ConflictError):
+            await self._cancel(job_id)
+
     async def get(self, principal: Principal, job_id: str) -> dict[str, Any]:
         return (await self._load_for(principal, job_id)).public()
 
@@ -85,7 +116,9 @@ class JobApi:
 
     async def cancel(self, principal: Principal, job_id: str) -> dict[str, Any]:
         await self._load_for(principal, job_id)
+        return (await self._cancel(job_id)).public()
 
+    async def _cancel(self, job_id: str) -> JobRecord:
         def cancel(job: JobRecord) -> bool:
             if job.status in ENDED:
                 raise ConflictError(f"Cannot cancel a job with status '{job.status}'.")
@@ -98,13 +131,17 @@ class JobApi:
         job = await self._store.update(job_id, cancel)
         if job.status == "cancelled":
             await self._store.event(job, "job.cancelled", {})
-        return job.public()
+        return job
 
     async def events(
         self, principal: Principal, job_id: str, after: int
     ) -> AsyncIterator[tuple[int, str, Any]]:
         """The job's events after `after`, then new ones as they come, until the job ends."""
         await self._load_for(principal, job_id)
+        return self._follow(job_id, after)
+
+    def follow(self, job_id: str, after: int) -> AsyncIterator[tuple[int, str, Any]]:
+        """`events` for a job another surface owns (its own checks done)."""
         return self._follow(job_id, after)
 
     async def _follow(self, job_id: str, after: int) -> AsyncIterator[tuple[int, str, Any]]:

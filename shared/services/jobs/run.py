@@ -9,8 +9,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from shared.errors import AuthenticationError
-from shared.models.jobs import JobCreate, JobRecord
+from shared.models.jobs import JobCreate, JobRecord, ResponseJobSpec
 from shared.models.requests import ChatCompletionCreate
+from shared.models.usage import Endpoint
 from shared.services.auth import Principal
 from shared.services.calls import CallContext
 from shared.services.jobs.store import JobStore
@@ -54,7 +55,7 @@ class Run:
     def __init__(
         self,
         job: JobRecord,
-        spec: JobCreate,
+        spec: JobCreate | ResponseJobSpec,
         store: JobStore,
         chat: ChatCall,
         owner: OwnerLookup,
@@ -88,15 +89,25 @@ class Run:
         if spec.max_cost_usd is not None and job.usage["cost_usd"] >= spec.max_cost_usd:
             raise Stop("incomplete", "max_cost")
 
-    async def ask(self, request: ChatCompletionCreate) -> tuple[Completion, float | None]:
+    async def ask(
+        self,
+        request: ChatCompletionCreate,
+        *,
+        endpoint: Endpoint = "chat.completions",
+        tags: dict[str, str] | None = None,
+    ) -> tuple[Completion, float | None]:
         """One model call as the job's key, with queued work's retry policy (provider_retries):
         a rate limit waits its Retry-After, a provider fault gets three tries, and every wait ends
-        with a check for a cancel, the timeout or the budget (which raises Stop)."""
+        with a check for a cancel, the timeout or the budget (which raises Stop). `endpoint` and
+        `tags` go on the call's usage record (a background response's are `responses` and its id)."""
 
         async def attempt() -> tuple[Completion, float | None]:
             principal = await self.principal()  # as the key is now, at every attempt
             call = CallContext(
-                request_id=f"req_{uuid.uuid4().hex}", principal=principal, tags={"job_id": self.job.id}
+                request_id=f"req_{uuid.uuid4().hex}",
+                principal=principal,
+                endpoint=endpoint,
+                tags={"job_id": self.job.id, **(tags or {})},
             )
             return await self._chat(request, call)
 

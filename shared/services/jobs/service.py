@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from shared.clients.protocols import DocumentStore, QueueStore
-from shared.models.jobs import JobCreate
+from shared.models.jobs import JobCreate, JobRecord
 from shared.services.auth import Principal
 from shared.services.files import FileService
 from shared.services.jobs.api import JobApi, JobChecks, ToolFactory
 from shared.services.jobs.notify import DeliverWebhook, Notifier
+from shared.services.jobs.response_step import ResponseRunner
 from shared.services.jobs.run import ChatCall
 from shared.services.jobs.store import JobStore
 from shared.services.jobs.worker import SWEEP_LIMIT, JobWorker
@@ -37,10 +38,12 @@ class JobService:
         analysis: Any = None,
         lease_seconds: float = 90.0,
         tools: ToolFactory = build_tools,
+        responses: ResponseRunner | None = None,
     ) -> None:
         """`owner(key_id)`: the principal a job runs as. `tools`: the agent's tools by name (the
-        built-in ones; a seam for tests)."""
+        built-in ones; a seam for tests). `responses`: what background responses run with."""
         store = JobStore(documents)
+        self._store = store
         check = JobChecks(catalog, tools, tool_settings, analysis)
         self._notifier = Notifier(store, queues, webhook_secret, deliver_webhook)
         self._api = JobApi(store, queues, queue, check, self._notifier)
@@ -57,6 +60,7 @@ class JobService:
             tool_settings=tool_settings,
             analysis=analysis,
             lease_seconds=lease_seconds,
+            responses=responses,
         )
 
     # --- the HTTP API ---------------------------------------------------------------------
@@ -79,6 +83,25 @@ class JobService:
     ) -> AsyncIterator[tuple[int, str, Any]]:
         """The job's events after `after`, then new ones as they come, until the job ends."""
         return await self._api.events(principal, job_id, after)
+
+    # --- runs of other surfaces (background responses), checked by them ---------------------------
+
+    async def enqueue(
+        self, principal: Principal, job_id: str, spec: dict[str, Any], events: list[dict[str, Any]]
+    ) -> None:
+        """Store and queue a job with its first events (event n is `events[n - 1]`)."""
+        await self._api.enqueue(principal, job_id, spec, events)
+
+    async def stop(self, job_id: str) -> None:
+        """Cancel the job (as POST /v1/jobs/{id}/cancel would); nothing if it has ended."""
+        await self._api.stop(job_id)
+
+    async def run_status(self, job_id: str) -> JobRecord | None:
+        return await self._store.load(job_id)
+
+    def follow(self, job_id: str, after: int) -> AsyncIterator[tuple[int, str, Any]]:
+        """The job's events after `after`, then new ones as they come, until it ends."""
+        return self._api.follow(job_id, after)
 
     def webhook_secret(self, job_id: str) -> str:
         """The key a job's webhook calls are signed with."""

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from shared.clients.protocols import QueueStore
 from shared.errors import CirrusError, ConflictError, InvalidRequestError
-from shared.models.jobs import ENDED, JobCreate, JobMessage, JobRecord
+from shared.models.jobs import ENDED, JobCreate, JobMessage, JobRecord, ResponseJobSpec
 from shared.models.validation import validate_body
 from shared.services.auth import Principal
 from shared.services.files import FileService
@@ -32,6 +32,7 @@ from shared.services.jobs.agent import Agent, partial_result
 from shared.services.jobs.analysis_step import run_analysis
 from shared.services.jobs.api import JobChecks, ToolFactory
 from shared.services.jobs.notify import Notifier
+from shared.services.jobs.response_step import ResponseRunner, run_response
 from shared.services.jobs.run import ChatCall, Run, Stop, progress, read_owner
 from shared.services.jobs.store import JobStore
 from shared.services.owners import Lookup as OwnerLookup
@@ -65,6 +66,7 @@ class JobWorker:
         tool_settings: ToolSettings,
         analysis: Any,
         lease_seconds: float,
+        responses: ResponseRunner | None = None,
     ) -> None:
         self._store = store
         self._queues = queues
@@ -77,6 +79,7 @@ class JobWorker:
         self._tools = tools
         self._tool_settings = tool_settings
         self._analysis = analysis
+        self._responses = responses
         self._lease = lease_seconds  # a worker that stops renewing for this long is presumed dead
 
     async def handle(self, raw: Any) -> None:
@@ -275,7 +278,10 @@ class JobWorker:
     async def _steps(self, job: JobRecord) -> JobRecord | None:
         """Run the job to its end: the ended item (None if another run took the job over)."""
         try:
-            spec = validate_body(JobCreate, job.spec)  # stored before today's checks, it may not pass
+            # Stored before today's checks, it may not pass them.
+            spec: JobCreate | ResponseJobSpec = validate_body(
+                ResponseJobSpec if job.type == "response" else JobCreate, job.spec
+            )
         except InvalidRequestError as exc:
             return await self._finish(job, "failed", error=_error(exc))
         run = Run(job, spec, self._store, self._chat, self._owner, lease_seconds=self._lease)
@@ -283,9 +289,12 @@ class JobWorker:
             # Events written after the last checkpoint of a worker that died are kept: go on after them.
             job.event_seq = max(job.event_seq, await self._store.last_event(job.id))
             await run.principal()  # a key revoked while the job waited fails it before anything runs
-            if job.attempts == 1 and not job.steps:
+            if job.attempts == 1 and not job.steps and job.type != "response":  # a response's are its own
                 await run.event("job.started", {"type": job.type, "model": spec.model})
-            if job.type == "agent":
+            if job.type == "response":
+                result = await run_response(run, self._responses)
+            elif job.type == "agent":
+                assert isinstance(spec, JobCreate)
                 tools = self._tools(spec.tools, self._tool_settings)
                 result = await Agent(run, tools, self._files, self._tool_settings).run()
             else:

@@ -13,6 +13,7 @@ here, with `calls.py`'s pieces (the chat cache does not: its entries are chat co
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +64,7 @@ class MessagesService:
     ) -> MessageOutcome:
         """A complete Message; `beta` is the client's `anthropic-beta`, for Anthropic deployments."""
         if not self._llm.serves_messages(request.model):
-            outcome = await self._chat.create(self._chat_request(request), call, endpoint="messages")
+            outcome = await self._chat.create(self._chat_request(request), _as_messages(call))
             message = from_chat(outcome.completion, stop_sequences=request.stop_sequences)
             return MessageOutcome(message, outcome.served_by, outcome.cache)
         body = request.body()
@@ -86,7 +87,7 @@ class MessagesService:
     ) -> MessageStream:
         """Start a stream of Anthropic's events; early failures keep their HTTP status."""
         if not self._llm.serves_messages(request.model):
-            chat = await self._chat.open_stream(self._chat_request(request), call, endpoint="messages")
+            chat = await self._chat.open_stream(self._chat_request(request), _as_messages(call))
             events = message_events(chat.chunks, self._translation(request, chat.served_by.model))
             return MessageStream(chat.served_by, events, chat.cache)
         body = request.body()
@@ -177,3 +178,8 @@ class MessagesService:
             raise
         finally:
             await close_stream(stream, upstream, meter, error)
+
+
+def _as_messages(call: CallContext) -> CallContext:
+    """The call, recorded under Anthropic's surface when the chat service serves it."""
+    return dataclasses.replace(call, endpoint="messages")

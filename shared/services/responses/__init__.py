@@ -1,0 +1,16 @@
+"""The Responses API (`/v1/responses`), served for every model by translating to chat completions.
+
+api.py           ResponsesService: create (JSON, stream, background), get and follow, cancel,
+                 delete, input items
+conversation.py  the checks before a response, and its chat request: the conversation before
+                 it (previous_response_id's chain) trimmed to the model, then its input
+translate.py     Responses ⇄ chat: items to messages, settings to chat parameters, a
+                 completion to output items and usage, the Response object
+stream.py        the typed event sequence of a streamed response
+store.py         stored responses in Cosmos (and large inputs in Blob)
+background.py    what a background response's job step needs (jobs/response_step.py runs it)
+"""
+
+from shared.services.responses.api import Created, ResponsesService
+
+__all__ = ["Created", "ResponsesService"]
