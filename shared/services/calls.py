@@ -324,9 +324,12 @@ def check_model(
     output_cap: int | None = None,
     cap_param: str = "max_tokens",
     path: str | None = None,
+    tools: bool = False,
 ) -> None:
     """404 for a model not served, 403 for one the key may not use; 400 for an output cap over
-    the model's limit, or for a model none of whose deployments serves `path` (`rerank`, ...)."""
+    the model's limit, for a model none of whose deployments serves `path` (`rerank`, ...), or for
+    `tools` on a model known not to call them (the model file's or the price map's
+    `supports_function_calling: false`; unknown is let through, for the provider to decide)."""
     catalog.require(model)
     if not principal.may_use(model):
         raise PermissionDeniedError(
@@ -337,6 +340,13 @@ def check_model(
     if path is not None and not llm.serves(model, path):
         raise InvalidRequestError(
             f"The model `{model}` does not support /v1/{path}.", param="model", code="model_not_supported"
+        )
+    if tools and llm.features(model).function_calling is False:
+        raise InvalidRequestError(
+            f"The model `{model}` does not support tools (its model file entry or LiteLLM's price map "
+            "says so; set `model_info.supports_function_calling: true` if it does).",
+            param="tools",
+            code="model_not_supported",
         )
     if output_cap is None:
         return

@@ -160,6 +160,7 @@ class ChatService:
             request.model,
             output_cap=request.output_cap,
             cap_param=cap_param,
+            tools=bool(request.tools),
         )
         params = request.upstream_params()
         metadata = dict(params.pop("metadata", None) or {})

@@ -180,6 +180,16 @@ def test_invalid_field_names_its_param(stack):
     assert info.value.body["param"] == "temperature"
 
 
+def test_tools_on_a_model_without_tool_calling_are_refused_before_the_provider(stack, provider):
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    with pytest.raises(openai.BadRequestError) as info:
+        stack.client().chat.completions.create(
+            model="cirrus-no-tools", messages=[{"role": "user", "content": "Weather?"}], tools=[tool]
+        )
+    assert info.value.body["param"] == "tools" and info.value.body["code"] == "model_not_supported"
+    assert upstream_requests(provider) == []
+
+
 def test_client_cannot_choose_the_provider_url(stack, provider):
     with pytest.raises(openai.BadRequestError) as info:
         stack.client().chat.completions.create(

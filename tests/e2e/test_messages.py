@@ -213,6 +213,18 @@ def test_errors_in_anthropics_envelope(stack, provider, model):
     assert "The Anthropic Messages API expects a JSON payload" in malformed.json()["error"]["message"]
 
 
+def test_tools_on_a_model_without_tool_calling_are_refused_before_the_provider(stack, provider):
+    client = anthropic_client(stack)
+    hello = [{"role": "user", "content": "Weather in Paris?"}]
+    status, body = error_of(
+        lambda: client.messages.create(model="cirrus-no-tools", max_tokens=8, messages=hello, tools=[WEATHER])
+    )
+    assert (status, body["error"]["type"]) == (400, "invalid_request_error")
+    assert "does not support tools" in body["error"]["message"]
+    assert upstream(provider) == []
+    assert client.messages.create(model="cirrus-no-tools", max_tokens=8, messages=hello).stop_reason
+
+
 @pytest.mark.parametrize(("method", "path"), [("GET", "/v1/messages"), ("POST", "/v1/messages/batches")])
 def test_other_paths_under_messages_are_anthropic_404s(stack, method, path):
     response = httpx.request(method, f"{stack.base_url}{path}", headers={"x-api-key": stack.master_key})

@@ -284,7 +284,7 @@ def test_tools_on_a_model_without_tool_calling_are_a_400(stack, provider):
     with pytest.raises(openai.BadRequestError) as refused:
         stack.client().responses.create(model="cirrus-no-tools", input="Weather?", tools=[WEATHER])
     error = refused.value.body
-    assert error["param"] == "tools" and "does not support function tools" in error["message"]
+    assert error["param"] == "tools" and "does not support tools" in error["message"]
     assert_matches("ErrorResponse", {"error": error})
     assert sent_to_provider(provider) == []  # refused before any model call
     # Without tools the same model answers.

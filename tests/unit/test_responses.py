@@ -238,7 +238,7 @@ async def test_a_function_call_output_must_answer_a_call_made_before_it(world):
 
 
 async def test_checks_come_before_any_model_call(world):
-    with pytest.raises(InvalidRequestError, match="does not support function tools"):
+    with pytest.raises(InvalidRequestError, match="does not support tools"):
         await world.create(model="no-tools", tools=[WEATHER])
     with pytest.raises(InvalidRequestError, match="not found in 'tools'"):
         await world.create(tools=[WEATHER], tool_choice={"type": "function", "name": "nope"})

@@ -143,7 +143,7 @@ class MessagesService:
                 f"Too many messages: {len(request.messages)}; at most {self._max_messages} per request.",
                 param="messages",
             )
-        check_model(self._catalog, self._llm, call.principal, request.model)
+        check_model(self._catalog, self._llm, call.principal, request.model, tools=bool(request.tools))
 
         def estimate() -> tuple[int, int]:
             return self._llm.count_tokens(request.model, chat_messages(request)), request.max_tokens

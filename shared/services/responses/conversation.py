@@ -44,13 +44,8 @@ class Conversation:
             request.model,
             output_cap=request.max_output_tokens,
             cap_param="max_output_tokens",
+            tools=bool(request.tools),
         )
-        if request.tools and self._llm.features(request.model).function_calling is False:
-            raise InvalidRequestError(
-                f"The model `{request.model}` does not support function tools (its model file entry or "
-                "LiteLLM's price map says so; set `model_info.supports_function_calling: true` if it does).",
-                param="tools",
-            )
         choice = request.tool_choice
         names = {tool.name for tool in request.tools or []}
         if choice is not None and not isinstance(choice, str) and choice.type == "function":
