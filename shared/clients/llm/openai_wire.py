@@ -12,10 +12,12 @@ at concurrency 1 and 1.3 ms at 16, aiohttp 0.19 and 0.12 ms; on a hot path whose
 few milliseconds, that difference is the budget.
 
 Azure OpenAI: `{api_base}/openai/deployments/{deployment}/{path}?api-version=...`, or the v1 API
-(`api_version: v1`, `/openai/v1/{path}` with the deployment as `model`). Authentication with
-`api_key` (the `api-key` header), a fixed `azure_ad_token`, a service principal (`tenant_id`,
-`client_id`, `client_secret`), or, with none of them, Entra ID tokens from the app's identity
-(managed identity in Azure, the developer's login locally) through `azure-identity`.
+(`api_version: v1`, `/openai/v1/{path}` with the deployment as `model`); Responses, which Azure
+serves per resource, at `{api_base}/openai/responses?api-version=...` with the deployment as
+`model`. Authentication with `api_key` (the `api-key` header), a fixed `azure_ad_token`, a service
+principal (`tenant_id`, `client_id`, `client_secret`), or, with none of them, Entra ID tokens from
+the app's identity (managed identity in Azure, the developer's login locally) through
+`azure-identity`.
 """
 
 from __future__ import annotations
@@ -314,6 +316,9 @@ def _address(deployment: Deployment, op: Operation) -> _Target:
             url = f"{root}/openai/v1/{op.path}" + (
                 f"?api-version={quote(version)}" if version != "v1" else ""
             )
+        elif op is Operation.RESPONSES:
+            # Azure serves Responses per resource, not per deployment: the deployment is `model`.
+            url = f"{root}/openai/{op.path}?api-version={quote(version)}"
         else:
             model_in_body = False
             url = (
