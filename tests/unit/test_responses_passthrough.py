@@ -309,6 +309,16 @@ async def test_an_error_event_mid_stream_raises(router, adapter):
     assert stream.usage is not None and stream.usage_estimated  # metered all the same
 
 
+async def test_an_error_as_the_first_event_fails_the_attempt_so_it_falls_back(router, adapter):
+    adapter.events = [{"type": "error", "sequence_number": 0, "code": "server_error", "message": "boom"}]
+    stream = await router.responses_stream(body(), chat_of("plain"))
+    assert stream.wire == "chat" and stream.served_by.model == "plain"
+    assert [(d, op) for d, op, _ in adapter.calls] == [
+        ("native-1", Operation.RESPONSES),
+        ("plain-1", Operation.CHAT),
+    ]
+
+
 async def test_a_stream_without_its_closing_event_is_cut_short(router, adapter):
     adapter.events = response_events(close=False)
     stream = await router.responses_stream(body(), untranslatable)

@@ -4,8 +4,9 @@ Each event is already parsed (once, by openai_wire); here it is only read for wh
 (the usage and status in the closing `response.completed` / `response.incomplete` /
 `response.failed`, the text for a token count if the provider reports none) and changed where it
 must be: the Response's `model` becomes the public name that answered. Sequence numbers are the
-provider's. An `error` event raises, as a chat stream's `{"error": ...}` does, so the service ends
-the stream in band; a stream that ends without a closing event is cut short, never complete.
+provider's. An `error` event raises (`raising_errors`), as a chat stream's `{"error": ...}` does:
+before the first event the attempt fails and is retried, after it the service ends the stream in
+band; a stream that ends without a closing event is cut short, never complete.
 """
 
 from __future__ import annotations
@@ -42,9 +43,20 @@ def output_text(response: Mapping[str, Any]) -> str:
     return "".join(texts)
 
 
-def error_event(event: Mapping[str, Any]) -> AttemptFailed:
-    """A Responses `error` event (`{"type": "error", "code", "message", "param"}`) as a failure."""
-    return errors.stream_error({"error": {"message": event.get("message"), "code": event.get("code")}})
+async def raising_errors(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    """The provider's events, an `error` event (`{"type": "error", "code", "message"}`) raised as
+    the attempt's failure: before the first event it is retried or falls back like any other."""
+    try:
+        async for event in events:
+            if event.get("type") == "error":
+                raise errors.stream_error(
+                    {"error": {"message": event.get("message"), "code": event.get("code")}}
+                )
+            yield event
+    finally:
+        closer = getattr(events, "aclose", None)
+        if closer is not None:
+            await closer()
 
 
 class RoutedResponseStream:
@@ -68,8 +80,6 @@ class RoutedResponseStream:
         try:
             while True:
                 kind = event.get("type")
-                if kind == "error":
-                    raise error_event(event)
                 if kind in ("response.output_text.delta", "response.function_call_arguments.delta"):
                     text.append(str(event.get("delta") or ""))
                 response = event.get("response")

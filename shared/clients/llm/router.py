@@ -56,7 +56,7 @@ from shared.clients.llm.messages_relay import RoutedMessageStream, chat_usage
 from shared.clients.llm.openai_wire import CredentialFactory, OpenAIWireAdapter
 from shared.clients.llm.operations import ModelAdapter, Operation
 from shared.clients.llm.relay import OpenedStream, RoutedStream
-from shared.clients.llm.responses_relay import RoutedResponseStream, output_text
+from shared.clients.llm.responses_relay import RoutedResponseStream, output_text, raising_errors
 from shared.clients.llm.responses_relay import chat_usage as responses_chat_usage
 from shared.clients.llm.selection import Clock, DeploymentHealth, Selector
 from shared.clients.llm.shapes import complete_embeddings
@@ -463,11 +463,13 @@ class ModelRouter:
                 params = {**chat.params(), "stream": True, "stream_options": {"include_usage": True}}
                 opener = lambda: self._adapter(deployment).open_stream(deployment, Operation.CHAT, params)  # noqa: E731
                 return "chat", await self._open(deployment, Operation.CHAT, opener)
-            return "responses", await self._open(
-                deployment,
-                Operation.RESPONSES,
-                lambda: self._native.open_stream(deployment, Operation.RESPONSES, upstream),
-            )
+
+            async def open_native() -> AsyncIterator[dict[str, Any]]:
+                return raising_errors(
+                    await self._native.open_stream(deployment, Operation.RESPONSES, upstream)
+                )
+
+            return "responses", await self._open(deployment, Operation.RESPONSES, open_native)
 
         (wire, opened), served_by = await self._route(Operation.RESPONSES, {"model": model}, attempt)
 
