@@ -43,8 +43,8 @@ log = logging.getLogger("cirrus.responses")
 Event = dict[str, Any]
 Item = dict[str, Any]
 TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
-# Why a job that ended without saving an answer did, as the response's error message.
 _NOT_STORED = "The response was generated but could not be stored: it cannot be retrieved or continued."
+# Why a job that ended without saving an answer did, as the response's error message.
 _STOPPED = {
     "timeout": "The background response ran out of time.",
     "max_cost": "The background response reached its cost cap (CIRRUS_RESPONSE_MAX_COST_USD).",
