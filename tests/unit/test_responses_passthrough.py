@@ -424,3 +424,34 @@ def test_a_failure_mid_stream_ends_with_the_output_so_far():
     response = failed["response"]
     assert response["id"] == "resp_c" and response["status"] == "failed" and "usage" not in response
     assert response["output"] == [{**item, "status": "incomplete"}]
+
+
+def test_a_deployments_chat_defaults_are_renamed_for_responses():
+    table = read_routing(
+        ModelConfig.model_validate(
+            {
+                "model_list": [
+                    entry(
+                        "a",
+                        "a-1",
+                        info=NATIVE,
+                        temperature=0.1,
+                        max_tokens=99,
+                        seed=7,
+                        stop=["x"],
+                        reasoning_effort="low",
+                        verbosity="high",
+                    )
+                ]
+            }
+        ),
+        environ={},
+    )
+    (deployment,) = table.deployments
+    assert _address(deployment, Operation.RESPONSES).defaults == {
+        "temperature": 0.1,
+        "max_output_tokens": 99,
+        "reasoning": {"effort": "low"},
+        "text": {"verbosity": "high"},
+    }
+    assert _address(deployment, Operation.CHAT).defaults["seed"] == 7  # chat keeps its own names
