@@ -233,8 +233,8 @@ class ResponsesService:
                         passthrough.take_answer(record, event["response"])
                         record.completed_at = time.time()
                         if not await self._stored(record):
-                            for closing in native.fail("service_unavailable", _NOT_STORED):
-                                yield closing
+                            for ending in native.fail("service_unavailable", _NOT_STORED):
+                                yield ending
                             return
                     yield event
             except Exception as exc:  # after the first event: in band, never a cut stream
