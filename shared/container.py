@@ -124,6 +124,7 @@ class Container:
             self.catalog,
             llm,
             chat=self.chat,
+            metering=self.metering,
             jobs=lambda: self.jobs,  # background responses run on the job runner, which runs them back
             blob_container=settings.outputs_container,
             max_cost_usd=settings.response_max_cost_usd or None,

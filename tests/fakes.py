@@ -283,6 +283,9 @@ class FakeLLMRouter:
     def serves_messages(self, model: str) -> bool:
         return False  # no Anthropic deployments: Messages are translated to chat
 
+    def serves_responses(self, model: str) -> bool:
+        return False  # no deployment serves /responses natively: Responses are translated to chat
+
     def cost_usd(self, served_by: ServedBy, input_tokens: int, output_tokens: int) -> float | None:
         return input_tokens * 1e-6 + output_tokens * 2e-6
 

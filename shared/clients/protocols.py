@@ -124,7 +124,7 @@ class ModelResult:
         return [str(c.get("finish_reason")) for c in self.body.get("choices") or () if c.get("finish_reason")]
 
 
-Wire = Literal["anthropic", "chat"]
+Wire = Literal["anthropic", "responses", "chat"]
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,20 @@ class MessageResult:
     """The answer to an Anthropic Messages request: Anthropic's Message from an Anthropic deployment
     (`wire` "anthropic", `model` the public name), or a chat completion from any other deployment,
     for the service to translate (`wire` "chat"). `usage` is in chat terms either way."""
+
+    body: dict[str, Any]
+    served_by: ServedBy
+    wire: Wire
+    usage: dict[str, Any] = field(default_factory=dict)
+    finish_reasons: list[str] = field(default_factory=list)
+    usage_estimated: bool = False
+
+
+@dataclass(frozen=True)
+class ResponseResult:
+    """The answer to a Responses request: OpenAI's Response from a deployment that serves
+    `/responses` natively (`wire` "responses", `model` the public name), or a chat completion from
+    any other deployment, for the service to translate (`wire` "chat"). `usage` is in chat terms."""
 
     body: dict[str, Any]
     served_by: ServedBy
@@ -222,8 +236,15 @@ class MessagesStream(ModelStream, Protocol):
     wire: Wire
 
 
-# Builds a Messages request's chat completion parameters, for a deployment that is not Anthropic's;
-# raises a CirrusError for a request no chat model can serve.
+class ResponsesStream(ModelStream, Protocol):
+    """A Responses request's stream: the typed events of a native deployment (`wire` "responses"),
+    or chat chunks (`wire` "chat") for the service to translate. `usage` is in chat terms."""
+
+    wire: Wire
+
+
+# Builds a Messages (or Responses) request's chat completion parameters, for a deployment that does
+# not serve the surface natively; raises a CirrusError for a request no chat model can serve.
 ChatTranslation = Callable[[], Mapping[str, Any]]
 
 
@@ -248,6 +269,14 @@ class LLMRouter(Protocol):
     async def messages_stream(
         self, body: Mapping[str, Any], translate: ChatTranslation, *, beta: str | None = None
     ) -> MessagesStream: ...
+    def serves_responses(self, model: str) -> bool:
+        """Whether a deployment of `model` serves OpenAI's `/responses` natively (the model file says so)."""
+        ...
+
+    async def responses(self, body: Mapping[str, Any], translate: ChatTranslation) -> ResponseResult: ...
+    async def responses_stream(
+        self, body: Mapping[str, Any], translate: ChatTranslation
+    ) -> ResponsesStream: ...
     async def moderate(self, params: Mapping[str, Any]) -> ModelAnswer: ...
     async def generate_images(self, params: Mapping[str, Any]) -> ModelAnswer: ...
     async def transcribe(self, params: Mapping[str, Any], audio: UploadedFile) -> ModelAnswer: ...

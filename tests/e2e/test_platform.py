@@ -19,6 +19,7 @@ def test_models_list(stack):
         "cirrus-slow",
         "cirrus-broken",
         "cirrus-claude",
+        "cirrus-responses",
         "cirrus-moderation",
         "cirrus-image",
         "cirrus-transcribe",

@@ -69,6 +69,7 @@ class World:
             self.catalog,
             self.router,
             chat=self.chat,
+            metering=self.meter,
             jobs=lambda: self.jobs,
             blob_container="outputs",
             max_cost_usd=1.0,
@@ -92,6 +93,9 @@ class World:
         return ChatService(
             self.metering, self.catalog, sessions, ResponseCache(self.documents), max_messages=50
         )
+
+    async def meter(self) -> Metering:
+        return self.metering
 
     async def cost(self, served: Any, input_tokens: int, output_tokens: int) -> float | None:
         return self.router.cost_usd(served, input_tokens, output_tokens)

@@ -10,6 +10,9 @@ API (also under `/profile/<spec>/v1/...`):
     GET  /v1/models, /v1/models/{id}
     POST /v1/messages           Anthropic's Messages API, JSON or its SSE events, errors in
                                 Anthropic's envelope, `x-api-key` checked: see anthropic_api.py
+    POST /v1/responses          OpenAI's Responses API, JSON or its typed SSE events, stateless
+                                (also /openai/v1/responses and Azure's /openai/responses):
+                                see responses_api.py
 
 The rest of OpenAI's surface (also under `/profile/<spec>/v1/...` and both Azure shapes below);
 `surface.py`'s docstring has the details of each answer:

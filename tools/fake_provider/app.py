@@ -105,6 +105,9 @@ def create_app(
     from .anthropic_api import add_routes  # noqa: PLC0415 - it builds on this module's Exchange
 
     add_routes(app)  # POST /v1/messages: Anthropic's Messages API
+    from .responses_api import add_routes as add_responses_routes  # noqa: PLC0415 - the same
+
+    add_responses_routes(app)  # POST /v1/responses: OpenAI's Responses API
     return app
 
 

@@ -8,6 +8,7 @@ litellm_adapter.py the LiteLLM adapter for every other provider (the only `litel
 anthropic_wire.py  the native adapter for Anthropic's Messages API (anthropic/ deployments)
 relay.py           streams relayed chunk by chunk
 messages_relay.py  Anthropic streams relayed event by event
+responses_relay.py Responses streams of deployments that serve /responses, relayed event by event
 byte_relay.py      binary answers (speech) relayed block by block
 errors.py          provider failures: the client's error and the router's facts
 shapes.py          OpenAI's wire shapes, from LiteLLM's objects or compatible servers

@@ -10,6 +10,9 @@ to the native adapter; every other provider goes to LiteLLM. `model_info.adapter
 an OpenAI-wire deployment through LiteLLM too. `anthropic/...` deployments also serve Anthropic's
 Messages API natively (`native_messages`, the anthropic_wire adapter) unless `model_info.adapter:
 litellm` sends all their traffic through LiteLLM; their chat completions go through LiteLLM either way.
+An OpenAI-wire deployment on the native adapter whose `model_info.supported_endpoints` (LiteLLM's
+key, LiteLLM's meaning) lists `/v1/responses` serves the Responses API natively
+(`native_responses`): Responses requests go to its own `/responses`.
 """
 
 from __future__ import annotations
@@ -120,6 +123,7 @@ class Deployment:
     allowed_fails: int | None = None
     body_defaults: Mapping[str, Any] = field(default_factory=dict)
     native_messages: bool = False  # an Anthropic deployment: Messages requests go to it as they are
+    native_responses: bool = False  # serves OpenAI's /responses itself: Responses requests go to it
 
     @property
     def file_prices(self) -> tuple[float, float] | None:
@@ -290,6 +294,7 @@ def _deployment(
     native_messages = provider == "anthropic" and forced != "litellm"
     if native_messages and "api_key" not in resolved and environ.get("ANTHROPIC_API_KEY"):
         resolved["api_key"] = environ["ANTHROPIC_API_KEY"]  # what LiteLLM and Anthropic's SDK read too
+    native_responses = adapter == "openai_wire" and _lists_responses(name, model_info)
     timeout = _number(name, resolved, model_info, "timeout") or settings.timeout
     stream_timeout = (
         _number(name, resolved, model_info, "stream_timeout") or settings.stream_timeout or timeout
@@ -312,7 +317,18 @@ def _deployment(
         allowed_fails=_int(name, {}, model_info, "allowed_fails"),
         body_defaults=body_defaults,
         native_messages=native_messages,
+        native_responses=native_responses,
     )
+
+
+def _lists_responses(name: str, model_info: Mapping[str, Any]) -> bool:
+    """`model_info.supported_endpoints` (LiteLLM's list of OpenAI paths) names `/v1/responses`."""
+    endpoints = model_info.get("supported_endpoints")
+    if endpoints is None:
+        return False
+    if not isinstance(endpoints, list) or not all(isinstance(e, str) for e in endpoints):
+        raise ConfigError(f"model {name!r}: model_info.supported_endpoints must be a list of paths")
+    return "/v1/responses" in endpoints
 
 
 def _resolve(value: Any, environ: Mapping[str, str]) -> Any:

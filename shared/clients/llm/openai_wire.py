@@ -12,10 +12,12 @@ at concurrency 1 and 1.3 ms at 16, aiohttp 0.19 and 0.12 ms; on a hot path whose
 few milliseconds, that difference is the budget.
 
 Azure OpenAI: `{api_base}/openai/deployments/{deployment}/{path}?api-version=...`, or the v1 API
-(`api_version: v1`, `/openai/v1/{path}` with the deployment as `model`). Authentication with
-`api_key` (the `api-key` header), a fixed `azure_ad_token`, a service principal (`tenant_id`,
-`client_id`, `client_secret`), or, with none of them, Entra ID tokens from the app's identity
-(managed identity in Azure, the developer's login locally) through `azure-identity`.
+(`api_version: v1`, `/openai/v1/{path}` with the deployment as `model`); Responses, which Azure
+serves per resource, at `{api_base}/openai/responses?api-version=...` with the deployment as
+`model`. Authentication with `api_key` (the `api-key` header), a fixed `azure_ad_token`, a service
+principal (`tenant_id`, `client_id`, `client_secret`), or, with none of them, Entra ID tokens from
+the app's identity (managed identity in Azure, the developer's login locally) through
+`azure-identity`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ AZURE_SCOPE = "https://cognitiveservices.azure.com/.default"
 _V1_VERSIONS = frozenset({"v1", "latest", "preview"})
 # Cirrus's own (sessions) and LiteLLM's (tags): never sent to a provider.
 _NOT_FORWARDED = ("metadata",)
+# Chat request defaults a deployment may set that mean the same in a Responses request.
+_SAME_IN_RESPONSES = frozenset({"temperature", "top_p", "user", "service_tier", "parallel_tool_calls"})
 
 TokenProvider = Callable[[], Awaitable[str]]
 # Builds the app's Azure credential on first need (azure-identity imports take a quarter second).
@@ -52,6 +56,7 @@ class _Target:
     headers: dict[str, str]
     needs_token: bool  # Entra ID: a bearer token is added per request
     model_in_body: bool
+    defaults: dict[str, Any]  # the deployment's request defaults, as this operation names them
     json_timeout: aiohttp.ClientTimeout
     stream_timeout: aiohttp.ClientTimeout
 
@@ -254,7 +259,7 @@ class OpenAIWireAdapter:
 
     @staticmethod
     def _payload(deployment: Deployment, target: _Target, params: dict[str, Any]) -> dict[str, Any]:
-        body = {**deployment.body_defaults, **params} if deployment.body_defaults else dict(params)
+        body = {**target.defaults, **params} if target.defaults else dict(params)
         for key in _NOT_FORWARDED:
             body.pop(key, None)
         if target.model_in_body:
@@ -314,6 +319,9 @@ def _address(deployment: Deployment, op: Operation) -> _Target:
             url = f"{root}/openai/v1/{op.path}" + (
                 f"?api-version={quote(version)}" if version != "v1" else ""
             )
+        elif op is Operation.RESPONSES:
+            # Azure serves Responses per resource, not per deployment: the deployment is `model`.
+            url = f"{root}/openai/{op.path}?api-version={quote(version)}"
         else:
             model_in_body = False
             url = (
@@ -332,17 +340,33 @@ def _address(deployment: Deployment, op: Operation) -> _Target:
             headers["authorization"] = f"Bearer {params['api_key']}"
         if params.get("organization"):
             headers["openai-organization"] = str(params["organization"])
+    defaults = dict(deployment.body_defaults)
     return _Target(
         url=url,
         headers=headers,
         needs_token=needs_token,
         model_in_body=model_in_body,
+        defaults=responses_defaults(defaults) if op is Operation.RESPONSES else defaults,
         json_timeout=aiohttp.ClientTimeout(total=deployment.timeout),
         # A stream may run long; what must not happen is a silence longer than stream_timeout.
         stream_timeout=aiohttp.ClientTimeout(
             total=None, sock_connect=deployment.timeout, sock_read=deployment.stream_timeout
         ),
     )
+
+
+def responses_defaults(defaults: dict[str, Any]) -> dict[str, Any]:
+    """A deployment's chat request defaults in the Responses API's names; the ones it has no
+    equivalent for (`stop`, `seed`, penalties, ...) are left out rather than refused upstream."""
+    out = {k: v for k, v in defaults.items() if k in _SAME_IN_RESPONSES}
+    cap = defaults.get("max_completion_tokens", defaults.get("max_tokens"))
+    if cap is not None:
+        out["max_output_tokens"] = cap
+    if defaults.get("reasoning_effort") is not None:
+        out["reasoning"] = {"effort": defaults["reasoning_effort"]}
+    if defaults.get("verbosity") is not None:
+        out["text"] = {"verbosity": defaults["verbosity"]}
+    return out
 
 
 async def _blocks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:

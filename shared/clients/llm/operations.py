@@ -2,6 +2,8 @@
 
 MESSAGES is Anthropic's Messages API, which only Anthropic deployments serve natively
 (anthropic_wire.py, its own seam); the router sends it to any other deployment as a chat.
+RESPONSES is OpenAI's Responses API, which OpenAI-wire deployments flagged in the model file
+serve natively (through this seam); the router sends it to any other deployment as a chat.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class Operation(Enum):
     TEXT = ("completions", "text_completion")
     EMBED = ("embeddings", "embeddings")
     MESSAGES = ("v1/messages", "chat")
+    RESPONSES = ("responses", "chat")
     # The rest of OpenAI's surface. Their GenAI names are LiteLLM's `mode`s for them, which is how
     # the model file and the price map say which models serve them (see `capabilities`).
     MODERATE = ("moderations", "moderation")  # JSON in and out

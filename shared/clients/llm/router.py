@@ -21,7 +21,11 @@ arrived; after that a failure is the client's to see (`relay`).
 Anthropic's Messages API (`messages`, `messages_stream`) is routed the same way: an attempt on an
 Anthropic deployment sends the request as it is (`anthropic_wire`); an attempt on any other
 deployment sends its chat translation, and the answer says which wire it is in, so a model name
-can mix both kinds and fall back from one to the other.
+can mix both kinds and fall back from one to the other. OpenAI's Responses API (`responses`,
+`responses_stream`) is routed the same way: an attempt on a deployment the model file says serves
+`/responses` natively (`model_info.supported_endpoints`) sends the request as it is through the
+OpenAI-wire adapter (streams relayed by `responses_relay`); any other deployment gets its chat
+translation.
 
 Moderations, images, transcriptions, speech and rerank route the same way, among the deployments
 of the name that serve them (`capabilities`); a name with none is refused with a 400 before any
@@ -52,6 +56,8 @@ from shared.clients.llm.messages_relay import RoutedMessageStream, chat_usage
 from shared.clients.llm.openai_wire import CredentialFactory, OpenAIWireAdapter
 from shared.clients.llm.operations import ModelAdapter, Operation
 from shared.clients.llm.relay import OpenedStream, RoutedStream
+from shared.clients.llm.responses_relay import RoutedResponseStream, output_text, raising_errors
+from shared.clients.llm.responses_relay import chat_usage as responses_chat_usage
 from shared.clients.llm.selection import Clock, DeploymentHealth, Selector
 from shared.clients.llm.shapes import complete_embeddings
 from shared.clients.protocols import (
@@ -62,12 +68,13 @@ from shared.clients.protocols import (
     ModelFeatures,
     ModelLimits,
     ModelResult,
+    ResponseResult,
     ServedBy,
     UnitUsage,
     UploadedFile,
 )
 from shared.config import ModelConfig
-from shared.errors import CirrusError, InvalidRequestError
+from shared.errors import CirrusError, InvalidRequestError, UpstreamError
 
 log = logging.getLogger("cirrus.llm")
 
@@ -387,6 +394,99 @@ class ModelRouter:
         if wire == "anthropic":
             return RoutedMessageStream(opened, served_by, estimate=estimate)
         return RoutedStream(opened, served_by, forward_usage=True, estimate=estimate)
+
+    # --- OpenAI's Responses API --------------------------------------------------------------
+
+    def serves_responses(self, model: str) -> bool:
+        """Whether a deployment of `model` serves `/responses` natively (the model file says so)."""
+        return any(d.native_responses for d in self._groups.get(model, ()))
+
+    async def responses(self, body: Mapping[str, Any], translate: ChatTranslation) -> ResponseResult:
+        """A Responses request: as it is on a deployment that serves `/responses`, else as its chat
+        translation. `body` is the request to send (`model` the public name, no Cirrus-only fields)."""
+        chat = _Translation(translate)
+        upstream = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+
+        async def attempt(deployment: Deployment) -> tuple[str, dict[str, Any]]:
+            if not deployment.native_responses:
+                return "chat", await self._call(Operation.CHAT, chat.params())(deployment)
+            books = self._open_attempt(deployment, Operation.RESPONSES)
+            try:
+                answer = await self._native.complete(deployment, Operation.RESPONSES, upstream)
+                if answer.get("object") != "response" or not isinstance(answer.get("output"), list):
+                    raise AttemptFailed(
+                        UpstreamError("The model provider returned an answer that is not a Response.")
+                    )
+            except AttemptFailed as failure:
+                books.failed(failure)
+                raise
+            except BaseException:
+                books.abandoned()
+                raise
+            tokens = responses_chat_usage(answer.get("usage"))["total_tokens"]
+            books.succeeded(time.perf_counter() - books.started, tokens)
+            return "responses", answer
+
+        (wire, answer), served_by = await self._route(Operation.RESPONSES, {"model": body["model"]}, attempt)
+        answer["model"] = served_by.model
+        if wire == "responses":
+            usage, estimated = responses_chat_usage(answer.get("usage")), False
+            if not answer.get("usage"):
+                prompt = self._responses_prompt(chat)
+                written = output_text(answer)
+                output = self.count_tokens(served_by.model, written) if written else 0
+                usage = {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": output,
+                    "total_tokens": prompt + output,
+                }
+                estimated = True
+            status = answer.get("status")
+            return ResponseResult(
+                answer, served_by, "responses", usage, [str(status)] if status else [], estimated
+            )
+        estimated = self._settle_usage(answer, served_by, chat.params().get("messages"), Operation.CHAT)
+        result = ModelResult(answer, served_by, estimated)
+        return ResponseResult(answer, served_by, "chat", result.usage, result.finish_reasons, estimated)
+
+    async def responses_stream(
+        self, body: Mapping[str, Any], translate: ChatTranslation
+    ) -> RoutedResponseStream | RoutedStream:
+        """A streamed Responses request: the typed events of a deployment that serves `/responses`,
+        else the chat chunks of its translation (with their usage chunk)."""
+        chat = _Translation(translate)
+        model = str(body["model"])
+        upstream = {**body, "stream": True}
+
+        async def attempt(deployment: Deployment) -> tuple[str, OpenedStream]:
+            if not deployment.native_responses:
+                params = {**chat.params(), "stream": True, "stream_options": {"include_usage": True}}
+                opener = lambda: self._adapter(deployment).open_stream(deployment, Operation.CHAT, params)  # noqa: E731
+                return "chat", await self._open(deployment, Operation.CHAT, opener)
+
+            async def open_native() -> AsyncIterator[dict[str, Any]]:
+                return raising_errors(
+                    await self._native.open_stream(deployment, Operation.RESPONSES, upstream)
+                )
+
+            return "responses", await self._open(deployment, Operation.RESPONSES, open_native)
+
+        (wire, opened), served_by = await self._route(Operation.RESPONSES, {"model": model}, attempt)
+
+        def estimate(text: str) -> tuple[int, int]:
+            return self._responses_prompt(chat), self.count_tokens(model, text) if text else 0
+
+        if wire == "responses":
+            return RoutedResponseStream(opened, served_by, estimate=estimate)
+        return RoutedStream(opened, served_by, forward_usage=True, estimate=estimate)
+
+    def _responses_prompt(self, chat: _Translation) -> int:
+        """The prompt's tokens when a provider reported none: its chat translation, counted."""
+        try:
+            params = chat.params()
+        except AttemptFailed:
+            return 0
+        return self._count_prompt(str(params.get("model")), params.get("messages"))
 
     # --- retries and fallbacks ---------------------------------------------------------------
 

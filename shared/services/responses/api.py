@@ -2,7 +2,11 @@
 delete, and the input items.
 
 A response runs as one chat completion through the chat service, so routing, fallbacks, the
-key's models and limits, usage (endpoint `responses`), cost and telemetry are chat's. A stored
+key's models and limits, usage (endpoint `responses`), cost and telemetry are chat's. A model with
+a deployment that serves `/responses` itself (the model file's `supported_endpoints`) goes through
+the router's Responses entry point instead, which passes the request through to such a deployment
+(passthrough.py) and sends its chat translation to any other; the same limits and metering apply,
+and Cirrus stores the answer either way (background responses are always translated). A stored
 response (`store` is true unless the client says otherwise) is written once it has ended, before
 its last event, so `previous_response_id` can name it as soon as the client has it. A background
 response is stored at once, `queued`, and runs as a job on the jobs queue (jobs/response_step.py);
@@ -19,15 +23,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from shared.clients.protocols import BlobStore, DocumentStore, LLMRouter, ServedBy
+from shared.clients.protocols import BlobStore, DocumentStore, LLMRouter, ResponsesStream, ServedBy
 from shared.errors import InvalidRequestError, as_cirrus_error
 from shared.models.jobs import MAX_TIMEOUT_S, ResponseJobSpec
 from shared.models.responses import ENDED, ResponseCreate, ResponseRecord
 from shared.services.auth import Principal
-from shared.services.calls import CallContext
+from shared.services.cache import CacheStatus
+from shared.services.calls import DEFAULT_OUTPUT_CAP, CallContext, Meter, Metering, close_stream
 from shared.services.chat import ChatService, OpenStream
 from shared.services.model_catalog import ModelCatalog
-from shared.services.responses import translate
+from shared.services.responses import passthrough, translate
 from shared.services.responses.background import ResponseRunner
 from shared.services.responses.conversation import Conversation, check_call_outputs
 from shared.services.responses.store import ResponseStore, chain_after
@@ -36,7 +41,9 @@ from shared.services.responses.stream import ResponseEvents
 log = logging.getLogger("cirrus.responses")
 
 Event = dict[str, Any]
+Item = dict[str, Any]
 TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_NOT_STORED = "The response was generated but could not be stored: it cannot be retrieved or continued."
 # Why a job that ended without saving an answer did, as the response's error message.
 _STOPPED = {
     "timeout": "The background response ran out of time.",
@@ -73,6 +80,7 @@ class ResponsesService:
         llm: LLMRouter,
         *,
         chat: Callable[[], Awaitable[ChatService]],
+        metering: Callable[[], Awaitable[Metering]],
         jobs: Callable[[], BackgroundRuns],
         blob_container: str,
         max_cost_usd: float | None,
@@ -82,6 +90,8 @@ class ResponsesService:
         self._store = ResponseStore(documents, blobs, blob_container)
         self._conversation = Conversation(llm, catalog)
         self._chat = chat
+        self._metering = metering
+        self._llm = llm
         self._jobs = jobs
         self._max_cost = max_cost_usd
         self.runner = ResponseRunner(self._store, self._conversation)
@@ -114,10 +124,12 @@ class ResponsesService:
         )
         if request.background:
             return await self._start_background(record, principal, follow=bool(request.stream))
+        call = dataclasses.replace(call, endpoint="responses", tags={**call.tags, "response_id": response_id})
+        if self._llm.serves_responses(request.model):
+            return await self._create_native(request, call, record, history)
         chat_request = self._conversation.chat_request(
             request, history, record.input_items, stream=bool(request.stream)
         )
-        call = dataclasses.replace(call, endpoint="responses", tags={**call.tags, "response_id": response_id})
         chat = await self._chat()
         if request.stream:
             stream = await chat.open_stream(chat_request, call)  # a failure before it keeps its status
@@ -132,6 +144,119 @@ class ResponsesService:
         if request.stored:
             await self._store.create(record)
         return Created(response=translate.public(record), served_by=outcome.served_by)
+
+    # --- a model with a deployment that serves /responses itself ---------------------------------
+
+    async def _create_native(
+        self, request: ResponseCreate, call: CallContext, record: ResponseRecord, history: list[Item]
+    ) -> Created:
+        """Through the router's Responses entry point: as it is to a deployment that serves
+        `/responses` (passthrough.py), as its chat translation to any other; checked, limited and
+        metered here as the chat service would, and stored the same way whichever answered."""
+        body = passthrough.native_body(request, history)
+
+        def chat_params() -> dict[str, Any]:
+            return self._conversation.chat_request(request, history, record.input_items).upstream_params()
+
+        meter = await self._meter(request, call, record, history)
+        if request.stream:
+            stream = await meter.call(self._llm.responses_stream(body, chat_params))
+            record.model = stream.served_by.model
+            relayed = _metered(stream, meter)  # from here it closes the upstream stream and the meter
+            if stream.wire == "responses":
+                return Created(events=self._native_live(record, request, relayed), served_by=stream.served_by)
+            chunks = OpenStream(stream.served_by, relayed, CacheStatus.OFF, None, usage=lambda: stream.usage)
+            return Created(events=self._live(record, request.stored, chunks), served_by=stream.served_by)
+        result = await meter.call(self._llm.responses(body, chat_params))
+        meter.record_output(result.body.get("output" if result.wire == "responses" else "choices"))
+        meter.finish(
+            served_by=result.served_by,
+            input_tokens=int(result.usage.get("prompt_tokens") or 0),
+            output_tokens=int(result.usage.get("completion_tokens") or 0),
+            usage_estimated=result.usage_estimated,
+            finish_reasons=result.finish_reasons,
+        )
+        record.model = result.served_by.model
+        record.completed_at = time.time()
+        if result.wire == "responses":
+            passthrough.take_answer(record, result.body)
+            response = passthrough.presented(result.body, record, request)
+        else:
+            record.output, record.status, record.incomplete_details = translate.output_from_completion(
+                result.body
+            )
+            record.usage = translate.response_usage(result.usage)
+            response = translate.public(record)
+        if request.stored:
+            await self._store.create(record)
+        return Created(response=response, served_by=result.served_by)
+
+    async def _meter(
+        self, request: ResponseCreate, call: CallContext, record: ResponseRecord, history: list[Item]
+    ) -> Meter:
+        """The key's limits, then the call's meter (as the chat service opens one for a chat)."""
+        model = request.model
+
+        def estimate() -> tuple[int, int]:
+            messages = translate.system_message(request.instructions) + translate.to_messages(
+                [*history, *record.input_items]
+            )
+            cap = request.max_output_tokens or self._llm.limits(model).max_output_tokens
+            return self._llm.count_tokens(model, messages), cap or DEFAULT_OUTPUT_CAP
+
+        metering = await self._metering()
+        return await metering.start(
+            "responses",
+            model,
+            call,
+            estimate=estimate,
+            content=record.input_items,
+            stream=bool(request.stream),
+            attributes={
+                "gen_ai.request.max_tokens": request.max_output_tokens,
+                "gen_ai.request.temperature": request.temperature,
+                "gen_ai.request.top_p": request.top_p,
+            },
+        )
+
+    async def _native_live(
+        self, record: ResponseRecord, request: ResponseCreate, events: AsyncIterator[Event]
+    ) -> AsyncIterator[Event]:
+        """A passed-through stream's events as the client sees them; stored (if asked) before the
+        closing event, and ended in band (an `error` event, then `response.failed`) by a failure."""
+        native = passthrough.NativeEvents(record, request)
+        try:
+            try:
+                async for event in events:
+                    native.present(event)
+                    if event.get("type") in TERMINAL and request.stored:
+                        passthrough.take_answer(record, event["response"])
+                        record.completed_at = time.time()
+                        if not await self._stored(record):
+                            for ending in native.fail("service_unavailable", _NOT_STORED):
+                                yield ending
+                            return
+                    yield event
+            except Exception as exc:  # after the first event: in band, never a cut stream
+                error = as_cirrus_error(exc, record.id)
+                closing = native.fail(error.code or error.type, error.message, error.param)
+                if request.stored:
+                    passthrough.take_answer(record, closing[-1]["response"])
+                    record.completed_at = time.time()
+                    await self._stored(record)
+                for event in closing:
+                    yield event
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]  # an async generator
+
+    async def _stored(self, record: ResponseRecord) -> bool:
+        try:
+            await self._store.create(record)
+        except Exception as exc:
+            error = as_cirrus_error(exc, record.id)
+            log.error("response %s could not be stored (%s)", record.id, error.code or error.type)
+            return False
+        return True
 
     async def _previous(self, principal: Principal, response_id: str) -> ResponseRecord:
         """The response a new one continues: stored, the caller's, and ended."""
@@ -189,8 +314,7 @@ class ResponsesService:
             log.error("response %s could not be stored (%s)", record.id, error.code or error.type)
             # Said in band: the client would otherwise chain to a response that does not exist.
             return [event for event in closing if event["type"] not in TERMINAL] + events.fail(
-                "service_unavailable",
-                "The response was generated but could not be stored: it cannot be retrieved or continued.",
+                "service_unavailable", _NOT_STORED
             )
         return closing
 
@@ -324,6 +448,24 @@ class ResponsesService:
             return True
 
         return await self._store.update(record.id, end)
+
+
+async def _metered(stream: ResponsesStream, meter: Meter) -> AsyncIterator[dict[str, Any]]:
+    """The router's stream, relayed; it finishes the meter and closes the stream however it ends."""
+    upstream = aiter(stream)
+    error: BaseException | None = None
+    first = True
+    try:
+        async for item in upstream:
+            if first:
+                meter.first_token()
+                first = False
+            yield item
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        await close_stream(stream, upstream, meter, error)
 
 
 def _outcome(job: Any) -> tuple[str, dict[str, str] | None]:
