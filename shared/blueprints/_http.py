@@ -42,6 +42,9 @@ from shared.services.calls import CallContext
 log = logging.getLogger("cirrus.http")
 
 REQUEST_ID_HEADER = "x-request-id"
+# Deeper JSON is refused with a 400: no API Cirrus serves needs it, and recursive code further on
+# (the stdlib's json, deepcopy, pydantic) would end in a RecursionError on a few hundred levels.
+MAX_JSON_DEPTH = 64
 ANONYMOUS = Principal(key_id="anonymous", is_master=False)
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -232,10 +235,9 @@ def query_int(req: Request, name: str, default: int, *, low: int, high: int) -> 
     raw = req.query_params.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequestError(f"'{name}' must be an integer.", param=name) from None
+    value = ascii_int(raw)
+    if value is None:
+        raise InvalidRequestError(f"'{name}' must be an integer.", param=name)
     if not low <= value <= high:
         raise InvalidRequestError(f"'{name}' must be between {low} and {high}.", param=name)
     return value
@@ -244,8 +246,7 @@ def query_int(req: Request, name: str, default: int, *, low: int, high: int) -> 
 async def read_json(req: Request, max_bytes: int, *, api: str = "The OpenAI API") -> Any:
     """The JSON body, refusing anything over `max_bytes` before reading it all into memory; `api`
     names what expected JSON in the error for a body that is not."""
-    declared = req.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    if declared_length(req) > max_bytes:
         raise _too_large(max_bytes)
     body = bytearray()
     async for chunk in req.stream():
@@ -255,13 +256,51 @@ async def read_json(req: Request, max_bytes: int, *, api: str = "The OpenAI API"
     if not body.strip():
         raise InvalidRequestError("The request body is empty; expected a JSON object.")
     try:
-        return orjson.loads(body)
+        parsed = orjson.loads(body)
     except orjson.JSONDecodeError:  # also invalid UTF-8, NaN literals and nesting deeper than 1024
         raise InvalidRequestError(
             "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
             f"using your HTTP library correctly. {api} expects a JSON payload, but what was "
             "sent was not valid JSON.)"
         ) from None
+    if json_depth_exceeds(body, MAX_JSON_DEPTH):
+        raise InvalidRequestError(f"The JSON body is nested more than {MAX_JSON_DEPTH} levels deep.")
+    return parsed
+
+
+def ascii_int(raw: str) -> int | None:
+    """`raw` as an integer if it is one in ASCII digits (an optional `-`), else None.
+
+    Not `str.isdigit()`: it is true for `²` and other digits `int()` refuses, and `int()` alone
+    takes `1_000`, spaces and other scripts' digits."""
+    digits = raw[1:] if raw.startswith("-") else raw
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
+        return None
+    return int(raw)
+
+
+def declared_length(req: Request) -> int:
+    """The request's `Content-Length`, or 0 when it is absent or not a number (the body is then
+    counted as it is read)."""
+    raw = req.headers.get("content-length", "")
+    return int(raw) if raw.isascii() and raw.isdigit() else 0
+
+
+# JSON without its strings, reduced to brackets: each pass of _EMPTY_PAIRS removes one level.
+_STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_EMPTY_PAIRS = re.compile(rb"\[\]|\{\}")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth_exceeds(body: bytes | bytearray, limit: int) -> bool:
+    """Whether valid JSON `body` nests arrays and objects more than `limit` deep, found with
+    regular expressions (C speed) rather than a walk over the parsed value."""
+    brackets = _STRINGS.sub(b"", body).translate(None, _NOT_BRACKETS)
+    for _ in range(limit):
+        if not brackets:
+            return False
+        brackets = _EMPTY_PAIRS.sub(b"", brackets)
+    return bool(brackets)
 
 
 def _too_large(max_bytes: int) -> PayloadTooLargeError:

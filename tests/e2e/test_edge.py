@@ -1,0 +1,71 @@
+"""End to end: inputs at the HTTP edge that once ended in a 500 or reached further than they
+should (issue 15's review), each answered with a 4xx in the route's own envelope."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.e2e.helpers import api, submit
+
+
+def deep_tools(depth: int) -> dict:
+    """A chat request whose tool schema nests `depth` objects: valid JSON, absurdly deep."""
+    schema: dict = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "object", "properties": {"x": schema}}
+    return {
+        "model": "cirrus-local",
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": schema}}],
+    }
+
+
+def deep_body(depth: int) -> bytes:
+    return (
+        b'{"model": "cirrus-local", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], '
+        b'"metadata": ' + b"[" * depth + b"]" * depth + b"}"
+    )
+
+
+def test_deeply_nested_json_is_a_400_in_the_openai_envelope(stack):
+    with api(stack) as client:
+        response = client.post("/v1/chat/completions", json=deep_tools(300))
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["type"] == "invalid_request_error" and "nested" in error["message"]
+        raw = client.post(
+            "/v1/chat/completions", content=deep_body(1000), headers={"content-type": "application/json"}
+        )
+        assert raw.status_code == 400 and "nested" in raw.json()["error"]["message"]
+
+
+def test_deeply_nested_json_is_a_400_in_anthropics_envelope_on_messages(stack):
+    with api(stack) as client:
+        response = client.post(
+            "/v1/messages", content=deep_body(1000), headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 400
+    body = response.json()
+    assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+    assert "nested" in body["error"]["message"]
+
+
+def test_a_last_event_id_of_non_ascii_digits_is_a_400(stack):
+    with api(stack) as client:
+        job = submit(client, type="agent", input="hi", timeout_s=1)
+        # Headers arrive as latin-1: b"\xb2" is "²" to the server, which str.isdigit() accepts.
+        for value in ("²".encode("latin-1"), "١٢".encode(), b"-1", b"1_0"):
+            response = client.get(f"/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": value})
+            assert response.status_code == 400, (value, response.text)
+            assert response.json()["error"]["param"] == "Last-Event-ID"
+        for value in ("²", "١٢"):
+            response = client.get(f"/v1/jobs/{job['id']}/events", params={"after": value})
+            assert response.status_code == 400, (value, response.text)
+
+
+def test_starting_after_of_non_ascii_digits_is_a_400(stack):
+    with api(stack) as client:
+        response = client.get(
+            f"/v1/responses/resp_{uuid.uuid4().hex}", params={"stream": "true", "starting_after": "²"}
+        )
+    assert response.status_code == 400 and response.json()["error"]["param"] == "starting_after"
