@@ -69,3 +69,22 @@ def test_starting_after_of_non_ascii_digits_is_a_400(stack):
             f"/v1/responses/resp_{uuid.uuid4().hex}", params={"stream": "true", "starting_after": "²"}
         )
     assert response.status_code == 400 and response.json()["error"]["param"] == "starting_after"
+
+
+def test_usage_refuses_times_that_are_not_finite(stack):
+    with api(stack) as client:
+        for name in ("start", "end"):
+            for value in ("nan", "-inf", "inf", "1e400", "NaN"):
+                response = client.get("/v1/usage", params={name: value})
+                assert response.status_code == 400, (name, value, response.text)
+                assert response.json()["error"]["param"] == name
+
+
+def test_usage_windows_are_bounded(stack):
+    with api(stack) as client:
+        too_long = client.get("/v1/usage", params={"start": "2025-01-01", "end": "2025-06-01"})
+        assert too_long.status_code == 400 and too_long.json()["error"]["param"] == "start"
+        assert "93 days" in too_long.json()["error"]["message"]
+        quarter = client.get("/v1/usage", params={"start": "2025-01-01", "end": "2025-04-01"})
+        assert quarter.status_code == 200, quarter.text
+        assert quarter.json()["total"]["requests"] == 0
