@@ -88,3 +88,32 @@ def test_usage_windows_are_bounded(stack):
         quarter = client.get("/v1/usage", params={"start": "2025-01-01", "end": "2025-04-01"})
         assert quarter.status_code == 200, quarter.text
         assert quarter.json()["total"]["requests"] == 0
+
+
+def test_a_client_cannot_upload_a_file_as_batch_output(stack):
+    with api(stack) as client:
+        response = client.post(
+            "/v1/files", data={"purpose": "batch_output"}, files={"file": ("out.jsonl", b"{}\n")}
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["param"] == "purpose"
+        listed = client.get("/v1/files", params={"purpose": "batch_output"}).json()["data"]
+        assert all(f["filename"] != "out.jsonl" for f in listed)
+
+
+def test_a_form_of_many_small_fields_is_refused(stack):
+    fields = {f"field{n}": "x" for n in range(100)}
+    with api(stack) as client:
+        upload = client.post(
+            "/v1/files", data={"purpose": "user_data", **fields}, files={"file": ("a.txt", b"hi")}
+        )
+        assert upload.status_code == 400 and "fields" in upload.json()["error"]["message"]
+        transcription = client.post(
+            "/v1/audio/transcriptions",
+            data={"model": "cirrus-transcribe", **fields},
+            files={"file": ("a.wav", b"RIFF")},
+        )
+        assert transcription.status_code == 400 and "fields" in transcription.json()["error"]["message"]
+        big = {f"field{n}": "x" * 4000 for n in range(20)}
+        too_big = client.post("/v1/files", data={"purpose": "user_data", **big}, files={"file": ("a", b"hi")})
+        assert too_big.status_code == 413 and "in all" in too_big.json()["error"]["message"]
