@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from tests.e2e.helpers import api, submit
+from tests.e2e.helpers import api, script, submit
 
 
 def deep_tools(depth: int) -> dict:
@@ -117,3 +117,18 @@ def test_a_form_of_many_small_fields_is_refused(stack):
         big = {f"field{n}": "x" * 4000 for n in range(20)}
         too_big = client.post("/v1/files", data={"purpose": "user_data", **big}, files={"file": ("a", b"hi")})
         assert too_big.status_code == 413 and "in all" in too_big.json()["error"]["message"]
+
+
+def test_a_providers_400_reaches_the_client_without_internal_names(stack, provider):
+    internal = "Deployment gpt4o-prod-eastus2 rejects 'logit_bias'; ask #llm-platform-oncall."
+    script(provider, {"status": 400, "error_message": internal})
+    with api(stack) as client:
+        response = client.post(
+            "/v1/chat/completions",
+            json={"model": "cirrus-local", "messages": [{"role": "user", "content": "hi"}]},
+        )
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert message.startswith("The model provider rejected the request as invalid")
+    assert "gpt4o" not in message and "oncall" not in message
+    assert internal in stack.log.read_text()  # the operators' copy, under the request's id
