@@ -3,9 +3,13 @@ should (issue 15's review), each answered with a 4xx in the route's own envelope
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 
-from tests.e2e.helpers import api, script, submit
+from azure.storage.queue import QueueServiceClient
+
+from tests.e2e.helpers import api, events, script, send_raw, submit, wait
 
 
 def deep_tools(depth: int) -> dict:
@@ -132,3 +136,48 @@ def test_a_providers_400_reaches_the_client_without_internal_names(stack, provid
     assert message.startswith("The model provider rejected the request as invalid")
     assert "gpt4o" not in message and "oncall" not in message
     assert internal in stack.log.read_text()  # the operators' copy, under the request's id
+
+
+def test_a_reply_queue_cannot_be_set_over_http(stack):
+    victim = f"e2e-victim-{uuid.uuid4().hex[:8]}"
+    key = stack.new_key()
+    for secret in (key["key"], stack.master_key):
+        with api(stack, secret) as client:
+            response = client.post(
+                "/v1/jobs",
+                json={"type": "agent", "model": "cirrus-local", "input": "hi", "reply_queue": victim},
+            )
+        assert response.status_code == 400 and response.json()["error"]["param"] == "reply_queue"
+
+
+def test_a_queued_job_cannot_reply_on_the_gateways_queues_nor_make_a_queue(stack, provider):
+    key = stack.new_key()
+    usage_queue = stack.env["USAGE_QUEUE"]
+    jobs = stack.env.get("JOBS_QUEUE", "cirrus-jobs")
+    service = QueueServiceClient.from_connection_string(stack.env["AzureWebJobsStorage"])
+    with api(stack, key["key"]) as client:
+        for target in (usage_queue, f"{jobs}-poison"):
+            job_id = f"job_edge_{uuid.uuid4().hex[:12]}"
+            message = {"v": 1, "job_id": job_id, "key_id": key["id"], "reply_queue": target}
+            message["job"] = {"type": "agent", "model": "cirrus-local", "input": "hi"}
+            send_raw(stack, jobs, json.dumps(message))
+            done = wait_for(client, job_id)
+            assert done["status"] == "failed" and "reply_queue" in done["error"]["message"]
+        script(provider, {"reply": "Hi."})
+        missing = f"e2e-missing-{uuid.uuid4().hex[:8]}"
+        job_id = f"job_edge_{uuid.uuid4().hex[:12]}"
+        message = {"v": 1, "job_id": job_id, "key_id": key["id"], "reply_queue": missing}
+        message["job"] = {"type": "agent", "model": "cirrus-local", "input": "hi"}
+        send_raw(stack, jobs, json.dumps(message))
+        assert wait_for(client, job_id)["status"] == "completed"
+        assert "reply.failed" in [e["event"] for e in events(client, job_id)]
+    assert missing not in [q.name for q in service.list_queues(name_starts_with=missing)]
+
+
+def wait_for(client, job_id: str) -> dict:
+    """A queue-submitted job, once it exists and has ended."""
+    deadline = time.time() + 20
+    while client.get(f"/v1/jobs/{job_id}").status_code == 404:
+        assert time.time() < deadline
+        time.sleep(0.2)
+    return wait(client, job_id)
