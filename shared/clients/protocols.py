@@ -9,6 +9,7 @@ built on the hot path.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Literal, Protocol
 
@@ -226,6 +227,13 @@ class MessagesStream(ModelStream, Protocol):
     "chat") for the service to translate. `usage` is in chat terms either way."""
 
     wire: Wire
+
+
+# The models the caller's key may use (None: any), set by the service before it routes a call.
+# The router falls back only to these, and prices a call's budget hold over these: a fallback
+# to a model the key may not use is skipped. Request-scoped like the trace context, so every
+# surface's parameters stay the provider's own.
+allowed_models: ContextVar[frozenset[str] | None] = ContextVar("cirrus_allowed_models", default=None)
 
 
 # Builds a Messages request's chat completion parameters, for a deployment that is not Anthropic's;
