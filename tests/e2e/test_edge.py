@@ -181,3 +181,29 @@ def wait_for(client, job_id: str) -> dict:
         assert time.time() < deadline
         time.sleep(0.2)
     return wait(client, job_id)
+
+
+def test_a_key_with_a_budget_cannot_use_a_model_without_a_price(stack):
+    key = stack.new_key(max_budget=1)
+    with api(stack, key["key"]) as client:
+        body = {"model": "cirrus-rerank", "query": "q", "documents": ["a", "b"]}
+        refused = client.post("/v1/rerank", json=body)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["code"] == "model_price_unknown"
+        priced = {**body, "model": "cirrus-rerank-priced"}
+        assert client.post("/v1/rerank", json=priced).status_code == 200
+    unlimited = stack.new_key()
+    with api(stack, unlimited["key"]) as client:
+        assert client.post("/v1/rerank", json=body).status_code == 200  # no budget to keep
+
+
+def test_a_keys_models_hold_for_its_fallbacks(stack):
+    hello = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    only_broken = stack.new_key(models=["cirrus-broken"])
+    with api(stack, only_broken["key"]) as client:
+        response = client.post("/v1/chat/completions", json={"model": "cirrus-broken", **hello})
+        assert response.status_code == 502, response.text  # cirrus-local is not this key's to use
+    both = stack.new_key(models=["cirrus-broken", "cirrus-local"])
+    with api(stack, both["key"]) as client:
+        response = client.post("/v1/chat/completions", json={"model": "cirrus-broken", **hello})
+        assert response.status_code == 200 and response.headers["x-cirrus-model"] == "cirrus-local"
