@@ -13,7 +13,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,7 @@ from shared.errors import (
     error_body,
 )
 from shared.logs import bind_request_id
-from shared.observability import end_server_span, server_span
+from shared.observability import HttpRequestFacts, end_server_span, server_span
 from shared.services.auth import Principal
 from shared.services.calls import CallContext
 
@@ -82,20 +82,21 @@ def endpoint(
             started = time.perf_counter()
             request_id = _request_id(req)
             headers: dict[str, str] = {}
-            span = server_span(req.method, name, req.headers)
+            facts = request_facts(req, name)
+            span = server_span(facts, req.headers)
             span.set_attribute("cirrus.request_id", request_id)
             try:
                 with trace.use_span(span, end_on_exit=False), bind_request_id(request_id):
                     response = await _serve(req, request_id, headers, span)
-            except BaseException:
-                end_server_span(span, req.method, name, 499, started)
+            except BaseException as exc:
+                end_server_span(span, facts, 499, started, exc)
                 raise
             response.headers.update(headers)
             response.headers[REQUEST_ID_HEADER] = request_id
             if isinstance(response, StreamingResponse):  # the span ends with the stream, not before it
-                response.body_iterator = _ending(response.body_iterator, span, req.method, name, started)
+                response.body_iterator = _ending(response.body_iterator, span, facts, started)
             else:
-                end_server_span(span, req.method, name, response.status_code, started)
+                end_server_span(span, facts, response.status_code, started)
             return response
 
         async def _serve(req: Request, request_id: str, headers: dict[str, str], span: Any) -> Response:
@@ -126,17 +127,63 @@ def endpoint(
 
 
 async def _ending(
-    chunks: AsyncIterator[Any], span: Any, method: str, name: str, started: float
+    chunks: AsyncIterator[Any], span: Any, facts: HttpRequestFacts, started: float
 ) -> AsyncIterator[Any]:
-    status = 200
+    status, error = 200, None
     try:
         async for chunk in chunks:
             yield chunk
-    except BaseException:
-        status = 499  # the client went away mid-stream
+    except BaseException as exc:
+        status, error = 499, exc  # the client went away mid-stream
         raise
     finally:
-        end_server_span(span, method, name, status, started)
+        end_server_span(span, facts, status, started, error)
+
+
+def request_facts(req: Request, function: str) -> HttpRequestFacts:
+    """The request as its SERVER span describes it. The scheme and host are the client's (the
+    front end's `X-Forwarded-Proto` and `Host`), not those of the worker's own listener."""
+    forwarded = req.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    scheme = forwarded if forwarded in ("http", "https") else req.url.scheme
+    port = req.url.port or {"http": 80, "https": 443}.get(scheme)
+    return HttpRequestFacts(
+        method=req.method,
+        route=route_template(req.url.path, req.path_params),
+        path=req.url.path,
+        scheme=scheme,
+        host=req.url.hostname or "",
+        port=port,
+        user_agent=req.headers.get("user-agent"),
+        function=function,
+    )
+
+
+def route_template(path: str, params: Mapping[str, Any]) -> str:
+    """The route a request matched, rebuilt from its path and route values: `/v1/files/file-1/content`
+    with `{"file_id": "file-1"}` is `/v1/files/{file_id}/content`. Both hosts give handlers the
+    route values but not the template, and a span named by the raw path would make one row per id.
+
+    Every Cirrus route starts with fixed segments (`/v1/<surface>`, or one outside `/v1`), so a
+    value is looked for after them, as whole segments: an id that equals a fixed word later in the
+    path (`/v1/files/content/content`) still lands in the right place."""
+    fixed = 2 if path.startswith("/v1/") else 1
+    cut = 0
+    for _ in range(fixed):
+        cut = path.find("/", cut + 1)
+        if cut < 0:
+            return path
+    head, rest = path[:cut], path[cut:]
+    for name, value in params.items():
+        if not value:
+            continue
+        segments = rf"(?<=/){re.escape(str(value))}(?=/|$)"
+        found = re.search(segments, rest)
+        if found is None:  # a catch-all's value may start inside the fixed part (`v1/{*path}`)
+            head, rest = "", head + rest
+            found = re.search(segments, rest)
+        if found is not None:
+            rest = f"{rest[: found.start()]}{{{name}}}{rest[found.end() :]}"
+    return head + rest
 
 
 def error_response(err: CirrusError, envelope: Envelope = error_body) -> Response:

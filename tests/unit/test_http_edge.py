@@ -12,6 +12,8 @@ from shared.blueprints._http import (
     json_depth_exceeds,
     query_int,
     read_json,
+    request_facts,
+    route_template,
 )
 from shared.errors import InvalidRequestError, PayloadTooLargeError
 
@@ -93,3 +95,42 @@ def test_query_int_answers_400_for_non_ascii_digits(value):
     with pytest.raises(InvalidRequestError) as refused:
         query_int(request(query=f"starting_after={value}"), "starting_after", 0, low=-1, high=10**9)
     assert refused.value.param == "starting_after"
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "route"),
+    [
+        ("/v1/chat/completions", {}, "/v1/chat/completions"),
+        ("/v1/files/file-abc/content", {"file_id": "file-abc"}, "/v1/files/{file_id}/content"),
+        ("/v1/files/content/content", {"file_id": "content"}, "/v1/files/{file_id}/content"),
+        ("/v1/files/files", {"file_id": "files"}, "/v1/files/{file_id}"),
+        ("/v1/models/openai/gpt-4o", {"model": "openai/gpt-4o"}, "/v1/models/{model}"),
+        ("/v1/no/such/thing", {"path": "no/such/thing"}, "/v1/{path}"),  # the catch-all
+        ("/openapi.json", {}, "/openapi.json"),
+    ],
+)
+def test_the_route_template_is_rebuilt_from_the_path_and_route_values(path, params, route):
+    assert route_template(path, params) == route
+
+
+def test_request_facts_follow_the_http_semantic_conventions():
+    req = request(
+        headers={
+            "host": "cirrus.example.com",
+            "user-agent": "OpenAI/Python 1.99",
+            "x-forwarded-proto": "https",
+        }
+    )
+    req.scope["path"] = "/v1/jobs/job_123/events"
+    req.scope["path_params"] = {"job_id": "job_123"}
+    facts = request_facts(req, "job_events")
+    assert facts.attributes() == {
+        "http.request.method": "POST",
+        "http.route": "/v1/jobs/{job_id}/events",
+        "url.path": "/v1/jobs/job_123/events",
+        "url.scheme": "https",
+        "server.address": "cirrus.example.com",
+        "server.port": 443,
+        "user_agent.original": "OpenAI/Python 1.99",
+        "cirrus.function": "job_events",
+    }
