@@ -98,6 +98,13 @@ class ServedBy:
     retries: int = 0  # retries within the model name
 
 
+# The models the caller's key may use (None: any), set by the service before it routes a call.
+# The router falls back only to these, and prices a call's budget hold over these: a fallback
+# to a model the key may not use is skipped. Request-scoped like the trace context, so every
+# surface's parameters stay the provider's own.
+allowed_models: ContextVar[frozenset[str] | None] = ContextVar("cirrus_allowed_models", default=None)
+
+
 @dataclass(frozen=True)
 class ModelLimits:
     max_input_tokens: int | None
@@ -227,13 +234,6 @@ class MessagesStream(ModelStream, Protocol):
     "chat") for the service to translate. `usage` is in chat terms either way."""
 
     wire: Wire
-
-
-# The models the caller's key may use (None: any), set by the service before it routes a call.
-# The router falls back only to these, and prices a call's budget hold over these: a fallback
-# to a model the key may not use is skipped. Request-scoped like the trace context, so every
-# surface's parameters stay the provider's own.
-allowed_models: ContextVar[frozenset[str] | None] = ContextVar("cirrus_allowed_models", default=None)
 
 
 # Builds a Messages request's chat completion parameters, for a deployment that is not Anthropic's;
