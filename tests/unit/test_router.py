@@ -17,7 +17,7 @@ import pytest
 from shared.clients.llm import ModelRouter
 from shared.clients.llm.errors import AttemptFailed, from_response
 from shared.clients.llm.operations import Operation
-from shared.clients.protocols import allowed_models
+from shared.clients.protocols import UnitUsage, allowed_models
 from shared.config import ModelConfig
 from shared.errors import InvalidRequestError, UpstreamError, UpstreamRateLimitError
 from tests import factories
@@ -331,6 +331,19 @@ def test_an_unpriced_model_a_fallback_can_reach_leaves_the_hold_unknown(make):
         assert router.max_cost_usd("a", 10, 10) == pytest.approx(20 * 1e-6)
     finally:
         allowed_models.reset(token)
+
+
+def test_audio_of_unknown_length_holds_nothing_at_a_priced_model_and_is_unpriced_at_another(make):
+    def whisper(name: str, upstream: str) -> dict[str, Any]:
+        return {
+            **entry(name, f"{name}-1", info={"mode": "audio_transcription"}),
+            "litellm_params": {"model": upstream},
+        }
+
+    router = make([whisper("priced", "openai/whisper-1"), whisper("unpriced", "openai/in-house-asr")])
+    assert router.max_unit_cost_usd("priced", UnitUsage("seconds", 60.0)) > 0  # a WAV's length
+    assert router.max_unit_cost_usd("priced", UnitUsage("seconds", None)) == 0.0  # other audio
+    assert router.max_unit_cost_usd("unpriced", UnitUsage("seconds", None)) is None
 
 
 async def test_a_fallback_to_a_model_the_key_may_not_use_is_skipped(make, adapter):

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -542,7 +543,17 @@ class ModelRouter:
     def max_unit_cost_usd(self, model: str, usage: UnitUsage) -> float | None:
         """The most `usage` can cost at `model`: its priciest deployment, fallbacks included; None
         when any deployment that may serve it has no known price."""
-        return self._most(model, lambda deployment: self._unit_cost(deployment, usage))
+
+        def cost(deployment: Deployment) -> float | None:
+            known = self._unit_cost(deployment, usage)
+            if known is not None:
+                return known
+            # The amount may be unknown before the call (audio that is not WAV, tokens the provider
+            # will report): a deployment with a price holds nothing for it, one without is unpriced.
+            one = dataclasses.replace(usage, units=1.0)
+            return 0.0 if self._unit_cost(deployment, one) is not None or self._price(deployment) else None
+
+        return self._most(model, cost)
 
     def _most(self, model: str, cost: Callable[[Deployment], float | None]) -> float | None:
         costs = []
