@@ -124,6 +124,12 @@ class Settings(BaseSettings):
     def is_local(self) -> bool:
         return self.env == "local"
 
+    @property
+    def own_queues(self) -> frozenset[str]:
+        """Cirrus's own queues and their poison queues: never a job's `reply_queue`."""
+        names = (self.jobs_queue, self.batch_queue, self.usage_queue)
+        return frozenset(names) | {f"{name}-poison" for name in names}
+
     @field_validator("storage_connection_string", mode="before")
     @classmethod
     def _development_storage(cls, value: object) -> object:

@@ -135,6 +135,7 @@ class Container:
             self.files,
             self.catalog,
             queue=settings.jobs_queue,
+            own_queues=settings.own_queues,
             chat=live_chat(self.chat, self._cost),
             owner=self.owners.current,
             tool_settings=tools,

@@ -3,10 +3,12 @@
 - Every queue message Cirrus writes carries the W3C `traceparent` of the span that wrote it, so
   the function that processes it (and everything it fans out to) joins the trace of the HTTP
   request that started the work.
-- Every HTTP request is a SERVER span (continuing the caller's `traceparent` if sent) and feeds
-  `http.server.request.duration`; every queue message is a CONSUMER span and feeds
-  `messaging.process.duration` and `cirrus.queue.message.age`; poisoned messages count in
-  `cirrus.queue.poisoned`.
+- Every HTTP request is a SERVER span (continuing the caller's `traceparent` if sent), named and
+  described by OpenTelemetry's HTTP semantic conventions (`{method} {http.route}`, `url.*`,
+  `server.*`, `user_agent.original`, `http.response.status_code`, `error.type` on a failure, so
+  Application Insights' requests table shows routes), and feeds `http.server.request.duration`.
+- Every queue message is a CONSUMER span and feeds `messaging.process.duration` and
+  `cirrus.queue.message.age`; poisoned messages count in `cirrus.queue.poisoned`.
 
 GenAI spans and metrics (one per model call) live in `shared/telemetry.py` and `services/calls.py`.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -97,22 +100,61 @@ def consuming(
         queue_processing.record(time.perf_counter() - started, {**metric, "cirrus.outcome": outcome})
 
 
-def server_span(method: str, function: str, headers: Mapping[str, str]) -> Span:
+@dataclass(frozen=True)
+class HttpRequestFacts:
+    """What a SERVER span says about its request (OpenTelemetry's HTTP server attributes)."""
+
+    method: str
+    route: str  # the template: `/v1/files/{file_id}`
+    path: str
+    scheme: str
+    host: str
+    port: int | None
+    user_agent: str | None
+    function: str  # the Functions function's name
+
+    def attributes(self) -> dict[str, Any]:
+        attributes: dict[str, Any] = {
+            "http.request.method": self.method,
+            "http.route": self.route,
+            "url.path": self.path,
+            "url.scheme": self.scheme,
+            "server.address": self.host,
+            "server.port": self.port,
+            "user_agent.original": self.user_agent,
+            "cirrus.function": self.function,
+        }
+        return {k: v for k, v in attributes.items() if v is not None}
+
+
+def server_span(request: HttpRequestFacts, headers: Mapping[str, str]) -> Span:
     """A SERVER span for one HTTP request, continuing the caller's trace if it sent one."""
     return _tracer.start_span(
-        f"{method} {function}",
+        f"{request.method} {request.route}",
         context=context_of({TRACEPARENT: headers.get(TRACEPARENT)}),
         kind=SpanKind.SERVER,
-        attributes={"http.request.method": method, "cirrus.function": function},
+        attributes=request.attributes(),
     )
 
 
-def end_server_span(span: Span, method: str, function: str, status: int, started: float) -> None:
+def end_server_span(
+    span: Span, request: HttpRequestFacts, status: int, started: float, error: BaseException | None = None
+) -> None:
+    """End the span with its status; `error.type` is the exception's class if one escaped, else
+    the status code for a 5xx (a 4xx is the client's error, not the server's)."""
     span.set_attribute("http.response.status_code", status)
-    if status >= 500:
+    error_type = type(error).__name__ if error is not None else str(status) if status >= 500 else None
+    if error_type is not None:
+        span.set_attribute("error.type", error_type)
         span.set_status(StatusCode.ERROR)
     span.end()
-    http_duration.record(
-        time.perf_counter() - started,
-        {"http.request.method": method, "cirrus.function": function, "http.response.status_code": status},
-    )
+    metric = {
+        "http.request.method": request.method,
+        "http.route": request.route,
+        "url.scheme": request.scheme,
+        "cirrus.function": request.function,
+        "http.response.status_code": status,
+    }
+    if error_type is not None:
+        metric["error.type"] = error_type
+    http_duration.record(time.perf_counter() - started, metric)

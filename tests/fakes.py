@@ -78,6 +78,12 @@ class InMemoryDocumentStore:
         items = [copy.deepcopy(v) for (p, _), v in self.items[container].items() if pk is None or p == pk]
         return items[:max_items] if max_items else items
 
+    async def iterate(
+        self, container: str, sql: str, parameters: Mapping[str, Any] | None = None, *, pk: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        for item in await self.query(container, sql, parameters, pk=pk):
+            yield item
+
     async def ensure_database(self) -> None:
         self.database_created = True
 

@@ -13,7 +13,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,13 +35,16 @@ from shared.errors import (
     error_body,
 )
 from shared.logs import bind_request_id
-from shared.observability import end_server_span, server_span
+from shared.observability import HttpRequestFacts, end_server_span, server_span
 from shared.services.auth import Principal
 from shared.services.calls import CallContext
 
 log = logging.getLogger("cirrus.http")
 
 REQUEST_ID_HEADER = "x-request-id"
+# Deeper JSON is refused with a 400: no API Cirrus serves needs it, and recursive code further on
+# (the stdlib's json, deepcopy, pydantic) would end in a RecursionError on a few hundred levels.
+MAX_JSON_DEPTH = 64
 ANONYMOUS = Principal(key_id="anonymous", is_master=False)
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -79,20 +82,21 @@ def endpoint(
             started = time.perf_counter()
             request_id = _request_id(req)
             headers: dict[str, str] = {}
-            span = server_span(req.method, name, req.headers)
+            facts = request_facts(req, name)
+            span = server_span(facts, req.headers)
             span.set_attribute("cirrus.request_id", request_id)
             try:
                 with trace.use_span(span, end_on_exit=False), bind_request_id(request_id):
                     response = await _serve(req, request_id, headers, span)
-            except BaseException:
-                end_server_span(span, req.method, name, 499, started)
+            except BaseException as exc:
+                end_server_span(span, facts, 499, started, exc)
                 raise
             response.headers.update(headers)
             response.headers[REQUEST_ID_HEADER] = request_id
             if isinstance(response, StreamingResponse):  # the span ends with the stream, not before it
-                response.body_iterator = _ending(response.body_iterator, span, req.method, name, started)
+                response.body_iterator = _ending(response.body_iterator, span, facts, started)
             else:
-                end_server_span(span, req.method, name, response.status_code, started)
+                end_server_span(span, facts, response.status_code, started)
             return response
 
         async def _serve(req: Request, request_id: str, headers: dict[str, str], span: Any) -> Response:
@@ -123,17 +127,63 @@ def endpoint(
 
 
 async def _ending(
-    chunks: AsyncIterator[Any], span: Any, method: str, name: str, started: float
+    chunks: AsyncIterator[Any], span: Any, facts: HttpRequestFacts, started: float
 ) -> AsyncIterator[Any]:
-    status = 200
+    status, error = 200, None
     try:
         async for chunk in chunks:
             yield chunk
-    except BaseException:
-        status = 499  # the client went away mid-stream
+    except BaseException as exc:
+        status, error = 499, exc  # the client went away mid-stream
         raise
     finally:
-        end_server_span(span, method, name, status, started)
+        end_server_span(span, facts, status, started, error)
+
+
+def request_facts(req: Request, function: str) -> HttpRequestFacts:
+    """The request as its SERVER span describes it. The scheme and host are the client's (the
+    front end's `X-Forwarded-Proto` and `Host`), not those of the worker's own listener."""
+    forwarded = req.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    scheme = forwarded if forwarded in ("http", "https") else req.url.scheme
+    port = req.url.port or {"http": 80, "https": 443}.get(scheme)
+    return HttpRequestFacts(
+        method=req.method,
+        route=route_template(req.url.path, req.path_params),
+        path=req.url.path,
+        scheme=scheme,
+        host=req.url.hostname or "",
+        port=port,
+        user_agent=req.headers.get("user-agent"),
+        function=function,
+    )
+
+
+def route_template(path: str, params: Mapping[str, Any]) -> str:
+    """The route a request matched, rebuilt from its path and route values: `/v1/files/file-1/content`
+    with `{"file_id": "file-1"}` is `/v1/files/{file_id}/content`. Both hosts give handlers the
+    route values but not the template, and a span named by the raw path would make one row per id.
+
+    Every Cirrus route starts with fixed segments (`/v1/<surface>`, or one outside `/v1`), so a
+    value is looked for after them, as whole segments: an id that equals a fixed word later in the
+    path (`/v1/files/content/content`) still lands in the right place."""
+    fixed = 2 if path.startswith("/v1/") else 1
+    cut = 0
+    for _ in range(fixed):
+        cut = path.find("/", cut + 1)
+        if cut < 0:
+            return path
+    head, rest = path[:cut], path[cut:]
+    for name, value in params.items():
+        if not value:
+            continue
+        segments = rf"(?<=/){re.escape(str(value))}(?=/|$)"
+        found = re.search(segments, rest)
+        if found is None:  # a catch-all's value may start inside the fixed part (`v1/{*path}`)
+            head, rest = "", head + rest
+            found = re.search(segments, rest)
+        if found is not None:
+            rest = f"{rest[: found.start()]}{{{name}}}{rest[found.end() :]}"
+    return head + rest
 
 
 def error_response(err: CirrusError, envelope: Envelope = error_body) -> Response:
@@ -232,10 +282,9 @@ def query_int(req: Request, name: str, default: int, *, low: int, high: int) -> 
     raw = req.query_params.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequestError(f"'{name}' must be an integer.", param=name) from None
+    value = ascii_int(raw)
+    if value is None:
+        raise InvalidRequestError(f"'{name}' must be an integer.", param=name)
     if not low <= value <= high:
         raise InvalidRequestError(f"'{name}' must be between {low} and {high}.", param=name)
     return value
@@ -244,8 +293,7 @@ def query_int(req: Request, name: str, default: int, *, low: int, high: int) -> 
 async def read_json(req: Request, max_bytes: int, *, api: str = "The OpenAI API") -> Any:
     """The JSON body, refusing anything over `max_bytes` before reading it all into memory; `api`
     names what expected JSON in the error for a body that is not."""
-    declared = req.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    if declared_length(req) > max_bytes:
         raise _too_large(max_bytes)
     body = bytearray()
     async for chunk in req.stream():
@@ -255,13 +303,51 @@ async def read_json(req: Request, max_bytes: int, *, api: str = "The OpenAI API"
     if not body.strip():
         raise InvalidRequestError("The request body is empty; expected a JSON object.")
     try:
-        return orjson.loads(body)
+        parsed = orjson.loads(body)
     except orjson.JSONDecodeError:  # also invalid UTF-8, NaN literals and nesting deeper than 1024
         raise InvalidRequestError(
             "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
             f"using your HTTP library correctly. {api} expects a JSON payload, but what was "
             "sent was not valid JSON.)"
         ) from None
+    if json_depth_exceeds(body, MAX_JSON_DEPTH):
+        raise InvalidRequestError(f"The JSON body is nested more than {MAX_JSON_DEPTH} levels deep.")
+    return parsed
+
+
+def ascii_int(raw: str) -> int | None:
+    """`raw` as an integer if it is one in ASCII digits (an optional `-`), else None.
+
+    Not `str.isdigit()`: it is true for `²` and other digits `int()` refuses, and `int()` alone
+    takes `1_000`, spaces and other scripts' digits."""
+    digits = raw[1:] if raw.startswith("-") else raw
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
+        return None
+    return int(raw)
+
+
+def declared_length(req: Request) -> int:
+    """The request's `Content-Length`, or 0 when it is absent or not a number (the body is then
+    counted as it is read)."""
+    raw = req.headers.get("content-length", "")
+    return int(raw) if raw.isascii() and raw.isdigit() else 0
+
+
+# JSON without its strings, reduced to brackets: each pass of _EMPTY_PAIRS removes one level.
+_STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_EMPTY_PAIRS = re.compile(rb"\[\]|\{\}")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth_exceeds(body: bytes | bytearray, limit: int) -> bool:
+    """Whether valid JSON `body` nests arrays and objects more than `limit` deep, found with
+    regular expressions (C speed) rather than a walk over the parsed value."""
+    brackets = _STRINGS.sub(b"", body).translate(None, _NOT_BRACKETS)
+    for _ in range(limit):
+        if not brackets:
+            return False
+        brackets = _EMPTY_PAIRS.sub(b"", brackets)
+    return bool(brackets)
 
 
 def _too_large(max_bytes: int) -> PayloadTooLargeError:

@@ -15,6 +15,10 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from shared.errors import InvalidRequestError, PayloadTooLargeError
 
 MAX_FIELD_BYTES = 4096
+# Besides the file, a form is a handful of small fields: these caps keep a form of many small
+# parts from holding memory up to the whole upload limit. (python-multipart caps part headers.)
+MAX_FIELDS = 64
+MAX_FIELDS_BYTES = 64 * 1024  # every field's value together
 
 
 class MultipartUpload:
@@ -41,6 +45,8 @@ class MultipartUpload:
         self._part: tuple[str, bool] | None = None  # (field name, is the file)
         self._value = bytearray()
         self._error: InvalidRequestError | None = None
+        self._parts = 0
+        self._fields_bytes = 0
         self._parser = MultipartParser(
             boundary,
             {
@@ -102,6 +108,9 @@ class MultipartUpload:
 
     def _part_begin(self) -> None:
         self._headers, self._header, self._value = {}, [b"", b""], bytearray()
+        self._parts += 1
+        if self._parts > MAX_FIELDS + 1:  # the fields and the file
+            self._fail(InvalidRequestError(f"The form has more than {MAX_FIELDS} fields."))
 
     def _header_add(self, index: int, data: bytes) -> None:
         self._header[index] += data
@@ -132,8 +141,18 @@ class MultipartUpload:
             self._pending += data[start:end]
         else:
             self._value += data[start:end]
+            self._fields_bytes += end - start
             if len(self._value) > MAX_FIELD_BYTES:
-                self._error = InvalidRequestError(f"Form field '{self._part[0]}' is too long.")
+                self._fail(InvalidRequestError(f"Form field '{self._part[0]}' is too long."))
+            elif self._fields_bytes > MAX_FIELDS_BYTES:
+                too_long = f"The form's fields are longer than {MAX_FIELDS_BYTES} bytes in all."
+                self._fail(PayloadTooLargeError(too_long))
+
+    def _fail(self, error: InvalidRequestError) -> None:
+        """Remember the first problem (raised after the chunk that showed it) and stop keeping data."""
+        if self._error is None:
+            self._error = error
+        self._part = None
 
     def _part_end(self) -> None:
         if self._part is None:

@@ -6,7 +6,14 @@ from typing import Any
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
 
-from shared.blueprints._http import RequestContext, endpoint, json_response, read_json, served_headers
+from shared.blueprints._http import (
+    RequestContext,
+    declared_length,
+    endpoint,
+    json_response,
+    read_json,
+    served_headers,
+)
 from shared.blueprints._multipart import MultipartUpload
 from shared.blueprints._spool import spooled_file
 from shared.errors import PayloadTooLargeError
@@ -21,8 +28,7 @@ _TEXT_TYPES = {"vtt": "text/vtt; charset=utf-8"}  # text and srt: text/plain
 @endpoint()
 async def audio_transcriptions(req: Request, ctx: RequestContext) -> Response:
     limit = ctx.container.settings.max_upload_bytes
-    declared = req.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared_length(req) > limit:
         raise PayloadTooLargeError(f"The upload is larger than the {limit}-byte limit.")
     form = MultipartUpload(req.stream(), req.headers.get("content-type", ""), max_bytes=limit)
     transcriptions, call = await ctx.container.transcriptions(), ctx.call(req)

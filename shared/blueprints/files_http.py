@@ -4,7 +4,7 @@
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
 
-from shared.blueprints._http import RequestContext, endpoint, json_response, query_int
+from shared.blueprints._http import RequestContext, declared_length, endpoint, json_response, query_int
 from shared.blueprints._multipart import MultipartUpload
 from shared.errors import InvalidRequestError, PayloadTooLargeError
 
@@ -15,8 +15,7 @@ bp = func.Blueprint()
 @endpoint()
 async def upload_file(req: Request, ctx: RequestContext) -> Response:
     limit = ctx.container.settings.max_upload_bytes
-    declared = req.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared_length(req) > limit:
         raise PayloadTooLargeError(f"The upload is larger than the {limit}-byte limit.")
     upload = MultipartUpload(req.stream(), req.headers.get("content-type", ""), max_bytes=limit)
     if not await upload.until_file():

@@ -10,7 +10,7 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
 
 from shared import sse
-from shared.blueprints._http import RequestContext, endpoint, json_response, query_int, read_json
+from shared.blueprints._http import RequestContext, ascii_int, endpoint, json_response, query_int, read_json
 from shared.errors import InvalidRequestError
 from shared.models.jobs import JobCreate
 from shared.models.validation import validate_body
@@ -50,9 +50,10 @@ async def cancel_job(req: Request, ctx: RequestContext) -> Response:
 @endpoint()
 async def job_events(req: Request, ctx: RequestContext) -> Response:
     raw = req.headers.get("last-event-id") or req.query_params.get("after") or "0"
-    if not raw.isdigit():
+    after = ascii_int(raw)
+    if after is None or after < 0:
         raise InvalidRequestError("Last-Event-ID must be an event number.", param="Last-Event-ID")
-    events = await ctx.container.jobs.events(ctx.principal, req.path_params["job_id"], int(raw))
+    events = await ctx.container.jobs.events(ctx.principal, req.path_params["job_id"], after)
     return StreamingResponse(_sse(events), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
 
 

@@ -1,9 +1,13 @@
 """GET /v1/usage?start=&end=&group_by=model|day|session|key|team: totals of requests, tokens and cost.
 
+The window spans `MAX_WINDOW_DAYS` at most, so one request reads a bounded number of records (and
+reads them a page at a time).
+
 A key sees its own usage (and its team's); the master key sees everyone's and can group by key
 and team.
 """
 
+import math
 import time
 from datetime import UTC, datetime
 
@@ -18,6 +22,7 @@ bp = func.Blueprint()
 GROUPS = ("model", "day", "session", "key", "team")
 ADMIN_GROUPS = ("key", "team")
 DEFAULT_WINDOW_S = 30 * 24 * 3600
+MAX_WINDOW_DAYS = 93  # a quarter, whichever three months it is
 
 
 @bp.route(route="v1/usage", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -27,6 +32,12 @@ async def usage(req: Request, ctx: RequestContext) -> Response:
     start = _time(req, "start", end - DEFAULT_WINDOW_S)
     if start >= end:
         raise InvalidRequestError("'start' must be before 'end'.", param="start")
+    if end - start > MAX_WINDOW_DAYS * 86400:
+        raise InvalidRequestError(
+            f"The window from 'start' to 'end' may span at most {MAX_WINDOW_DAYS} days; "
+            "ask for longer periods in parts.",
+            param="start",
+        )
     group_by = req.query_params.get("group_by") or None
     if group_by is not None and group_by not in GROUPS:
         raise InvalidRequestError(f"'group_by' must be one of {', '.join(GROUPS)}.", param="group_by")
@@ -42,15 +53,24 @@ def _time(req: Request, name: str, default: float) -> float:
     if raw is None:
         return default
     try:
-        return float(raw)
+        seconds = float(raw)
     except ValueError:
-        pass
+        seconds = _iso_seconds(raw)
+    if seconds is None or not math.isfinite(seconds) or abs(seconds) > MAX_SECONDS:
+        raise InvalidRequestError(
+            f"'{name}' must be unix seconds or an ISO 8601 date, got {raw[:40]!r}.", param=name
+        )
+    return seconds
+
+
+MAX_SECONDS = 253402300799  # 9999-12-31T23:59:59Z, the last instant an ISO date can name
+
+
+def _iso_seconds(raw: str) -> float | None:
     try:
         parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidRequestError(
-            f"'{name}' must be unix seconds or an ISO 8601 date, got {raw[:40]!r}.", param=name
-        ) from None
+        return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()

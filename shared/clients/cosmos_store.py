@@ -7,7 +7,7 @@ isolation from resting on a request option.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from azure.core import MatchConditions
@@ -20,6 +20,7 @@ from shared.errors import ConflictError, PreconditionFailedError
 
 # Fields Cosmos adds that callers never need; `_etag` and `_ts` are kept.
 _SYSTEM_FIELDS = ("_rid", "_self", "_attachments")
+ITERATE_PAGE_ITEMS = 100  # items a page of `iterate`; a usage item holds up to 40 records
 
 
 class CosmosDocumentStore:
@@ -92,6 +93,17 @@ class CosmosDocumentStore:
             if max_items is not None and len(items) >= max_items:
                 break
         return items
+
+    async def iterate(
+        self, container: str, sql: str, parameters: Mapping[str, Any] | None = None, *, pk: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        params = [{"name": name, "value": value} for name, value in (parameters or {}).items()]
+        kwargs: dict[str, Any] = {"parameters": params, "max_item_count": ITERATE_PAGE_ITEMS}
+        if pk is not None:
+            kwargs["partition_key"] = pk
+        # The SDK's pager asks Cosmos for the next page only when this one is used up.
+        async for item in self._container(container).query_items(sql, **kwargs):
+            yield _clean(item)
 
     async def ensure_database(self) -> None:
         await self._client.create_database_if_not_exists(self._database_name)

@@ -9,6 +9,7 @@ built on the hot path.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Literal, Protocol
 
@@ -43,6 +44,12 @@ class DocumentStore(Protocol):
         pk: str | None = None,
         max_items: int | None = None,
     ) -> list[dict[str, Any]]: ...
+    def iterate(
+        self, container: str, sql: str, parameters: Mapping[str, Any] | None = None, *, pk: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The query's rows, fetched a page at a time: memory holds one page, whatever the total."""
+        ...
+
     async def ensure_database(self) -> None: ...
     async def ensure_container(self, spec: CosmosContainerSpec) -> None: ...
     async def ping(self) -> None: ...
@@ -89,6 +96,13 @@ class ServedBy:
     upstream_model: str  # the provider's model name
     fallbacks: int = 0  # model-name fallbacks taken before this answer
     retries: int = 0  # retries within the model name
+
+
+# The models the caller's key may use (None: any), set by the service before it routes a call.
+# The router falls back only to these, and prices a call's budget hold over these: a fallback
+# to a model the key may not use is skipped. Request-scoped like the trace context, so every
+# surface's parameters stay the provider's own.
+allowed_models: ContextVar[frozenset[str] | None] = ContextVar("cirrus_allowed_models", default=None)
 
 
 @dataclass(frozen=True)

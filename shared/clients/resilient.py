@@ -151,6 +151,12 @@ class ResilientDocumentStore:
             lambda: self._inner.query(container, sql, parameters, pk=pk, max_items=max_items)
         )
 
+    def iterate(
+        self, container: str, sql: str, parameters: Mapping[str, Any] | None = None, *, pk: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        # Not retried: rows already handed on cannot be taken back. A failure fails the read.
+        return self._inner.iterate(container, sql, parameters, pk=pk)
+
     async def ensure_database(self) -> None:
         await self._retrying.call(self._inner.ensure_database)
 

@@ -14,7 +14,14 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from shared import telemetry
-from shared.clients.protocols import LLMRouter, ModelResult, ModelStream, ServedBy, UnitUsage
+from shared.clients.protocols import (
+    LLMRouter,
+    ModelResult,
+    ModelStream,
+    ServedBy,
+    UnitUsage,
+    allowed_models,
+)
 from shared.errors import CirrusError, InvalidRequestError, PermissionDeniedError, UpstreamError
 from shared.models.usage import Endpoint, UsageRecord
 from shared.services.auth import Principal
@@ -93,6 +100,9 @@ class Metering:
             input_tokens, output_tokens = estimate()
             return self.llm.max_cost_usd(model, input_tokens, output_tokens)
 
+        # For this request's routing and its hold: fallbacks only to the models the key may use.
+        principal = call.principal
+        allowed_models.set(None if principal.is_master else principal.models)
         admission = await self.limiter.admit(call.principal, max_cost or token_cost)
         if admission is not None:
             call.response_headers.update(admission.headers)

@@ -91,11 +91,11 @@ class ChatService:
         if prepared.cached is not None:
             served_by = _cache_served_by(request.model, prepared.cached)
             _finish_cached(meter, prepared)
-            self._after(prepared, prepared.cached)
+            await self._after(prepared, prepared.cached)
             return ChatOutcome(prepared.cached, served_by, prepared.cache, prepared.session_id)
         result = await meter.call(self._llm.chat(prepared.params), session_id=prepared.session_id)
         meter.finish_with(result, session_id=prepared.session_id)
-        self._after(prepared, result.body)
+        await self._after(prepared, result.body)
         return ChatOutcome(result.body, result.served_by, prepared.cache, prepared.session_id)
 
     async def open_stream(self, request: ChatCompletionCreate, call: CallContext) -> OpenStream:
@@ -106,7 +106,7 @@ class ChatService:
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
             chunks = replay_chunks(prepared.cached, include_usage=include_usage)
             _finish_cached(meter, prepared)
-            self._after(prepared, prepared.cached)
+            await self._after(prepared, prepared.cached)
             cached_usage = prepared.cached.get("usage")
             return OpenStream(
                 _cache_served_by(request.model, prepared.cached),
@@ -144,7 +144,8 @@ class ChatService:
                 meter.record_output(accumulator.completion(None)["choices"])
             await close_stream(stream, upstream, meter, error, session_id=prepared.session_id)
             if error is None and accumulator is not None and accumulator.complete:
-                self._after(prepared, accumulator.completion(stream.usage))
+                # Before the stream's end reaches the client (`[DONE]` follows this generator).
+                await self._after(prepared, accumulator.completion(stream.usage))
 
     async def _prepare(self, request: ChatCompletionCreate, call: CallContext) -> _Prepared:
         if len(request.messages) > self._max_messages:
@@ -196,12 +197,13 @@ class ChatService:
             if prepared.cached is not None:
                 prepared.cache = CacheStatus.HIT
 
-    def _after(self, prepared: _Prepared, completion: dict[str, Any]) -> None:
-        """Work the client need not wait for: the session's new turn and the cache entry."""
+    async def _after(self, prepared: _Prepared, completion: dict[str, Any]) -> None:
+        """What follows an answer: the session's new turn, written before the response is returned
+        (a client may read the session right after it), and the cache entry, in the background."""
         background = self._metering.background
         if prepared.session_id:
             turn = turn_to_store(prepared.new_messages, prepared.history, assistant_message(completion))
-            self._sessions.append_later(background.spawn, prepared.session_id, turn)
+            await self._sessions.append_turn(background.spawn, prepared.session_id, turn)
         if prepared.cache_key and prepared.cache_ttl and prepared.cache is not CacheStatus.HIT:
             background.spawn(
                 self._cache.put(prepared.cache_key, completion, prepared.cache_ttl), name="cache-put"

@@ -49,6 +49,8 @@ class FileService:
         """Store `content` (streamed if an iterator) and its record. A failure leaves neither.
 
         `purpose` may be a function, asked once the content is in: a form can send it after the file.
+        A function is the client's choice and must be one of `UPLOAD_PURPOSES`; `batch_output`
+        is for the files Cirrus writes itself.
         """
         file_id = file_id or new_file_id()
         container = container or self._uploads
@@ -81,8 +83,11 @@ class FileService:
         blob: str,
         size: int,
     ) -> FilePublic:
+        # A client's choice comes as a function (the form's field); only Cirrus itself names
+        # `batch_output`, for the files it writes.
         chosen = purpose() if callable(purpose) else purpose
-        if chosen not in (*UPLOAD_PURPOSES, "batch_output"):
+        allowed = UPLOAD_PURPOSES if callable(purpose) else (*UPLOAD_PURPOSES, "batch_output")
+        if chosen not in allowed:
             raise InvalidRequestError(
                 f"'purpose' must be one of {', '.join(UPLOAD_PURPOSES)}.", param="purpose"
             )

@@ -11,7 +11,9 @@ requests and tokens, the number of requests in flight and the budget, then count
 and places a *hold* for the request's maximum cost. Settling after the call removes the hold and
 adds the real cost and tokens. A request is admitted while spent plus held is under the budget,
 so however many requests race, the spend can pass the budget by at most one request's maximum
-cost. A hold whose instance died before settling lapses after `HOLD_LEASE_S`.
+cost. A hold whose instance died before settling lapses after `HOLD_LEASE_S`. A model without a
+known price (itself or a fallback it may reach) is refused to keys with a budget (403
+`model_price_unknown`): its spend could not be counted, so the budget would not hold.
 
 Requests and tokens are counted in fixed one-minute windows (UTC minutes), as OpenAI's headers
 describe them; budget periods are UTC-calendar windows of `budget_duration` (see `Duration`).
@@ -34,6 +36,7 @@ from shared.errors import (
     CirrusError,
     ConflictError,
     InsufficientQuotaError,
+    PermissionDeniedError,
     PreconditionFailedError,
     RateLimitError,
     ServiceUnavailableError,
@@ -124,7 +127,18 @@ class KeyLimiter:
         limits = principal.limits
         if principal.is_master or not limits.any:
             return None
-        reserve = (max_cost() or 0.0) if limits.max_budget is not None else 0.0
+        reserve = 0.0
+        if limits.max_budget is not None:
+            cost = max_cost()
+            if cost is None:  # the spend could not be counted, so the budget would not hold
+                raise PermissionDeniedError(
+                    "This model has no known price, so a key with a budget cannot use it. Ask the "
+                    "gateway's administrator to price it (`input_cost_per_token` and "
+                    "`output_cost_per_token`, or its unit prices, in the model file).",
+                    param="model",
+                    code="model_price_unknown",
+                )
+            reserve = cost
         hold_id = uuid.uuid4().hex[:16] if limits.max_parallel or limits.max_budget is not None else None
 
         def admit(state: _State, now: float) -> Admission:

@@ -11,6 +11,7 @@ uses the live tail, trimmed to the model's context window.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -113,9 +114,20 @@ class SessionService:
             await asyncio.wait([pending], timeout=PENDING_WAIT_S)
         return list((await self.load(principal, session_id)).messages)
 
-    def append_later(
+    async def append_turn(
         self, spawn: Callable[..., asyncio.Task[Any]], session_id: str, messages: list[dict[str, Any]]
     ) -> None:
+        """Append a chat turn before its response is returned, so a read sent after the response,
+        to any instance, sees it. The write is a task (behind any earlier turn of this worker still
+        in flight), awaited shielded: a client that goes away meanwhile does not cancel it. A write
+        that fails is logged by `spawn`'s runner; the answer is still returned."""
+        task = self.append_later(spawn, session_id, messages)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(task)
+
+    def append_later(
+        self, spawn: Callable[..., asyncio.Task[Any]], session_id: str, messages: list[dict[str, Any]]
+    ) -> asyncio.Task[Any]:
         """Append in the background, remembered so this worker's next turn waits for it."""
         previous = self._pending.get(session_id)
 
@@ -130,6 +142,7 @@ class SessionService:
 
         task = spawn(run(), name=f"session-append-{session_id}")
         self._pending[session_id] = task
+        return task
 
     async def append(self, session_id: str, messages: list[dict[str, Any]]) -> SessionRecord:
         """Add `messages` at the end, retrying on ETag conflicts; archives to Blob when large."""

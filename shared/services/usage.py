@@ -118,10 +118,10 @@ class UsageService:
         else:
             sql += " AND c.pk = @pk"
             params["@pk"] = pk = principal.key_id
-        rows = await self._documents.query(CONTAINER, sql, params, pk=pk)
+        # Folded as the pages arrive: memory holds one page and the groups, not the window's records.
         total = UsageTotals()
         groups: dict[str | None, UsageGroup] = {}
-        for row in rows:
+        async for row in self._documents.iterate(CONTAINER, sql, params, pk=pk):
             record = UsageRecord.model_validate(row)
             total.add(record)
             key = _group_key(record, group_by) if group_by else None

@@ -98,10 +98,16 @@ def events(client: httpx.Client, job_id: str, last: int | None = None) -> list[d
 
 
 def send_raw(stack: Any, queue: str, text: str) -> None:
+    client = make_queue(stack, queue)
+    client.send_message(base64.b64encode(text.encode()).decode())
+
+
+def make_queue(stack: Any, queue: str) -> QueueClient:
+    """The queue, created if need be (as a submitter creates its own reply queue)."""
     client = QueueClient.from_connection_string(stack.env["AzureWebJobsStorage"], queue)
     with contextlib.suppress(ResourceExistsError):
         client.create_queue()
-    client.send_message(base64.b64encode(text.encode()).decode())
+    return client
 
 
 def receive(stack: Any, queue: str, timeout: float = 20) -> dict:

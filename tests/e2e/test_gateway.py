@@ -83,6 +83,10 @@ def test_chat_with_a_session_across_three_turns(stack, provider):
             else parsed.choices[0].message.content
         )
         answers.append(text)
+        # Read your writes: the turn is stored before the response (or the stream's end) returns.
+        session = httpx.get(f"{stack.base_url}/v1/sessions/{session_id}", headers=auth(stack)).json()
+        assert session["message_count"] == 3 + 2 * turn
+        assert session["messages"][-1] == {"role": "assistant", "content": f"Answer {turn}."}
     assert answers == ["Answer 0.", "Answer 1.", "Answer 2."]
     third = provider.get("/_control/requests").json()[-1]["body"]["messages"]
     assert [m["content"] for m in third] == [
@@ -94,12 +98,6 @@ def test_chat_with_a_session_across_three_turns(stack, provider):
         "Summarise.",
     ]
 
-    def stored():
-        body = httpx.get(f"{stack.base_url}/v1/sessions/{session_id}", headers=auth(stack)).json()
-        return body if body["message_count"] == 7 else None
-
-    session = eventually(stored)
-    assert session and session["messages"][-1] == {"role": "assistant", "content": "Answer 2."}
     listed = httpx.get(f"{stack.base_url}/v1/sessions?limit=100", headers=auth(stack)).json()
     assert session_id in [s["id"] for s in listed["data"]]
     assert httpx.delete(f"{stack.base_url}/v1/sessions/{session_id}", headers=auth(stack)).status_code == 200

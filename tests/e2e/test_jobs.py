@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from tests.e2e.helpers import api, calc, events, receive, script, send_raw, submit, wait
+from tests.e2e.helpers import api, calc, events, make_queue, receive, script, send_raw, submit, wait
 
 # --- agent runs -----------------------------------------------------------------------------
 
@@ -324,6 +324,7 @@ def test_a_job_put_straight_on_the_queue_runs_once_and_replies(stack, provider):
         "reply_queue": reply_queue,
     }
     script(provider, {"reply": "Hello, Logic App."})
+    make_queue(stack, reply_queue)  # the submitter's own queue: Cirrus never creates one
     send_raw(stack, stack.env.get("JOBS_QUEUE", "cirrus-jobs"), json.dumps(message))
     with api(stack, key["key"]) as client:
         deadline = time.time() + 20

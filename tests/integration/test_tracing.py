@@ -76,7 +76,7 @@ async def test_a_chat_request_is_one_trace_server_then_model_call_then_provider(
             break
         await asyncio.sleep(0.05)
     finished = spans.get_finished_spans()
-    (server,) = by_name(finished, "POST chat_completions")
+    (server,) = by_name(finished, "POST /v1/chat/completions")
     (model,) = by_name(finished, "chat cirrus-local")
     provider = by_name(finished, "provider")
     assert server.context.trace_id == int("0af7651916cd43dd8448eb211c80319c", 16)  # the caller's trace
@@ -117,7 +117,7 @@ async def test_a_job_submitted_over_http_runs_from_the_queue_in_the_same_trace(h
     response = await client.post("/v1/jobs", json={"type": "agent", "model": "cirrus-local", "input": PROMPT})
     assert response.status_code == 202
     job_id = response.json()["id"]
-    submitted = by_name(spans.get_finished_spans(), "POST create_job")[0]
+    submitted = by_name(spans.get_finished_spans(), "POST /v1/jobs")[0]
     async with QueueClient.from_connection_string(env["AzureWebJobsStorage"], env["JOBS_QUEUE"]) as queue:
         (message,) = [m async for m in queue.receive_messages(max_messages=5)]
         body = base64.b64decode(message.content)
@@ -144,3 +144,45 @@ async def test_a_poisoned_message_is_counted_and_recorded(host, recorded_metrics
     assert "cirrus.queue.poisoned" in recorded_metrics()
     record = (await client.get(f"/v1/jobs/{job_id}")).json()
     assert record["status"] == "failed" and record["error"]["code"] == "message_failed"
+
+
+async def test_server_spans_follow_the_http_semantic_conventions(host, spans):
+    client, _, _ = host
+    response = await client.get(
+        "/v1/files/file-nope/content",
+        headers={"user-agent": "OpenAI/Python 1.99", "host": "cirrus.example.com"},
+    )
+    assert response.status_code == 404
+    await client.get("/v1/sessions/sess_abc", headers={"x-forwarded-proto": "https"})
+    finished = spans.get_finished_spans()
+    (content,) = [s for s in finished if s.kind.name == "SERVER" and "files" in s.name]
+    assert content.name == "GET /v1/files/{file_id}/content"
+    assert dict(content.attributes) | {"cirrus.request_id": None, "cirrus.key_id": None} == {
+        "http.request.method": "GET",
+        "http.route": "/v1/files/{file_id}/content",
+        "url.path": "/v1/files/file-nope/content",
+        "url.scheme": "http",
+        "server.address": "cirrus.example.com",
+        "server.port": 80,
+        "user_agent.original": "OpenAI/Python 1.99",
+        "http.response.status_code": 404,
+        "cirrus.function": "file_content",
+        "cirrus.request_id": None,
+        "cirrus.key_id": None,
+    }
+    assert "error.type" not in content.attributes  # a 4xx is the client's error
+    (session,) = [s for s in finished if s.kind.name == "SERVER" and "sessions" in s.name]
+    assert session.name == "GET /v1/sessions/{session_id}" and session.attributes["url.scheme"] == "https"
+    assert session.attributes["server.port"] == 443
+
+
+async def test_a_server_failure_sets_error_type(host, spans, provider):
+    client, _, _ = host
+    provider.post("/_control/enqueue", json={"behaviour": {"status": 500}, "times": 10}).raise_for_status()
+    response = await client.post(
+        "/v1/chat/completions",
+        json={"model": "cirrus-local", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert response.status_code == 502
+    (server,) = [s for s in spans.get_finished_spans() if s.name == "POST /v1/chat/completions"]
+    assert server.attributes["error.type"] == "502" and server.status.status_code.name == "ERROR"

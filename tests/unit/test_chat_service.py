@@ -1,5 +1,7 @@
 """ChatService with a scripted router and in-memory stores: checks, streams, spans, usage, sessions, cache."""
 
+import asyncio
+
 import pytest
 
 from shared.clients.protocols import ModelLimits
@@ -42,9 +44,9 @@ ALICE = Principal(key_id="key-alice", is_master=False)
 
 
 class World:
-    def __init__(self) -> None:
+    def __init__(self, documents: InMemoryDocumentStore | None = None) -> None:
         self.router = FakeLLMRouter(limits={"small": ModelLimits(max_input_tokens=20, max_output_tokens=100)})
-        self.documents = InMemoryDocumentStore()
+        self.documents = documents or InMemoryDocumentStore()
         self.blobs = InMemoryBlobStore()
         self.queues = InMemoryQueueStore()
         self.background = Background()
@@ -237,6 +239,45 @@ async def test_a_streamed_turn_is_appended_once_complete(world):
     await world.background.drain()
     stored = await world.sessions.get(ALICE, session.id)
     assert stored.messages == [message("hi"), {"role": "assistant", "content": "streamed answer"}]
+
+
+class HeldWrites(InMemoryDocumentStore):
+    """Session writes wait until `release` is set: a slow store, made deterministic."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def replace(self, container, doc, *, etag=None):
+        if container == "sessions":
+            self.waiting.set()
+            await self.release.wait()
+        return await super().replace(container, doc, etag=etag)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_chat_answer_is_returned_only_once_its_session_turn_is_stored(stream):
+    documents = HeldWrites()
+    world = World(documents)
+    session = await world.sessions.create(ALICE, SessionCreate())
+    world.router.enqueue("Four.")
+
+    async def ask():
+        if not stream:
+            return await world.chat.create(request(message("2+2?")), call(session_id=session.id))
+        return await collect(
+            await world.chat.open_stream(request(message("2+2?"), stream=True), call(session_id=session.id))
+        )
+
+    answering = asyncio.create_task(ask())
+    await asyncio.wait_for(documents.waiting.wait(), 5)
+    await asyncio.sleep(0.05)
+    assert not answering.done()  # the response waits for the write (the stream, for its end)
+    documents.release.set()
+    await asyncio.wait_for(answering, 5)
+    stored = await world.sessions.get(ALICE, session.id)  # no drain: read right after the answer
+    assert stored.messages == [message("2+2?"), {"role": "assistant", "content": "Four."}]
 
 
 async def test_a_failed_stream_appends_nothing(world):

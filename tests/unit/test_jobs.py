@@ -526,3 +526,60 @@ async def test_a_message_whose_envelope_is_malformed_still_raises_for_the_poison
     with pytest.raises(ValidationError):
         await world.jobs.handle(message)
     assert world.documents.items["jobs"] == {}
+
+
+# --- reply queues: only for queue-submitted jobs, never the gateway's own, never created --------
+
+
+def event_kinds(world: World, job_id: str) -> list[str]:
+    return [
+        doc["type"]
+        for (pk, _), doc in world.documents.items["jobs"].items()
+        if pk == job_id and doc.get("object") == "job.event"
+    ]
+
+
+async def test_a_reply_queue_over_http_is_refused_for_any_key(world):
+    for principal in (ALICE, MASTER):
+        spec = JobCreate(type="agent", model="m", input="hi", reply_queue="someone-elses-replies")
+        with pytest.raises(InvalidRequestError) as refused:
+            await world.jobs.create(principal, spec)
+        assert refused.value.param == "reply_queue"
+    assert world.queues.messages == {} and world.documents.items["jobs"] == {}
+
+
+@pytest.mark.parametrize(
+    "queue", ["jobs", "jobs-poison", "cirrus-usage", "cirrus-batches-poison", "azure-webjobs-x"]
+)
+async def test_a_queued_job_may_not_reply_on_the_gateways_own_queues(queue):
+    world = World()
+    world.jobs = world.service(
+        own_queues=frozenset({"cirrus-usage", "cirrus-batches", "cirrus-batches-poison"})
+    )
+    message = queued_message()
+    message["reply_queue"] = queue
+    await world.jobs.handle(message)
+    job = await world.jobs.get(ALICE, message["job_id"])
+    assert job["status"] == "failed" and "reply_queue" in job["error"]["message"]
+    assert world.calls == []
+    assert queue not in world.queues.messages  # not a word written to it
+    assert "reply.blocked" in event_kinds(world, message["job_id"])
+
+
+async def test_a_reply_queue_that_does_not_exist_is_not_created(world):
+    class Existing(InMemoryQueueStore):
+        async def send(self, queue, message, *, delay_seconds=0):
+            if queue not in self.queues:
+                raise LookupError(f"no queue {queue}")
+            return await super().send(queue, message, delay_seconds=delay_seconds)
+
+    world.queues = Existing()
+    world.queues.queues.add("jobs")
+    world.jobs = world.service()
+    world.answers = [factories.completion_dict("Hi.")]
+    message = queued_message()
+    message["reply_queue"] = "nobody-made-this"
+    await world.jobs.handle(message)
+    assert (await world.jobs.get(ALICE, message["job_id"]))["status"] == "completed"
+    assert "nobody-made-this" not in world.queues.queues  # never made on demand
+    assert "reply.failed" in event_kinds(world, message["job_id"])

@@ -225,6 +225,16 @@ async def test_budget_reserves_the_maximum_and_settles_the_real_cost(keys, clock
     assert (await keys.get(principal.key_id)).spend == 0
 
 
+async def test_a_model_without_a_price_is_refused_to_a_key_with_a_budget(keys):
+    budgeted = await principal_for(keys, max_budget=1.0)
+    with pytest.raises(PermissionDeniedError) as refused:
+        await keys.limiter.admit(budgeted, lambda: None)  # None: no known price
+    assert refused.value.status == 403 and refused.value.code == "model_price_unknown"
+    assert await keys.limiter.admit(budgeted, lambda: 0.0) is not None  # a free model is fine
+    rate_limited = await principal_for(keys, rpm_limit=10)  # no budget: nothing to count
+    assert await keys.limiter.admit(rate_limited, lambda: None) is not None
+
+
 async def test_master_and_unlimited_keys_skip_the_limiter(keys, documents):
     assert await keys.limiter.admit(MASTER, lambda: 1.0) is None
     assert await keys.limiter.admit(await principal_for(keys), lambda: 1.0) is None

@@ -2,6 +2,7 @@
 provider failures become the right errors for the client and the router."""
 
 import base64
+import json
 import struct
 
 import pytest
@@ -316,3 +317,53 @@ def test_images_drop_what_litellm_dumps_as_none_and_empty_usage():
     body = images(raw)
     assert body == {"created": 1, "data": [{"b64_json": "aGk="}]}
     assert_matches("ImagesResponse", body)
+
+
+INTERNAL = (
+    "Invalid value for 'temperature': deployment gpt4o-prod-eastus2 on cirrus-aoai-7f3 only takes "
+    "temperature <= 1; ask #llm-platform-oncall to raise it. Key sk-live-abcdef123456 was used."
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "expected"),
+    [
+        (
+            {"message": INTERNAL, "param": "temperature"},
+            None,
+            "The model provider rejected the request as invalid (parameter 'temperature'). "
+            "Its full answer is in the gateway's logs under this request's id.",
+        ),
+        (
+            {"message": INTERNAL, "param": "not a param; rm -rf"},
+            None,
+            "The model provider rejected the request as invalid. "
+            "Its full answer is in the gateway's logs under this request's id.",
+        ),
+        (
+            {"message": "deployment gpt4o-prod-eastus2: This model's maximum context length is 8192 tokens."},
+            "context_length_exceeded",
+            "This model's maximum context length is 8192 tokens. Please reduce the length of the messages.",
+        ),
+        (
+            {"message": "cirrus-aoai-7f3: The response was filtered (content management policy)"},
+            "content_policy_violation",
+            "The model provider refused the request under its content policy.",
+        ),
+    ],
+)
+def test_a_providers_400_reaches_the_client_clean_and_the_log_whole(body, code, expected, caplog, spans):
+    from opentelemetry import trace
+
+    with trace.get_tracer("test").start_as_current_span("attempt"):
+        failure = from_response(400, json.dumps({"error": body}).encode(), {})
+    assert failure.error.message == expected and failure.error.status == 400
+    if code:
+        assert failure.error.code == code
+    logged = caplog.text
+    assert body["message"].split(" Key ")[0] in logged  # the operators' copy is whole
+    assert "sk-live-abcdef123456" not in logged  # but never a credential the provider echoed
+    (span,) = spans.get_finished_spans()
+    (event,) = span.events
+    assert event.name == "cirrus.provider_error"
+    assert body["message"].split(" Key ")[0] in event.attributes["message"]

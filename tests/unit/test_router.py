@@ -17,6 +17,7 @@ import pytest
 from shared.clients.llm import ModelRouter
 from shared.clients.llm.errors import AttemptFailed, from_response
 from shared.clients.llm.operations import Operation
+from shared.clients.protocols import UnitUsage, allowed_models
 from shared.config import ModelConfig
 from shared.errors import InvalidRequestError, UpstreamError, UpstreamRateLimitError
 from tests import factories
@@ -288,6 +289,79 @@ async def test_the_generic_and_default_fallbacks(make, adapter):
     default = make([entry("a", "a1"), entry("b", "b1")], default_fallbacks=["b"])
     adapter.then("a1", failure(500))
     assert (await default.chat(ask())).served_by.model == "b"
+
+
+# --- budget holds and the key's models across fallbacks ---------------------------------------
+
+
+def priced(name: str, id_: str, per_token: float) -> dict[str, Any]:
+    return entry(name, id_, input_cost_per_token=per_token, output_cost_per_token=per_token)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"fallbacks": [{"a": ["dear"]}]},
+        {"context_window_fallbacks": [{"a": ["dear"]}]},
+        {"content_policy_fallbacks": [{"a": ["dear"]}]},
+        {"default_fallbacks": ["dear"]},
+        {"fallbacks": [{"*": ["dear"]}]},
+        {"fallbacks": [{"a": ["b"]}, {"b": ["dear"]}]},  # chained
+        {"fallbacks": [{"a": ["b"]}], "content_policy_fallbacks": [{"b": ["dear"]}]},  # mixed kinds
+    ],
+)
+def test_a_budget_hold_prices_every_model_a_fallback_can_reach(make, settings):
+    router = make([priced("a", "a1", 1e-6), priced("b", "b1", 2e-6), priced("dear", "d1", 1e-3)], **settings)
+    assert router.max_cost_usd("a", 10, 10) == pytest.approx(20 * 1e-3)
+
+
+def test_a_hold_stops_where_the_chain_does(make):
+    models = [priced("a", "a1", 1e-6), priced("b", "b1", 2e-6), priced("dear", "d1", 1e-3)]
+    router = make(models, fallbacks=[{"a": ["b"]}, {"b": ["dear"]}], max_fallbacks=1)
+    assert router.max_cost_usd("a", 10, 10) == pytest.approx(20 * 2e-6)
+
+
+def test_an_unpriced_model_a_fallback_can_reach_leaves_the_hold_unknown(make):
+    unpriced = {**entry("free", "f1"), "litellm_params": {"model": "openai/in-house-model-x"}}
+    router = make([priced("a", "a1", 1e-6), unpriced], fallbacks=[{"a": ["free"]}])
+    assert router.max_cost_usd("a", 10, 10) is None
+    assert router.max_cost_usd("free", 10, 10) is None
+    token = allowed_models.set(frozenset({"a"}))  # a key that may not use it: never reached
+    try:
+        assert router.max_cost_usd("a", 10, 10) == pytest.approx(20 * 1e-6)
+    finally:
+        allowed_models.reset(token)
+
+
+def test_audio_of_unknown_length_holds_nothing_at_a_priced_model_and_is_unpriced_at_another(make):
+    def whisper(name: str, upstream: str) -> dict[str, Any]:
+        return {
+            **entry(name, f"{name}-1", info={"mode": "audio_transcription"}),
+            "litellm_params": {"model": upstream},
+        }
+
+    router = make([whisper("priced", "openai/whisper-1"), whisper("unpriced", "openai/in-house-asr")])
+    assert router.max_unit_cost_usd("priced", UnitUsage("seconds", 60.0)) > 0  # a WAV's length
+    assert router.max_unit_cost_usd("priced", UnitUsage("seconds", None)) == 0.0  # other audio
+    assert router.max_unit_cost_usd("unpriced", UnitUsage("seconds", None)) is None
+
+
+async def test_a_fallback_to_a_model_the_key_may_not_use_is_skipped(make, adapter):
+    models = [priced("a", "a1", 1e-6), priced("b", "b1", 2e-6), priced("dear", "d1", 1e-3)]
+    router = make(models, fallbacks=[{"a": ["dear", "b"]}])
+    token = allowed_models.set(frozenset({"a", "b"}))
+    try:
+        adapter.then("a1", failure(500))
+        assert (await router.chat(ask())).served_by.model == "b"  # not "dear"
+        assert adapter.calls == ["a1", "b1"]
+        assert router.reachable("a") == ["a", "b"]
+        assert router.max_cost_usd("a", 10, 10) == pytest.approx(20 * 2e-6)
+        allowed_models.set(frozenset({"a"}))
+        adapter.then("a1", failure(500))
+        with pytest.raises(UpstreamError):  # no fallback it may use: the asked model's error
+            await router.chat(ask())
+    finally:
+        allowed_models.reset(token)
 
 
 # --- strategies and limits ------------------------------------------------------------------------

@@ -690,6 +690,8 @@ async def test_http_get_allows_an_allowlisted_public_ip_literal(files):
         ("ff02::1", "multicast address ff02::1"),
         ("fc00::1", "private address fc00::1"),
         ("fe80::1%eth0", "link-local address fe80::1%eth0"),
+        ("fec0::1", "site-local address fec0::1"),
+        ("feff:ffff::1", "site-local address feff:ffff::1"),  # the top of fec0::/10
     ],
 )
 def test_unsafe_address(address, refused):

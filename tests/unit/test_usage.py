@@ -127,3 +127,34 @@ def test_records_without_units_still_read_and_summaries_total_each_unit():
     assert totals.units == {"images": 3, "characters": 17}  # unknown seconds are not counted as 0
     assert totals.requests == 5 and totals.total_tokens == 15
     assert totals.cost_usd == pytest.approx(0.001 + 0.08 + 0.000255)
+
+
+class PagedUsage(InMemoryDocumentStore):
+    """Usage items handed out one page at a time, counting how many rows are out at once: the
+    summary must fold each row in before it asks for more, never load the whole window."""
+
+    def __init__(self, rows):
+        super().__init__()
+        self.rows = rows
+        self.pages = 0
+
+    async def query(self, container, sql, parameters=None, *, pk=None, max_items=None):
+        raise AssertionError("a summary must not load every record of its window into a list")
+
+    async def iterate(self, container, sql, parameters=None, *, pk=None):
+        for start in range(0, len(self.rows), 100):
+            self.pages += 1
+            for row in self.rows[start : start + 100]:
+                yield row
+
+
+async def test_a_summary_folds_the_window_page_by_page():
+    from shared.services.auth import Principal
+
+    rows = [record(n, model=f"m{n % 3}").model_dump(mode="json") for n in range(1000)]
+    documents = PagedUsage(rows)
+    service = UsageService(documents, InMemoryQueueStore(), "q", Background())
+    summary = await service.summary(Principal(key_id="master", is_master=True), 0, 2e9, "model")
+    assert documents.pages == 10
+    assert summary.total.requests == 1000 and summary.total.total_tokens == 15_000
+    assert [(g.group, g.requests) for g in summary.data] == [("m0", 334), ("m1", 333), ("m2", 333)]

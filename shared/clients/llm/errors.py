@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from opentelemetry import trace
 
 from shared.errors import (
     CirrusError,
@@ -101,13 +102,47 @@ def from_response(status: int, body: bytes, headers: Mapping[str, str]) -> Attem
 
 
 def client_error(message: str, code: str = "", param: Any = None) -> InvalidRequestError:
-    """A provider's refusal of the request itself: too long, against its policy, or invalid."""
+    """A provider's refusal of the request itself: too long, against its policy, or invalid.
+
+    The client gets a message Cirrus writes: a provider's own text can name internal deployments,
+    resources and operator hints. The provider's text goes to the log and the current span."""
     text = message or "The model provider rejected the request."
+    _record_provider_text(text, code)
     if code == CONTEXT_WINDOW or _CONTEXT_PHRASES.search(text):
-        return InvalidRequestError(text, param="messages", code=CONTEXT_WINDOW)
+        limit = _CONTEXT_LIMIT.search(text)
+        said = (
+            f"This model's maximum context length is {limit[1]} tokens."
+            if limit
+            else ("The request is longer than the model's context window.")
+        )
+        return InvalidRequestError(
+            f"{said} Please reduce the length of the messages.", param="messages", code=CONTEXT_WINDOW
+        )
     if code in (CONTENT_POLICY, "content_filter") or _POLICY_PHRASES.search(text):
-        return InvalidRequestError(text, code=CONTENT_POLICY)
-    return InvalidRequestError(text)
+        return InvalidRequestError(
+            "The model provider refused the request under its content policy.", code=CONTENT_POLICY
+        )
+    named = param if isinstance(param, str) and _PARAM.match(param) else None
+    return InvalidRequestError(
+        "The model provider rejected the request as invalid"
+        + (f" (parameter '{named}')" if named else "")
+        + ". Its full answer is in the gateway's logs under this request's id.",
+        param=named,
+    )
+
+
+_CONTEXT_LIMIT = re.compile(r"maximum context length is (\d{1,9}) tokens", re.I)
+_PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\[\]]{0,63}$")
+# Credentials a provider may echo (`Incorrect API key provided: sk-...`) never reach the log.
+_SECRETS = re.compile(r"\b(?:sk|pk|rk|key|api[_-]?key)[-_][A-Za-z0-9_\-*]{6,}", re.I)
+MAX_LOGGED_CHARS = 2000
+
+
+def _record_provider_text(text: str, code: str) -> None:
+    """The provider's own words, for operators: the log (with the request id) and the span."""
+    kept = _SECRETS.sub("[redacted]", text)[:MAX_LOGGED_CHARS]
+    log.warning("model provider refused the request (%s): %s", code or "invalid", kept)
+    trace.get_current_span().add_event("cirrus.provider_error", {"message": kept, "code": code})
 
 
 def _error_detail(body: bytes) -> dict[str, Any]:

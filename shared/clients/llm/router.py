@@ -13,7 +13,11 @@ and, per request:
    long, `content_policy_fallbacks` for refused content (each defaulting to `fallbacks` when
    unset), `fallbacks` (or `"*"`, or `default_fallbacks`) for everything else; a fallback's own
    fallbacks follow (chained), up to `max_fallbacks` deep and never in a circle. When all fail, the
-   error of the name the client asked for is raised.
+   error of the name the client asked for is raised. A fallback to a model the caller's key may
+   not use (`allowed_models`) is skipped.
+
+The most a call can cost (`max_cost_usd`, for budget holds) is over every model a fallback of any
+kind can reach, chained, that the key may use; None if any of their deployments has no price.
 
 A stream counts as failed, and so is retried or falls back invisibly, until its first chunk has
 arrived; after that a failure is the client's to see (`relay`).
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -72,6 +77,7 @@ from shared.clients.protocols import (
     ServedBy,
     UnitUsage,
     UploadedFile,
+    allowed_models,
 )
 from shared.config import ModelConfig
 from shared.errors import CirrusError, InvalidRequestError, UpstreamError
@@ -519,8 +525,12 @@ class ModelRouter:
         except AttemptFailed as failure:
             if chain.depth >= self._settings.max_fallbacks:
                 raise
+            allowed = allowed_models.get()
             for target in self._fallback_targets(model, failure):
                 if target in chain.visited or target not in self._groups:
+                    continue
+                if allowed is not None and target not in allowed:
+                    log.info("model %s failed; fallback %s skipped: the key may not use it", model, target)
                     continue
                 chain.visited.add(target)
                 chain.tally.fallbacks += 1
@@ -616,15 +626,14 @@ class ModelRouter:
         return input_tokens * price[0] + output_tokens * price[1]
 
     def max_cost_usd(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
-        """The most a call to `model` can cost: its priciest deployment, fallbacks included."""
-        names = [model, *_lookup(self._settings.fallbacks, model)]
-        costs = [
-            input_tokens * price[0] + output_tokens * price[1]
-            for name in names
-            for deployment in self._groups.get(name, ())
-            if (price := self._price(deployment)) is not None
-        ]
-        return max(costs, default=None)
+        """The most a call to `model` can cost: its priciest deployment, fallbacks included; None
+        when any deployment that may serve it has no known price."""
+
+        def cost(deployment: Deployment) -> float | None:
+            price = self._price(deployment)
+            return None if price is None else input_tokens * price[0] + output_tokens * price[1]
+
+        return self._most(model, cost)
 
     def unit_cost_usd(self, served_by: ServedBy, usage: UnitUsage) -> float | None:
         """USD for a call priced in its own unit (`unit_prices`): the file's prices, else the map's."""
@@ -632,15 +641,54 @@ class ModelRouter:
         return self._unit_cost(deployment, usage) if deployment is not None else None
 
     def max_unit_cost_usd(self, model: str, usage: UnitUsage) -> float | None:
-        """The most `usage` can cost at `model`: its priciest deployment, fallbacks included."""
-        names = [model, *_lookup(self._settings.fallbacks, model)]
-        costs = [
-            cost
-            for name in names
-            for deployment in self._groups.get(name, ())
-            if (cost := self._unit_cost(deployment, usage)) is not None
-        ]
+        """The most `usage` can cost at `model`: its priciest deployment, fallbacks included; None
+        when any deployment that may serve it has no known price."""
+
+        def cost(deployment: Deployment) -> float | None:
+            known = self._unit_cost(deployment, usage)
+            if known is not None:
+                return known
+            # The amount may be unknown before the call (audio that is not WAV, tokens the provider
+            # will report): a deployment with a price holds nothing for it, one without is unpriced.
+            one = dataclasses.replace(usage, units=1.0)
+            return 0.0 if self._unit_cost(deployment, one) is not None or self._price(deployment) else None
+
+        return self._most(model, cost)
+
+    def _most(self, model: str, cost: Callable[[Deployment], float | None]) -> float | None:
+        costs = []
+        for name in self.reachable(model):
+            for deployment in self._groups.get(name, ()):
+                known = cost(deployment)
+                if known is None:  # no bound: a hold would be too small by an unknown amount
+                    return None
+                costs.append(known)
         return max(costs, default=None)
+
+    def reachable(self, model: str) -> list[str]:
+        """`model` and every model a fallback of any kind can reach from it, chained up to
+        `max_fallbacks` deep, that the caller's key may use (`allowed_models`)."""
+        allowed = allowed_models.get()
+        found, frontier = [model], [model]
+        for _ in range(self._settings.max_fallbacks):
+            frontier = [
+                target
+                for name in frontier
+                for target in self._every_fallback(name)
+                if target in self._groups and (allowed is None or target in allowed)
+            ]
+            frontier = [t for t in dict.fromkeys(frontier) if t not in found]
+            found.extend(frontier)
+        return found
+
+    def _every_fallback(self, model: str) -> list[str]:
+        """The targets of every list a failure of `model` can fall back by (`_fallback_targets`)."""
+        settings = self._settings
+        targets = _lookup(settings.fallbacks, model) or list(settings.default_fallbacks)
+        for kind in (settings.context_window_fallbacks, settings.content_policy_fallbacks):
+            if kind is not None:
+                targets += _lookup(kind, model)
+        return targets
 
     def _unit_cost(self, deployment: Deployment, usage: UnitUsage) -> float | None:
         known = self._known(deployment)

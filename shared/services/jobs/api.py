@@ -15,7 +15,7 @@ from shared.errors import ConflictError, InvalidRequestError
 from shared.models.jobs import ENDED, JobCreate, JobRecord
 from shared.services import records
 from shared.services.auth import Principal
-from shared.services.jobs.notify import Notifier
+from shared.services.jobs.notify import Notifier, reply_queue_allowed
 from shared.services.jobs.store import JobStore
 from shared.services.model_catalog import ModelCatalog
 from shared.services.tools import BUILTIN_TOOLS, Tool, ToolSettings
@@ -32,8 +32,15 @@ class JobChecks:
     """What a job is checked against before it is accepted, over HTTP or from the queue."""
 
     def __init__(
-        self, catalog: ModelCatalog, tools: ToolFactory, tool_settings: ToolSettings, analysis: Any
+        self,
+        catalog: ModelCatalog,
+        tools: ToolFactory,
+        tool_settings: ToolSettings,
+        analysis: Any,
+        *,
+        own_queues: frozenset[str] = frozenset(),
     ) -> None:
+        self._own_queues = own_queues
         self._catalog = catalog
         self._tools = tools
         self._tool_settings = tool_settings
@@ -51,6 +58,11 @@ class JobChecks:
         self._tools(spec.tools, self._tool_settings)  # refuses tools that are off, e.g. web_search
         if spec.type == "analysis" and self._analysis is not None:
             self._analysis.check_input(spec.task, spec.input)
+        if spec.reply_queue is not None and not reply_queue_allowed(spec.reply_queue, self._own_queues):
+            raise InvalidRequestError(
+                f"`reply_queue` may not be one of the gateway's own queues ({spec.reply_queue}).",
+                param="reply_queue",
+            )
 
 
 class JobApi:
@@ -64,6 +76,14 @@ class JobApi:
         self._notifier = notifier
 
     async def create(self, principal: Principal, spec: JobCreate) -> dict[str, Any]:
+        if spec.reply_queue is not None:
+            # Queue send rights are what lets a system name a queue for the reply; an API key is
+            # not, or any tenant could write into another's queue.
+            raise InvalidRequestError(
+                "`reply_queue` is for jobs submitted on the jobs queue. Over HTTP, use `webhook_url` "
+                "or follow GET /v1/jobs/{job_id}/events.",
+                param="reply_queue",
+            )
         self._check(principal, spec)
         job = await self._store.new(principal, f"job_{uuid.uuid4().hex[:24]}", spec, source="http")
         try:

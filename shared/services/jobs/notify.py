@@ -44,10 +44,17 @@ DeliverWebhook = Callable[[str, bytes, dict[str, str]], Awaitable[None]]
 
 class Notifier:
     def __init__(
-        self, store: JobStore, queues: QueueStore, secret: bytes, deliver_webhook: DeliverWebhook | None
+        self,
+        store: JobStore,
+        queues: QueueStore,
+        secret: bytes,
+        deliver_webhook: DeliverWebhook | None,
+        *,
+        own_queues: frozenset[str] = frozenset(),
     ) -> None:
         self._store = store
         self._queues = queues
+        self._own_queues = own_queues
         self._secret = secret
         self._deliver_webhook = deliver_webhook
 
@@ -68,14 +75,7 @@ class Notifier:
         }
         reply_queue = job.spec.get("reply_queue")
         if reply_queue:
-            try:
-                try:
-                    await self._queues.send(reply_queue, summary)
-                except Exception:  # most often: nobody created the queue yet
-                    await self._queues.ensure_queue(reply_queue)
-                    await self._queues.send(reply_queue, summary)
-            except Exception as exc:
-                log.warning("job %s: reply to queue %s failed (%s)", job.id, reply_queue, type(exc).__name__)
+            await self._reply(job, str(reply_queue), summary)
         url = job.spec.get("webhook_url")
         if url and self._deliver_webhook is not None:
             body = json.dumps(summary).encode()
@@ -95,6 +95,25 @@ class Notifier:
             except Exception as exc:
                 log.warning("job %s: webhook failed (%s)", job.id, type(exc).__name__)
                 await self._store.event(job, "webhook.failed", {"reason": type(exc).__name__})
+
+    async def _reply(self, job: JobRecord, queue: str, summary: dict[str, Any]) -> None:
+        """Send the summary to the job's reply queue, which its submitter created: never one of the
+        app's own queues, and never a queue made on demand."""
+        if not reply_queue_allowed(queue, self._own_queues):
+            await self._store.event(
+                job, "reply.blocked", {"reason": f"{queue} is one of the gateway's own queues"}
+            )
+            return
+        try:
+            await self._queues.send(queue, summary)
+        except Exception as exc:  # most often: the queue does not exist
+            log.warning("job %s: reply to queue %s failed (%s)", job.id, queue, type(exc).__name__)
+            await self._store.event(job, "reply.failed", {"reason": type(exc).__name__})
+
+
+def reply_queue_allowed(name: str, own_queues: frozenset[str]) -> bool:
+    """Whether a job may reply on queue `name`: any but the app's own and the Functions host's."""
+    return name not in own_queues and not name.startswith("azure-webjobs-")
 
 
 class WebhookFailed(Exception):

@@ -30,6 +30,7 @@ class JobService:
         catalog: ModelCatalog,
         *,
         queue: str,
+        own_queues: frozenset[str] = frozenset(),
         chat: ChatCall,
         owner: OwnerLookup,
         tool_settings: ToolSettings,
@@ -41,11 +42,13 @@ class JobService:
         responses: ResponseRunner | None = None,
     ) -> None:
         """`owner(key_id)`: the principal a job runs as. `tools`: the agent's tools by name (the
-        built-in ones; a seam for tests). `responses`: what background responses run with."""
+        built-in ones; a seam for tests). `responses`: what background responses run with.
+        `own_queues`: the app's own queues, which no job may name as its `reply_queue`."""
         store = JobStore(documents)
         self._store = store
-        check = JobChecks(catalog, tools, tool_settings, analysis)
-        self._notifier = Notifier(store, queues, webhook_secret, deliver_webhook)
+        own_queues = own_queues | {queue, f"{queue}-poison"}
+        check = JobChecks(catalog, tools, tool_settings, analysis, own_queues=own_queues)
+        self._notifier = Notifier(store, queues, webhook_secret, deliver_webhook, own_queues=own_queues)
         self._api = JobApi(store, queues, queue, check, self._notifier)
         self._worker = JobWorker(
             store,

@@ -83,6 +83,8 @@ def unsafe_address(ip: IPAddress) -> str | None:
         (ip.is_unspecified, "unspecified"),
         (ip.is_loopback, "loopback"),
         (ip.is_link_local, "link-local"),
+        # Deprecated (RFC 3879) but still routed inside some networks; Python counts it global.
+        (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local, "site-local"),
         (ip.is_multicast, "multicast"),
         (isinstance(ip, ipaddress.IPv4Address) and ip in _SHARED, "shared (carrier-grade NAT)"),
         (ip.is_reserved, "reserved"),
