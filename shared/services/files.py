@@ -123,7 +123,7 @@ class FileService:
     def read(self, record: FileRecord) -> AsyncIterator[bytes]:
         return self._blobs.stream(record.container, record.blob)
 
-    async def list(
+    async def list_page(
         self, principal: Principal, *, limit: int, after: str | None, order: str, purpose: str | None
     ) -> FileListPublic:
         cursor = (await self.load(principal, after)).ts if after else None

@@ -22,7 +22,7 @@ class ModelCatalog:
         self.require(name)
         return self._models[name]
 
-    def list(self) -> list[dict[str, Any]]:
+    def list_models(self) -> list[dict[str, Any]]:
         return list(self._models.values())
 
     def cache_ttl(self, name: str) -> int:
