@@ -13,7 +13,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 from shared.clients.protocols import BlobStore, DocumentStore
 from shared.errors import InvalidRequestError
@@ -94,7 +94,7 @@ class FileService:
             created_at=int(now),
             ts=now,
             filename=clean_filename(filename),
-            purpose=chosen,
+            purpose=cast(Purpose, chosen),  # one of them, checked above
             container=container,
             blob=blob,
             **principal.stamp(),

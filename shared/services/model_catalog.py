@@ -39,7 +39,8 @@ class ModelCatalog:
                 d.litellm_params.model_dump().get(field_name) or d.model_info.get(field_name)
                 for d in self._config.deployments(name)
             ]
-            totals.append(sum(int(v) for v in values) if values and all(values) else None)
+            known = [int(v) for v in values if v]
+            totals.append(sum(known) if values and len(known) == len(values) else None)
         return totals[0], totals[1]
 
     def _model(self, name: str, created: int) -> dict[str, Any]:

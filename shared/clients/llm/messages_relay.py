@@ -83,9 +83,9 @@ class RoutedMessageStream:
         self._settle_usage()
         if not stopped:
             # The connection ended cleanly but the answer did not: never pass that off as complete.
-            failure = errors.cut_short()
-            opened.attempt.failed(failure)
-            raise failure.error
+            cut = errors.cut_short()
+            opened.attempt.failed(cut)
+            raise cut.error
         tokens = int((self.usage or {}).get("total_tokens") or 0)
         opened.attempt.succeeded(opened.first_at - opened.attempt.started, tokens)
 
