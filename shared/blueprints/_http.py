@@ -13,7 +13,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,7 +123,7 @@ def endpoint(
 
 
 async def _ending(
-    chunks: AsyncIterator[Any], span: Any, method: str, name: str, started: float
+    chunks: AsyncIterable[Any], span: Any, method: str, name: str, started: float
 ) -> AsyncIterator[Any]:
     status = 200
     try:

@@ -16,7 +16,7 @@ from typing import Any
 from shared.clients.llm import errors
 from shared.clients.llm.errors import AttemptFailed
 from shared.clients.llm.relay import Estimator, OpenedStream
-from shared.clients.protocols import ServedBy
+from shared.clients.protocols import ServedBy, Wire
 
 
 def chat_usage(usage: Mapping[str, Any] | None) -> dict[str, int]:
@@ -33,7 +33,7 @@ def chat_usage(usage: Mapping[str, Any] | None) -> dict[str, int]:
 class RoutedMessageStream:
     """See the module docstring, and `ModelStream` in shared.clients.protocols."""
 
-    wire = "anthropic"
+    wire: Wire = "anthropic"
 
     def __init__(self, opened: OpenedStream, served_by: ServedBy, *, estimate: Estimator) -> None:
         self.served_by = served_by

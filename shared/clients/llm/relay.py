@@ -16,7 +16,7 @@ from typing import Any
 from shared.clients.llm import errors
 from shared.clients.llm.attempts import Attempt
 from shared.clients.llm.errors import AttemptFailed
-from shared.clients.protocols import ServedBy
+from shared.clients.protocols import ServedBy, Wire
 
 # (prompt tokens, output tokens) from the prompt and the generated text, when the provider sent none.
 Estimator = Callable[[str], tuple[int, int]]
@@ -35,7 +35,7 @@ class OpenedStream:
 class RoutedStream:
     """See the module docstring, and `ModelStream` in shared.clients.protocols."""
 
-    wire = "chat"  # what a Messages request that reached a chat deployment is streamed in
+    wire: Wire = "chat"  # what a Messages request that reached a chat deployment is streamed in
 
     def __init__(
         self,
