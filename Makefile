@@ -28,6 +28,7 @@ node_modules/.installed: package.json package-lock.json
 lint: setup
 	$(BIN)/ruff check --config tools/ruff.toml .
 	$(BIN)/ruff format --config tools/ruff.toml --check .
+	$(BIN)/mypy --config-file tools/mypy.ini
 
 # checkov on infra/ (Bicep), offline: no guideline download, no platform mapping. It lives in its
 # own venv because its pins (boto3, packaging) clash with the app's. Fails on any failed check that
@@ -78,4 +79,4 @@ lock:
 		--no-emit-index-url --no-emit-find-links -o requirements-litellm-proxy.txt requirements-litellm-proxy.in
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) $(LITELLM_PROXY_VENV) node_modules .cirrus .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) $(LITELLM_PROXY_VENV) node_modules .cirrus .pytest_cache .ruff_cache .mypy_cache

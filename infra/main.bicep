@@ -1,4 +1,5 @@
-// Cirrus on Azure: everything the app needs, wired by one user-assigned managed identity.
+// Cirrus on Azure: everything the app needs, wired by one user-assigned managed identity (and a
+// second, Flex Consumption's deployment identity, that only writes the code package).
 //
 //   azd up                                    (azure.yaml at the top level; parameters: main.parameters.json)
 //   az deployment group create -g <rg> -f infra/main.bicep \
@@ -136,6 +137,9 @@ param azureOpenAiAccountName string = ''
 @description('Resource group of azureOpenAiAccountName, in this subscription. Empty: this resource group.')
 param azureOpenAiResourceGroup string = ''
 
+@description('Queues that jobs may name as reply_queue, e.g. ["nightly-results"]. Each is created here, and the app\'s identity may only add messages to it (Storage Queue Data Message Sender on that queue). Its roles reach no other queue, so a reply to a queue not listed fails (logged) in Azure.')
+param replyQueues array = []
+
 // --- names -------------------------------------------------------------------------------------
 
 var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName, location))
@@ -144,6 +148,7 @@ var tags = {
   app: 'cirrus'
 }
 var identityName = 'id-cirrus-${resourceToken}'
+var deployIdentityName = 'id-cirrus-deploy-${resourceToken}'
 var storageAccountName = 'stcirrus${resourceToken}'
 var cosmosAccountName = 'cosmos-cirrus-${resourceToken}'
 var keyVaultName = 'kv-cirrus-${take(resourceToken, 10)}'
@@ -211,6 +216,13 @@ var blobContainers = [
   outputsContainer
 ]
 var deploymentContainer = 'app-package-${take(resourceToken, 10)}'
+// The Functions host's own containers on AzureWebJobsStorage: timer and singleton leases and the
+// host id (azure-webjobs-hosts), and the host's keys (azure-webjobs-secrets). Created here because
+// the identity's roles reach these containers only, not the account where it could create them.
+var hostContainers = [
+  'azure-webjobs-hosts'
+  'azure-webjobs-secrets'
+]
 
 // Every queue a function triggers on, and its poison queue (the host moves a message there after
 // host.json's maxDequeueCount failures; the batch and jobs poison queues have triggers of their own).
@@ -227,10 +239,13 @@ var keyVaultUri = 'https://${keyVaultName}${environment().suffixes.keyvaultDns}/
 var masterKeySecretName = 'cirrus-master-key'
 var keyHashSecretName = 'cirrus-key-hash-secret'
 
-// Built-in role definitions.
+// Built-in role definitions. Storage roles are assigned on single containers and queues, never on
+// the account (tests/unit/test_infra.py checks it).
 var roles = {
-  storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+  storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+  storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+  storageQueueDataMessageSender: 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
   keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
@@ -240,8 +255,19 @@ var cosmosDataContributor = '00000000-0000-0000-0000-000000000002'
 
 // --- identity ----------------------------------------------------------------------------------
 
+// The app's identity: the host, Cirrus's code and the Key Vault references all use this one.
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: identityName
+  location: location
+  tags: tags
+}
+
+// Flex Consumption's deployment identity (functionAppConfig.deployment.storage): the platform
+// writes each published package with it and reads it back to start instances. Nothing in Cirrus
+// uses it, and its one role is on the package container, so the app's own identity can keep
+// that container read-only.
+resource deployIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: deployIdentityName
   location: location
   tags: tags
 }
@@ -362,6 +388,16 @@ resource packageContainer 'Microsoft.Storage/storageAccounts/blobServices/contai
   }
 }
 
+resource hostBlobContainers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [
+  for name in hostContainers: {
+    parent: blobService
+    name: name
+    properties: {
+      publicAccess: 'None'
+    }
+  }
+]
+
 resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
   parent: storage
   name: 'default'
@@ -369,6 +405,13 @@ resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-0
 
 resource appQueues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [
   for name in queues: {
+    parent: queueService
+    name: name
+  }
+]
+
+resource replyQueueResources 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [
+  for name in replyQueues: {
     parent: queueService
     name: name
   }
@@ -513,25 +556,84 @@ resource keyHashSecretResource 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = 
 
 // --- role assignments for the app's identity ----------------------------------------------------
 
-resource blobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  scope: storage
-  name: guid(storage.id, identity.id, roles.storageBlobDataOwner)
+// Storage: each role on one container or queue. Blob Data Contributor, not Owner: neither the host
+// nor Cirrus sets ACLs or changes ownership (Owner's only additions, for Data Lake), and
+// Contributor covers reading, writing and deleting blobs and leasing them.
+
+// Cirrus's blobs: uploads, batch and job outputs.
+resource appBlobContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for (name, i) in blobContainers: {
+    scope: appContainers[i]
+    name: guid(appContainers[i].id, identity.id, roles.storageBlobDataContributor)
+    properties: {
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+      principalId: identity.properties.principalId
+      principalType: 'ServicePrincipal'
+    }
+  }
+]
+
+// The host's leases (the sweeper's timer), host id and keys.
+resource hostBlobContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for (name, i) in hostContainers: {
+    scope: hostBlobContainers[i]
+    name: guid(hostBlobContainers[i].id, identity.id, roles.storageBlobDataContributor)
+    properties: {
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+      principalId: identity.properties.principalId
+      principalType: 'ServicePrincipal'
+    }
+  }
+]
+
+// The app's own code package: read-only for the app, so nothing running as it can replace the code.
+resource packageReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: packageContainer
+  name: guid(packageContainer.id, identity.id, roles.storageBlobDataReader)
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataOwner)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
   }
 }
 
-resource queueDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  scope: storage
-  name: guid(storage.id, identity.id, roles.storageQueueDataContributor)
+// Publishing writes the package with the deployment identity, on this container only.
+resource packageWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: packageContainer
+  name: guid(packageContainer.id, deployIdentity.id, roles.storageBlobDataContributor)
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
-    principalId: identity.properties.principalId
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: deployIdentity.properties.principalId
     principalType: 'ServicePrincipal'
   }
 }
+
+// The queues Cirrus sends to and the host's triggers read, poison queues included (the host moves
+// a failed message there; the jobs and batch poison queues have triggers of their own).
+resource queueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for (name, i) in queues: {
+    scope: appQueues[i]
+    name: guid(appQueues[i].id, identity.id, roles.storageQueueDataContributor)
+    properties: {
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
+      principalId: identity.properties.principalId
+      principalType: 'ServicePrincipal'
+    }
+  }
+]
+
+// Reply queues (replyQueues): send only, so the app cannot read or delete what their owners have.
+resource replyQueueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for (name, i) in replyQueues: {
+    scope: replyQueueResources[i]
+    name: guid(replyQueueResources[i].id, identity.id, roles.storageQueueDataMessageSender)
+    properties: {
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataMessageSender)
+      principalId: identity.properties.principalId
+      principalType: 'ServicePrincipal'
+    }
+  }
+]
 
 resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: keyVault
@@ -672,6 +774,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     type: 'UserAssigned'
     userAssignedIdentities: {
       '${identity.id}': {}
+      '${deployIdentity.id}': {}
     }
   }
   properties: {
@@ -693,7 +796,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           value: '${storage.properties.primaryEndpoints.blob}${deploymentContainer}'
           authentication: {
             type: 'UserAssignedIdentity'
-            userAssignedIdentityResourceId: identity.id
+            userAssignedIdentityResourceId: deployIdentity.id
           }
         }
       }
@@ -714,8 +817,12 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     }
   }
   dependsOn: [
-    blobDataOwner
-    queueDataContributor
+    appBlobContributor
+    hostBlobContributor
+    packageReader
+    packageWriter
+    queueContributor
+    replyQueueSender
     secretsUser
     metricsPublisher
     cosmosRoleAssignment

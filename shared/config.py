@@ -206,7 +206,7 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process's settings, read from the environment on first use (never at import time)."""
     try:
-        return Settings()  # type: ignore[call-arg]  # values come from the environment
+        return Settings()  # values come from the environment
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, "app settings")) from None
 

@@ -205,7 +205,7 @@ class Container:
 
         async def models() -> dict[str, Any]:
             await self.llm.warm()
-            return {"models": len(self.catalog.list())}
+            return {"models": len(self.catalog.list_models())}
 
         return HealthService(
             {

@@ -104,7 +104,7 @@ class TextFormatter(logging.Formatter):
         return self._fmt % {**vars(record), "ids": f" [{ids}]" if ids else ""}  # type: ignore[operator]
 
 
-class _CirrusStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _CirrusStreamHandler(logging.StreamHandler):
     """The stderr handler `configure_logging` installs when the root logger has none."""
 
 

@@ -148,7 +148,7 @@ def end_server_span(
         span.set_attribute("error.type", error_type)
         span.set_status(StatusCode.ERROR)
     span.end()
-    metric = {
+    metric: dict[str, str | int] = {
         "http.request.method": request.method,
         "http.route": request.route,
         "url.scheme": request.scheme,

@@ -174,11 +174,11 @@ def _install_azure_monitor(
     finally:
         _set_environ(saved)
     if "traces" in extensible:
-        exporter = AzureMonitorTraceExporter(connection_string=connection_string)
-        pending.setdefault("traces", []).append(BatchSpanProcessor(exporter))
+        trace_exporter = AzureMonitorTraceExporter(connection_string=connection_string)
+        pending.setdefault("traces", []).append(BatchSpanProcessor(trace_exporter))
     if "logs" in extensible:
-        exporter = AzureMonitorLogExporter(connection_string=connection_string)
-        pending.setdefault("logs", []).append(BatchLogRecordProcessor(exporter))
+        log_exporter = AzureMonitorLogExporter(connection_string=connection_string)
+        pending.setdefault("logs", []).append(BatchLogRecordProcessor(log_exporter))
 
 
 def _install_sdk_providers(unset: set[str], pending: dict[str, list[Any]]) -> None:

@@ -13,7 +13,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,7 +127,7 @@ def endpoint(
 
 
 async def _ending(
-    chunks: AsyncIterator[Any], span: Any, facts: HttpRequestFacts, started: float
+    chunks: AsyncIterable[Any], span: Any, facts: HttpRequestFacts, started: float
 ) -> AsyncIterator[Any]:
     status, error = 200, None
     try:

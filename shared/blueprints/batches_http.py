@@ -22,7 +22,9 @@ async def create_batch(req: Request, ctx: RequestContext) -> Response:
 @endpoint()
 async def list_batches(req: Request, ctx: RequestContext) -> Response:
     limit = query_int(req, "limit", 20, low=1, high=100)
-    page = await ctx.container.batches.list(ctx.principal, limit=limit, after=req.query_params.get("after"))
+    page = await ctx.container.batches.list_page(
+        ctx.principal, limit=limit, after=req.query_params.get("after")
+    )
     return json_response(page)
 
 

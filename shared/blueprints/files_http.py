@@ -36,7 +36,7 @@ async def list_files(req: Request, ctx: RequestContext) -> Response:
     order = req.query_params.get("order", "desc")
     if order not in ("asc", "desc"):
         raise InvalidRequestError("'order' must be 'asc' or 'desc'.", param="order")
-    page = await ctx.container.files.list(
+    page = await ctx.container.files.list_page(
         ctx.principal,
         limit=query_int(req, "limit", 10_000, low=1, high=10_000),
         after=req.query_params.get("after"),

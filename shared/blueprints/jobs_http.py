@@ -30,7 +30,7 @@ async def create_job(req: Request, ctx: RequestContext) -> Response:
 async def list_jobs(req: Request, ctx: RequestContext) -> Response:
     limit = query_int(req, "limit", 20, low=1, high=100)
     return json_response(
-        await ctx.container.jobs.list(ctx.principal, limit=limit, after=req.query_params.get("after"))
+        await ctx.container.jobs.list_page(ctx.principal, limit=limit, after=req.query_params.get("after"))
     )
 
 

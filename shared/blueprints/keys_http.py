@@ -28,7 +28,7 @@ async def create_key(req: Request, ctx: RequestContext) -> Response:
 @endpoint()
 async def list_keys(req: Request, ctx: RequestContext) -> Response:
     ctx.principal.require_master()
-    page = await ctx.container.keys.list(
+    page = await ctx.container.keys.list_page(
         limit=query_int(req, "limit", 20, low=1, high=100),
         after=req.query_params.get("after"),
         include_revoked=req.query_params.get("include_revoked", "").lower() in ("1", "true"),
@@ -71,7 +71,7 @@ async def revoke_key(req: Request, ctx: RequestContext) -> Response:
 
 def _known_models(ctx: RequestContext, models: list[str] | None) -> None:
     """A typo in `models` would lock a key out of the model meant: refuse names not served."""
-    served = {m["id"] for m in ctx.container.catalog.list()}
+    served = {m["id"] for m in ctx.container.catalog.list_models()}
     unknown = [m for m in models or [] if m not in served]
     if unknown:
         raise InvalidRequestError(

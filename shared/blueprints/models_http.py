@@ -12,7 +12,7 @@ bp = func.Blueprint()
 @bp.route(route="v1/models", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @endpoint()
 async def list_models(req: Request, ctx: RequestContext) -> Response:
-    models = [m for m in ctx.container.catalog.list() if ctx.principal.may_use(m["id"])]
+    models = [m for m in ctx.container.catalog.list_models() if ctx.principal.may_use(m["id"])]
     return json_response({"object": "list", "data": models})
 
 

@@ -52,6 +52,7 @@ def _time(req: Request, name: str, default: float) -> float:
     raw = req.query_params.get(name)
     if raw is None:
         return default
+    seconds: float | None
     try:
         seconds = float(raw)
     except ValueError:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import ContentSettings
+from azure.storage.blob import BlobBlock, ContentSettings
 from azure.storage.blob.aio import BlobServiceClient
 
 BLOCK_BYTES = 4 * 1024 * 1024  # a streamed blob's blocks (Blob allows up to 4,000 MiB)
@@ -50,14 +50,14 @@ class AzureBlobStore:
         # Our own staging rather than upload_blob's: it joins a block from small pieces by
         # concatenating bytes, quadratic in pieces per block (3x slower for 4 KB lines).
         attempt = uuid.uuid4().hex  # this put's blocks; another writer of the name has its own
-        blocks: list[str] = []
+        blocks: list[BlobBlock] = []
         pending = bytearray()
         size = 0
 
         async def stage(block: bytes) -> None:
             block_id = f"{attempt}-{len(blocks):08d}"  # one length for every id, as Blob requires
             await blob.stage_block(block_id, block, length=len(block))
-            blocks.append(block_id)
+            blocks.append(BlobBlock(block_id))  # state LATEST: the block just staged
 
         async for piece in data:
             size += len(piece)

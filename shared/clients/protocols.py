@@ -237,8 +237,9 @@ class ModelStream(Protocol):
     served_by: ServedBy
     usage: dict[str, Any] | None
     usage_estimated: bool
-    finish_reasons: Sequence[str]
 
+    @property  # read-only, so an adapter may keep them in a list (a mutable attribute is invariant)
+    def finish_reasons(self) -> Sequence[str]: ...
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]: ...
     async def aclose(self) -> None: ...
 

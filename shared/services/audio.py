@@ -57,7 +57,8 @@ class TranscriptionService:
 
 
 def _transcribed(body: dict[str, Any], heard: float | None) -> UnitUsage:
-    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    reported_usage = body.get("usage")
+    usage: dict[str, Any] = reported_usage if isinstance(reported_usage, dict) else {}
     reported = usage.get("seconds") if usage.get("type") == "duration" else body.get("duration")
     input_tokens = output_tokens = 0
     if usage.get("type") == "tokens":

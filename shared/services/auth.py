@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from pydantic import SecretStr
 
@@ -45,6 +45,13 @@ class Limits:
         return any(v is not None for v in (self.rpm, self.tpm, self.max_parallel, self.max_budget))
 
 
+class Stamp(TypedDict):
+    """The ownership fields stored on every resource: the creating key and its team."""
+
+    owner: str
+    team: str | None
+
+
 @dataclass(frozen=True)
 class Principal:
     """The authenticated caller. `key_id` is safe to log; the key itself never is."""
@@ -69,7 +76,7 @@ class Principal:
             return True
         return self.team_id is not None and team == self.team_id
 
-    def stamp(self) -> dict[str, str | None]:
+    def stamp(self) -> Stamp:
         """The ownership fields to store on a resource this caller creates."""
         return {"owner": self.key_id, "team": self.team_id}
 

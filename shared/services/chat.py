@@ -104,13 +104,13 @@ class ChatService:
         meter = await self._meter(request, call, prepared)
         if prepared.cached is not None:
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
-            chunks = replay_chunks(prepared.cached, include_usage=include_usage)
+            replayed = replay_chunks(prepared.cached, include_usage=include_usage)
             _finish_cached(meter, prepared)
             await self._after(prepared, prepared.cached)
             cached_usage = prepared.cached.get("usage")
             return OpenStream(
                 _cache_served_by(request.model, prepared.cached),
-                _iterate(chunks),
+                _iterate(replayed),
                 prepared.cache,
                 prepared.session_id,
                 usage=lambda: cached_usage,

@@ -99,7 +99,7 @@ async def _relay(stream: ModelStream, meter: Meter) -> AsyncIterator[dict[str, A
 def _inputs(value: str | list[Any]) -> list[str | list[int]]:
     """A prompt or embedding input as a list of items: strings or lists of token ids."""
     if isinstance(value, str) or (value and isinstance(value[0], int)):
-        return [value]  # type: ignore[list-item]  # one string, or one list of token ids
+        return [value]  # one string, or one list of token ids
     return list(value)
 
 

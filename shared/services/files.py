@@ -13,7 +13,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 from shared.clients.protocols import BlobStore, DocumentStore
 from shared.errors import InvalidRequestError
@@ -99,7 +99,7 @@ class FileService:
             created_at=int(now),
             ts=now,
             filename=clean_filename(filename),
-            purpose=chosen,
+            purpose=cast(Purpose, chosen),  # one of them, checked above
             container=container,
             blob=blob,
             **principal.stamp(),
@@ -128,7 +128,7 @@ class FileService:
     def read(self, record: FileRecord) -> AsyncIterator[bytes]:
         return self._blobs.stream(record.container, record.blob)
 
-    async def list(
+    async def list_page(
         self, principal: Principal, *, limit: int, after: str | None, order: str, purpose: str | None
     ) -> FileListPublic:
         cursor = (await self.load(principal, after)).ts if after else None

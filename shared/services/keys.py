@@ -63,7 +63,7 @@ class KeyService:
     async def get(self, key_id: str) -> KeyPublic:
         return await self._public(await self._load(key_id))
 
-    async def list(self, *, limit: int, after: str | None, include_revoked: bool) -> KeyListPublic:
+    async def list_page(self, *, limit: int, after: str | None, include_revoked: bool) -> KeyListPublic:
         """Keys newest first, `limit` per page after the key `after`."""
         sql = "SELECT * FROM c WHERE c.object = 'key'"
         params: dict[str, Any] = {}

@@ -22,7 +22,7 @@ class ModelCatalog:
         self.require(name)
         return self._models[name]
 
-    def list(self) -> list[dict[str, Any]]:
+    def list_models(self) -> list[dict[str, Any]]:
         return list(self._models.values())
 
     def cache_ttl(self, name: str) -> int:
@@ -39,7 +39,8 @@ class ModelCatalog:
                 d.litellm_params.model_dump().get(field_name) or d.model_info.get(field_name)
                 for d in self._config.deployments(name)
             ]
-            totals.append(sum(int(v) for v in values) if values and all(values) else None)
+            known = [int(v) for v in values if v]
+            totals.append(sum(known) if values and len(known) == len(values) else None)
         return totals[0], totals[1]
 
     def _model(self, name: str, created: int) -> dict[str, Any]:

@@ -20,7 +20,13 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from shared.errors import RateLimitError, ServiceUnavailableError, UpstreamError, UpstreamRateLimitError
+from shared.errors import (
+    CirrusError,
+    RateLimitError,
+    ServiceUnavailableError,
+    UpstreamError,
+    UpstreamRateLimitError,
+)
 
 T = TypeVar("T")
 MAX_RATE_WAIT_S = 60.0
@@ -41,6 +47,7 @@ async def with_provider_retries(
     """`call()`'s result, retried by the policy in the module docstring."""
     jitter = (rng or random).uniform
     faults = 0
+    last: CirrusError
     while True:
         try:
             return await call()

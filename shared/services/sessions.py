@@ -73,7 +73,7 @@ class SessionService:
         record = await self.load(principal, session_id)
         return _public(record, messages=await self._full_history(record))
 
-    async def list(self, principal: Principal, *, limit: int, after: str | None) -> SessionListPublic:
+    async def list_page(self, principal: Principal, *, limit: int, after: str | None) -> SessionListPublic:
         """The caller's sessions, newest first, `limit` per page after the session `after`."""
         cursor = (await self.load(principal, after)).created_at if after else None
         rows, has_more = await records.owned_rows(

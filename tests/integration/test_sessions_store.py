@@ -48,10 +48,10 @@ async def test_concurrent_turns_on_one_session_lose_no_message(service):
 async def test_listing_is_paged_newest_first_and_private(service):
     mine = [(await service.create(ALICE, SessionCreate(title=str(i)))).id for i in range(5)]
     await service.create(BOB, SessionCreate(title="bob's"))
-    first = await service.list(ALICE, limit=2, after=None)
+    first = await service.list_page(ALICE, limit=2, after=None)
     assert [s.id for s in first.data] == mine[:-3:-1] and first.has_more
-    second = await service.list(ALICE, limit=2, after=first.last_id)
-    third = await service.list(ALICE, limit=2, after=second.last_id)
+    second = await service.list_page(ALICE, limit=2, after=first.last_id)
+    third = await service.list_page(ALICE, limit=2, after=second.last_id)
     assert [s.id for s in second.data + third.data] == mine[2::-1]
     assert not third.has_more
     assert all(s.messages is None for s in first.data)  # lists carry no histories

@@ -274,3 +274,97 @@ def test_keyless_azure_openai_is_off_by_default_and_assigns_openai_user_on_the_a
     given = json.loads((ROOT / "infra" / "main.parameters.json").read_text())["parameters"]
     assert given["azureOpenAiAccountName"] == {"value": "${CIRRUS_AZURE_OPENAI_ACCOUNT_NAME}"}
     assert given["azureOpenAiResourceGroup"] == {"value": "${CIRRUS_AZURE_OPENAI_RESOURCE_GROUP}"}
+
+
+# --- storage role scopes ---------------------------------------------------------------------------
+
+_RESOURCE = re.compile(r"^resource (\w+) '([^'@]+)@[^']+'(?: existing)? = ", re.M)
+_ASSIGNMENT_FIELD = re.compile(
+    r"^\s+(?:scope: (?P<scope>\w+)(?:\[i\])?"
+    r"|roleDefinitionId: subscriptionResourceId\('Microsoft\.Authorization/roleDefinitions', "
+    r"roles\.(?P<role>\w+)\)"
+    r"|principalId: (?P<principal>[\w.]+))$",
+    re.M,
+)
+CONTAINER = "Microsoft.Storage/storageAccounts/blobServices/containers"
+QUEUE = "Microsoft.Storage/storageAccounts/queueServices/queues"
+APP = "identity.properties.principalId"
+DEPLOYER = "deployIdentity.properties.principalId"
+
+
+def resources() -> dict[str, tuple[str, str]]:
+    """Top-level resources of main.bicep: name -> (type, declaration text, loops included)."""
+    text = bicep()
+    lines = text.splitlines()
+    found = {}
+    for m in _RESOURCE.finditer(text):
+        start = text.count("\n", 0, m.start())
+        end = next(i for i in range(start + 1, len(lines)) if lines[i] in ("}", "]"))
+        found[m[1]] = (m[2], "\n".join(lines[start : end + 1]))
+    return found
+
+
+def storage_role_assignments() -> dict[str, tuple[str, str, str]]:
+    """Role assignments of Storage roles: name -> (scope resource, role, principal)."""
+    assignments = {}
+    for name, (kind, text) in resources().items():
+        if kind != "Microsoft.Authorization/roleAssignments":
+            continue
+        fields: dict[str, str] = {}
+        for m in _ASSIGNMENT_FIELD.finditer(text):
+            fields.update({key: value for key, value in m.groupdict().items() if value})
+        assert "scope" in fields, f"{name} has no scope: it would apply to the whole resource group"
+        if fields["role"].startswith("storage"):
+            assignments[name] = (fields["scope"], fields["role"], fields["principal"])
+    return assignments
+
+
+def test_storage_roles_are_scoped_to_containers_and_queues_never_the_account():
+    kinds = {name: kind for name, (kind, _) in resources().items()}
+    assignments = storage_role_assignments()
+    assert assignments
+    for name, (scope, role, _) in assignments.items():
+        assert scope != "storage", f"{name} gives {role} on the whole storage account"
+        expected = CONTAINER if role.startswith("storageBlob") else QUEUE
+        assert kinds[scope] == expected, f"{name} gives {role} on {scope}, not a {expected.rsplit('/', 1)[1]}"
+    assert "storageBlobDataOwner" not in bicep(), "Blob Data Contributor does what the app needs"
+
+
+def test_the_apps_identity_has_roles_on_exactly_its_containers_and_queues():
+    granted = {
+        (scope, role) for scope, role, principal in storage_role_assignments().values() if principal == APP
+    }
+    assert granted == {
+        ("appContainers", "storageBlobDataContributor"),  # blobContainers: uploads, outputs
+        ("hostBlobContainers", "storageBlobDataContributor"),  # the host's leases and keys
+        ("packageContainer", "storageBlobDataReader"),
+        ("appQueues", "storageQueueDataContributor"),  # queues: the triggered ones and their poison queues
+        ("replyQueueResources", "storageQueueDataMessageSender"),  # replyQueues: send only
+    }
+    assert {resolve(line) for line in block("var hostContainers = [")} == {
+        "azure-webjobs-hosts",
+        "azure-webjobs-secrets",
+    }
+    loops = {"appContainers": "blobContainers", "hostBlobContainers": "hostContainers", "appQueues": "queues"}
+    loops["replyQueueResources"] = "replyQueues"
+    for resource, names in loops.items():
+        assert f"  for name in {names}: {{" in resources()[resource][1]
+    for name, (scope, _, _) in storage_role_assignments().items():
+        if scope in loops:  # `scope: appContainers[i]`: the i-th of the same list
+            assert f"  for (name, i) in {loops[scope]}: {{" in resources()[name][1], name
+
+
+def test_the_code_package_is_read_only_for_the_app_and_written_by_the_deployment_identity():
+    assignments = storage_role_assignments().values()
+    on_package = {(role, principal) for scope, role, principal in assignments if scope == "packageContainer"}
+    assert on_package == {("storageBlobDataReader", APP), ("storageBlobDataContributor", DEPLOYER)}
+    assert [principal for _, _, principal in assignments].count(DEPLOYER) == 1, "its one role: the package"
+    assert bicep().count(DEPLOYER) == 1
+    site = resources()["functionApp"][1]
+    deployment = site[site.index("deployment: {") : site.index("runtime: {")]
+    assert "value: '${storage.properties.primaryEndpoints.blob}${deploymentContainer}'" in deployment
+    assert "userAssignedIdentityResourceId: deployIdentity.id" in deployment
+    assert "keyVaultReferenceIdentity: identity.id" in site
+    # Cirrus and the host sign in as the app's identity, never the deployment one.
+    for setting in ("AzureWebJobsStorage__clientId", "AZURE_CLIENT_ID"):
+        assert app_settings()[setting] == "identity.properties.clientId"

@@ -120,7 +120,7 @@ async def test_update_changes_only_the_fields_given_and_null_clears(keys):
 async def test_list_is_newest_first_paged_and_hides_revoked(keys, documents):
     ids = [(await keys.create(KeyCreate(key_alias=str(i)))).id for i in range(3)]
     await keys.revoke(ids[0])
-    page = await keys.list(limit=10, after=None, include_revoked=True)
+    page = await keys.list_page(limit=10, after=None, include_revoked=True)
     assert {k.id for k in page.data} == set(ids)
     assert all(k.key is None for k in page.data)  # a list never carries secrets
 

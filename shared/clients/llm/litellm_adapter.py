@@ -110,7 +110,7 @@ class LiteLLMAdapter:
             _, response = await self._call(
                 deployment, op, params, deployment.timeout, file=(upload.filename, file, upload.content_type)
             )
-        return response.model_dump()  # type: ignore[no-any-return]
+        return response.model_dump()
 
     async def open_bytes(self, deployment: Deployment, op: Operation, params: dict[str, Any]) -> OpenedBytes:
         _, response = await self._call(deployment, op, params, deployment.stream_timeout)
@@ -213,7 +213,7 @@ def _retryless_client() -> type:
     from openai import AsyncOpenAI  # noqa: PLC0415 - loaded with LiteLLM, which depends on it
 
     class RetrylessOpenAI(AsyncOpenAI):
-        @property  # type: ignore[override]
+        @property
         def max_retries(self) -> int:
             return 0
 

@@ -9,14 +9,11 @@ and writes too), so metering reads it as it reads a chat stream's.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from shared.clients.llm import errors
-from shared.clients.llm.errors import AttemptFailed
-from shared.clients.llm.relay import Estimator, OpenedStream
-from shared.clients.protocols import ServedBy
+from shared.clients.llm.relay import Estimator, OpenedStream, Relay
+from shared.clients.protocols import ServedBy, Wire
 
 
 def chat_usage(usage: Mapping[str, Any] | None) -> dict[str, int]:
@@ -30,64 +27,37 @@ def chat_usage(usage: Mapping[str, Any] | None) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}
 
 
-class RoutedMessageStream:
+class RoutedMessageStream(Relay):
     """See the module docstring, and `ModelStream` in shared.clients.protocols."""
 
-    wire = "anthropic"
+    wire: Wire = "anthropic"
 
     def __init__(self, opened: OpenedStream, served_by: ServedBy, *, estimate: Estimator) -> None:
-        self.served_by = served_by
-        self.usage: dict[str, Any] | None = None
-        self.usage_estimated = False
-        self.finish_reasons: list[str] = []
-        self._opened = opened
-        self._estimate = estimate
+        super().__init__(opened, served_by, estimate=estimate)
         self._anthropic_usage: dict[str, Any] = {}
         self._final = False  # message_delta's usage (the final output count) has arrived
-        self._text: list[str] = []
+        self._stopped = False  # message_stop has arrived
 
-    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        opened, usage, text = self._opened, self._anthropic_usage, self._text
-        event = opened.first
-        stopped = False
-        try:
-            while True:
-                kind = event.get("type")
-                if kind == "content_block_delta":
-                    delta = event.get("delta") or {}
-                    text.append(delta.get("text") or delta.get("partial_json") or delta.get("thinking") or "")
-                elif kind == "message_start":
-                    message = event.get("message") or {}
-                    message["model"] = self.served_by.model
-                    usage.update({k: v for k, v in (message.get("usage") or {}).items() if v is not None})
-                elif kind == "message_delta":
-                    usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
-                    self._final = True
-                    if reason := (event.get("delta") or {}).get("stop_reason"):
-                        self.finish_reasons.append(str(reason))
-                elif kind == "message_stop":
-                    stopped = True
-                yield event
-                try:
-                    event = await anext(opened.events)
-                except StopAsyncIteration:
-                    break
-        except AttemptFailed as failure:
-            self._settle_usage()
-            opened.attempt.failed(failure)
-            raise failure.error from None
-        except BaseException:  # the client went away, or the task was cancelled
-            self._settle_usage()
-            opened.attempt.abandoned()
-            raise
-        self._settle_usage()
-        if not stopped:
-            # The connection ended cleanly but the answer did not: never pass that off as complete.
-            failure = errors.cut_short()
-            opened.attempt.failed(failure)
-            raise failure.error
-        tokens = int((self.usage or {}).get("total_tokens") or 0)
-        opened.attempt.succeeded(opened.first_at - opened.attempt.started, tokens)
+    def _see(self, event: dict[str, Any]) -> bool:
+        kind, usage = event.get("type"), self._anthropic_usage
+        if kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            self._text.append(delta.get("text") or delta.get("partial_json") or delta.get("thinking") or "")
+        elif kind == "message_start":
+            message = event.get("message") or {}
+            message["model"] = self.served_by.model
+            usage.update({k: v for k, v in (message.get("usage") or {}).items() if v is not None})
+        elif kind == "message_delta":
+            usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
+            self._final = True
+            if reason := (event.get("delta") or {}).get("stop_reason"):
+                self.finish_reasons.append(str(reason))
+        elif kind == "message_stop":
+            self._stopped = True
+        return True
+
+    def _complete(self) -> bool:
+        return self._stopped
 
     def _settle_usage(self) -> None:
         """The provider's figures; for a stream that ended early, the output counted with tiktoken
@@ -97,21 +67,5 @@ class RoutedMessageStream:
         usage = chat_usage(self._anthropic_usage)
         if self._final:
             self.usage = usage
-            return
-        with contextlib.suppress(Exception):
-            prompt, output = self._estimate("".join(self._text))
-            prompt = usage["prompt_tokens"] or prompt
-            self.usage = {
-                "prompt_tokens": prompt,
-                "completion_tokens": output,
-                "total_tokens": prompt + output,
-            }
-            self.usage_estimated = True
-
-    async def aclose(self) -> None:
-        closer = getattr(self._opened.events, "aclose", None)
-        if closer is not None:
-            with contextlib.suppress(Exception):
-                await closer()
-        self._settle_usage()
-        self._opened.attempt.abandoned()
+        else:
+            self._count(prompt_tokens=usage["prompt_tokens"])

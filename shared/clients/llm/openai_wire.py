@@ -286,7 +286,7 @@ def _json_object(raw: bytes) -> dict[str, Any]:
 
 def _form_fields(body: dict[str, Any]) -> list[tuple[str, str]]:
     """Form fields as OpenAI's SDKs send them: a list as repeated `name[]`, objects as JSON."""
-    fields = []
+    fields: list[tuple[str, str]] = []
     for name, value in body.items():
         if value is None:
             continue

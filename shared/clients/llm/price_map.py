@@ -36,7 +36,7 @@ def _price_map() -> dict[str, dict[str, Any]]:
     if package is None or not (package / MAP_FILE).exists():
         log.warning("LiteLLM's price map is not installed: costs are unknown unless the model file sets them")
         return {}
-    return orjson.loads((package / MAP_FILE).read_bytes())  # type: ignore[no-any-return]
+    return orjson.loads((package / MAP_FILE).read_bytes())
 
 
 def entry(name: str) -> dict[str, Any] | None:

@@ -11,14 +11,12 @@ band; a stream that ends without a closing event is cut short, never complete.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from shared.clients.llm import errors
-from shared.clients.llm.errors import AttemptFailed
-from shared.clients.llm.relay import Estimator, OpenedStream
-from shared.clients.protocols import ServedBy
+from shared.clients.llm.relay import Relay
+from shared.clients.protocols import Wire
 
 CLOSING = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
@@ -59,76 +57,20 @@ async def raising_errors(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator
             await closer()
 
 
-class RoutedResponseStream:
+class RoutedResponseStream(Relay):
     """See the module docstring, and `ModelStream` in shared.clients.protocols."""
 
-    wire = "responses"
+    wire: Wire = "responses"
 
-    def __init__(self, opened: OpenedStream, served_by: ServedBy, *, estimate: Estimator) -> None:
-        self.served_by = served_by
-        self.usage: dict[str, Any] | None = None
-        self.usage_estimated = False
-        self.finish_reasons: list[str] = []
-        self._opened = opened
-        self._estimate = estimate
-        self._text: list[str] = []
-
-    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        opened, model, text = self._opened, self.served_by.model, self._text
-        event = opened.first
-        closed = False
-        try:
-            while True:
-                kind = event.get("type")
-                if kind in ("response.output_text.delta", "response.function_call_arguments.delta"):
-                    text.append(str(event.get("delta") or ""))
-                response = event.get("response")
-                if isinstance(response, dict):
-                    response["model"] = model
-                    if kind in CLOSING:
-                        closed = True
-                        self.finish_reasons.append(str(response.get("status") or kind))
-                        if response.get("usage"):
-                            self.usage = chat_usage(response["usage"])
-                yield event
-                try:
-                    event = await anext(opened.events)
-                except StopAsyncIteration:
-                    break
-        except AttemptFailed as failure:
-            self._settle_usage()
-            opened.attempt.failed(failure)
-            raise failure.error from None
-        except BaseException:  # the client went away, or the task was cancelled
-            self._settle_usage()
-            opened.attempt.abandoned()
-            raise
-        self._settle_usage()
-        if not closed:
-            # The connection ended cleanly but the answer did not: never pass that off as complete.
-            failure = errors.cut_short()
-            opened.attempt.failed(failure)
-            raise failure.error
-        tokens = int((self.usage or {}).get("total_tokens") or 0)
-        opened.attempt.succeeded(opened.first_at - opened.attempt.started, tokens)
-
-    def _settle_usage(self) -> None:
-        """Without the provider's figures, count the prompt and what arrived with tiktoken."""
-        if self.usage is not None:
-            return
-        with contextlib.suppress(Exception):
-            prompt, output = self._estimate("".join(self._text))
-            self.usage = {
-                "prompt_tokens": prompt,
-                "completion_tokens": output,
-                "total_tokens": prompt + output,
-            }
-            self.usage_estimated = True
-
-    async def aclose(self) -> None:
-        closer = getattr(self._opened.events, "aclose", None)
-        if closer is not None:
-            with contextlib.suppress(Exception):
-                await closer()
-        self._settle_usage()
-        self._opened.attempt.abandoned()
+    def _see(self, event: dict[str, Any]) -> bool:
+        kind = event.get("type")
+        if kind in ("response.output_text.delta", "response.function_call_arguments.delta"):
+            self._text.append(str(event.get("delta") or ""))
+        response = event.get("response")
+        if isinstance(response, dict):
+            response["model"] = self.served_by.model
+            if kind in CLOSING:  # the answer is complete once one has come
+                self.finish_reasons.append(str(response.get("status") or kind))
+                if response.get("usage"):
+                    self.usage = chat_usage(response["usage"])
+        return True

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -145,15 +145,18 @@ def reduce_messages(
     return chat_messages(f"{spec.system}\n\n{REDUCE_NOTE}", "Combine these partial results.", payload)
 
 
+Partial = TypeVar("Partial", bound=BaseModel | dict[str, Any])
+
+
 def plan_reduce(
     task: str,
-    partial_outputs: Sequence[BaseModel | dict[str, Any]],
+    partial_outputs: Sequence[Partial],
     max_input_tokens: int,
     count_tokens: CountTokens,
     *,
     input: BaseModel | dict[str, Any] | None = None,
     prepared: BaseModel | dict[str, Any] | None = None,
-) -> list[list[BaseModel | dict[str, Any]]]:
+) -> list[list[Partial]]:
     """Consecutive groups of partial outputs whose reduce messages fit; one group when all fit.
 
     Reduce each group of two or more, then plan again with the results, until one output is left.
@@ -167,7 +170,8 @@ def plan_reduce(
         messages = reduce_messages(task, parts[start:end], inp, ready)
         return count_tokens(messages) <= max_input_tokens
 
-    groups, start = [], 0
+    groups: list[list[Partial]] = []
+    start = 0
     while start < len(parts):
         end = _longest_fit(start, len(parts), fits)
         if end - start < 2 and len(parts) - start > 1:

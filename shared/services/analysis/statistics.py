@@ -243,14 +243,14 @@ def _tool_calls(events: list[Event]) -> list[_Call]:
             continue
         key = (ev.session, ev.tool)
         if ev.kind in PRE_TOOL:
-            call = _Call(ev.session, ev.tool, started=ev.at, duration_ms=ev.duration_ms, error=ev.error)
-            calls.append(call)
+            opened = _Call(ev.session, ev.tool, started=ev.at, duration_ms=ev.duration_ms, error=ev.error)
+            calls.append(opened)
             if ev.call_id:
-                open_by_id[ev.call_id] = call
+                open_by_id[ev.call_id] = opened
             else:
-                open_by_key[key].append(call)
+                open_by_key[key].append(opened)
             continue
-        call = None
+        call: _Call | None = None
         if ev.kind in POST_TOOL:
             call = open_by_id.pop(ev.call_id, None) if ev.call_id else None
             if call is None and open_by_key[key]:

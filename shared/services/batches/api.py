@@ -59,7 +59,7 @@ class BatchApi:
     async def get(self, principal: Principal, batch_id: str) -> dict[str, Any]:
         return (await self._load_for(principal, batch_id)).public()
 
-    async def list(self, principal: Principal, *, limit: int, after: str | None) -> dict[str, Any]:
+    async def list_page(self, principal: Principal, *, limit: int, after: str | None) -> dict[str, Any]:
         cursor = (await self._load_for(principal, after)).ts if after else None
         return await records.owned_page(
             self._state.documents,

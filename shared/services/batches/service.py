@@ -90,8 +90,8 @@ class BatchService:
     async def get(self, principal: Principal, batch_id: str) -> dict[str, Any]:
         return await self._api.get(principal, batch_id)
 
-    async def list(self, principal: Principal, *, limit: int, after: str | None) -> dict[str, Any]:
-        return await self._api.list(principal, limit=limit, after=after)
+    async def list_page(self, principal: Principal, *, limit: int, after: str | None) -> dict[str, Any]:
+        return await self._api.list_page(principal, limit=limit, after=after)
 
     async def cancel(self, principal: Principal, batch_id: str) -> dict[str, Any]:
         return await self._api.cancel(principal, batch_id)

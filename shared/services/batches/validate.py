@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from pydantic import BaseModel
@@ -214,7 +214,7 @@ class BatchStarter:
                 param="body.model",
                 code="model_not_allowed",
             )
-        return Request(0, custom_id, body)
+        return Request(0, custom_id, cast(dict[str, Any], body))  # validate_body refuses a non-object
 
     def _served(self, name: str) -> bool:
         try:

@@ -21,8 +21,11 @@ MAX_TOOL_OUTPUT_CHARS = 20_000
 
 
 class Agent:
-    def __init__(self, run: Run, tools: dict[str, Tool], files: FileService, settings: ToolSettings) -> None:
+    def __init__(
+        self, run: Run, spec: JobCreate, tools: dict[str, Tool], files: FileService, settings: ToolSettings
+    ) -> None:
         self._run = run
+        self._spec = spec  # run.spec, as the agent job's own type
         self._tools = tools
         self._files = files
         self._settings = settings
@@ -30,7 +33,7 @@ class Agent:
     async def run(self) -> Any:
         """The agent's final answer; raises Stop when a limit or a cancel ends the run first."""
         run = self._run
-        job, spec = run.job, run.spec
+        job, spec = run.job, self._spec
         if not job.messages:
             job.messages = first_messages(spec)
         while True:
@@ -49,7 +52,7 @@ class Agent:
 
     async def _model_step(self, tool_specs: list[dict[str, Any]]) -> None:
         run = self._run
-        job, spec = run.job, run.spec
+        job, spec = run.job, self._spec
         number = job.step + 1
         await run.event("step.started", {"step": number, "kind": "model"})
         # Checked as a chat request is, so a conversation that can never be sent fails the job

@@ -193,7 +193,8 @@ class WebhookSender:
 async def _first_words(response: httpx.Response) -> str:
     """At most MAX_ANSWER_BYTES of the answer, as a short text for the event; the rest unread."""
     head = bytearray()
-    async with contextlib.aclosing(response.aiter_raw()) as chunks:
+    # httpx annotates aiter_raw() as an AsyncIterator; it is an async generator, which has aclose().
+    async with contextlib.aclosing(response.aiter_raw()) as chunks:  # type: ignore[type-var]
         async for chunk in chunks:
             head += chunk
             if len(head) >= MAX_ANSWER_BYTES:

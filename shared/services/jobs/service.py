@@ -75,7 +75,7 @@ class JobService:
     async def get(self, principal: Principal, job_id: str) -> dict[str, Any]:
         return await self._api.get(principal, job_id)
 
-    async def list(self, principal: Principal, *, limit: int, after: str | None) -> dict[str, Any]:
+    async def list_page(self, principal: Principal, *, limit: int, after: str | None) -> dict[str, Any]:
         return await self._api.list_page(principal, limit=limit, after=after)
 
     async def cancel(self, principal: Principal, job_id: str) -> dict[str, Any]:

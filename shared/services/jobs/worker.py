@@ -192,11 +192,8 @@ class JobWorker:
         }
         job = await self._store.load(job_id)
         if job is None:
-            key_id = (
-                raw.get("key_id")
-                if isinstance(raw, dict) and isinstance(raw.get("key_id"), str)
-                else "unknown"
-            )
+            sent_key = raw.get("key_id") if isinstance(raw, dict) else None
+            key_id = sent_key if isinstance(sent_key, str) else "unknown"
             record = _failed_record(job_id, key_id, {"message": _clip(raw)}, error)
             with contextlib.suppress(ConflictError):
                 await self._store.create(record)
@@ -279,8 +276,10 @@ class JobWorker:
         """Run the job to its end: the ended item (None if another run took the job over)."""
         try:
             # Stored before today's checks, it may not pass them.
-            spec: JobCreate | ResponseJobSpec = validate_body(
-                ResponseJobSpec if job.type == "response" else JobCreate, job.spec
+            spec: JobCreate | ResponseJobSpec = (
+                validate_body(ResponseJobSpec, job.spec)
+                if job.type == "response"
+                else validate_body(JobCreate, job.spec)
             )
         except InvalidRequestError as exc:
             return await self._finish(job, "failed", error=_error(exc))
@@ -296,7 +295,7 @@ class JobWorker:
             elif job.type == "agent":
                 assert isinstance(spec, JobCreate)
                 tools = self._tools(spec.tools, self._tool_settings)
-                result = await Agent(run, tools, self._files, self._tool_settings).run()
+                result = await Agent(run, spec, tools, self._files, self._tool_settings).run()
             else:
                 result = await run_analysis(run, self._analysis)
             return await self._finish(job, "completed", result=result)

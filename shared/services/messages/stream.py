@@ -51,7 +51,7 @@ class ChatToEvents:
         self._usage: Mapping[str, Any] | None = None
 
     def start(self) -> list[Event]:
-        message = {
+        message: dict[str, Any] = {
             "id": self._id,
             "type": "message",
             "role": "assistant",
@@ -120,7 +120,12 @@ class ChatToEvents:
             self._close(events)
             self._tools[index] = self._blocks
             name = function.get("name") or ""
-            block = {"type": "tool_use", "id": call.get("id") or "", "name": name, "input": {}}
+            block: dict[str, Any] = {
+                "type": "tool_use",
+                "id": call.get("id") or "",
+                "name": name,
+                "input": {},
+            }
             self._begin(events, "tool_use", block)
         if arguments := function.get("arguments"):
             self._text.append(arguments)

@@ -185,10 +185,11 @@ def _assistant(blocks: Sequence[ContentBlock]) -> list[dict[str, Any]]:
 
 def _tool_result(block: ToolResultBlock) -> tuple[str, list[Part]]:
     """The tool message's text, and the images and documents that must follow it as user content."""
+    attached: list[Part] = []
     if isinstance(block.content, str):
-        text, attached = block.content, []
+        text = block.content
     else:
-        texts, attached = [], []
+        texts: list[str] = []
         for item in block.content or ():
             if isinstance(item, TextBlock):
                 texts.append(item.text)

@@ -59,7 +59,8 @@ class BackgroundRuns(Protocol):
     ) -> None: ...
     async def stop(self, job_id: str) -> None: ...
     async def run_status(self, job_id: str) -> Any: ...
-    async def follow(self, job_id: str, after: int) -> AsyncIterator[tuple[int, str, Any]]: ...
+    # Not `async def`: an iterator is returned at once, as JobService.follow does, not awaited.
+    def follow(self, job_id: str, after: int) -> AsyncIterator[tuple[int, str, Any]]: ...
 
 
 @dataclass
@@ -321,19 +322,19 @@ class ResponsesService:
     async def _start_background(
         self, record: ResponseRecord, principal: Principal, *, follow: bool
     ) -> Created:
-        record.job_id = f"job_{record.id}"
+        job_id = record.job_id = f"job_{record.id}"
         record = await self._store.create(record)
         spec = ResponseJobSpec(
             model=record.model, response_id=record.id, max_cost_usd=self._max_cost, timeout_s=MAX_TIMEOUT_S
         )
         opened = ResponseEvents(translate.snapshot(record)).opened(queued=True)
         try:
-            await self._jobs().enqueue(principal, record.job_id, spec.model_dump(mode="json"), opened)
+            await self._jobs().enqueue(principal, job_id, spec.model_dump(mode="json"), opened)
         except Exception:
             with contextlib.suppress(Exception):
                 await self._store.delete(record)
             raise
-        log.info("response %s queued as job %s", record.id, record.job_id)
+        log.info("response %s queued as job %s", record.id, job_id)
         if follow:
             return Created(events=self._follow(record, None))
         return Created(response=translate.public(record))

@@ -61,7 +61,7 @@ class ResponseRunner:
         def save(current: ResponseRecord) -> bool:
             if current.status in ENDED:
                 return False
-            current.output, current.status, current.incomplete_details = output, status, incomplete  # type: ignore[assignment]
+            current.output, current.status, current.incomplete_details = output, status, incomplete
             current.usage = translate.response_usage(completion.get("usage"))
             current.model = str(completion.get("model") or current.model)
             current.completed_at = time.time()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from shared.clients.protocols import ModelFeatures
 from shared.models.responses import (
@@ -228,7 +228,13 @@ def response_format(text_format: Mapping[str, Any]) -> dict[str, Any]:
 # --- a chat completion out as output items ---------------------------------------------------------
 
 
-def output_from_completion(completion: Mapping[str, Any]) -> tuple[list[Item], str, dict[str, str] | None]:
+# How a response that got an answer ends.
+Finished = Literal["completed", "incomplete"]
+
+
+def output_from_completion(
+    completion: Mapping[str, Any],
+) -> tuple[list[Item], Finished, dict[str, str] | None]:
     """The first choice as output items, with the response's status and `incomplete_details`."""
     choice = (completion.get("choices") or [{}])[0]
     message = choice.get("message") or {}
@@ -267,7 +273,7 @@ def function_call_item(item_id: str, call_id: str, name: str, status: str) -> It
     }
 
 
-def status_for(finish_reason: str | None) -> tuple[str, dict[str, str] | None]:
+def status_for(finish_reason: str | None) -> tuple[Finished, dict[str, str] | None]:
     """A chat finish reason as the response's status and `incomplete_details`."""
     if finish_reason == "length":
         return "incomplete", {"reason": "max_output_tokens"}

@@ -146,7 +146,7 @@ def _peer_guard(expected: IPAddress) -> Callable[[str, dict[str, Any]], Awaitabl
         if event != "connection.connect_tcp.complete":
             return
         stream = info.get("return_value")
-        if reason := _wrong_peer(stream, expected):
+        if stream is not None and (reason := _wrong_peer(stream, expected)):
             await stream.aclose()
             raise ToolBlocked(reason)
 
