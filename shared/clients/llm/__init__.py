@@ -6,7 +6,8 @@ selection.py       deployment health, per-deployment rpm/tpm, routing strategies
 openai_wire.py     the native adapter for OpenAI-wire providers (openai/, azure/)
 litellm_adapter.py the LiteLLM adapter for every other provider (the only `litellm` importer)
 anthropic_wire.py  the native adapter for Anthropic's Messages API (anthropic/ deployments)
-relay.py           streams relayed chunk by chunk
+relay.py           streams relayed chunk by chunk (the loop every wire's relay shares)
+transport.py       the native adapters' pooled HTTP and its failures
 messages_relay.py  Anthropic streams relayed event by event
 responses_relay.py Responses streams of deployments that serve /responses, relayed event by event
 byte_relay.py      binary answers (speech) relayed block by block

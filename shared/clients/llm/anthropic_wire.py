@@ -13,7 +13,7 @@ Streams are decoded as their bytes arrive and relayed event by event (messages_r
 Retry-After, 400/413 are the client's (a too-long prompt is a context-window failure), 401/403/404
 are Cirrus's credentials or deployment, 5xx and 529 (overloaded) are retried.
 
-Transport: one pooled aiohttp session, as the OpenAI-wire adapter (see its docstring for why).
+Transport: one pooled aiohttp session, as the OpenAI-wire adapter's (transport.py).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import orjson
 
 from shared.clients.llm import errors
 from shared.clients.llm.deployments import ANTHROPIC_DEFAULT_BASE, Deployment
+from shared.clients.llm.transport import Pool, json_object
 from shared.sse import DataDecoder
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -44,9 +45,7 @@ class AnthropicWireAdapter:
     """See the module docstring. Raises `errors.AttemptFailed` for every provider failure."""
 
     def __init__(self, *, max_connections: int = 256, keepalive_seconds: float = 30.0) -> None:
-        self._max_connections = max_connections
-        self._keepalive = keepalive_seconds
-        self._session: aiohttp.ClientSession | None = None
+        self._pool = Pool(max_connections=max_connections, keepalive_seconds=keepalive_seconds)
         self._targets: dict[str, _Target] = {}
 
     async def create(
@@ -54,25 +53,11 @@ class AnthropicWireAdapter:
     ) -> dict[str, Any]:
         """Anthropic's Message for `body`."""
         target = self._target(deployment)
-        try:
-            async with self._http().post(
-                target.url,
-                data=_body(deployment, body, stream=False),
-                headers=_headers(target, beta),
-                timeout=target.json_timeout,
-            ) as response:
-                raw = await response.read()
-                if response.status >= 400:
-                    raise errors.from_response(response.status, raw, response.headers)
-        except TimeoutError:
-            raise errors.timed_out() from None
-        except aiohttp.ClientError:
-            raise errors.unreachable() from None
-        try:
-            answer = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            answer = None
-        if not isinstance(answer, dict) or answer.get("type") != "message":
+        raw, _ = await self._pool.post(
+            target.url, _body(deployment, body, stream=False), _headers(target, beta), target.json_timeout
+        )
+        answer = json_object(raw, "a Message")
+        if answer.get("type") != "message":
             raise errors.AttemptFailed(
                 errors.UpstreamError("The model provider returned an answer that is not a Message.")
             )
@@ -83,39 +68,13 @@ class AnthropicWireAdapter:
     ) -> AsyncIterator[dict[str, Any]]:
         """Anthropic's stream events as they arrive; the connection is open once this returns."""
         target = self._target(deployment)
-        try:
-            response = await self._http().post(
-                target.url,
-                data=_body(deployment, body, stream=True),
-                headers=_headers(target, beta),
-                timeout=target.stream_timeout,
-            )
-        except TimeoutError:
-            raise errors.timed_out() from None
-        except aiohttp.ClientError:
-            raise errors.unreachable() from None
-        if response.status >= 400:
-            try:
-                raw = await response.read()
-            except (TimeoutError, aiohttp.ClientError):
-                raw = b""
-            finally:
-                response.release()
-            raise errors.from_response(response.status, raw, response.headers)
+        response = await self._pool.open_post(
+            target.url, _body(deployment, body, stream=True), _headers(target, beta), target.stream_timeout
+        )
         return _events(response)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    def _http(self) -> aiohttp.ClientSession:
-        # Created on first use: aiohttp binds a session to the running event loop.
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections, keepalive_timeout=self._keepalive, ttl_dns_cache=300
-            )
-            self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
-        return self._session
+        await self._pool.close()
 
     def _target(self, deployment: Deployment) -> _Target:
         target = self._targets.get(deployment.id)

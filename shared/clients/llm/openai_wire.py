@@ -35,6 +35,7 @@ from shared.clients.llm import errors
 from shared.clients.llm.deployments import Deployment
 from shared.clients.llm.operations import OpenedBytes, Operation
 from shared.clients.llm.shapes import complete_chat, complete_text
+from shared.clients.llm.transport import Pool, json_object
 from shared.clients.protocols import UploadedFile
 from shared.sse import DataDecoder
 
@@ -71,10 +72,8 @@ class OpenAIWireAdapter:
         keepalive_seconds: float = 30.0,
         azure_credential: CredentialFactory | None = None,
     ) -> None:
-        self._max_connections = max_connections
-        self._keepalive = keepalive_seconds
+        self._pool = Pool(max_connections=max_connections, keepalive_seconds=keepalive_seconds)
         self._credential_factory = azure_credential
-        self._session: aiohttp.ClientSession | None = None
         self._targets: dict[tuple[str, Operation], _Target] = {}
         self._token_providers: dict[str, TokenProvider] = {}
         self._credentials: list[Any] = []  # the ones this adapter created and must close
@@ -84,28 +83,10 @@ class OpenAIWireAdapter:
     async def complete(self, deployment: Deployment, op: Operation, params: dict[str, Any]) -> dict[str, Any]:
         target = self._target(deployment, op)
         headers = await self._headers(deployment, target)
-        try:
-            async with self._http().post(
-                target.url,
-                data=self._body(deployment, target, params),
-                headers=headers,
-                timeout=target.json_timeout,
-            ) as response:
-                raw = await response.read()
-                if response.status >= 400:
-                    raise errors.from_response(response.status, raw, response.headers)
-        except TimeoutError:
-            raise errors.timed_out() from None
-        except aiohttp.ClientError:
-            raise errors.unreachable() from None
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = None
-        if not isinstance(body, dict):
-            raise errors.AttemptFailed(
-                errors.UpstreamError("The model provider returned an answer that is not JSON.")
-            )
+        raw, _ = await self._pool.post(
+            target.url, self._body(deployment, target, params), headers, target.json_timeout
+        )
+        body = json_object(raw)
         if op is Operation.CHAT:
             return complete_chat(body)
         if op is Operation.TEXT:
@@ -117,25 +98,9 @@ class OpenAIWireAdapter:
     ) -> AsyncIterator[dict[str, Any]]:
         target = self._target(deployment, op)
         headers = await self._headers(deployment, target)
-        try:
-            response = await self._http().post(
-                target.url,
-                data=self._body(deployment, target, params),
-                headers=headers,
-                timeout=target.stream_timeout,
-            )
-        except TimeoutError:
-            raise errors.timed_out() from None
-        except aiohttp.ClientError:
-            raise errors.unreachable() from None
-        if response.status >= 400:
-            try:
-                raw = await response.read()
-            except (TimeoutError, aiohttp.ClientError):
-                raw = b""
-            finally:
-                response.release()
-            raise errors.from_response(response.status, raw, response.headers)
+        response = await self._pool.open_post(
+            target.url, self._body(deployment, target, params), headers, target.stream_timeout
+        )
         return _events(response)
 
     async def complete_form(
@@ -149,66 +114,29 @@ class OpenAIWireAdapter:
         form = aiohttp.FormData()
         for name, value in _form_fields(self._payload(deployment, target, params)):
             form.add_field(name, value)
-        try:
-            with upload.open() as file:
-                form.add_field("file", file, filename=upload.filename, content_type=upload.content_type)
-                async with self._http().post(
-                    target.url, data=form, headers=headers, timeout=target.json_timeout
-                ) as response:
-                    raw = await response.read()
-                    if response.status >= 400:
-                        raise errors.from_response(response.status, raw, response.headers)
-                    content_type = response.headers.get("content-type", "")
-        except TimeoutError:
-            raise errors.timed_out() from None
-        except aiohttp.ClientError:
-            raise errors.unreachable() from None
-        if "json" not in content_type:  # response_format text, srt or vtt
+        with upload.open() as file:
+            form.add_field("file", file, filename=upload.filename, content_type=upload.content_type)
+            raw, answered = await self._pool.post(target.url, form, headers, target.json_timeout)
+        if "json" not in answered.get("content-type", ""):  # response_format text, srt or vtt
             return {"text": raw.decode("utf-8", "replace")}
-        return _json_object(raw)
+        return json_object(raw)
 
     async def open_bytes(self, deployment: Deployment, op: Operation, params: dict[str, Any]) -> OpenedBytes:
         target = self._target(deployment, op)
         headers = {**await self._headers(deployment, target), "accept": "*/*"}
-        try:
-            response = await self._http().post(
-                target.url,
-                data=self._body(deployment, target, params),
-                headers=headers,
-                timeout=target.stream_timeout,
-            )
-        except TimeoutError:
-            raise errors.timed_out() from None
-        except aiohttp.ClientError:
-            raise errors.unreachable() from None
-        if response.status >= 400:
-            try:
-                raw = await response.read()
-            except (TimeoutError, aiohttp.ClientError):
-                raw = b""
-            finally:
-                response.release()
-            raise errors.from_response(response.status, raw, response.headers)
+        response = await self._pool.open_post(
+            target.url, self._body(deployment, target, params), headers, target.stream_timeout
+        )
         content_type = response.headers.get("content-type") or "application/octet-stream"
         return OpenedBytes(content_type, _blocks(response))
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._pool.close()
         for credential in self._credentials:
             with contextlib.suppress(Exception):
                 await credential.close()
 
     # --- addressing ---------------------------------------------------------------------------
-
-    def _http(self) -> aiohttp.ClientSession:
-        # Created on first use: aiohttp binds a session to the running event loop.
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections, keepalive_timeout=self._keepalive, ttl_dns_cache=300
-            )
-            self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
-        return self._session
 
     def _target(self, deployment: Deployment, op: Operation) -> _Target:
         key = (deployment.id, op)
@@ -270,18 +198,6 @@ class OpenAIWireAdapter:
         if isinstance(extra, dict):
             body.update(extra)
         return body
-
-
-def _json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        body = None
-    if not isinstance(body, dict):
-        raise errors.AttemptFailed(
-            errors.UpstreamError("The model provider returned an answer that is not JSON.")
-        )
-    return body
 
 
 def _form_fields(body: dict[str, Any]) -> list[tuple[str, str]]:
