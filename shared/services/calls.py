@@ -386,6 +386,25 @@ async def _prepend(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
         await rest.aclose()  # type: ignore[attr-defined]  # an async generator
 
 
+async def metered(stream: ModelStream, meter: Meter) -> AsyncIterator[dict[str, Any]]:
+    """The router's stream relayed as it is; the meter notes the first token, and however the
+    stream ends (done, failed, the client gone) it is closed and the meter finished."""
+    upstream = aiter(stream)
+    error: BaseException | None = None
+    first = True
+    try:
+        async for item in upstream:
+            if first:
+                meter.first_token()
+                first = False
+            yield item
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        await close_stream(stream, upstream, meter, error)
+
+
 async def close_stream(
     stream: ModelStream,
     upstream: AsyncIterator[Any],

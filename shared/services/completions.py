@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from shared.clients.protocols import EmbeddingResult, LLMRouter, ModelResult, ModelStream, ServedBy
+from shared.clients.protocols import EmbeddingResult, LLMRouter, ModelResult, ServedBy
 from shared.models.requests import CompletionCreate, EmbeddingCreate
-from shared.services.calls import CallContext, Meter, Metering, check_model, close_stream, primed
+from shared.services.calls import CallContext, Meter, Metering, check_model, metered, primed
 from shared.services.model_catalog import ModelCatalog
 
 OPENAI_DEFAULT_MAX_TOKENS = 16  # what /v1/completions generates when max_tokens is not given
@@ -34,7 +34,7 @@ class CompletionService:
     async def open_stream(self, request: CompletionCreate, call: CallContext) -> OpenCompletionStream:
         meter = await self._start(request, call)
         stream = await meter.call(self._metering.llm.text_completion_stream(request.upstream_params()))
-        return OpenCompletionStream(stream.served_by, await primed(_relay(stream, meter)))
+        return OpenCompletionStream(stream.served_by, await primed(metered(stream, meter)))
 
     async def _start(self, request: CompletionCreate, call: CallContext) -> Meter:
         llm = self._metering.llm
@@ -80,20 +80,6 @@ class EmbeddingService:
         result = await meter.call(self._metering.llm.embed(request.upstream_params()))
         meter.finish(served_by=result.served_by, input_tokens=result.input_tokens)
         return result
-
-
-async def _relay(stream: ModelStream, meter: Meter) -> AsyncIterator[dict[str, Any]]:
-    upstream = aiter(stream)
-    error: BaseException | None = None
-    try:
-        async for chunk in upstream:
-            meter.first_token()
-            yield chunk
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:
-        await close_stream(stream, upstream, meter, error)
 
 
 def _inputs(value: str | list[Any]) -> list[str | list[int]]:

@@ -85,6 +85,7 @@ from shared.errors import CirrusError, InvalidRequestError, UpstreamError
 log = logging.getLogger("cirrus.llm")
 
 T = TypeVar("T")
+E = TypeVar("E")  # what a stream yields: events, chunks, bytes
 INITIAL_RETRY_DELAY = 0.5  # LiteLLM's backoff: 0.5 s, doubling, at most 8 s
 MAX_RETRY_DELAY = 8.0
 MAX_RETRY_AFTER = 60.0  # a longer Retry-After is not waited for: the backoff applies instead
@@ -195,17 +196,11 @@ class ModelRouter:
         op, upstream = Operation.TRANSCRIBE, dict(params)
 
         async def attempt(deployment: Deployment) -> dict[str, Any]:
-            books = self._open_attempt(deployment, op)
-            try:
-                body = await self._adapter(deployment).complete_form(deployment, op, upstream, audio)
-            except AttemptFailed as failure:
-                books.failed(failure)
-                raise
-            except BaseException:
-                books.abandoned()
-                raise
-            books.succeeded(time.perf_counter() - books.started, 0)
-            return body
+            return await self._booked(
+                deployment,
+                op,
+                lambda: self._adapter(deployment).complete_form(deployment, op, upstream, audio),
+            )
 
         body, served_by = await self._route(op, upstream, attempt)
         return ModelAnswer(surface_shapes.transcription(body), served_by)
@@ -214,24 +209,16 @@ class ModelRouter:
         op, upstream = Operation.SPEECH, dict(params)
 
         async def attempt(deployment: Deployment) -> OpenedBody:
-            books = self._open_attempt(deployment, op)
-            chunks = None
-            try:
+            opened = None
+
+            async def chunks() -> AsyncIterator[bytes]:
+                nonlocal opened
                 opened = await self._adapter(deployment).open_bytes(deployment, op, upstream)
-                chunks = opened.chunks
-                try:
-                    first = await anext(chunks)
-                except StopAsyncIteration:
-                    raise errors.cut_short() from None
-            except AttemptFailed as failure:
-                await _close(chunks)
-                books.failed(failure)
-                raise
-            except BaseException:
-                await _close(chunks)
-                books.abandoned()
-                raise
-            return OpenedBody(books, opened, first, time.perf_counter())
+                return opened.chunks
+
+            books, _, first, first_at = await self._first(deployment, op, chunks)
+            assert opened is not None
+            return OpenedBody(books, opened, first, first_at)
 
         opened, served_by = await self._route(op, upstream, attempt)
         return RoutedBytes(opened, served_by)
@@ -260,18 +247,12 @@ class ModelRouter:
 
     def _call(self, op: Operation, params: dict[str, Any]) -> AttemptFn[dict[str, Any]]:
         async def attempt(deployment: Deployment) -> dict[str, Any]:
-            books = self._open_attempt(deployment, op)
-            try:
-                body = await self._adapter(deployment).complete(deployment, op, params)
-            except AttemptFailed as failure:
-                books.failed(failure)
-                raise
-            except BaseException:
-                books.abandoned()
-                raise
-            usage = body.get("usage") or {}
-            books.succeeded(time.perf_counter() - books.started, int(usage.get("total_tokens") or 0))
-            return body
+            return await self._booked(
+                deployment,
+                op,
+                lambda: self._adapter(deployment).complete(deployment, op, params),
+                lambda body: int((body.get("usage") or {}).get("total_tokens") or 0),
+            )
 
         return attempt
 
@@ -304,23 +285,51 @@ class ModelRouter:
         opener: Callable[[], Awaitable[AsyncIterator[dict[str, Any]]]],
     ) -> OpenedStream:
         """One streaming attempt, up to its first event: a failure before it is the attempt's."""
+        return OpenedStream(*await self._first(deployment, op, opener))
+
+    async def _first(
+        self, deployment: Deployment, op: Operation, opener: Callable[[], Awaitable[AsyncIterator[E]]]
+    ) -> tuple[Attempt, AsyncIterator[E], E, float]:
+        """An attempt opened up to its first item: the attempt (still open: its reader closes it),
+        the items, the first, and when it came. A failure before it is the attempt's, and closes
+        what was opened."""
         books = self._open_attempt(deployment, op)
-        events = None
+        items = None
         try:
-            events = await opener()
+            items = await opener()
             try:
-                first = await anext(events)
+                first = await anext(items)
             except StopAsyncIteration:
                 raise errors.cut_short() from None
         except AttemptFailed as failure:
-            await _close(events)
+            await _close(items)
             books.failed(failure)
             raise
         except BaseException:
-            await _close(events)
+            await _close(items)
             books.abandoned()
             raise
-        return OpenedStream(books, events, first, time.perf_counter())
+        return books, items, first, time.perf_counter()
+
+    async def _booked(
+        self,
+        deployment: Deployment,
+        op: Operation,
+        work: Callable[[], Awaitable[T]],
+        tokens: Callable[[T], int] = lambda _: 0,
+    ) -> T:
+        """One attempt at a whole answer, with its verdict in the deployment's books."""
+        books = self._open_attempt(deployment, op)
+        try:
+            answer = await work()
+        except AttemptFailed as failure:
+            books.failed(failure)
+            raise
+        except BaseException:
+            books.abandoned()
+            raise
+        books.succeeded(time.perf_counter() - books.started, tokens(answer))
+        return answer
 
     def _open_attempt(self, deployment: Deployment, op: Operation) -> Attempt:
         return Attempt(self._selector, deployment, op, len(self._groups[deployment.model_name]))
@@ -347,17 +356,12 @@ class ModelRouter:
         async def attempt(deployment: Deployment) -> tuple[str, dict[str, Any]]:
             if not deployment.native_messages:
                 return "chat", await self._call(Operation.CHAT, chat.params())(deployment)
-            books = self._open_attempt(deployment, Operation.MESSAGES)
-            try:
-                answer = await self._anthropic.create(deployment, body, beta)
-            except AttemptFailed as failure:
-                books.failed(failure)
-                raise
-            except BaseException:
-                books.abandoned()
-                raise
-            tokens = chat_usage(answer.get("usage"))["total_tokens"]
-            books.succeeded(time.perf_counter() - books.started, tokens)
+            answer = await self._booked(
+                deployment,
+                Operation.MESSAGES,
+                lambda: self._anthropic.create(deployment, body, beta),
+                lambda answer: chat_usage(answer.get("usage"))["total_tokens"],
+            )
             return "anthropic", answer
 
         (wire, answer), served_by = await self._route(Operation.MESSAGES, _routing(body), attempt)
@@ -416,21 +420,21 @@ class ModelRouter:
         async def attempt(deployment: Deployment) -> tuple[str, dict[str, Any]]:
             if not deployment.native_responses:
                 return "chat", await self._call(Operation.CHAT, chat.params())(deployment)
-            books = self._open_attempt(deployment, Operation.RESPONSES)
-            try:
+
+            async def create() -> dict[str, Any]:
                 answer = await self._native.complete(deployment, Operation.RESPONSES, upstream)
                 if answer.get("object") != "response" or not isinstance(answer.get("output"), list):
                     raise AttemptFailed(
                         UpstreamError("The model provider returned an answer that is not a Response.")
                     )
-            except AttemptFailed as failure:
-                books.failed(failure)
-                raise
-            except BaseException:
-                books.abandoned()
-                raise
-            tokens = responses_chat_usage(answer.get("usage"))["total_tokens"]
-            books.succeeded(time.perf_counter() - books.started, tokens)
+                return answer
+
+            answer = await self._booked(
+                deployment,
+                Operation.RESPONSES,
+                create,
+                lambda answer: responses_chat_usage(answer.get("usage"))["total_tokens"],
+            )
             return "responses", answer
 
         (wire, answer), served_by = await self._route(Operation.RESPONSES, {"model": body["model"]}, attempt)

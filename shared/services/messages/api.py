@@ -20,13 +20,13 @@ from typing import Any
 
 import orjson
 
-from shared.clients.protocols import MessagesStream, ServedBy
+from shared.clients.protocols import ServedBy
 from shared.errors import InvalidRequestError
 from shared.models.messages import CountTokensCreate, MessageCreate
 from shared.models.requests import ChatCompletionCreate
 from shared.models.validation import validate_body
 from shared.services.cache import CacheStatus
-from shared.services.calls import CallContext, Meter, Metering, check_model, close_stream, primed
+from shared.services.calls import CallContext, Meter, Metering, check_model, metered, primed
 from shared.services.chat import ChatService
 from shared.services.messages.stream import ChatToEvents, message_events
 from shared.services.messages.translate import chat_messages, from_chat, output_cap, to_chat
@@ -96,7 +96,7 @@ class MessagesService:
             self._llm.messages_stream(body, lambda: self._chat_params(request), beta=beta)
         )
         # From here the relay owns the meter and the upstream stream, and closes both.
-        relayed = self._relay(stream, meter)
+        relayed = metered(stream, meter)
         if stream.wire == "anthropic":
             return MessageStream(stream.served_by, await primed(relayed))
         translation = self._translation(request, stream.served_by.model)
@@ -162,22 +162,6 @@ class MessagesService:
                 "gen_ai.request.top_k": request.top_k,
             },
         )
-
-    async def _relay(self, stream: MessagesStream, meter: Meter) -> AsyncIterator[dict[str, Any]]:
-        upstream = aiter(stream)
-        error: BaseException | None = None
-        first = True
-        try:
-            async for item in upstream:
-                if first:
-                    meter.first_token()
-                    first = False
-                yield item
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            await close_stream(stream, upstream, meter, error)
 
 
 def _as_messages(call: CallContext) -> CallContext:

@@ -23,13 +23,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from shared.clients.protocols import BlobStore, DocumentStore, LLMRouter, ResponsesStream, ServedBy
+from shared.clients.protocols import BlobStore, DocumentStore, LLMRouter, ServedBy
 from shared.errors import InvalidRequestError, as_cirrus_error
 from shared.models.jobs import MAX_TIMEOUT_S, ResponseJobSpec
 from shared.models.responses import ENDED, ResponseCreate, ResponseRecord
 from shared.services.auth import Principal
 from shared.services.cache import CacheStatus
-from shared.services.calls import DEFAULT_OUTPUT_CAP, CallContext, Meter, Metering, close_stream
+from shared.services.calls import DEFAULT_OUTPUT_CAP, CallContext, Meter, Metering, metered
 from shared.services.chat import ChatService, OpenStream
 from shared.services.model_catalog import ModelCatalog
 from shared.services.responses import passthrough, translate
@@ -163,7 +163,7 @@ class ResponsesService:
         if request.stream:
             stream = await meter.call(self._llm.responses_stream(body, chat_params))
             record.model = stream.served_by.model
-            relayed = _metered(stream, meter)  # from here it closes the upstream stream and the meter
+            relayed = metered(stream, meter)  # from here it closes the upstream stream and the meter
             if stream.wire == "responses":
                 return Created(events=self._native_live(record, request, relayed), served_by=stream.served_by)
             chunks = OpenStream(stream.served_by, relayed, CacheStatus.OFF, None, usage=lambda: stream.usage)
@@ -449,24 +449,6 @@ class ResponsesService:
             return True
 
         return await self._store.update(record.id, end)
-
-
-async def _metered(stream: ResponsesStream, meter: Meter) -> AsyncIterator[dict[str, Any]]:
-    """The router's stream, relayed; it finishes the meter and closes the stream however it ends."""
-    upstream = aiter(stream)
-    error: BaseException | None = None
-    first = True
-    try:
-        async for item in upstream:
-            if first:
-                meter.first_token()
-                first = False
-            yield item
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:
-        await close_stream(stream, upstream, meter, error)
 
 
 def _outcome(job: Any) -> tuple[str, dict[str, str] | None]:
