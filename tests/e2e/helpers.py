@@ -233,3 +233,29 @@ def wait_response(client: openai.OpenAI, response_id: str, until: set[str] = RES
             return response
         assert time.time() < deadline, f"response still {response.status}"
         time.sleep(0.2)
+
+
+# --- the Responses API ----------------------------------------------------------------------------
+
+# A function tool in the Responses API's shape.
+WEATHER_FUNCTION = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+        "additionalProperties": False,
+    },
+}
+
+
+def sdk_body(model: Any) -> dict[str, Any]:
+    """What the server sent, as the SDK parsed it (for checking against OpenAI's schemas)."""
+    return model.model_dump(mode="json", exclude_unset=True, by_alias=True)
+
+
+def provider_requests(provider: httpx.Client) -> list[dict[str, Any]]:
+    """Every request the fake provider received, oldest first (its path, headers and body)."""
+    return provider.get("/_control/requests").json()

@@ -4,13 +4,10 @@ import httpx
 import openai
 import pytest
 
+from tests.e2e.helpers import provider_requests
 from tests.openapi import assert_matches
 
 MODEL = "cirrus-local"
-
-
-def upstream_requests(provider):
-    return provider.get("/_control/requests").json()
 
 
 def raw_stream(stack):
@@ -36,7 +33,7 @@ def test_non_streaming_chat(stack, provider):
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage.total_tokens > 0
     assert_matches("CreateChatCompletionResponse", completion.model_dump(mode="json", exclude_unset=True))
-    (sent,) = upstream_requests(provider)
+    (sent,) = provider_requests(provider)
     assert sent["body"]["temperature"] == 0.2 and sent["body"]["user"] == "e2e-user"
 
 
@@ -65,7 +62,7 @@ def test_streaming_chat_arrives_incrementally(stack, provider):
             first_text = chunk.choices[0].delta.content
             break
     # The first words are here while the provider is still sending the rest: nothing was buffered.
-    (upstream,) = upstream_requests(provider)
+    (upstream,) = provider_requests(provider)
     assert upstream["streaming"] is True
     assert first_text == "one"
     rest = list(chunks)
@@ -187,7 +184,7 @@ def test_tools_on_a_model_without_tool_calling_are_refused_before_the_provider(s
             model="cirrus-no-tools", messages=[{"role": "user", "content": "Weather?"}], tools=[tool]
         )
     assert info.value.body["param"] == "tools" and info.value.body["code"] == "model_not_supported"
-    assert upstream_requests(provider) == []
+    assert provider_requests(provider) == []
 
 
 def test_client_cannot_choose_the_provider_url(stack, provider):
@@ -198,7 +195,7 @@ def test_client_cannot_choose_the_provider_url(stack, provider):
             extra_body={"api_base": "http://169.254.169.254/"},
         )
     assert info.value.body["param"] == "api_base"
-    assert upstream_requests(provider) == []
+    assert provider_requests(provider) == []
 
 
 def test_request_id_is_echoed_or_made(stack):

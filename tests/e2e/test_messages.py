@@ -10,7 +10,7 @@ import httpx
 import pydantic
 import pytest
 
-from tests.e2e.helpers import anthropic_client, script, sse_events
+from tests.e2e.helpers import anthropic_client, provider_requests, script, sse_events
 
 TRANSLATED = "cirrus-local"  # an OpenAI-wire deployment: Messages become chat completions
 NATIVE = "cirrus-claude"  # an Anthropic deployment: Messages pass through to its /v1/messages
@@ -23,10 +23,6 @@ WEATHER = {
     "description": "The weather in a city",
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
-
-
-def upstream(provider):
-    return provider.get("/_control/requests").json()
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -48,7 +44,7 @@ def test_create(stack, provider, model):
     assert message.stop_reason == "end_turn" and message.stop_sequence is None
     assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
     assert raw.http_response.headers["x-cirrus-model"] == model
-    (sent,) = upstream(provider)
+    (sent,) = provider_requests(provider)
     if model == NATIVE:
         assert sent["path"] == "/v1/messages"
         assert sent["body"]["system"] == "Be brief." and sent["body"]["model"] == "claude-sonnet-4-5"
@@ -124,7 +120,7 @@ def test_a_tool_use_round_trip(stack, provider, model):
         messages=[question, first.to_param(), {"role": "user", "content": [result]}],
     )
     assert second.stop_reason == "end_turn" and second.content[0].type == "text"
-    sent = upstream(provider)[-1]["body"]
+    sent = provider_requests(provider)[-1]["body"]
     if model == NATIVE:
         assert sent["messages"][-2]["content"][0]["id"] == call.id
         assert sent["messages"][-1] == {"role": "user", "content": [result]}
@@ -201,7 +197,7 @@ def test_errors_in_anthropics_envelope(stack, provider, model):
 
     with pytest.raises(anthropic.NotFoundError):
         client.messages.count_tokens(model="claude-nope", messages=hello)
-    assert upstream(provider) == []
+    assert provider_requests(provider) == []
 
     malformed = httpx.post(
         f"{stack.base_url}/v1/messages",
@@ -221,7 +217,7 @@ def test_tools_on_a_model_without_tool_calling_are_refused_before_the_provider(s
     )
     assert (status, body["error"]["type"]) == (400, "invalid_request_error")
     assert "does not support tools" in body["error"]["message"]
-    assert upstream(provider) == []
+    assert provider_requests(provider) == []
     assert client.messages.create(model="cirrus-no-tools", max_tokens=8, messages=hello).stop_reason
 
 
@@ -246,7 +242,7 @@ def test_the_beta_client_query_and_betas_are_accepted(stack, provider, model):
         model=model, messages=hello, betas=["token-counting-2024-11-01"]
     )
     assert counted.input_tokens > 0
-    (sent,) = upstream(provider)
+    (sent,) = provider_requests(provider)
     if model == NATIVE:
         headers = {k.lower(): v for k, v in sent["headers"].items()}
         assert headers["anthropic-beta"] == "context-management-2025-06-27"
@@ -260,7 +256,7 @@ def test_the_keys_rate_limit_is_a_rate_limit_error(stack, provider):
         client.messages.create(model=TRANSLATED, max_tokens=8, messages=hello)
     assert info.value.response.json()["error"]["type"] == "rate_limit_error"
     assert int(info.value.response.headers["retry-after"]) >= 1
-    assert len(upstream(provider)) == 1
+    assert len(provider_requests(provider)) == 1
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -312,7 +308,7 @@ def test_an_anthropic_deployment_gets_the_clients_betas_and_thinking(stack, prov
         messages=[{"role": "user", "content": "think"}],
         extra_headers={"anthropic-beta": "interleaved-thinking-2025-05-14"},
     )
-    (sent,) = upstream(provider)
+    (sent,) = provider_requests(provider)
     headers = {k.lower(): v for k, v in sent["headers"].items()}
     assert headers["anthropic-beta"] == "interleaved-thinking-2025-05-14"
     assert headers["x-api-key"] == "fake"  # the deployment's key, never the client's

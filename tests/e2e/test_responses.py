@@ -8,41 +8,29 @@ worker runs on a host of its own, as in test_job_workers.py.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tests.e2e.helpers import api, read_events, script, wait_response
+from tests.e2e.helpers import (
+    WEATHER_FUNCTION,
+    api,
+    provider_requests,
+    read_events,
+    script,
+    sdk_body,
+    wait_response,
+)
 from tests.openapi import assert_matches
-from tools.stack import LOOPBACK, fake_provider, free_port, local_host
 
 MODEL = "cirrus-local"
-WEATHER = {
-    "type": "function",
-    "name": "get_weather",
-    "description": "The weather in a city.",
-    "parameters": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-        "additionalProperties": False,
-    },
-}
-
-
-def body(model: Any) -> dict[str, Any]:
-    """What the server sent, as the SDK parsed it."""
-    return model.model_dump(mode="json", exclude_unset=True, by_alias=True)
 
 
 def sent_to_provider(provider: httpx.Client) -> list[dict[str, Any]]:
-    return [r["body"] for r in provider.get("/_control/requests").json()]
+    return [r["body"] for r in provider_requests(provider)]
 
 
 def assert_stream_valid(events: list[dict[str, Any]]) -> None:
@@ -72,14 +60,14 @@ def test_create_retrieve_and_delete(stack, provider):
     assert created.output_text
     assert created.usage.input_tokens > 0 and created.usage.output_tokens > 0
     assert created.metadata == {"team": "e2e"}
-    assert_matches("Response", body(created))
+    assert_matches("Response", sdk_body(created))
     (sent,) = sent_to_provider(provider)
     assert sent["messages"][0] == {"role": "system", "content": "Be brief."}
     assert sent["temperature"] == 0.3 and sent["max_completion_tokens"] == 64 and sent["user"] == "e2e-user"
 
     fetched = client.responses.retrieve(created.id)
     assert fetched.output_text == created.output_text and fetched.status == "completed"
-    assert_matches("Response", body(fetched))
+    assert_matches("Response", sdk_body(fetched))
 
     deleted = client.responses.delete(created.id)
     assert deleted is None  # the SDK returns nothing; the body is checked below over raw HTTP
@@ -114,7 +102,7 @@ def test_stream_emits_the_typed_event_sequence(stack, provider):
     script(provider, {"reply": "one two three four", "tokens_per_chunk": 1})
     client = stack.client()
     with client.responses.create(model=MODEL, input="Count to four", stream=True) as stream:
-        events = [body(event) for event in stream]
+        events = [sdk_body(event) for event in stream]
     final = client.responses.retrieve(events[-1]["response"]["id"])
     assert_stream_valid(events)
     kinds = [e["type"] for e in events]
@@ -131,7 +119,7 @@ def test_stream_emits_the_typed_event_sequence(stack, provider):
     deltas = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
     assert deltas == "one two three four" == final.output_text
     assert final.usage.total_tokens > 0
-    assert events[-1]["response"]["output"] == body(final)["output"]  # stored as it was streamed
+    assert events[-1]["response"]["output"] == sdk_body(final)["output"]  # stored as it was streamed
     (sent,) = sent_to_provider(provider)
     assert sent["stream"] is True
 
@@ -180,7 +168,7 @@ def test_previous_response_id_chains_three_turns(stack, provider):
         model=MODEL, input="What do you know about me?", previous_response_id=second.id
     )
     assert third.previous_response_id == second.id and third.output_text == "Ada likes blue."
-    assert_matches("Response", body(third))
+    assert_matches("Response", sdk_body(third))
     last = sent_to_provider(provider)[-1]["messages"]
     assert last == [
         # `instructions` are the current request's only: the first turn's are not carried on.
@@ -214,7 +202,7 @@ def test_input_items_are_paginated(stack, provider):
         previous_response_id=first.id,
     )
     page = client.responses.input_items.list(second.id, limit=2, order="asc")
-    assert_matches("ResponseItemList", body(page))
+    assert_matches("ResponseItemList", sdk_body(page))
     assert page.has_more is True and len(page.data) == 2
     everything = list(client.responses.input_items.list(second.id, limit=2, order="asc"))  # auto-paging
     texts = [
@@ -238,14 +226,14 @@ def test_function_tool_round_trip(stack, provider):
         {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]},
         {"reply": "It is sunny in Paris."},
     )
-    asked = client.responses.create(model=MODEL, input="Weather in Paris?", tools=[WEATHER])
-    assert_matches("Response", body(asked))
+    asked = client.responses.create(model=MODEL, input="Weather in Paris?", tools=[WEATHER_FUNCTION])
+    assert_matches("Response", sdk_body(asked))
     (call,) = [item for item in asked.output if item.type == "function_call"]
     assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Paris"}
     answered = client.responses.create(
         model=MODEL,
         previous_response_id=asked.id,
-        tools=[WEATHER],
+        tools=[WEATHER_FUNCTION],
         input=[{"type": "function_call_output", "call_id": call.call_id, "output": '{"sky": "sunny"}'}],
     )
     assert answered.output_text == "It is sunny in Paris."
@@ -255,8 +243,8 @@ def test_function_tool_round_trip(stack, provider):
             "type": "function",
             "function": {
                 "name": "get_weather",
-                "description": WEATHER["description"],
-                "parameters": WEATHER["parameters"],
+                "description": WEATHER_FUNCTION["description"],
+                "parameters": WEATHER_FUNCTION["parameters"],
             },
         }
     ]
@@ -269,8 +257,10 @@ def test_function_tool_round_trip(stack, provider):
 def test_a_streamed_tool_call_has_argument_events(stack, provider):
     script(provider, {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]})
     client = stack.client()
-    with client.responses.create(model=MODEL, input="Weather?", tools=[WEATHER], stream=True) as stream:
-        events = [body(event) for event in stream]
+    with client.responses.create(
+        model=MODEL, input="Weather?", tools=[WEATHER_FUNCTION], stream=True
+    ) as stream:
+        events = [sdk_body(event) for event in stream]
     final = client.responses.retrieve(events[-1]["response"]["id"])
     assert_stream_valid(events)
     kinds = [e["type"] for e in events]
@@ -282,7 +272,7 @@ def test_a_streamed_tool_call_has_argument_events(stack, provider):
 
 def test_tools_on_a_model_without_tool_calling_are_a_400(stack, provider):
     with pytest.raises(openai.BadRequestError) as refused:
-        stack.client().responses.create(model="cirrus-no-tools", input="Weather?", tools=[WEATHER])
+        stack.client().responses.create(model="cirrus-no-tools", input="Weather?", tools=[WEATHER_FUNCTION])
     error = refused.value.body
     assert error["param"] == "tools" and "does not support tools" in error["message"]
     assert_matches("ErrorResponse", {"error": error})
@@ -303,7 +293,7 @@ def test_json_schema_output(stack, provider):
         input="A city, please.",
         text={"format": {"type": "json_schema", "name": "city", "schema": schema, "strict": True}},
     )
-    assert_matches("Response", body(created))
+    assert_matches("Response", sdk_body(created))
     assert set(json.loads(created.output_text)) == {"city", "population"}
     assert created.text.format.type == "json_schema"
     (sent,) = sent_to_provider(provider)
@@ -323,7 +313,7 @@ def test_a_codex_shaped_turn_streams(stack, provider):
             {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "Sandbox."}]},
             {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Say hi"}]},
         ],
-        "tools": [{**WEATHER, "strict": False}],
+        "tools": [{**WEATHER_FUNCTION, "strict": False}],
         "tool_choice": "auto",
         "parallel_tool_calls": True,
         "reasoning": {"summary": "auto"},
@@ -399,14 +389,14 @@ def test_background_response_is_polled_to_completion(stack, provider):
     client = stack.client()
     queued = client.responses.create(model=MODEL, input="Take your time", background=True)
     assert queued.status in ("queued", "in_progress") and queued.background is True
-    assert_matches("Response", body(queued))
+    assert_matches("Response", sdk_body(queued))
     seen = {queued.status}
     running = wait_response(client, queued.id, until={"in_progress", "completed"})
     seen.add(running.status)
     done = wait_response(client, queued.id)
     assert "in_progress" in seen
     assert done.status == "completed" and done.output_text == "Done in the background."
-    assert_matches("Response", body(done))
+    assert_matches("Response", sdk_body(done))
     assert done.usage.total_tokens > 0
     with pytest.raises(openai.BadRequestError) as ended:  # too late to cancel
         client.responses.cancel(queued.id)
@@ -434,7 +424,7 @@ def test_background_stream_and_starting_after_resume(stack, provider):
     assert resumed == live[4:]  # the same events, from sequence number 4 on
     # The SDK's own way to ask for it.
     with stack.client().responses.retrieve(response_id, stream=True, starting_after=1) as stream:
-        replayed = [body(event) for event in stream]
+        replayed = [sdk_body(event) for event in stream]
     assert [e["sequence_number"] for e in replayed] == list(range(2, len(live)))
     assert_stream_valid(replayed)
 
@@ -444,7 +434,7 @@ def test_starting_after_follows_a_running_response_live(stack, provider):
     client = stack.client()
     queued = client.responses.create(model=MODEL, input="hi", background=True)
     with client.responses.retrieve(queued.id, stream=True, starting_after=0) as stream:
-        events = [body(event) for event in stream]  # follows until the response ends
+        events = [sdk_body(event) for event in stream]  # follows until the response ends
     assert_stream_valid(events)
     assert events[0]["sequence_number"] == 1 and events[-1]["type"] == "response.completed"
     assert events[-1]["response"]["output"][0]["content"][0]["text"] == "late answer"
@@ -457,13 +447,13 @@ def test_cancel_a_background_response(stack, provider):
     wait_response(client, queued.id, until={"in_progress"})
     cancelled = client.responses.cancel(queued.id)
     assert cancelled.status == "cancelled"
-    assert_matches("Response", body(cancelled))
+    assert_matches("Response", sdk_body(cancelled))
     time.sleep(2)  # past the job's cancel poll: the run stopped, and wrote no answer
     after = client.responses.retrieve(queued.id)
     assert after.status == "cancelled" and after.output == []
     assert client.responses.cancel(queued.id).status == "cancelled"  # cancelling again is harmless
     with client.responses.retrieve(queued.id, stream=True, starting_after=2) as stream:
-        closing = [body(event) for event in stream]
+        closing = [sdk_body(event) for event in stream]
     assert_stream_valid(closing)
     # OpenAI's stream has no `response.cancelled`: a cancelled one ends with an `error` event.
     assert closing[-1]["type"] == "error" and closing[-1]["code"] == "response_cancelled"
@@ -471,73 +461,40 @@ def test_cancel_a_background_response(stack, provider):
 
 def test_a_background_response_with_tools_on_a_model_without_them_is_refused_at_once(stack, provider):
     with pytest.raises(openai.BadRequestError) as refused:
-        stack.client().responses.create(model="cirrus-no-tools", input="hi", tools=[WEATHER], background=True)
+        stack.client().responses.create(
+            model="cirrus-no-tools", input="hi", tools=[WEATHER_FUNCTION], background=True
+        )
     assert refused.value.body["param"] == "tools"
 
 
 # --- a background run whose worker is killed -------------------------------------------------------
 
-QUEUE = "e2e-responses-workers"
-
-
-@pytest.fixture
-def own_provider(tmp_path_factory) -> Iterator[httpx.Client]:
-    port = free_port()
-    process = fake_provider(port, tmp_path_factory.mktemp("response-provider")).start()
-    try:
-        process.wait_ready()
-        with httpx.Client(base_url=f"http://{LOOPBACK}:{port}", timeout=10) as client:
-            yield client
-    finally:
-        process.stop()
-
-
-def start_host(stack, tmp_path_factory, name: str, provider: httpx.Client):
-    env = {
-        **stack.env,
-        "CIRRUS_LOCAL_PROVIDER_URL": str(provider.base_url.join("/v1")),
-        "JOBS_QUEUE": QUEUE,
-        "FUNCHOST_LEASE_SECONDS": "3",
-        "CIRRUS_JOB_LEASE_SECONDS": "3",
-    }
-    port = free_port()
-    process = local_host(port, env, tmp_path_factory.mktemp(name) / "funchost.log").start()
-    process.wait_ready()
-    return process, f"http://{LOOPBACK}:{port}"
-
 
 @pytest.mark.timeout(120)
-def test_a_background_response_survives_its_worker_being_killed(stack, own_provider, tmp_path_factory):
-    provider = own_provider
-    first, url = start_host(stack, tmp_path_factory, "response-worker-a", provider)
-    second = None
-    try:
-        script(provider, {"reply": "lost with the worker", "latency_ms": 10000})
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key=stack.master_key, max_retries=0)
-        queued = client.responses.create(model=MODEL, input="Survive this", background=True)
-        wait_response(client, queued.id, until={"in_progress"})
-        deadline = time.time() + 10  # the model call has begun: the kill lands mid-run
-        while not provider.get("/_control/requests").json():
-            assert time.time() < deadline, "the model was never called"
-            time.sleep(0.1)
-        os.killpg(first.proc.pid, signal.SIGKILL)
-        first.proc.wait()
-        script(provider, {"reply": "Resumed after the crash."})
-        second, url = start_host(stack, tmp_path_factory, "response-worker-b", provider)
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key=stack.master_key, max_retries=0)
-        done = wait_response(client, queued.id)
-        assert done.status == "completed" and done.output_text == "Resumed after the crash."
-        assert_matches("Response", body(done))
-        with client.responses.retrieve(queued.id, stream=True, starting_after=-1) as stream:
-            replayed = [body(event) for event in stream]
-        assert_stream_valid(replayed)  # one clean sequence, though two workers wrote it
-        kinds = [e["type"] for e in replayed]
-        assert kinds[:3] == ["response.created", "response.queued", "response.in_progress"]
-        assert kinds.count("response.in_progress") == 1 and kinds[-1] == "response.completed"
-    finally:
-        for process in (first, second):
-            if process is not None:
-                process.stop()
+def test_a_background_response_survives_its_worker_being_killed(workers):
+    provider, key = workers.provider, workers.stack.master_key
+    url = workers.start()
+    script(provider, {"reply": "lost with the worker", "latency_ms": 10000})
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+    queued = client.responses.create(model=MODEL, input="Survive this", background=True)
+    wait_response(client, queued.id, until={"in_progress"})
+    deadline = time.time() + 10  # the model call has begun: the kill lands mid-run
+    while not provider_requests(provider):
+        assert time.time() < deadline, "the model was never called"
+        time.sleep(0.1)
+    workers.kill()
+    script(provider, {"reply": "Resumed after the crash."})
+    url = workers.start()
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+    done = wait_response(client, queued.id)
+    assert done.status == "completed" and done.output_text == "Resumed after the crash."
+    assert_matches("Response", sdk_body(done))
+    with client.responses.retrieve(queued.id, stream=True, starting_after=-1) as stream:
+        replayed = [sdk_body(event) for event in stream]
+    assert_stream_valid(replayed)  # one clean sequence, though two workers wrote it
+    kinds = [e["type"] for e in replayed]
+    assert kinds[:3] == ["response.created", "response.queued", "response.in_progress"]
+    assert kinds.count("response.in_progress") == 1 and kinds[-1] == "response.completed"
 
 
 pytestmark = pytest.mark.timeout(60)

@@ -16,31 +16,16 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.helpers import read_events, script
+from tests.e2e.helpers import WEATHER_FUNCTION, provider_requests, read_events, script, sdk_body
 from tests.openapi import assert_matches
 
 NATIVE = "cirrus-responses"
 TRANSLATED = "cirrus-local"
-WEATHER = {
-    "type": "function",
-    "name": "get_weather",
-    "description": "The weather in a city.",
-    "parameters": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-        "additionalProperties": False,
-    },
-}
-
-
-def body(model: Any) -> dict[str, Any]:
-    return model.model_dump(mode="json", exclude_unset=True, by_alias=True)
 
 
 def upstream(provider: httpx.Client) -> list[dict[str, Any]]:
     """(path, body) of every request the fake provider got, oldest first."""
-    return [{"path": r["path"], "body": r["body"]} for r in provider.get("/_control/requests").json()]
+    return [{"path": r["path"], "body": r["body"]} for r in provider_requests(provider)]
 
 
 def test_a_flagged_model_is_passed_through_to_responses(stack, provider):
@@ -55,7 +40,7 @@ def test_a_flagged_model_is_passed_through_to_responses(stack, provider):
     created = raw.parse()
     assert raw.headers["x-cirrus-deployment"] == "responses-fake-1"
     assert raw.headers["x-cirrus-model"] == NATIVE
-    assert_matches("Response", body(created))
+    assert_matches("Response", sdk_body(created))
     assert created.model == NATIVE and created.status == "completed"
     assert created.output_text.startswith("Fake reply to: Say hello")
     assert created.metadata == {"team": "e2e"} and created.store is True
@@ -74,7 +59,7 @@ def test_a_flagged_model_is_passed_through_to_responses(stack, provider):
 
     fetched = client.responses.retrieve(created.id)  # Cirrus's id, from Cirrus's store
     assert fetched.output_text == created.output_text and fetched.model == NATIVE
-    assert_matches("Response", body(fetched))
+    assert_matches("Response", sdk_body(fetched))
     items = client.responses.input_items.list(created.id)
     assert [item.content[0].text for item in items.data] == ["Say hello"]
 
@@ -104,7 +89,7 @@ def test_a_conversation_continues_from_cirrus_store(stack, provider):
     ]
     assert not any("id" in item for item in turns[:-1])  # the provider has none of them stored
     items = client.responses.input_items.list(third.id, order="asc")
-    assert [_text(body(item)) for item in items.data] == texts
+    assert [_text(sdk_body(item)) for item in items.data] == texts
 
 
 def test_a_stream_is_relayed_and_stored(stack, provider):
@@ -148,14 +133,14 @@ def test_the_sdk_streams_a_passed_through_response(stack, provider):
 def test_a_function_tool_round_trip(stack, provider):
     client = stack.client()
     script(provider, {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]})
-    asked = client.responses.create(model=NATIVE, input="Weather in Oslo?", tools=[WEATHER])
+    asked = client.responses.create(model=NATIVE, input="Weather in Oslo?", tools=[WEATHER_FUNCTION])
     (call,) = [item for item in asked.output if item.type == "function_call"]
     assert call.name == "get_weather" and call.arguments == '{"city": "Oslo"}'
     answered = client.responses.create(
         model=NATIVE,
         previous_response_id=asked.id,
         input=[{"type": "function_call_output", "call_id": call.call_id, "output": "12 C, rain"}],
-        tools=[WEATHER],
+        tools=[WEATHER_FUNCTION],
     )
     assert answered.status == "completed" and answered.output_text
     sent = upstream(provider)[-1]["body"]
