@@ -222,3 +222,12 @@ class KeyListPublic(BaseModel):
     first_id: str | None
     last_id: str | None
     has_more: bool
+
+
+class KeyDeleted(BaseModel):
+    """DELETE /v1/keys/{id}: the key is revoked (kept, so its usage still names it)."""
+
+    id: str
+    object: Literal["key.deleted"] = "key.deleted"
+    deleted: Literal[True] = True
+    revoked_at: int | None
