@@ -37,7 +37,13 @@ FORM = "multipart/form-data"
 
 # Schemas of answers no model describes: event streams, text and bytes, and rerank's answer, which
 # is the provider's (Cohere's or Jina's) relayed as it comes.
-EVENTS = {"type": "string", "description": "Server-sent events, one JSON object per `data:` line."}
+EVENTS = {
+    "type": "object",
+    "description": "One server-sent event (OpenAPI 3.1 describes a stream by its events): `data` "
+    "is a JSON object, or `[DONE]` at the end of a chat or completion stream.",
+    "required": ["data"],
+    "properties": {"event": {"type": "string"}, "data": {"type": "string"}, "id": {"type": "string"}},
+}
 TEXT = {"type": "string"}
 BYTES = {"type": "string", "format": "binary"}
 RERANKED = {

@@ -142,7 +142,7 @@ def error_statuses(path: str, op: Operation) -> set[int]:
         statuses |= {400, 413}
     if op.params:
         statuses.add(400)
-    if "{" in path:
+    if "{" in path or any(p.name == "after" for p in op.params):  # an id, or a cursor, not found
         statuses.add(404)
     if op.calls_model:
         statuses |= {400, 404, 502, 503, 504}

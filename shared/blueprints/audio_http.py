@@ -61,7 +61,7 @@ async def audio_transcriptions(req: Request, ctx: RequestContext) -> Response:
         body=SpeechCreate,
         calls_model=True,
         returns={200: Reply(AUDIO, media="audio/*", description="Audio in `response_format`")},
-        example={"model": "tts-1", "input": "hello", "voice": "alloy"},
+        example={"model": "cirrus-speech", "input": "hello", "voice": "alloy"},
     )
 )
 async def audio_speech(req: Request, ctx: RequestContext) -> Response:

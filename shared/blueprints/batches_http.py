@@ -17,6 +17,7 @@ bp = func.Blueprint()
     contract=Operation(
         "Create a batch from an uploaded `batch` file",
         body=BatchCreate,
+        errors=(404,),  # no such input file
         returns={200: "openai.types:Batch"},
         example={
             "input_file_id": "file-abc123",

@@ -35,7 +35,7 @@ SESSION_HEADER = "x-session-id"
             ),
         ),
         returns={200: Reply("openai.types.chat:ChatCompletion", also={SSE: EVENTS})},
-        example={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]},
+        example={"model": "cirrus-local", "messages": [{"role": "user", "content": "Say hello"}]},
     )
 )
 async def chat_completions(req: Request, ctx: RequestContext) -> Response:

@@ -12,6 +12,7 @@ from shared.blueprints._http import (
     served_headers,
     sse_response,
 )
+from shared.models.relayed import EmbeddingListPublic
 from shared.models.requests import CompletionCreate, EmbeddingCreate
 from shared.models.validation import validate_body
 
@@ -25,7 +26,7 @@ bp = func.Blueprint()
         body=CompletionCreate,
         calls_model=True,
         returns={200: Reply("openai.types:Completion", also={SSE: EVENTS})},
-        example={"model": "gpt-4o-mini", "prompt": "Say hello"},
+        example={"model": "cirrus-local", "prompt": "Say hello"},
     )
 )
 async def completions(req: Request, ctx: RequestContext) -> Response:
@@ -44,8 +45,8 @@ async def completions(req: Request, ctx: RequestContext) -> Response:
         "Embeddings",
         body=EmbeddingCreate,
         calls_model=True,
-        returns={200: "openai.types:CreateEmbeddingResponse"},
-        example={"model": "text-embedding-3-small", "input": "hello"},
+        returns={200: EmbeddingListPublic},
+        example={"model": "cirrus-embed", "input": "hello"},
     )
 )
 async def embeddings(req: Request, ctx: RequestContext) -> Response:

@@ -18,7 +18,7 @@ bp = func.Blueprint()
         body=ImageCreate,
         calls_model=True,
         returns={200: "openai.types:ImagesResponse"},
-        example={"model": "gpt-image-1", "prompt": "a cloud"},
+        example={"model": "cirrus-image", "prompt": "a cloud"},
     )
 )
 async def image_generations(req: Request, ctx: RequestContext) -> Response:

@@ -25,7 +25,7 @@ bp = func.Blueprint()
         "Submit an agent run or an analysis job",
         body=JobCreate,
         returns={202: JobPublic},
-        example={"type": "agent", "model": "gpt-4o-mini", "input": "What is 2 + 2?"},
+        example={"type": "agent", "model": "cirrus-local", "input": "What is 2 + 2?"},
     )
 )
 async def create_job(req: Request, ctx: RequestContext) -> Response:

@@ -24,7 +24,7 @@ NO_STORE = {"cache-control": "no-store"}
         returns={201: KeyPublic},
         example={
             "key_alias": "team-a",
-            "models": ["gpt-4o-mini"],
+            "models": ["cirrus-local"],
             "max_budget": 10,
             "budget_duration": "monthly",
         },

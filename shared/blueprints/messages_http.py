@@ -36,7 +36,7 @@ API = "The Anthropic Messages API"  # what expected JSON, in the error for a bod
         calls_model=True,
         returns={200: Reply(MessagePublic, also={SSE: EVENTS})},
         example={
-            "model": "gpt-4o-mini",
+            "model": "cirrus-local",
             "max_tokens": 64,
             "messages": [{"role": "user", "content": "Say hello"}],
         },
@@ -65,7 +65,7 @@ async def create_message(req: Request, ctx: RequestContext) -> Response:
         body=CountTokensCreate,
         errors=(404,),
         returns={200: TokenCount},
-        example={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]},
+        example={"model": "cirrus-local", "messages": [{"role": "user", "content": "Say hello"}]},
     ),
 )
 async def count_message_tokens(req: Request, ctx: RequestContext) -> Response:

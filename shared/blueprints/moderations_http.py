@@ -18,7 +18,7 @@ bp = func.Blueprint()
         body=ModerationCreate,
         calls_model=True,
         returns={200: "openai.types:ModerationCreateResponse"},
-        example={"model": "omni-moderation-latest", "input": "hello"},
+        example={"model": "cirrus-moderation", "input": "hello"},
     )
 )
 async def moderations(req: Request, ctx: RequestContext) -> Response:

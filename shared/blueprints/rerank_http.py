@@ -18,7 +18,7 @@ bp = func.Blueprint()
         body=RerankCreate,
         calls_model=True,
         returns={200: RERANKED},
-        example={"model": "rerank-english-v3.0", "query": "clouds", "documents": ["cirrus", "granite"]},
+        example={"model": "cirrus-rerank", "query": "clouds", "documents": ["cirrus", "granite"]},
     )
 )
 async def rerank(req: Request, ctx: RequestContext) -> Response:

@@ -32,7 +32,7 @@ bp = func.Blueprint()
         calls_model=True,
         errors=(409,),
         returns={200: Reply("openai.types.responses:Response", also={SSE: EVENTS})},
-        example={"model": "gpt-4o-mini", "input": "Say hello"},
+        example={"model": "cirrus-local", "input": "Say hello"},
     )
 )
 async def create_response(req: Request, ctx: RequestContext) -> Response:
