@@ -63,7 +63,9 @@ async def list_files(req: Request, ctx: RequestContext) -> Response:
         order=order,
         purpose=req.query_params.get("purpose"),
     )
-    return json_response(page.model_dump(mode="json", exclude_none=True))
+    # Files leave out fields they lack, as OpenAI's do; an empty page's ids are null, not absent.
+    body = page.model_dump(mode="json", exclude_none=True)
+    return json_response({"first_id": None, "last_id": None, **body})
 
 
 @bp.route(route="v1/files/{file_id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
