@@ -21,6 +21,7 @@ from shared.blueprints import (
     messages_http,
     models_http,
     moderations_http,
+    openapi_http,
     rerank_http,
     responses_http,
     sessions_http,
@@ -51,4 +52,5 @@ app.register_blueprint(jobs_http.bp)  # /v1/jobs, /v1/jobs/{job_id}, .../cancel,
 app.register_blueprint(jobs_queue.bp)  # queues %JOBS_QUEUE% and its poison queue: agent and analysis runs
 app.register_blueprint(usage_queue.bp)  # queue %USAGE_QUEUE%: parked usage records
 app.register_blueprint(sweeper_timer.bp)  # timer %CIRRUS_SWEEP_SCHEDULE%: re-drives stuck batches and jobs
+app.register_blueprint(openapi_http.bp)  # GET /openapi.json: the API contract, built from the routes above
 app.register_blueprint(fallback_http.bp)  # any other /v1 path: OpenAI's 404 envelope

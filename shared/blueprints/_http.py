@@ -14,7 +14,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -23,6 +23,7 @@ from opentelemetry import trace
 from pydantic import BaseModel
 
 from shared import sse
+from shared.blueprints._contract import Operation, documented
 from shared.clients.protocols import ServedBy
 from shared.container import Container, get_container
 from shared.errors import (
@@ -72,10 +73,10 @@ Handler = Callable[[Request, RequestContext], Awaitable[Response]]
 
 
 def endpoint(
-    *, authenticated: bool = True, envelope: Envelope = error_body
+    *, authenticated: bool = True, envelope: Envelope = error_body, contract: Operation | None = None
 ) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
     """Wrap a handler: request id, authentication, and every error rendered in `envelope` (OpenAI's
-    unless the route names another)."""
+    unless the route names another). `contract` is what `/openapi.json` says of the route."""
 
     def decorate(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def function(req: Request) -> Response:
@@ -121,6 +122,9 @@ def endpoint(
         # (req, ctx) signature instead of this function's (req: Request).
         for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
             setattr(function, attr, getattr(handler, attr))
+        if contract is not None:
+            anthropic = envelope is anthropic_error_body
+            documented(replace(contract, authenticated=authenticated, anthropic=anthropic))(function)
         return function
 
     return decorate

@@ -6,6 +6,8 @@ from typing import Any
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
 
+from shared.blueprints._contract import BYTES as AUDIO
+from shared.blueprints._contract import TEXT, Operation, Reply
 from shared.blueprints._http import (
     RequestContext,
     declared_length,
@@ -25,7 +27,21 @@ _TEXT_TYPES = {"vtt": "text/vtt; charset=utf-8"}  # text and srt: text/plain
 
 
 @bp.route(route="v1/audio/transcriptions", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(
+    contract=Operation(
+        "Transcription of an uploaded audio file",
+        body=TranscriptionCreate,
+        form_file="file",
+        calls_model=True,
+        returns={
+            200: Reply(
+                "openai.types.audio:Transcription",
+                description="JSON, or text for `text`, `srt` and `vtt`",
+                also={"text/plain": TEXT, "text/vtt": TEXT},
+            )
+        },
+    )
+)
 async def audio_transcriptions(req: Request, ctx: RequestContext) -> Response:
     limit = ctx.container.settings.max_upload_bytes
     if declared_length(req) > limit:
@@ -45,7 +61,15 @@ async def audio_transcriptions(req: Request, ctx: RequestContext) -> Response:
 
 
 @bp.route(route="v1/audio/speech", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(
+    contract=Operation(
+        "Speech: the provider's audio, streamed",
+        body=SpeechCreate,
+        calls_model=True,
+        returns={200: Reply(AUDIO, media="audio/*", description="Audio in `response_format`")},
+        example={"model": "cirrus-speech", "input": "hello", "voice": "alloy"},
+    )
+)
 async def audio_speech(req: Request, ctx: RequestContext) -> Response:
     request = validate_body(SpeechCreate, await read_json(req, ctx.container.settings.max_body_bytes))
     speech = await (await ctx.container.speech()).open(request, ctx.call(req))

@@ -3,6 +3,7 @@
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
+from shared.blueprints._contract import EVENTS, SSE, Operation, Param, Reply
 from shared.blueprints._http import (
     RequestContext,
     endpoint,
@@ -20,7 +21,23 @@ SESSION_HEADER = "x-session-id"
 
 
 @bp.route(route="v1/chat/completions", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(
+    contract=Operation(
+        "Chat completion: JSON, or server-sent events with `stream`",
+        body=ChatCompletionCreate,
+        calls_model=True,
+        params=(
+            Param(
+                "x-session-id",
+                {"type": "string"},
+                "A session to continue and record this turn in.",
+                where="header",
+            ),
+        ),
+        returns={200: Reply("openai.types.chat:ChatCompletion", also={SSE: EVENTS})},
+        example={"model": "cirrus-local", "messages": [{"role": "user", "content": "Say hello"}]},
+    )
+)
 async def chat_completions(req: Request, ctx: RequestContext) -> Response:
     request = validate_body(ChatCompletionCreate, await read_json(req, ctx.container.settings.max_body_bytes))
     call = ctx.call(req, session_id=req.headers.get(SESSION_HEADER))

@@ -3,6 +3,7 @@
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
+from shared.blueprints._contract import EVENTS, SSE, Operation, Reply
 from shared.blueprints._http import (
     RequestContext,
     endpoint,
@@ -11,6 +12,7 @@ from shared.blueprints._http import (
     served_headers,
     sse_response,
 )
+from shared.models.relayed import EmbeddingListPublic
 from shared.models.requests import CompletionCreate, EmbeddingCreate
 from shared.models.validation import validate_body
 
@@ -18,7 +20,15 @@ bp = func.Blueprint()
 
 
 @bp.route(route="v1/completions", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(
+    contract=Operation(
+        "Legacy text completion: JSON, or server-sent events with `stream`",
+        body=CompletionCreate,
+        calls_model=True,
+        returns={200: Reply("openai.types:Completion", also={SSE: EVENTS})},
+        example={"model": "cirrus-local", "prompt": "Say hello"},
+    )
+)
 async def completions(req: Request, ctx: RequestContext) -> Response:
     request = validate_body(CompletionCreate, await read_json(req, ctx.container.settings.max_body_bytes))
     service = await ctx.container.completions()
@@ -30,7 +40,15 @@ async def completions(req: Request, ctx: RequestContext) -> Response:
 
 
 @bp.route(route="v1/embeddings", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(
+    contract=Operation(
+        "Embeddings",
+        body=EmbeddingCreate,
+        calls_model=True,
+        returns={200: EmbeddingListPublic},
+        example={"model": "cirrus-embed", "input": "hello"},
+    )
+)
 async def embeddings(req: Request, ctx: RequestContext) -> Response:
     request = validate_body(EmbeddingCreate, await read_json(req, ctx.container.settings.max_body_bytes))
     result = await (await ctx.container.embeddings()).create(request, ctx.call(req))

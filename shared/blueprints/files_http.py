@@ -4,15 +4,22 @@
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
 
+from shared.blueprints._contract import BYTES, Operation, Param, Reply, page_params
 from shared.blueprints._http import RequestContext, declared_length, endpoint, json_response, query_int
 from shared.blueprints._multipart import MultipartUpload
 from shared.errors import InvalidRequestError, PayloadTooLargeError
+from shared.models.common import Deleted
+from shared.models.files import FileCreate, FileListPublic, FilePublic
 
 bp = func.Blueprint()
 
 
 @bp.route(route="v1/files", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(
+    contract=Operation(
+        "Upload a file (multipart)", body=FileCreate, form_file="file", returns={200: FilePublic}
+    )
+)
 async def upload_file(req: Request, ctx: RequestContext) -> Response:
     limit = ctx.container.settings.max_upload_bytes
     if declared_length(req) > limit:
@@ -31,7 +38,19 @@ async def upload_file(req: Request, ctx: RequestContext) -> Response:
 
 
 @bp.route(route="v1/files", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(
+    contract=Operation(
+        "The caller's files",
+        params=(
+            *page_params(10_000, 10_000),
+            Param.text(
+                "order", "Newest first (`desc`) or oldest first.", enum=["asc", "desc"], default="desc"
+            ),
+            Param.text("purpose", "Only files of this purpose."),
+        ),
+        returns={200: FileListPublic},
+    )
+)
 async def list_files(req: Request, ctx: RequestContext) -> Response:
     order = req.query_params.get("order", "desc")
     if order not in ("asc", "desc"):
@@ -43,24 +62,26 @@ async def list_files(req: Request, ctx: RequestContext) -> Response:
         order=order,
         purpose=req.query_params.get("purpose"),
     )
-    return json_response(page.model_dump(mode="json", exclude_none=True))
+    # Files leave out fields they lack, as OpenAI's do; an empty page's ids are null, not absent.
+    body = page.model_dump(mode="json", exclude_none=True)
+    return json_response({"first_id": None, "last_id": None, **body})
 
 
 @bp.route(route="v1/files/{file_id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(contract=Operation("A file's metadata", returns={200: FilePublic}))
 async def get_file(req: Request, ctx: RequestContext) -> Response:
     stored = await ctx.container.files.get(ctx.principal, req.path_params["file_id"])
     return json_response(stored.model_dump(mode="json", exclude_none=True))
 
 
 @bp.route(route="v1/files/{file_id}/content", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(contract=Operation("A file's bytes", returns={200: Reply(BYTES, media="application/octet-stream")}))
 async def file_content(req: Request, ctx: RequestContext) -> Response:
     chunks = await ctx.container.files.content(ctx.principal, req.path_params["file_id"])
     return StreamingResponse(chunks, media_type="application/octet-stream")
 
 
 @bp.route(route="v1/files/{file_id}", methods=["DELETE"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(contract=Operation("Delete a file", returns={200: Deleted}))
 async def delete_file(req: Request, ctx: RequestContext) -> Response:
     return json_response(await ctx.container.files.delete(ctx.principal, req.path_params["file_id"]))

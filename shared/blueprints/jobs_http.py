@@ -10,23 +10,31 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
 
 from shared import sse
+from shared.blueprints._contract import EVENTS, SSE, ListOf, Operation, Param, Reply, page_params
 from shared.blueprints._http import RequestContext, ascii_int, endpoint, json_response, query_int, read_json
 from shared.errors import InvalidRequestError
-from shared.models.jobs import JobCreate
+from shared.models.jobs import JobCreate, JobPublic
 from shared.models.validation import validate_body
 
 bp = func.Blueprint()
 
 
 @bp.route(route="v1/jobs", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(
+    contract=Operation(
+        "Submit an agent run or an analysis job",
+        body=JobCreate,
+        returns={202: JobPublic},
+        example={"type": "agent", "model": "cirrus-local", "input": "What is 2 + 2?"},
+    )
+)
 async def create_job(req: Request, ctx: RequestContext) -> Response:
     body = validate_body(JobCreate, await read_json(req, ctx.container.settings.max_body_bytes))
     return json_response(await ctx.container.jobs.create(ctx.principal, body), status=202)
 
 
 @bp.route(route="v1/jobs", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(contract=Operation("The caller's jobs", params=page_params(), returns={200: ListOf(JobPublic)}))
 async def list_jobs(req: Request, ctx: RequestContext) -> Response:
     limit = query_int(req, "limit", 20, low=1, high=100)
     return json_response(
@@ -35,19 +43,33 @@ async def list_jobs(req: Request, ctx: RequestContext) -> Response:
 
 
 @bp.route(route="v1/jobs/{job_id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(contract=Operation("A job, its steps and result", returns={200: JobPublic}))
 async def get_job(req: Request, ctx: RequestContext) -> Response:
     return json_response(await ctx.container.jobs.get(ctx.principal, req.path_params["job_id"]))
 
 
 @bp.route(route="v1/jobs/{job_id}/cancel", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(contract=Operation("Cancel a job", errors=(409,), returns={200: JobPublic}))
 async def cancel_job(req: Request, ctx: RequestContext) -> Response:
     return json_response(await ctx.container.jobs.cancel(ctx.principal, req.path_params["job_id"]))
 
 
 @bp.route(route="v1/jobs/{job_id}/events", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(
+    contract=Operation(
+        "A job's events, replayed then live (server-sent events)",
+        params=(
+            Param(
+                "Last-Event-ID",
+                {"type": "string", "pattern": "^[0-9]+$"},
+                "Resume after this event.",
+                where="header",
+            ),
+            Param.text("after", "Resume after this event number.", pattern="^[0-9]+$"),
+        ),
+        returns={200: Reply(EVENTS, media=SSE)},
+    )
+)
 async def job_events(req: Request, ctx: RequestContext) -> Response:
     raw = req.headers.get("last-event-id") or req.query_params.get("after") or "0"
     after = ascii_int(raw)

@@ -4,9 +4,10 @@ revoke) and /v1/keys/{key_id}/rotate."""
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
+from shared.blueprints._contract import Operation, Param, page_params
 from shared.blueprints._http import RequestContext, endpoint, json_response, query_int, read_json
 from shared.errors import InvalidRequestError
-from shared.models.keys import KeyCreate, KeyUpdate
+from shared.models.keys import KeyCreate, KeyDeleted, KeyListPublic, KeyPublic, KeyUpdate
 from shared.models.validation import validate_body
 
 bp = func.Blueprint()
@@ -16,7 +17,19 @@ NO_STORE = {"cache-control": "no-store"}
 
 
 @bp.route(route="v1/keys", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(
+    contract=Operation(
+        "Create a virtual key (master key only); the secret is in `key`, once",
+        body=KeyCreate,
+        returns={201: KeyPublic},
+        example={
+            "key_alias": "team-a",
+            "models": ["cirrus-local"],
+            "max_budget": 10,
+            "budget_duration": "monthly",
+        },
+    )
+)
 async def create_key(req: Request, ctx: RequestContext) -> Response:
     ctx.principal.require_master()
     body = validate_body(KeyCreate, await read_json(req, ctx.container.settings.max_body_bytes))
@@ -25,7 +38,16 @@ async def create_key(req: Request, ctx: RequestContext) -> Response:
 
 
 @bp.route(route="v1/keys", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(
+    contract=Operation(
+        "Virtual keys (master key only)",
+        params=(
+            *page_params(),
+            Param("include_revoked", {"type": "boolean", "default": False}, "List revoked keys too."),
+        ),
+        returns={200: KeyListPublic},
+    )
+)
 async def list_keys(req: Request, ctx: RequestContext) -> Response:
     ctx.principal.require_master()
     page = await ctx.container.keys.list_page(
@@ -37,14 +59,21 @@ async def list_keys(req: Request, ctx: RequestContext) -> Response:
 
 
 @bp.route(route="v1/keys/{key_id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(contract=Operation("A virtual key (master key only)", returns={200: KeyPublic}))
 async def get_key(req: Request, ctx: RequestContext) -> Response:
     ctx.principal.require_master()
     return json_response(await ctx.container.keys.get(req.path_params["key_id"]))
 
 
 @bp.route(route="v1/keys/{key_id}", methods=["PATCH"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(
+    contract=Operation(
+        "Change a key's limits (master key only); `null` clears one",
+        body=KeyUpdate,
+        returns={200: KeyPublic},
+        example={"rpm_limit": 60},
+    )
+)
 async def update_key(req: Request, ctx: RequestContext) -> Response:
     ctx.principal.require_master()
     body = validate_body(KeyUpdate, await read_json(req, ctx.container.settings.max_body_bytes))
@@ -53,14 +82,20 @@ async def update_key(req: Request, ctx: RequestContext) -> Response:
 
 
 @bp.route(route="v1/keys/{key_id}/rotate", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(
+    contract=Operation(
+        "A new secret for a key (master key only); the old one stops working",
+        errors=(409,),
+        returns={200: KeyPublic},
+    )
+)
 async def rotate_key(req: Request, ctx: RequestContext) -> Response:
     ctx.principal.require_master()
     return json_response(await ctx.container.keys.rotate(req.path_params["key_id"]), headers=NO_STORE)
 
 
 @bp.route(route="v1/keys/{key_id}", methods=["DELETE"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(contract=Operation("Revoke a key (master key only)", returns={200: KeyDeleted}))
 async def revoke_key(req: Request, ctx: RequestContext) -> Response:
     ctx.principal.require_master()
     key = await ctx.container.keys.revoke(req.path_params["key_id"])

@@ -10,6 +10,7 @@ Anthropic SDKs authenticate with `x-api-key`; `Authorization: Bearer` works too.
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
+from shared.blueprints._contract import EVENTS, SSE, Operation, Reply
 from shared.blueprints._http import (
     RequestContext,
     anthropic_stream_response,
@@ -19,7 +20,7 @@ from shared.blueprints._http import (
     served_headers,
 )
 from shared.errors import anthropic_error_body
-from shared.models.messages import CountTokensCreate, MessageCreate
+from shared.models.messages import CountTokensCreate, MessageCreate, MessagePublic, TokenCount
 from shared.models.validation import validate_body
 
 bp = func.Blueprint()
@@ -27,7 +28,20 @@ API = "The Anthropic Messages API"  # what expected JSON, in the error for a bod
 
 
 @bp.route(route="v1/messages", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint(envelope=anthropic_error_body)
+@endpoint(
+    envelope=anthropic_error_body,
+    contract=Operation(
+        "Anthropic Messages: a Message, or Anthropic's events with `stream`",
+        body=MessageCreate,
+        calls_model=True,
+        returns={200: Reply(MessagePublic, also={SSE: EVENTS})},
+        example={
+            "model": "cirrus-local",
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": "Say hello"}],
+        },
+    ),
+)
 async def create_message(req: Request, ctx: RequestContext) -> Response:
     request = validate_body(
         MessageCreate, await read_json(req, ctx.container.settings.max_body_bytes, api=API)
@@ -44,7 +58,16 @@ async def create_message(req: Request, ctx: RequestContext) -> Response:
 
 
 @bp.route(route="v1/messages/count_tokens", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint(envelope=anthropic_error_body)
+@endpoint(
+    envelope=anthropic_error_body,
+    contract=Operation(
+        "Count a Messages request's input tokens",
+        body=CountTokensCreate,
+        errors=(404,),
+        returns={200: TokenCount},
+        example={"model": "cirrus-local", "messages": [{"role": "user", "content": "Say hello"}]},
+    ),
+)
 async def count_message_tokens(req: Request, ctx: RequestContext) -> Response:
     request = validate_body(
         CountTokensCreate, await read_json(req, ctx.container.settings.max_body_bytes, api=API)

@@ -6,6 +6,7 @@ queue (`jobs_queue.py`)."""
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
+from shared.blueprints._contract import EVENTS, SSE, ListOf, Operation, Param, Reply, page_params
 from shared.blueprints._http import (
     RequestContext,
     endpoint,
@@ -16,6 +17,7 @@ from shared.blueprints._http import (
     served_headers,
 )
 from shared.errors import InvalidRequestError
+from shared.models.common import Deleted, JSONObject
 from shared.models.responses import ResponseCreate
 from shared.models.validation import validate_body
 
@@ -23,7 +25,16 @@ bp = func.Blueprint()
 
 
 @bp.route(route="v1/responses", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(
+    contract=Operation(
+        "Create a response: JSON, typed events with `stream`, or a background run",
+        body=ResponseCreate,
+        calls_model=True,
+        errors=(409,),
+        returns={200: Reply("openai.types.responses:Response", also={SSE: EVENTS})},
+        example={"model": "cirrus-local", "input": "Say hello"},
+    )
+)
 async def create_response(req: Request, ctx: RequestContext) -> Response:
     request = validate_body(ResponseCreate, await read_json(req, ctx.container.settings.max_body_bytes))
     created = await ctx.container.responses.create(request, ctx.call(req))
@@ -34,7 +45,18 @@ async def create_response(req: Request, ctx: RequestContext) -> Response:
 
 
 @bp.route(route="v1/responses/{response_id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(
+    contract=Operation(
+        "A stored response, or its events with `stream=true`",
+        params=(
+            Param("stream", {"type": "boolean", "default": False}, "Follow a background response's events."),
+            Param.integer(
+                "starting_after", 0, low=-1, high=10**9, description="The last event already seen."
+            ),
+        ),
+        returns={200: Reply("openai.types.responses:Response", also={SSE: EVENTS})},
+    )
+)
 async def get_response(req: Request, ctx: RequestContext) -> Response:
     response_id = req.path_params["response_id"]
     if _flag(req, "stream"):
@@ -46,13 +68,17 @@ async def get_response(req: Request, ctx: RequestContext) -> Response:
 
 
 @bp.route(route="v1/responses/{response_id}", methods=["DELETE"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(contract=Operation("Delete a stored response", returns={200: Deleted}))
 async def delete_response(req: Request, ctx: RequestContext) -> Response:
     return json_response(await ctx.container.responses.delete(ctx.principal, req.path_params["response_id"]))
 
 
 @bp.route(route="v1/responses/{response_id}/cancel", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(
+    contract=Operation(
+        "Cancel a background response", errors=(409,), returns={200: "openai.types.responses:Response"}
+    )
+)
 async def cancel_response(req: Request, ctx: RequestContext) -> Response:
     return json_response(await ctx.container.responses.cancel(ctx.principal, req.path_params["response_id"]))
 
@@ -60,7 +86,18 @@ async def cancel_response(req: Request, ctx: RequestContext) -> Response:
 @bp.route(
     route="v1/responses/{response_id}/input_items", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS
 )
-@endpoint()
+@endpoint(
+    contract=Operation(
+        "The input items a response was made from",
+        params=(
+            *page_params(),
+            Param.text(
+                "order", "Newest first (`desc`) or oldest first.", enum=["asc", "desc"], default="desc"
+            ),
+        ),
+        returns={200: ListOf(JSONObject)},
+    )
+)
 async def response_input_items(req: Request, ctx: RequestContext) -> Response:
     order = req.query_params.get("order", "desc")
     if order not in ("asc", "desc"):

@@ -14,8 +14,10 @@ from datetime import UTC, datetime
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
+from shared.blueprints._contract import Operation, Param
 from shared.blueprints._http import RequestContext, endpoint, json_response
 from shared.errors import InvalidRequestError, PermissionDeniedError
+from shared.models.usage import UsageSummaryPublic
 
 bp = func.Blueprint()
 
@@ -23,10 +25,28 @@ GROUPS = ("model", "day", "session", "key", "team")
 ADMIN_GROUPS = ("key", "team")
 DEFAULT_WINDOW_S = 30 * 24 * 3600
 MAX_WINDOW_DAYS = 93  # a quarter, whichever three months it is
+_TIME = {
+    "anyOf": [
+        {"type": "number"},
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "format": "date"},
+    ]
+}
+USAGE_PARAMS = (
+    Param("start", _TIME, "Window start: unix seconds or ISO 8601 (default: 30 days before `end`)."),
+    Param("end", _TIME, "Window end: unix seconds or ISO 8601 (default: now)."),
+    Param.text("group_by", "How to group; `key` and `team` need the master key.", enum=list(GROUPS)),
+)
 
 
 @bp.route(route="v1/usage", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-@endpoint()
+@endpoint(
+    contract=Operation(
+        "Requests, tokens and cost over a window, grouped",
+        params=USAGE_PARAMS,
+        returns={200: UsageSummaryPublic},
+    )
+)
 async def usage(req: Request, ctx: RequestContext) -> Response:
     end = _time(req, "end", time.time())
     start = _time(req, "start", end - DEFAULT_WINDOW_S)

@@ -21,6 +21,9 @@ from shared.errors import ConflictError, PreconditionFailedError
 # Fields Cosmos adds that callers never need; `_etag` and `_ts` are kept.
 _SYSTEM_FIELDS = ("_rid", "_self", "_attachments")
 ITERATE_PAGE_ITEMS = 100  # items a page of `iterate`; a usage item holds up to 40 records
+# Cosmos item ids are at most 255 characters and never hold these (they would end up in the URL).
+_ID_FORBIDDEN = frozenset("/\\?#")
+_ID_MAX = 255
 
 
 class CosmosDocumentStore:
@@ -39,6 +42,8 @@ class CosmosDocumentStore:
         return self._containers[name]
 
     async def read(self, container: str, id: str, pk: str) -> dict[str, Any] | None:
+        if not _addressable(id):  # a client's id Cosmos could not hold: no such item, not an error
+            return None
         try:
             return _clean(await self._container(container).read_item(id, partition_key=pk))
         except cosmos_errors.CosmosResourceNotFoundError:
@@ -64,6 +69,8 @@ class CosmosDocumentStore:
         return _clean(item)
 
     async def delete(self, container: str, id: str, pk: str, *, etag: str | None = None) -> bool:
+        if not _addressable(id):
+            return False
         try:
             await self._container(container).delete_item(id, partition_key=pk, **_if_match(etag))
         except cosmos_errors.CosmosResourceNotFoundError:
@@ -118,6 +125,10 @@ class CosmosDocumentStore:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def _addressable(id: str) -> bool:
+    return 0 < len(id) <= _ID_MAX and _ID_FORBIDDEN.isdisjoint(id)
 
 
 def _if_match(etag: str | None) -> dict[str, Any]:

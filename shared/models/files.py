@@ -62,3 +62,9 @@ class FileListPublic(BaseModel):
     first_id: str | None = None
     last_id: str | None = None
     has_more: bool = False
+
+
+class FileCreate(BaseModel):
+    """`POST /v1/files`: the form's fields beside `file` (read as the upload streams in)."""
+
+    purpose: Literal["assistants", "batch", "fine-tune", "vision", "user_data", "evals"]

@@ -17,3 +17,7 @@ class CheckPublic(BaseModel):
 class ReadinessPublic(BaseModel):
     status: Literal["ready", "not_ready"]
     checks: dict[str, CheckPublic]
+
+
+class LivenessPublic(BaseModel):
+    status: Literal["ok"]

@@ -233,3 +233,30 @@ class JobRecord(BaseModel):
             "incomplete_details": self.incomplete_details,
             "metadata": spec.get("metadata"),
         }
+
+
+class JobProgress(BaseModel):
+    step: int
+    max_steps: int | None = None
+
+
+class JobPublic(BaseModel):
+    """A job as `/v1/jobs` returns it (`JobRecord.public()`)."""
+
+    id: str
+    object: Literal["job"] = "job"
+    type: Literal["agent", "analysis", "response"]
+    task: str | None
+    model: str | None
+    status: JobStatus
+    source: Literal["http", "queue"]
+    created_at: int
+    started_at: int | None
+    ended_at: int | None
+    progress: JobProgress
+    steps: list[dict[str, Any]]
+    result: Any
+    usage: dict[str, float]
+    error: dict[str, Any] | None
+    incomplete_details: dict[str, str] | None
+    metadata: dict[str, str] | None

@@ -12,6 +12,7 @@ import calendar
 import json
 import math
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -19,6 +20,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_METADATA_BYTES = 8_192
+MAX_EXPIRES = 253_402_300_799  # 9999-12-31T23:59:59Z
 _DURATION = re.compile(r"^(\d{1,6})(s|m|h|d|w|mo)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 # Named periods, as people say them.
@@ -102,7 +104,8 @@ class _KeyFields(BaseModel):
     rpm_limit: int | None = Field(None, ge=1)
     tpm_limit: int | None = Field(None, ge=1)
     max_parallel_requests: int | None = Field(None, ge=1, le=10_000)
-    expires: float | None = None
+    # Up to the last second datetime can show (expires is returned as ISO 8601).
+    expires: float | None = Field(None, ge=0, le=MAX_EXPIRES)
     duration: str | None = None
     metadata: dict[str, Any] | None = None
     user_id: str | None = Field(None, max_length=256)
@@ -115,7 +118,13 @@ class _KeyFields(BaseModel):
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
         if value is not None:
-            Duration.parse(value)
+            duration = Duration.parse(value)
+            try:
+                fits = duration.seconds_from(time.time()) <= MAX_EXPIRES
+            except (OverflowError, ValueError):  # a month past datetime's year 9999
+                fits = False
+            if not fits:
+                raise ValueError("must end before the year 10000")
         return value
 
     @field_validator("models")
@@ -222,3 +231,12 @@ class KeyListPublic(BaseModel):
     first_id: str | None
     last_id: str | None
     has_more: bool
+
+
+class KeyDeleted(BaseModel):
+    """DELETE /v1/keys/{id}: the key is revoked (kept, so its usage still names it)."""
+
+    id: str
+    object: Literal["key.deleted"] = "key.deleted"
+    deleted: Literal[True] = True
+    revoked_at: int | None

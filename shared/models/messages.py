@@ -169,7 +169,8 @@ class Metadata(BaseModel):
 class MessagesRequest(BaseModel):
     """What both Messages routes take; unknown top-level fields are refused."""
 
-    model_config = ConfigDict(extra="allow")
+    # Extras are allowed only so the validator below can name them; the schema says they are refused.
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": False})
 
     model: str = Field(min_length=1, max_length=256)
     messages: list[InputMessage] = Field(min_length=1)
@@ -216,3 +217,31 @@ class ExtraFieldError(ValueError):
     def __init__(self, name: str) -> None:
         super().__init__(f"{name}: Extra inputs are not permitted")
         self.name = name
+
+
+class MessageUsage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    input_tokens: int
+    output_tokens: int
+
+
+class MessagePublic(BaseModel):
+    """Anthropic's `Message`, as `POST /v1/messages` answers (built by shared/services/messages)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    type: Literal["message"] = "message"
+    role: Literal["assistant"] = "assistant"
+    model: str
+    content: list[dict[str, Any]]
+    stop_reason: str | None
+    stop_sequence: str | None = None
+    usage: MessageUsage
+
+
+class TokenCount(BaseModel):
+    """`POST /v1/messages/count_tokens`."""
+
+    input_tokens: int

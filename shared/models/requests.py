@@ -53,7 +53,8 @@ ShortStr = Annotated[str, StringConstraints(max_length=512)]
 class OpenAIRequest(BaseModel):
     """Base of the request models: unknown fields are refused, steering fields loudest of all."""
 
-    model_config = ConfigDict(extra="allow")
+    # Extras are allowed only so the validator below can name them; the schema says they are refused.
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": False})
 
     model: str = Field(min_length=1, max_length=256)
 

@@ -166,6 +166,7 @@ def test_int_constraint_and_string_route_values(client: httpx.Client) -> None:
 def test_catch_all_and_optional_parameters(client: httpx.Client) -> None:
     assert client.get("/files/a/b/c.txt").json() == {"rest": "a/b/c.txt"}
     assert client.get("/files").json() == {"rest": None}
+    assert client.get("/files/a%0Ab").json() == {"rest": "a\nb"}  # a newline reaches the route too
     assert client.delete("/optional/7").json() == {"id": "7", "method": "DELETE"}  # methods=None: all
     assert client.get("/optional").json() == {"id": None, "method": "GET"}
 

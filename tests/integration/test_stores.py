@@ -60,6 +60,14 @@ async def test_cosmos_create_read_and_system_fields(documents):
         await documents.create("things", doc(n=2))
 
 
+@pytest.mark.parametrize("id_", ["a/b", "a\\b", "a?b", "a#b", "x" * 256, ""])
+async def test_cosmos_an_id_cosmos_cannot_hold_is_not_found(documents, id_):
+    # Found by fuzzing POST /v1/batches: an `input_file_id` with a `/` made the point read's URL
+    # unroutable, and the error a 500.
+    assert await documents.read("things", id_, id_ or "p") is None
+    assert await documents.delete("things", id_, id_ or "p") is False
+
+
 async def test_cosmos_replace_is_guarded_by_etag(documents):
     first = await documents.create("things", doc(n=1))
     second = await documents.replace("things", {**first, "n": 2}, etag=first["_etag"])

@@ -405,6 +405,9 @@ def test_routes_are_ordered_by_specificity_not_registration() -> None:
     assert _first_match(routes, "GET", "/api/items/new") == ("param", {"id": "new"})  # method mismatch
     assert _first_match(routes, "GET", "/api/default_route") == ("default_route", {})
     assert _first_match(routes, "GET", "/api/x/y") == ("catch_all", {"path": "x/y"})
+    # Decoded route values may hold a newline (%0A): the route still matches, as in Azure.
+    assert _first_match(routes, "GET", "/api/items/a\nb") == ("param", {"id": "a\nb"})
+    assert _first_match(routes, "GET", "/api/x\n/y") == ("catch_all", {"path": "x\n/y"})
     assert _first_match(routes, "GET", "/other") is None
     assert routes[-1].function.name == "catch_all"
 

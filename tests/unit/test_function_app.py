@@ -53,6 +53,7 @@ EXPECTED_HTTP = {
     "get_job": ("v1/jobs/{job_id}", ["GET"]),
     "cancel_job": ("v1/jobs/{job_id}/cancel", ["POST"]),
     "job_events": ("v1/jobs/{job_id}/events", ["GET"]),
+    "openapi_document": ("openapi.json", ["GET"]),
     "unknown_route": ("v1/{*path}", ["GET", "POST", "PUT", "PATCH", "DELETE"]),
 }
 EXPECTED_QUEUES = {

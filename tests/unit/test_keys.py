@@ -137,6 +137,18 @@ def test_key_fields_follow_litellm_and_refuse_unknown_ones():
     assert KeyCreate.model_validate({"budget_duration": "total"}).budget_duration is None
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [{"expires": 6.6e16}, {"expires": -1}, {"duration": "999999w"}, {"duration": "999999mo"}],
+)
+def test_an_expiry_past_the_year_9999_is_refused(fields):
+    # Found by fuzzing POST /v1/keys: such a key was stored, then every GET /v1/keys answered 500
+    # (its expiry cannot be written as ISO 8601).
+    with pytest.raises(ValidationError, match=r"expires|duration"):
+        KeyCreate.model_validate(fields)
+    assert KeyCreate.model_validate({"duration": "520w"}).duration == "520w"
+
+
 def test_budget_windows_follow_the_utc_calendar():
     t = calendar.timegm((2026, 11, 22, 10, 30, 0))
     assert Duration.parse("daily").window(t)[1] == calendar.timegm((2026, 11, 23, 0, 0, 0))

@@ -362,3 +362,19 @@ def test_the_response_echoes_the_request_and_matches_the_spec_and_the_sdk():
         True,
     )
     assert response["completed_at"] == 1_700_000_001 and response["usage"]["total_tokens"] == 7
+
+
+def test_settings_sent_as_null_show_openais_defaults():
+    # Found by fuzzing /v1/responses: `"parallel_tool_calls": null` came back as null, which the
+    # spec and the SDK's Response refuse.
+    body = {"parallel_tool_calls": None, "tool_choice": None, "store": None}
+    response = translate.response_object(
+        response_id=translate.new_id("resp"), request=body, model="m", status="completed", created_at=1.0
+    )
+    assert (response["parallel_tool_calls"], response["tool_choice"], response["store"]) == (
+        True,
+        "auto",
+        True,
+    )
+    assert_matches("Response", response)
+    SDKResponse.model_validate(response)

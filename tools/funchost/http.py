@@ -152,8 +152,9 @@ def build_routes(functions: Iterable[HostedFunction], route_prefix: str) -> list
                 regex = compile_path(variant.path)[0]
             except (ValueError, AssertionError) as exc:
                 raise HostConfigError(f"function '{f.name}': route {template!r}: {exc}") from None
-            # ASP.NET routing is case-insensitive.
-            regex = re.compile(regex.pattern, re.IGNORECASE)
+            # ASP.NET routing is case-insensitive, and a value may hold any character a URL can
+            # encode, a newline (%0A) included, which Starlette's `.*` would not match.
+            regex = re.compile(regex.pattern, re.IGNORECASE | re.DOTALL)
             routes.append(HttpRoute(f, variant, regex, _method_names(f.trigger.methods), classic))
     return sorted(routes, key=lambda r: r.variant.order)
 
@@ -235,4 +236,6 @@ class _Dispatcher:
 def create_app(routes: list[HttpRoute], function_timeout: float | None) -> Starlette:
     """A Starlette app passing every path and method to the function routes (no 405s, empty 404s)."""
     # A class instance endpoint is mounted as raw ASGI, so Starlette applies no method filter.
-    return Starlette(routes=[Route("/{path:path}", _Dispatcher(routes, function_timeout))])
+    every_path = Route("/{path:path}", _Dispatcher(routes, function_timeout))
+    every_path.path_regex = re.compile(every_path.path_regex.pattern, re.DOTALL)  # %0A in a path too
+    return Starlette(routes=[every_path])

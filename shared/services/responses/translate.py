@@ -332,19 +332,19 @@ def response_object(
         "max_tool_calls": request.get("max_tool_calls"),
         "model": model,
         "output": output or [],
-        "parallel_tool_calls": request.get("parallel_tool_calls", True),
+        "parallel_tool_calls": _or_default(request.get("parallel_tool_calls"), True),
         "previous_response_id": request.get("previous_response_id"),
         "prompt_cache_key": request.get("prompt_cache_key"),
         "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
         "safety_identifier": request.get("safety_identifier"),
         "service_tier": request.get("service_tier") or "default",
-        "store": request.get("store", True),
+        "store": _or_default(request.get("store"), True),
         "temperature": request.get("temperature", 1.0),
         "text": {
             "format": text.get("format") or {"type": "text"},
             "verbosity": text.get("verbosity") or "medium",
         },
-        "tool_choice": request.get("tool_choice", "auto"),
+        "tool_choice": _or_default(request.get("tool_choice"), "auto"),
         "tools": [_echoed_tool(t) for t in request.get("tools") or []],
         "top_logprobs": 0,
         "top_p": request.get("top_p", 1.0),
@@ -357,6 +357,11 @@ def response_object(
     if request.get("user") is not None:
         response["user"] = request["user"]
     return response
+
+
+def _or_default(value: Any, default: Any) -> Any:
+    """A setting the client sent as `null` is unset: OpenAI's schema has no null for it."""
+    return default if value is None else value
 
 
 def _echoed_tool(tool: Mapping[str, Any]) -> dict[str, Any]:
