@@ -6,9 +6,9 @@ installs it (and runs only that one).
 
 import sys
 
-from bench import cold_start, gateway, keys, peer
+from bench import cold_start, gateway, keys, peer, surfaces
 
-status = gateway.main([]) or keys.main([])
+status = gateway.main([]) or keys.main([]) or surfaces.main([])
 if peer.PROXY_BIN.exists():
     status = peer.main([]) or status
 else:
