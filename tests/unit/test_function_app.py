@@ -33,6 +33,8 @@ EXPECTED_HTTP = {
     "get_session": ("v1/sessions/{session_id}", ["GET"]),
     "delete_session": ("v1/sessions/{session_id}", ["DELETE"]),
     "usage": ("v1/usage", ["GET"]),
+    "usage_series": ("v1/usage/series", ["GET"]),
+    "usage_records": ("v1/usage/records", ["GET"]),
     "create_key": ("v1/keys", ["POST"]),
     "list_keys": ("v1/keys", ["GET"]),
     "get_key": ("v1/keys/{key_id}", ["GET"]),
@@ -54,6 +56,11 @@ EXPECTED_HTTP = {
     "cancel_job": ("v1/jobs/{job_id}/cancel", ["POST"]),
     "job_events": ("v1/jobs/{job_id}/events", ["GET"]),
     "openapi_document": ("openapi.json", ["GET"]),
+    "console_page": ("console", ["GET"]),
+    "console_file": ("console/{*path}", ["GET"]),
+    "create_console_session": ("console/api/session", ["POST"]),
+    "get_console_session": ("console/api/session", ["GET"]),
+    "delete_console_session": ("console/api/session", ["DELETE"]),
     "unknown_route": ("v1/{*path}", ["GET", "POST", "PUT", "PATCH", "DELETE"]),
 }
 EXPECTED_QUEUES = {
