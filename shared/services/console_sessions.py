@@ -4,8 +4,8 @@ The cookie is `<session id>.<expiry>.<signature>`: an HMAC (SHA-256) over the id
 key derived from the key-hash secret, so a forged or altered cookie is refused before any read.
 The session itself is a Cosmos item (in `keys`, partitioned by its own id, `object`
 `console.session`, so key lists and key lookups never see it) holding only the key's id, its name
-and whether it is the master key: never the key. Sign-out deletes the item, so a replayed cookie
-is refused at once on every instance. The key behind a session is re-checked on every request: a
+and whether it is the master key: never the key. Sign-out marks the item ended, so a replayed
+cookie is refused at once on every instance. The key behind a session is re-checked on every request: a
 key revoked or expired since sign-in ends its sessions, and so does a change of master key.
 """
 
@@ -100,7 +100,12 @@ class ConsoleSessions:
         """The live session behind `cookie` and its key's principal, re-checked now; 401 otherwise."""
         session_id, expires_at = self.verify(cookie)
         doc = await self._read(session_id)
-        if doc is None or doc.get("object") != OBJECT or int(doc.get("expires_at", 0)) != expires_at:
+        if (
+            doc is None
+            or doc.get("object") != OBJECT
+            or doc.get("revoked_at") is not None
+            or int(doc.get("expires_at", 0)) != expires_at
+        ):
             raise AuthenticationError(ENDED)
         if doc.get("is_master"):
             if not hmac.compare_digest(str(doc.get("master") or ""), self._master_mark()):
@@ -116,7 +121,19 @@ class ConsoleSessions:
             session_id, _ = self.verify(cookie)
         except AuthenticationError:
             return
-        await self._documents.delete(CONTAINER, session_id, session_id)
+        # Overwritten as ended rather than deleted: a tombstone reads back the same on every store
+        # (the local Cosmos server fails reads of a deleted item's partition) until its TTL.
+        await self._documents.upsert(
+            CONTAINER,
+            {
+                "id": session_id,
+                "pk": session_id,
+                "object": OBJECT,
+                "revoked_at": int(self._clock()),
+                "expires_at": 0,
+                "ttl": self._ttl + 3600,
+            },
+        )
 
     def cookie_value(self, session_id: str, expires_at: int) -> str:
         payload = f"{session_id}.{expires_at}"
