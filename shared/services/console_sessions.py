@@ -121,8 +121,8 @@ class ConsoleSessions:
             session_id, _ = self.verify(cookie)
         except AuthenticationError:
             return
-        # Overwritten as ended rather than deleted: a tombstone reads back the same on every store
-        # (the local Cosmos server fails reads of a deleted item's partition) until its TTL.
+        # Overwritten as ended rather than deleted: an idempotent upsert whether or not the item is
+        # still there, and Cosmos drops the tombstone after its TTL.
         await self._documents.upsert(
             CONTAINER,
             {
