@@ -257,6 +257,8 @@ function overviewRequests() {
   const end = Math.floor(Date.now() / 1000);
   const start = end - 30 * DAY;
   return {
+    start,
+    end,
     series: api(`/v1/usage/series${qs({ start, end, bucket: "day", group_by: "model" })}`),
     models: api(`/v1/usage${qs({ start, end, group_by: "model" })}`),
   };
@@ -288,13 +290,17 @@ async function renderOverview(root, _id, prefetched) {
   );
 
   const charts = h("section", { class: "charts", "aria-label": "Charts" });
+  const days = [];
+  for (let t = Math.floor(req.start / DAY) * DAY; t <= req.end; t += DAY) days.push(new Date(t * 1000).toISOString().slice(0, 10));
   root.append(charts);
   const plots = [
-    chart(charts, "Requests per day by model", series.data, (r) => r.requests, (v) => fmt.int(v)),
-    chart(charts, "Tokens per day by model", series.data, (r) => r.input_tokens + r.output_tokens, (v) => fmt.int(v)),
-    chart(charts, "Cost per day by model (USD)", series.data, (r) => r.cost_usd, (v) => fmt.usd(v)),
+    chart(charts, "Requests per day by model", series.data, (r) => r.requests, (v) => fmt.int(v), days),
+    chart(charts, "Tokens per day by model", series.data, (r) => r.input_tokens + r.output_tokens, (v) => fmt.int(v), days),
+    chart(charts, "Cost per day by model (USD)", series.data, (r) => r.cost_usd, (v) => fmt.usd(v), days),
   ];
-  const resize = () => plots.forEach((p) => p && p.setSize(chartSize(p.root.parentElement)));
+  const resize = () => plots.forEach((p) => p && p.setSize(chartSize(p.root.parentElement.parentElement)));
+  // Each plot was sized as its figure joined the grid, while fewer figures shared the row.
+  resize();
   window.addEventListener("resize", resize);
   onLeave(() => {
     window.removeEventListener("resize", resize);
@@ -326,14 +332,15 @@ function topTable(title, what, rows) {
   );
 }
 
-function chartSize(box) {
-  const width = Math.max(260, (box && box.clientWidth) || 600);
+function chartSize(figure) {
+  // The figure's content box: its width less the card's padding.
+  const width = Math.max(240, ((figure && figure.clientWidth) || 600) - 34);
   return { width, height: Math.round(Math.min(260, Math.max(160, width * 0.4))) };
 }
 
 /** One uPlot line chart: x = day, one series per model. */
-function chart(parent, title, rows, value, label) {
-  const days = [...new Set(rows.map((r) => r.day))].sort();
+function chart(parent, title, rows, value, label, windowDays) {
+  const days = rows.length ? windowDays : [];
   const groups = [...new Set(rows.map((r) => r.group ?? "(none)"))].sort();
   const figure = h("figure", { class: "card chart" }, h("figcaption", {}, title));
   parent.append(figure);
@@ -352,9 +359,10 @@ function chart(parent, title, rows, value, label) {
   figure.append(box);
   const opts = {
     ...chartSize(figure),
+    legend: { live: false },
     tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
     scales: { x: { time: true } },
-    axes: [{}, { values: (_u, ticks) => ticks.map(label), size: 70 }],
+    axes: [{}, { values: (_u, ticks) => ticks.map(label), size: 80 }],
     series: [
       { label: "Day" },
       ...groups.map((g, i) => ({
@@ -435,8 +443,8 @@ function createKeyForm(secretBox, reload) {
     field("Name", name),
     field("Models", f.models, "Comma-separated; empty allows every model"),
     field("Budget (USD)", f.budget),
-    field("Requests per minute (rpm)", f.rpm),
-    field("Tokens per minute (tpm)", f.tpm),
+    field("Requests per minute", f.rpm),
+    field("Tokens per minute", f.tpm),
     field("Expires on", expiry, "Empty: never"),
     h("div", { class: "actions" }, h("button", { type: "submit" }, "Create key")),
     err,
@@ -576,7 +584,8 @@ async function renderUsage(root) {
     out.replaceChildren(h("p", { class: "muted" }, "Loading…"));
     try {
       const page = await api(`/v1/usage/records${qs(params())}`);
-      out.replaceChildren(
+      out.replaceChildren();
+      append(out, [
         table(
           "Usage records",
           ["Time (UTC)", "Key", "Model", "Deployment", "Status", "Tokens in/out", "Cost", "Latency", "Fallback", "Session"],
@@ -595,7 +604,7 @@ async function renderUsage(root) {
           "No records match.",
         ),
         page.has_more ? h("p", { class: "muted" }, "Showing the newest 100. Narrow the filters or export CSV for all.") : null,
-      );
+      ]);
     } catch (e) {
       if (e.status === 401) throw e;
       out.replaceChildren(errorBox(e));
@@ -738,7 +747,7 @@ async function renderJob(root, id) {
     { class: "steps", "aria-label": "Steps" },
     (job.steps || []).map((s) => h("li", {}, h("pre", {}, JSON.stringify(s, null, 2)))),
   );
-  root.append(
+  append(root, [
     h("p", {}, h("a", { href: "#/jobs" }, "← All jobs")),
     h("h1", {}, `Job ${job.id}`),
     h(
@@ -757,7 +766,18 @@ async function renderJob(root, id) {
       ? h("section", {}, h("h2", {}, "Result"), h("pre", { class: "result" }, typeof job.result === "string" ? job.result : JSON.stringify(job.result, null, 2)))
       : null,
     h("div", { class: "two-col" }, h("section", {}, h("h2", {}, "Steps"), steps), h("section", {}, h("h2", {}, "Events"), events)),
-  );
+  ]);
+  // Steps come from the job itself; an event that ends a step or the job re-reads it.
+  const refresh = async () => {
+    try {
+      const j = await api(`/v1/jobs/${encodeURIComponent(id)}`);
+      statusEl.textContent = j.status;
+      statusEl.className = `badge ${j.status}`;
+      steps.replaceChildren(...(j.steps || []).map((s) => h("li", {}, h("pre", {}, JSON.stringify(s, null, 2)))));
+    } catch {
+      /* the live events still show what happened */
+    }
+  };
   // EventSource cannot send the X-Cirrus-Console header, so the events come through fetch().
   const abort = new AbortController();
   onLeave(() => abort.abort());
@@ -771,9 +791,7 @@ async function renderJob(root, id) {
           /* keep the text */
         }
         events.append(h("li", {}, h("strong", {}, event), " ", h("code", {}, typeof parsed === "string" ? parsed : JSON.stringify(parsed))));
-        if (parsed && typeof parsed === "object" && typeof parsed.status === "string" && event.startsWith("job.")) statusEl.textContent = parsed.status;
-        else if (event.startsWith("job.")) statusEl.textContent = event.slice(4);
-        if (event === "step.completed" || event === "step.started") steps.append(h("li", {}, h("pre", {}, JSON.stringify(parsed, null, 2))));
+        if (event === "step.finished" || event.startsWith("job.")) refresh();
       }),
     )
     .then(() => events.append(h("li", { class: "muted" }, "Stream ended.")))
@@ -980,7 +998,7 @@ function start() {
   // round trips from a cold start: the page, its module and stylesheet, then the data.
   const onOverview = !location.hash || location.hash.startsWith("#/overview") || location.hash === "#/";
   const prefetched = onOverview ? overviewRequests() : null;
-  if (prefetched) Object.values(prefetched).forEach((p) => p.catch(() => {}));
+  if (prefetched) [prefetched.series, prefetched.models].forEach((p) => p.catch(() => {}));
   api("/console/api/session")
     .then((session) => {
       showSignedIn(session);
