@@ -133,3 +133,14 @@ def test_importing_the_app_does_not_import_litellm_or_the_openai_sdk():
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_console_ships_in_the_package():
+    """`.funcignore` lists what is not deployed; the console's static files must not be among it."""
+    ignored = {
+        line.strip().rstrip("/")
+        for line in (ROOT / ".funcignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert not ignored & {"console", "console/*", "console/**", "*.html", "*.js", "*.css"}
+    assert (ROOT / "console" / "index.html").is_file()
