@@ -74,7 +74,7 @@ class ConsoleSessions:
         name = None
         if not principal.is_master:
             stored = await self._auth_lookup(principal.key_id)
-            name = (stored or {}).get("name")
+            name = (stored or {}).get("key_alias")  # the name it was created with
         session_id = _ID_PREFIX + secrets.token_hex(16)
         expires_at = int(self._clock()) + self._ttl
         await self._documents.create(

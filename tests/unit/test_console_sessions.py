@@ -72,7 +72,7 @@ async def test_the_master_key_signs_in_and_the_cookie_names_a_session_not_the_ke
 async def test_a_virtual_key_signs_in_as_itself_and_ends_with_its_key(app, documents):
     created = await app.keys.create(KeyCreate(key_alias="console-app", team_id=None))
     cookie, session = await app.console.sign_in(created.key)
-    assert (session.key_id, session.is_master) == (created.id, False)
+    assert (session.key_id, session.name, session.is_master) == (created.id, "console-app", False)
     assert created.key not in cookie and created.key not in str(documents.items)
     _, principal = await app.console.resolve(cookie)
     assert principal.key_id == created.id and not principal.is_master
