@@ -240,12 +240,15 @@ function route(prefetched) {
     if (a.getAttribute("href") === `#/${page}`) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
-  const root = view();
-  root.replaceChildren();
-  root.dataset.page = page;
+  // Each visit renders into a fresh element: a slow page that was left behind keeps appending
+  // to its own detached element, never to the page that replaced it.
+  const root = h("div", { class: "page" });
+  view().replaceChildren(root);
+  view().dataset.page = page;
   document.title = `${page[0].toUpperCase()}${page.slice(1)} · Cirrus console`;
   setStatus("");
   ROUTES[page](root, id, prefetched).catch((err) => {
+    if (!root.isConnected) return;
     if (err instanceof ApiError && err.status === 401) showSignedOut("Your session has ended. Sign in again.");
     else root.append(errorBox(err));
   });
