@@ -373,3 +373,59 @@ def test_playground_stop_ends_the_stream(browser_page: Page, stack, master_key, 
     expect(page.locator(".meta")).to_contain_text("Stopped")
     expect(page.get_by_role("button", name="Send")).to_be_enabled()
     assert (answer.text_content() or "").count("word") < 60
+
+
+def test_a_page_left_while_loading_never_draws_into_the_next(browser_page: Page, master_key, sign_in):
+    page = browser_page
+    held = []
+    page.route("**/v1/usage/series*", held.append)
+    sign_in(page, master_key)  # the overview starts loading and waits for its series
+    page.get_by_role("link", name="Usage").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Usage")
+    for route in held:
+        route.continue_()
+    page.unroute("**/v1/usage/series*")
+    page.wait_for_timeout(500)
+    expect(page.get_by_role("region", name="Totals")).to_have_count(0)
+    expect(page.get_by_role("heading", level=1)).to_have_count(1)
+
+
+def test_sign_in_and_navigation_work_from_the_keyboard(browser_page: Page, console_url: str, master_key: str):
+    page = browser_page
+    page.goto(console_url)
+    expect(page.get_by_label("API key")).to_be_focused()
+    page.keyboard.type(master_key)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("link", name="Overview")).to_be_visible()
+    page.get_by_role("link", name="Overview").focus()
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Keys")).to_be_focused()
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline == "solid"  # focus is visible
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Keys")
+    page.get_by_label("Name").focus()
+    assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
+
+
+def test_batches_cancel_a_running_batch(browser_page: Page, stack, master_key, sign_in):
+    client = stack.client()
+    with stack.provider() as provider:
+        slow = {"behaviour": {"latency_ms": 6000}, "times": 4}
+        provider.post("/_control/enqueue", json=slow).raise_for_status()
+    batch = client.batches.create(
+        input_file_id=upload(client, [chat_line(f"slow-{i}") for i in range(4)]).id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+    )
+    page = browser_page
+    sign_in(page, master_key)
+    page.get_by_role("link", name="Batches").click()
+    row = page.get_by_role("row", name=re.compile(batch.id))
+    cancel = row.get_by_role("button", name=f"Cancel batch {batch.id}")
+    expect(row).to_be_visible()
+    if not cancel.is_visible():
+        pytest.skip("the batch ended before the page opened")
+    cancel.click()
+    expect(page.get_by_role("row", name=re.compile(batch.id))).to_contain_text(re.compile("cancel"))
+    assert wait_batch(client, batch.id).status == "cancelled"
