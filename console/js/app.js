@@ -4,6 +4,8 @@
 import uPlot from "../vendor/uPlot.esm.js";
 
 const DAY = 86400;
+// Tick steps for counts: requests and tokens come whole, so no "0.5" on the axis.
+const WHOLE_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 1e7, 1e8, 1e9];
 const PALETTE = ["#2563eb", "#d97706", "#059669", "#dc2626", "#7c3aed", "#0891b2", "#db2777", "#65a30d"];
 
 // ---------------------------------------------------------------- DOM and API helpers
@@ -297,8 +299,8 @@ async function renderOverview(root, _id, prefetched) {
   for (let t = Math.floor(req.start / DAY) * DAY; t <= req.end; t += DAY) days.push(new Date(t * 1000).toISOString().slice(0, 10));
   root.append(charts);
   const plots = [
-    chart(charts, "Requests per day by model", series.data, (r) => r.requests, (v) => fmt.int(v), days),
-    chart(charts, "Tokens per day by model", series.data, (r) => r.input_tokens + r.output_tokens, (v) => fmt.int(v), days),
+    chart(charts, "Requests per day by model", series.data, (r) => r.requests, (v) => fmt.int(v), days, true),
+    chart(charts, "Tokens per day by model", series.data, (r) => r.input_tokens + r.output_tokens, (v) => fmt.int(v), days, true),
     chart(charts, "Cost per day by model (USD)", series.data, (r) => r.cost_usd, (v) => fmt.usd(v), days),
   ];
   const resize = () => plots.forEach((p) => p && p.setSize(chartSize(p.root.parentElement.parentElement)));
@@ -342,7 +344,7 @@ function chartSize(figure) {
 }
 
 /** One uPlot line chart: x = day, one series per model. */
-function chart(parent, title, rows, value, label, windowDays) {
+function chart(parent, title, rows, value, label, windowDays, whole = false) {
   const days = rows.length ? windowDays : [];
   const groups = [...new Set(rows.map((r) => r.group ?? "(none)"))].sort();
   const figure = h("figure", { class: "card chart" }, h("figcaption", {}, title));
@@ -365,7 +367,7 @@ function chart(parent, title, rows, value, label, windowDays) {
     legend: { live: false },
     tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
     scales: { x: { time: true } },
-    axes: [{}, { values: (_u, ticks) => ticks.map(label), size: 80 }],
+    axes: [{}, { values: (_u, ticks) => ticks.map(label), size: 80, ...(whole ? { incrs: WHOLE_STEPS } : {}) }],
     series: [
       { label: "Day" },
       ...groups.map((g, i) => ({
