@@ -264,8 +264,10 @@ function overviewRequests() {
   return {
     start,
     end,
-    series: api(`/v1/usage/series${qs({ start, end, bucket: "day", group_by: "model" })}`),
-    models: api(`/v1/usage${qs({ start, end, group_by: "model" })}`),
+    // No `end`: the server's "now" includes a record made in this very second, which a
+    // whole-second end computed here would cut off.
+    series: api(`/v1/usage/series${qs({ start, bucket: "day", group_by: "model" })}`),
+    models: api(`/v1/usage${qs({ start, group_by: "model" })}`),
   };
 }
 
