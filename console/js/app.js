@@ -466,8 +466,8 @@ function createKeyForm(secretBox, reload) {
     try {
       const key = await api("/v1/keys", { method: "POST", body });
       form.reset();
-      showSecret(secretBox, key, "Created");
       await reload();
+      showSecret(secretBox, key, "Created");
     } catch (e) {
       err.textContent = e.message;
     }
@@ -500,8 +500,11 @@ async function loadKeys(listBox, secretBox) {
     const rotate = h("button", { type: "button", class: "secondary", "aria-label": `Rotate ${name}` }, "Rotate");
     rotate.addEventListener("click", async () => {
       try {
-        showSecret(secretBox, await api(`/v1/keys/${encodeURIComponent(k.id)}/rotate`, { method: "POST", body: {} }), "Rotated");
+        const rotated = await api(`/v1/keys/${encodeURIComponent(k.id)}/rotate`, { method: "POST", body: {} });
+        // The list first, then the secret: whoever waits for the secret finds the list settled
+        // (a button pressed in a list about to be replaced would be lost).
         await reload();
+        showSecret(secretBox, rotated, "Rotated");
       } catch (e) {
         setStatus(e.message);
       }
