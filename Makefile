@@ -4,8 +4,9 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: dev test setup lint infra-check unit integration e2e bench lock clean
+.PHONY: dev test setup lint infra-check unit integration e2e ui bench lock clean
 
 dev: setup
 	$(BIN)/python -m tools.stack $(STACK_ARGS)
@@ -13,7 +14,12 @@ dev: setup
 test: setup lint infra-check
 	$(BIN)/python -m pytest -c tests/pytest.ini $(PYTEST_ARGS)
 
-setup: $(VENV)/.installed node_modules/.installed
+setup: $(VENV)/.installed node_modules/.installed $(CHROMIUM)
+
+# The UI tier's browser: Debian's chromium (Playwright's own download cannot reach its CDN here).
+$(CHROMIUM):
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y --no-install-recommends chromium
 
 $(VENV)/.installed: requirements.txt tools/requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,7 +53,7 @@ $(CHECKOV_VENV)/.installed: tools/requirements-checkov.txt
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tools/requirements-checkov.txt
 	touch $@
 
-unit integration e2e: setup
+unit integration e2e ui: setup
 	$(BIN)/python -m pytest -c tests/pytest.ini tests/$@ $(PYTEST_ARGS)
 
 bench: setup

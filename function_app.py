@@ -11,6 +11,7 @@ from shared.blueprints import (
     batches_http,
     chat_http,
     completions_http,
+    console_http,
     fallback_http,
     files_http,
     health_http,
@@ -43,7 +44,7 @@ app.register_blueprint(audio_http.bp)  # POST /v1/audio/transcriptions (multipar
 app.register_blueprint(rerank_http.bp)  # POST /v1/rerank
 app.register_blueprint(responses_http.bp)  # /v1/responses, /v1/responses/{response_id}, /cancel, /input_items
 app.register_blueprint(sessions_http.bp)  # /v1/sessions, /v1/sessions/{session_id}
-app.register_blueprint(usage_http.bp)  # GET /v1/usage
+app.register_blueprint(usage_http.bp)  # GET /v1/usage, /v1/usage/series, /v1/usage/records (JSON or CSV)
 app.register_blueprint(keys_http.bp)  # /v1/keys, /v1/keys/{key_id}, /v1/keys/{key_id}/rotate (admin)
 app.register_blueprint(files_http.bp)  # /v1/files, /v1/files/{file_id}, /v1/files/{file_id}/content
 app.register_blueprint(batches_http.bp)  # /v1/batches, /v1/batches/{batch_id}, /v1/batches/{batch_id}/cancel
@@ -52,5 +53,6 @@ app.register_blueprint(jobs_http.bp)  # /v1/jobs, /v1/jobs/{job_id}, .../cancel,
 app.register_blueprint(jobs_queue.bp)  # queues %JOBS_QUEUE% and its poison queue: agent and analysis runs
 app.register_blueprint(usage_queue.bp)  # queue %USAGE_QUEUE%: parked usage records
 app.register_blueprint(sweeper_timer.bp)  # timer %CIRRUS_SWEEP_SCHEDULE%: re-drives stuck batches and jobs
+app.register_blueprint(console_http.bp)  # GET /console, /console/{*path}; /console/api/session (sign-in)
 app.register_blueprint(openapi_http.bp)  # GET /openapi.json: the API contract, built from the routes above
 app.register_blueprint(fallback_http.bp)  # any other /v1 path: OpenAI's 404 envelope

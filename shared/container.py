@@ -31,6 +31,8 @@ from shared.services.cache import ResponseCache
 from shared.services.calls import Metering
 from shared.services.chat import ChatService
 from shared.services.completions import CompletionService, EmbeddingService
+from shared.services.console_sessions import ConsoleSessions
+from shared.services.console_sessions import signing_key as console_signing_key
 from shared.services.files import FileService
 from shared.services.health import HealthService
 from shared.services.images import ImageService
@@ -89,6 +91,11 @@ class Container:
             lookup=lambda key_id: self.keys.lookup(key_id),  # noqa: PLW0108 - self.keys comes next
         )
         self.keys = KeyService(clients.documents, self.auth, self.limiter)
+        self.console = ConsoleSessions(
+            clients.documents,
+            self.auth,
+            console_signing_key(settings.key_hash_secret.get_secret_value().encode()),  # type: ignore[union-attr]
+        )
         # Who queued work runs as, re-read at most every 5 s while it runs.
         self.owners = KeyOwners(self.auth.principal_for)
         self.background = Background()

@@ -39,6 +39,7 @@ from shared.logs import bind_request_id
 from shared.observability import HttpRequestFacts, end_server_span, server_span
 from shared.services.auth import Principal
 from shared.services.calls import CallContext
+from shared.services.console_sessions import CONSOLE_HEADER, COOKIE_NAME
 
 log = logging.getLogger("cirrus.http")
 
@@ -103,14 +104,7 @@ def endpoint(
         async def _serve(req: Request, request_id: str, headers: dict[str, str], span: Any) -> Response:
             try:
                 container = await get_container()
-                principal = (
-                    await container.auth.authenticate(
-                        req.headers.get("authorization"),
-                        req.headers.get("api-key") or req.headers.get("x-api-key"),
-                    )
-                    if authenticated
-                    else ANONYMOUS
-                )
+                principal = await authenticate(req, container) if authenticated else ANONYMOUS
                 span.set_attribute("cirrus.key_id", principal.key_id)
                 return await handler(req, RequestContext(request_id, principal, container, headers))
             except Exception as exc:
@@ -128,6 +122,21 @@ def endpoint(
         return function
 
     return decorate
+
+
+async def authenticate(req: Request, container: Container) -> Principal:
+    """The caller: a key in a header, or else the console's session cookie, which counts only on
+    requests that carry `X-Cirrus-Console: 1`. A page on another site cannot add that header to a
+    request without a CORS preflight Cirrus never grants, so a cookie alone authorizes nothing
+    (SameSite=Strict keeps it off cross-site requests as well)."""
+    authorization = req.headers.get("authorization")
+    api_key = req.headers.get("api-key") or req.headers.get("x-api-key")
+    if not authorization and not api_key and req.headers.get(CONSOLE_HEADER) == "1":
+        cookie = req.cookies.get(COOKIE_NAME)
+        if cookie:
+            _session, principal = await container.console.resolve(cookie)
+            return principal
+    return await container.auth.authenticate(authorization, api_key)
 
 
 async def _ending(

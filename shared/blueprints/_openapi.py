@@ -182,6 +182,9 @@ def _operation(
     responses: dict[str, Any] = {}
     for status, declared in sorted(op.returns.items()):
         reply = declared if isinstance(declared, Reply) else Reply(declared)
+        if not reply.media:  # an answer without a body (204)
+            responses[str(status)] = {"description": reply.description or "No content."}
+            continue
         media = {reply.media: {"schema": _schema_of(reply.schema, refs)}}
         media |= {kind: {"schema": _schema_of(schema, refs)} for kind, schema in reply.also.items()}
         responses[str(status)] = {"description": reply.description or "OK", "content": media}

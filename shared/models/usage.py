@@ -93,3 +93,51 @@ class UsageSummaryPublic(BaseModel):
     group_by: GroupBy | None
     data: list[UsageGroup]
     total: UsageTotals
+
+
+class UsageSeriesPoint(BaseModel):
+    """One day's totals for one group (a model or a key; None when not grouped)."""
+
+    day: str  # YYYY-MM-DD, UTC
+    group: str | None
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    errors: int = 0
+    fallbacks: int = 0
+
+    def add(self, record: UsageRecord) -> None:
+        self.requests += 1
+        self.input_tokens += record.input_tokens
+        self.output_tokens += record.output_tokens
+        self.cost_usd += record.cost_usd or 0.0
+        self.errors += record.status != "ok"
+        self.fallbacks += record.fallback
+
+
+class UsageSeriesPublic(BaseModel):
+    """`/v1/usage/series`: totals per day (and group), aggregated by Cirrus, for charts."""
+
+    object: Literal["list"] = "list"
+    bucket: Literal["day"] = "day"
+    group_by: Literal["model", "key"] | None = None
+    data: list[UsageSeriesPoint]
+
+
+class UsageRecordFilter(BaseModel):
+    """What `/v1/usage/records` narrows to (every field optional)."""
+
+    key_id: str | None = None
+    model: str | None = None
+    status: str | None = None
+    session_id: str | None = None
+
+
+class UsageRecordListPublic(BaseModel):
+    """A page of usage records, newest first; `after` a page's `last_id` fetches the next one."""
+
+    object: Literal["list"] = "list"
+    data: list[UsageRecord]
+    has_more: bool = False
+    last_id: str | None = None

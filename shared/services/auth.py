@@ -128,6 +128,14 @@ class AuthService:
             raise AuthenticationError(BAD_KEY)
         return _live(stored)
 
+    def master_fingerprint(self) -> str:
+        """The master key's keyed hash: tells whether the master key has changed, and shows nothing."""
+        return self.hash(self._master.decode())
+
+    async def lookup(self, key_id: str) -> Mapping[str, Any] | None:
+        """The stored key named by id (None if there is none)."""
+        return await self._lookup(key_id)
+
     async def principal_for(self, key_id: str) -> Principal:
         """The principal of a key named by id, for work done on its behalf later (batches, jobs):
         401 if it has been revoked or has expired since."""

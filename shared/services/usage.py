@@ -19,14 +19,26 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from shared.clients.protocols import DocumentStore, QueueStore
-from shared.models.usage import GroupBy, UsageGroup, UsageRecord, UsageSummaryPublic, UsageTotals
+from shared.errors import NotFoundError
+from shared.models.usage import (
+    GroupBy,
+    UsageGroup,
+    UsageRecord,
+    UsageRecordFilter,
+    UsageRecordListPublic,
+    UsageSeriesPoint,
+    UsageSeriesPublic,
+    UsageSummaryPublic,
+    UsageTotals,
+)
 from shared.services.auth import Principal
 from shared.services.background import Background
 
@@ -104,6 +116,73 @@ class UsageService:
         self, principal: Principal, start: float, end: float, group_by: GroupBy | None
     ) -> UsageSummaryPublic:
         """Totals over [start, end): the caller's own records, or everyone's for the master key."""
+        # Folded as the pages arrive: memory holds one page and the groups, not the window's records.
+        total = UsageTotals()
+        groups: dict[str | None, UsageGroup] = {}
+        async for record in self._records(principal, start, end):
+            total.add(record)
+            key = _group_key(record, group_by) if group_by else None
+            groups.setdefault(key, UsageGroup(group=key)).add(record)
+        data = sorted(groups.values(), key=lambda g: (g.group is None, g.group or "")) if group_by else []
+        return UsageSummaryPublic(start=int(start), end=int(end), group_by=group_by, data=data, total=total)
+
+    async def series(
+        self, principal: Principal, start: float, end: float, group_by: str | None
+    ) -> UsageSeriesPublic:
+        """Totals per UTC day over [start, end), per model or key when asked: what charts draw."""
+        points: dict[tuple[str, str | None], UsageSeriesPoint] = {}
+        async for record in self._records(principal, start, end):
+            group = {"model": record.model, "key": record.key_id}.get(group_by or "")
+            point = points.get((record.day, group))
+            if point is None:
+                point = points[(record.day, group)] = UsageSeriesPoint(day=record.day, group=group)
+            point.add(record)
+        data = [points[k] for k in sorted(points, key=lambda k: (k[0], k[1] is None, k[1] or ""))]
+        return UsageSeriesPublic(group_by=group_by, data=data)  # type: ignore[arg-type]
+
+    async def records_page(
+        self,
+        principal: Principal,
+        start: float,
+        end: float,
+        where: UsageRecordFilter,
+        *,
+        limit: int,
+        after: str | None = None,
+    ) -> UsageRecordListPublic:
+        """The newest `limit` records in [start, end) matching `where` (after the record `after`).
+
+        Read a page of Cosmos results at a time; memory holds `limit + 1` records, whatever the
+        window holds."""
+        cursor: tuple[float, str] | None = None
+        if after is not None:
+            found = [r async for r in self._records(principal, start, end, record_id=after)]
+            if not found:
+                raise NotFoundError(f"No usage record {after[:80]!r} in this window.", param="after")
+            cursor = _newest_first(found[0])
+        keep = limit + 1
+        newest: list[UsageRecord] = []
+        async for record in self._records(principal, start, end, where):
+            if cursor is None or _newest_first(record) > cursor:
+                newest.append(record)
+                if len(newest) >= 2 * keep:  # trimmed now and then: bounded, and no sort per record
+                    newest = heapq.nsmallest(keep, newest, key=_newest_first)
+        newest = heapq.nsmallest(keep, newest, key=_newest_first)
+        page = newest[:limit]
+        return UsageRecordListPublic(
+            data=page, has_more=len(newest) > limit, last_id=page[-1].id if page else None
+        )
+
+    async def _records(
+        self,
+        principal: Principal,
+        start: float,
+        end: float,
+        where: UsageRecordFilter | None = None,
+        *,
+        record_id: str | None = None,
+    ) -> AsyncIterator[UsageRecord]:
+        """The caller's records in [start, end) (everyone's for the master key), a page at a time."""
         sql = (
             "SELECT VALUE r FROM c JOIN r IN c.records WHERE c.last_at >= @start AND c.first_at < @end"
             " AND r.created_at >= @start AND r.created_at < @end"
@@ -118,16 +197,17 @@ class UsageService:
         else:
             sql += " AND c.pk = @pk"
             params["@pk"] = pk = principal.key_id
-        # Folded as the pages arrive: memory holds one page and the groups, not the window's records.
-        total = UsageTotals()
-        groups: dict[str | None, UsageGroup] = {}
+        filters = {"id": record_id, **(where.model_dump() if where is not None else {})}
+        for field, value in filters.items():
+            if value is not None:
+                sql += f" AND r.{field} = @f_{field}"
+                params[f"@f_{field}"] = value
         async for row in self._documents.iterate(CONTAINER, sql, params, pk=pk):
-            record = UsageRecord.model_validate(row)
-            total.add(record)
-            key = _group_key(record, group_by) if group_by else None
-            groups.setdefault(key, UsageGroup(group=key)).add(record)
-        data = sorted(groups.values(), key=lambda g: (g.group is None, g.group or "")) if group_by else []
-        return UsageSummaryPublic(start=int(start), end=int(end), group_by=group_by, data=data, total=total)
+            yield UsageRecord.model_validate(row)
+
+
+def _newest_first(record: UsageRecord) -> tuple[float, str]:
+    return (-record.created_at, record.id)
 
 
 def usage_items(records: list[UsageRecord]) -> list[dict[str, Any]]:

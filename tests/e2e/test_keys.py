@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import LocalStack
+from tests.conftest import LocalStack
 from tools.stack import LOOPBACK, free_port, local_host
 
 HELLO = [{"role": "user", "content": "hello there"}]

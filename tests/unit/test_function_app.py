@@ -33,6 +33,8 @@ EXPECTED_HTTP = {
     "get_session": ("v1/sessions/{session_id}", ["GET"]),
     "delete_session": ("v1/sessions/{session_id}", ["DELETE"]),
     "usage": ("v1/usage", ["GET"]),
+    "usage_series": ("v1/usage/series", ["GET"]),
+    "usage_records": ("v1/usage/records", ["GET"]),
     "create_key": ("v1/keys", ["POST"]),
     "list_keys": ("v1/keys", ["GET"]),
     "get_key": ("v1/keys/{key_id}", ["GET"]),
@@ -54,6 +56,11 @@ EXPECTED_HTTP = {
     "cancel_job": ("v1/jobs/{job_id}/cancel", ["POST"]),
     "job_events": ("v1/jobs/{job_id}/events", ["GET"]),
     "openapi_document": ("openapi.json", ["GET"]),
+    "console_page": ("console", ["GET"]),
+    "console_file": ("console/{*path}", ["GET"]),
+    "create_console_session": ("console/api/session", ["POST"]),
+    "get_console_session": ("console/api/session", ["GET"]),
+    "delete_console_session": ("console/api/session", ["DELETE"]),
     "unknown_route": ("v1/{*path}", ["GET", "POST", "PUT", "PATCH", "DELETE"]),
 }
 EXPECTED_QUEUES = {
@@ -126,3 +133,14 @@ def test_importing_the_app_does_not_import_litellm_or_the_openai_sdk():
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_console_ships_in_the_package():
+    """`.funcignore` lists what is not deployed; the console's static files must not be among it."""
+    ignored = {
+        line.strip().rstrip("/")
+        for line in (ROOT / ".funcignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert not ignored & {"console", "console/*", "console/**", "*.html", "*.js", "*.css"}
+    assert (ROOT / "console" / "index.html").is_file()

@@ -158,3 +158,95 @@ async def test_a_summary_folds_the_window_page_by_page():
     assert documents.pages == 10
     assert summary.total.requests == 1000 and summary.total.total_tokens == 15_000
     assert [(g.group, g.requests) for g in summary.data] == [("m0", 334), ("m1", 333), ("m2", 333)]
+
+
+class FilteredUsage(PagedUsage):
+    """Rows a page at a time, with the `r.<field> = @f_<field>` filters applied as Cosmos would."""
+
+    async def iterate(self, container, sql, parameters=None, *, pk=None):
+        wanted = {k.removeprefix("@f_"): v for k, v in (parameters or {}).items() if k.startswith("@f_")}
+        async for row in super().iterate(container, sql, parameters, pk=pk):
+            if all(row.get(field) == value for field, value in wanted.items()):
+                yield row
+
+
+async def test_a_series_totals_each_day_and_model_with_errors_and_fallbacks():
+    from shared.services.auth import Principal
+
+    rows = [
+        record(1, day="2023-11-14", model="a"),
+        record(2, day="2023-11-14", model="a", status="rate_limit_exceeded", fallback=True),
+        record(3, day="2023-11-14", model="b", cost_usd=None),
+        record(4, day="2023-11-15", model="a"),
+    ]
+    service = UsageService(
+        FilteredUsage([r.model_dump(mode="json") for r in rows]), InMemoryQueueStore(), "q", Background()
+    )
+    master = Principal(key_id="master", is_master=True)
+    series = await service.series(master, 0, 2e9, "model")
+    assert [(p.day, p.group, p.requests, p.errors, p.fallbacks) for p in series.data] == [
+        ("2023-11-14", "a", 2, 1, 1),
+        ("2023-11-14", "b", 1, 0, 0),
+        ("2023-11-15", "a", 1, 0, 0),
+    ]
+    assert series.data[0].cost_usd == pytest.approx(0.002) and series.data[1].cost_usd == 0.0
+    ungrouped = await service.series(master, 0, 2e9, None)
+    assert [(p.day, p.group, p.requests, p.input_tokens) for p in ungrouped.data] == [
+        ("2023-11-14", None, 3, 30),
+        ("2023-11-15", None, 1, 10),
+    ]
+
+
+async def test_records_come_newest_first_in_pages_that_follow_the_cursor():
+    from shared.models.usage import UsageRecordFilter
+    from shared.services.auth import Principal
+
+    rows = [record(n, model=f"m{n % 2}").model_dump(mode="json") for n in range(250)]
+    documents = FilteredUsage(rows)
+    service = UsageService(documents, InMemoryQueueStore(), "q", Background())
+    master = Principal(key_id="master", is_master=True)
+    seen, after = [], None
+    while True:
+        page = await service.records_page(
+            master, 0, 2e9, UsageRecordFilter(model="m1"), limit=40, after=after
+        )
+        seen += [r.id for r in page.data]
+        if not page.has_more:
+            break
+        after = page.last_id
+    assert seen == [f"usage_key-alice_{n}" for n in range(249, 0, -2)]
+    assert documents.pages > 3  # read a page at a time, never as one list
+
+
+async def test_an_unknown_cursor_is_a_404():
+    from shared.errors import NotFoundError
+    from shared.models.usage import UsageRecordFilter
+    from shared.services.auth import Principal
+
+    service = UsageService(
+        FilteredUsage([record(1).model_dump(mode="json")]), InMemoryQueueStore(), "q", Background()
+    )
+    with pytest.raises(NotFoundError):
+        await service.records_page(
+            Principal(key_id="master", is_master=True),
+            0,
+            2e9,
+            UsageRecordFilter(),
+            limit=5,
+            after="usage_nope",
+        )
+
+
+def test_csv_has_a_header_row_and_neutralises_formulas():
+    import csv
+    import io
+
+    from shared.services.usage_csv import COLUMNS, usage_csv
+
+    body = usage_csv([record(1, session_id='=HYPERLINK("http://x")', model="m,1", fallback=True)])
+    rows = list(csv.reader(io.StringIO(body.decode())))
+    assert rows[0] == list(COLUMNS) and len(rows) == 2
+    row = dict(zip(rows[0], rows[1], strict=True))
+    assert row["session_id"] == '\'=HYPERLINK("http://x")'
+    assert (row["model"], row["fallback"], row["team_id"]) == ("m,1", "true", "")
+    assert row["created_at"] == "2023-11-14T23:13:20+00:00"
