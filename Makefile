@@ -11,12 +11,14 @@ CHROMIUM := /usr/bin/chromium
 dev: setup
 	$(BIN)/python -m tools.stack $(STACK_ARGS)
 
-test: setup lint infra-check
-	$(BIN)/python -m pytest -c tests/pytest.ini $(PYTEST_ARGS)
+test: setup $(CHROMIUM) lint infra-check
+	$(BIN)/python -m pytest -c tests/pytest.ini tests/unit tests/integration tests/e2e $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -c tests/pytest.ini tests/ui $(PYTEST_ARGS)
 
-setup: $(VENV)/.installed node_modules/.installed $(CHROMIUM)
+setup: $(VENV)/.installed node_modules/.installed
 
 # The UI tier's browser: Debian's chromium (Playwright's own download cannot reach its CDN here).
+# Only the tests need it, so `make dev` never asks for apt.
 $(CHROMIUM):
 	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update
 	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y --no-install-recommends chromium
@@ -53,7 +55,10 @@ $(CHECKOV_VENV)/.installed: tools/requirements-checkov.txt
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tools/requirements-checkov.txt
 	touch $@
 
-unit integration e2e ui: setup
+unit integration e2e: setup
+	$(BIN)/python -m pytest -c tests/pytest.ini tests/$@ $(PYTEST_ARGS)
+
+ui: setup $(CHROMIUM)
 	$(BIN)/python -m pytest -c tests/pytest.ini tests/$@ $(PYTEST_ARGS)
 
 bench: setup
