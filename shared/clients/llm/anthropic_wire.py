@@ -27,8 +27,7 @@ import orjson
 
 from shared.clients.llm import errors
 from shared.clients.llm.deployments import ANTHROPIC_DEFAULT_BASE, Deployment
-from shared.clients.llm.transport import Pool, json_object
-from shared.sse import DataDecoder
+from shared.clients.llm.transport import Pool, json_object, sse_events
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -71,7 +70,7 @@ class AnthropicWireAdapter:
         response = await self._pool.open_post(
             target.url, _body(deployment, body, stream=True), _headers(target, beta), target.stream_timeout
         )
-        return _events(response)
+        return sse_events(response, _anthropic_event)
 
     async def aclose(self) -> None:
         await self._pool.close()
@@ -128,27 +127,12 @@ def _body(deployment: Deployment, body: Mapping[str, Any], *, stream: bool) -> b
     return orjson.dumps(out)
 
 
-async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
-    """Each event's data, parsed once, until the stream ends; an `error` event raises."""
-    decoder = DataDecoder()
-    try:
-        async for block in response.content.iter_any():
-            for payload in decoder.feed(block):
-                event = orjson.loads(payload)
-                if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-                    raise errors.AttemptFailed(
-                        errors.UpstreamError("The model provider sent an event that is not Anthropic's.")
-                    )
-                if event["type"] == "error":
-                    raise errors.stream_error(event)
-                yield event
-    except TimeoutError:
-        raise errors.timed_out() from None
-    except aiohttp.ClientError:
-        raise errors.cut_short() from None
-    except orjson.JSONDecodeError:
+def _anthropic_event(event: Any) -> dict[str, Any]:
+    """One of Anthropic's stream events; an `error` event raises."""
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
         raise errors.AttemptFailed(
-            errors.UpstreamError("The model provider sent an event that is not JSON.")
-        ) from None
-    finally:
-        response.release()
+            errors.UpstreamError("The model provider sent an event that is not Anthropic's.")
+        )
+    if event["type"] == "error":
+        raise errors.stream_error(event)
+    return event

@@ -35,9 +35,8 @@ from shared.clients.llm import errors
 from shared.clients.llm.deployments import Deployment
 from shared.clients.llm.operations import OpenedBytes, Operation
 from shared.clients.llm.shapes import complete_chat, complete_text
-from shared.clients.llm.transport import Pool, json_object
+from shared.clients.llm.transport import Pool, json_object, sse_events
 from shared.clients.protocols import UploadedFile
-from shared.sse import DataDecoder
 
 AZURE_SCOPE = "https://cognitiveservices.azure.com/.default"
 _V1_VERSIONS = frozenset({"v1", "latest", "preview"})
@@ -101,7 +100,7 @@ class OpenAIWireAdapter:
         response = await self._pool.open_post(
             target.url, self._body(deployment, target, params), headers, target.stream_timeout
         )
-        return _events(response)
+        return sse_events(response, _chat_event)
 
     async def complete_form(
         self, deployment: Deployment, op: Operation, params: dict[str, Any], upload: UploadedFile
@@ -298,33 +297,10 @@ async def _blocks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         response.release()
 
 
-async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
-    """Server-sent events as parsed JSON, one per `data:` event, until `[DONE]` or the end.
-
-    Blocks are decoded as they arrive (`shared.sse.DataDecoder`), so an event is relayed as soon
-    as its blank line is in, however large. An `{"error": ...}` event raises.
-    """
-    decoder = DataDecoder()
-    try:
-        async for block in response.content.iter_any():
-            for payload in decoder.feed(block):
-                if payload == b"[DONE]":
-                    return
-                event = orjson.loads(payload)
-                if not isinstance(event, dict):
-                    raise errors.AttemptFailed(
-                        errors.UpstreamError("The model provider sent an event that is not JSON.")
-                    )
-                if "error" in event and not event.get("choices"):
-                    raise errors.stream_error(event)
-                yield event
-    except TimeoutError:
-        raise errors.timed_out() from None
-    except aiohttp.ClientError:
-        raise errors.cut_short() from None
-    except orjson.JSONDecodeError:
-        raise errors.AttemptFailed(
-            errors.UpstreamError("The model provider sent an event that is not JSON.")
-        ) from None
-    finally:
-        response.release()  # back to the pool when read to the end, else the connection is closed
+def _chat_event(event: Any) -> dict[str, Any]:
+    """A chat (or Responses) stream's event; an `{"error": ...}` event raises."""
+    if not isinstance(event, dict):
+        raise errors.AttemptFailed(errors.UpstreamError("The model provider sent an event that is not JSON."))
+    if "error" in event and not event.get("choices"):
+        raise errors.stream_error(event)
+    return event

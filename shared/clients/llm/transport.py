@@ -9,7 +9,7 @@ an unreachable provider, or an error status read from the provider's error body.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -17,6 +17,7 @@ import orjson
 from multidict import CIMultiDictProxy
 
 from shared.clients.llm import errors
+from shared.sse import DataDecoder
 
 
 class Pool:
@@ -86,3 +87,30 @@ def json_object(raw: bytes, what: str = "JSON") -> dict[str, Any]:
             errors.UpstreamError(f"The model provider returned an answer that is not {what}.")
         )
     return body
+
+
+async def sse_events(
+    response: aiohttp.ClientResponse, accept: Callable[[Any], dict[str, Any]]
+) -> AsyncIterator[dict[str, Any]]:
+    """A provider's server-sent events as they arrive, each `data:` parsed once and passed through
+    `accept` (which returns the event, or raises for one that is not the wire's or is an error),
+    until `[DONE]` or the end. Blocks are decoded as they come (`shared.sse.DataDecoder`), so an
+    event is relayed as soon as its blank line is in. The response goes back to the pool when read
+    to the end, else its connection is closed."""
+    decoder = DataDecoder()
+    try:
+        async for block in response.content.iter_any():
+            for payload in decoder.feed(block):
+                if payload == b"[DONE]":
+                    return
+                yield accept(orjson.loads(payload))
+    except TimeoutError:
+        raise errors.timed_out() from None
+    except aiohttp.ClientError:
+        raise errors.cut_short() from None
+    except orjson.JSONDecodeError:
+        raise errors.AttemptFailed(
+            errors.UpstreamError("The model provider sent an event that is not JSON.")
+        ) from None
+    finally:
+        response.release()
