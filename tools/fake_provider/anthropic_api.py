@@ -36,7 +36,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .app import _SSE_HEADERS, Exchange, _bearer_token, _profile
+from .app import _SSE_HEADERS, Exchange, _bearer_token, _fault, _profile
 from .behaviour import Behaviour
 from .generate import count_words, default_reply, digest, example_for_schema, split_pieces
 from .state import STATE
@@ -131,7 +131,8 @@ async def _serve(exchange: Exchange, body: Any, with_json: bool) -> web.StreamRe
     if not await exchange.pause(behaviour.latency_ms / 1000):
         exchange.drop(reset=False)
         return web.Response()
-    failure = await _fault(exchange, bool(req.stream))
+    # 529 is Anthropic's overloaded status, retried with Retry-After like 429 and 503.
+    failure = await _fault(exchange, bool(req.stream), envelope=error_body, retry_statuses=(429, 503, 529))
     if failure is not None:
         return failure
     prompt_tokens = count_words(_prompt_text(req))
@@ -158,27 +159,6 @@ def _authenticate(exchange: Exchange, behaviour: Behaviour, source: str) -> None
 
 def _matches(sent: str | None, expected: str) -> bool:
     return sent is not None and secrets.compare_digest(sent.encode(), expected.encode())
-
-
-async def _fault(exchange: Exchange, streaming: bool) -> web.StreamResponse | None:
-    behaviour = exchange.behaviour
-    if behaviour.fault == "timeout":
-        await exchange.pause(float("inf"))
-        exchange.drop(reset=False)
-        return web.Response()
-    if behaviour.fault == "reset" or (behaviour.fault == "cut" and not streaming):
-        exchange.drop(reset=True)
-        return web.Response()
-    status = behaviour.status
-    if status is None and behaviour.fault.isdigit():
-        status = int(behaviour.fault)
-    if status is None:
-        return None
-    headers = {}
-    if behaviour.retry_after is not None and status in (429, 503, 529):
-        seconds = float(behaviour.retry_after)
-        headers["retry-after"] = str(int(seconds)) if seconds.is_integer() else str(seconds)
-    return await exchange.send_json(error_body(status, behaviour.error_message), status, headers)
 
 
 # --- the answer ---------------------------------------------------------------------------

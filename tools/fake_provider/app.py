@@ -351,8 +351,15 @@ def _describe(exc: ValueError) -> str:
     return str(exc)
 
 
-async def _fault(exchange: Exchange, streaming: bool) -> web.StreamResponse | None:
-    """Carry out the behaviour's fault, if any; None means answer normally."""
+async def _fault(
+    exchange: Exchange,
+    streaming: bool,
+    *,
+    envelope: Callable[[int, str | None], dict[str, Any]] = error_body,
+    retry_statuses: tuple[int, ...] = (429, 503),
+) -> web.StreamResponse | None:
+    """Carry out the behaviour's fault, if any; None means answer normally. An error status is
+    answered in `envelope` (OpenAI's by default), with Retry-After on `retry_statuses`."""
     behaviour = exchange.behaviour
     if behaviour.fault == "timeout":
         await exchange.pause(math.inf)  # until the client gives up or the server stops
@@ -367,10 +374,10 @@ async def _fault(exchange: Exchange, streaming: bool) -> web.StreamResponse | No
     if status is None:
         return None
     headers = {}
-    if behaviour.retry_after is not None and status in (429, 503):
+    if behaviour.retry_after is not None and status in retry_statuses:
         seconds = float(behaviour.retry_after)
         headers["Retry-After"] = str(int(seconds)) if seconds.is_integer() else str(seconds)
-    return await exchange.send_json(error_body(status, behaviour.error_message), status, headers)
+    return await exchange.send_json(envelope(status, behaviour.error_message), status, headers)
 
 
 async def _chat(exchange: Exchange, req: ChatRequest) -> web.StreamResponse:
