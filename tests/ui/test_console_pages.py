@@ -453,6 +453,9 @@ def test_a_wrong_key_shows_the_error_and_keeps_nothing(browser_page: Page, conso
 def test_a_session_ended_elsewhere_returns_to_sign_in(browser_page: Page, master_key, sign_in):
     page = browser_page
     sign_in(page, master_key)
+    # Let the overview finish loading first: a 401 on one of its own requests would already send
+    # the page back to sign-in, and the Sessions link would be gone before the test clicks it.
+    page.wait_for_load_state("networkidle")
     page.context.clear_cookies()  # as if signed out in another tab, or the cookie expired
     page.get_by_role("link", name="Sessions").click()
     expect(page.get_by_label("API key")).to_be_visible()
