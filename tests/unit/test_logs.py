@@ -56,15 +56,18 @@ def lines(buffer: io.StringIO) -> list[dict]:
 
 @contextlib.contextmanager
 def bare_root() -> Iterator[logging.Logger]:
-    """The root logger without handlers (pytest's own come back after), and `cirrus`'s level restored."""
-    root, cirrus = logging.getLogger(), logging.getLogger("cirrus")
-    handlers, level = root.handlers[:], cirrus.level
+    """The root logger without handlers (pytest's own come back after); the levels
+    `configure_logging` sets (and the root's) restored."""
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    levels = {name: logging.getLogger(name).level for name in ("", "cirrus", "azure", "uvicorn.access")}
     root.handlers[:] = []
     try:
         yield root
     finally:
         root.handlers[:] = handlers
-        cirrus.setLevel(level)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 # --- ids on every record ------------------------------------------------------------------------
@@ -208,6 +211,27 @@ def test_configure_logging_reformats_the_handlers_already_there_and_switches_for
             logging.getLogger("azure.core").warning("not Cirrus's logger, still the ids")
     (line,) = buffer.getvalue().splitlines()
     assert line.endswith(" WARNING azure.core [request_id=req_3] not Cirrus's logger, still the ids")
+
+
+def test_the_azure_sdks_request_logs_stay_out_at_the_workers_info_level():
+    """The Functions worker sets the root logger to INFO; the SDKs' HTTP logging policies log every
+    request's headers there (found when the local host began running the real worker)."""
+    buffer = io.StringIO()
+    with bare_root() as root:
+        root.addHandler(logging.StreamHandler(buffer))
+        root.setLevel(logging.INFO)
+        configure_logging(json_output=False, level="INFO")
+        logging.getLogger("azure.core.pipeline.policies.http_logging_policy").info("Request URL: ...")
+        logging.getLogger("azure.cosmos._cosmos_http_logging_policy").info("Response status: 201")
+        logging.getLogger("azure.storage.queue").warning("a warning still passes")
+        logging.getLogger("cirrus.x").info("Cirrus's own INFO too")
+        configure_logging(json_output=False, level="DEBUG")
+        assert logging.getLogger("azure").getEffectiveLevel() == logging.DEBUG
+    lines = buffer.getvalue().splitlines()
+    assert [line.rsplit(" ", 4)[-4:] for line in lines] == [
+        ["a", "warning", "still", "passes"],
+        ["Cirrus's", "own", "INFO", "too"],
+    ]
 
 
 # --- settings -----------------------------------------------------------------------------------
