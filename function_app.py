@@ -5,6 +5,7 @@ This file only builds the app and registers one Blueprint per surface; read the 
 
 import azure.functions as func
 
+from shared import worker_http
 from shared.blueprints import (
     audio_http,
     batch_queue,
@@ -30,6 +31,9 @@ from shared.blueprints import (
     usage_http,
     usage_queue,
 )
+
+# The worker's HTTP server (FastAPI) must not answer /openapi.json, /docs or /redoc itself.
+worker_http.serve_only_functions()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 

@@ -3,6 +3,7 @@
 import time
 
 import httpx
+import pytest
 
 from tests.e2e.helpers import model_names
 from tests.openapi import assert_matches
@@ -40,6 +41,17 @@ def test_one_model(stack):
         f"{stack.base_url}/v1/models/gpt-9", headers={"Authorization": f"Bearer {stack.master_key}"}
     )
     assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    ("path", "code"), [("/v1/models/a%0Ab", "model_not_found"), ("/v1/no%0Ape", "unknown_url")]
+)
+def test_a_newline_in_the_path_reaches_cirrus_not_the_workers_own_404(stack, path, code):
+    # The worker's FastAPI catch-all stopped at a newline: FastAPI answered {"detail": "Not Found"}
+    # itself and the invocation waited for its request until the function timeout
+    # (shared/worker_http.py).
+    response = httpx.get(stack.base_url + path, headers={"Authorization": f"Bearer {stack.master_key}"})
+    assert response.status_code == 404 and response.json()["error"]["code"] == code
 
 
 def test_models_need_a_key(stack):
