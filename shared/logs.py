@@ -120,8 +120,9 @@ def configure_logging(json_output: bool, level: str) -> None:
     # request; uvicorn (the Functions worker's HTTP server too) logs them at INFO.
     logging.getLogger("uvicorn.access").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
     # The Functions worker sets the root logger to INFO, where the Azure SDK's HTTP logging policies
-    # (Storage's, Cosmos's) write every request's and response's headers: pages per request, and
-    # in Azure each line is a billed trace. Their warnings and errors still pass.
+    # (Storage's, Cosmos's) write every request's and response's headers, and the worker library
+    # (`azure.functions`, azure-functions-runtime) three lines per invocation: in Azure each line is
+    # a billed trace. Their warnings and errors still pass.
     logging.getLogger("azure").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
     root = logging.getLogger()
     if not root.handlers:

@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 
+import httpx
 from azure.storage.queue import QueueServiceClient
 
 from tests.e2e.helpers import api, events, script, send_raw, submit, wait
@@ -207,3 +208,17 @@ def test_a_keys_models_hold_for_its_fallbacks(stack):
     with api(stack, both["key"]) as client:
         response = client.post("/v1/chat/completions", json={"model": "cirrus-broken", **hello})
         assert response.status_code == 200 and response.headers["x-cirrus-model"] == "cirrus-local"
+
+
+def test_an_early_error_still_reaches_a_client_whose_body_was_not_read(stack):
+    # A handler that answers before reading the body (a wrong key): the answer still arrives whole,
+    # through the local host's relay and the worker's HTTP server, with 2 MiB left unread.
+    body = b"x" * (2 * 1024 * 1024)
+    with httpx.Client(base_url=stack.base_url, timeout=30) as client:
+        for _ in range(10):
+            response = client.post(
+                "/v1/chat/completions",
+                content=body,
+                headers={"Authorization": "Bearer sk-wrong", "Content-Type": "application/json"},
+            )
+            assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"

@@ -1,6 +1,8 @@
 """Traces across the real function code, in this process so an in-memory exporter sees them: the
-local host's ASGI app (over httpx's ASGI transport) on the real emulators and fake provider, and
-the queue functions called with the messages the HTTP functions really put on Azurite."""
+local host's HTTP proxy (over httpx's ASGI transport) in front of azure-functions-runtime running
+in this process (tests/integration/inprocess_worker.py), on the real emulators and fake provider,
+and the queue functions invoked, through the same runtime, with the messages the HTTP functions
+really put on Azurite."""
 
 from __future__ import annotations
 
@@ -13,13 +15,15 @@ import uuid
 
 import httpx
 import pytest
-from azure.functions.queue import QueueMessage  # what the host passes: with dequeue_count & co.
+from azure.storage.queue import QueueMessage as StorageMessage
 from azure.storage.queue.aio import QueueClient
 
 from shared import config as config_module
-from tools.funchost.functions import index_functions
-from tools.funchost.http import build_routes, create_app
-from tools.stack import DEV_MASTER_KEY, app_env
+from tests.integration.inprocess_worker import InProcessWorker
+from tools.funchost.functions import invoke
+from tools.funchost.http import HttpProxy, build_routes
+from tools.funchost.queues import _payload, _trigger_metadata
+from tools.stack import DEV_MASTER_KEY, ROOT, app_env
 
 PROMPT = "the secret plan is purple elephants"
 
@@ -37,22 +41,28 @@ async def host(emulators, fake_provider_url, monkeypatch):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     config_module.get_settings.cache_clear()
-    import function_app
-
-    app = importlib.reload(function_app).app  # a fresh FunctionApp: get_functions() runs once per app
-    indexed = index_functions(app)
-    http_functions, queue_functions = indexed.http, indexed.queues
-    asgi = create_app(build_routes(http_functions, ""), None)
-    queues = {f.name: f for f in queue_functions}
+    worker = InProcessWorker(ROOT)
+    await worker.start()
+    proxy = HttpProxy(build_routes(worker.functions, ""), worker, None)  # type: ignore[arg-type]
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=asgi),
+        transport=httpx.ASGITransport(app=proxy),
         base_url="http://cirrus",
         headers={"Authorization": f"Bearer {DEV_MASTER_KEY}"},
         timeout=60,
     ) as client:
-        yield client, queues, env
+        yield client, worker, env
+    await proxy.close()
     config_module.get_settings.cache_clear()
+    import function_app
+
     importlib.reload(function_app)  # leave an app whose get_functions() has not run, for other tests
+
+
+async def run_queue_function(
+    worker: InProcessWorker, name: str, message: StorageMessage, body: bytes
+) -> None:
+    """Invoke a queue function as the host does: the message's TypedData and trigger metadata."""
+    await invoke(worker, worker.function(name), _payload(body), _trigger_metadata(message), None)  # type: ignore[arg-type]
 
 
 def by_name(spans, prefix: str):
@@ -122,9 +132,7 @@ async def test_a_job_submitted_over_http_runs_from_the_queue_in_the_same_trace(h
         (message,) = [m async for m in queue.receive_messages(max_messages=5)]
         body = base64.b64decode(message.content)
         assert json.loads(body)["traceparent"].split("-")[1] == f"{submitted.context.trace_id:032x}"
-        await queues["run_job"].fn(
-            QueueMessage(id=message.id, body=body, dequeue_count=1, insertion_time=message.inserted_on)
-        )
+        await run_queue_function(queues, "run_job", message, body)
     job = (await client.get(f"/v1/jobs/{job_id}")).json()
     assert job["status"] == "completed"
     finished = spans.get_finished_spans()
@@ -140,7 +148,9 @@ async def test_a_poisoned_message_is_counted_and_recorded(host, recorded_metrics
     client, queues, _ = host
     job_id = f"job_bad_{uuid.uuid4().hex[:10]}"
     body = json.dumps({"v": 1, "job_id": job_id, "job": {"type": "nope"}}).encode()
-    await queues["record_poisoned_job"].fn(QueueMessage(id="m1", body=body, dequeue_count=1))
+    message = StorageMessage(content="")
+    message.id, message.dequeue_count = "m1", 1
+    await run_queue_function(queues, "record_poisoned_job", message, body)
     assert "cirrus.queue.poisoned" in recorded_metrics()
     record = (await client.get(f"/v1/jobs/{job_id}")).json()
     assert record["status"] == "failed" and record["error"]["code"] == "message_failed"

@@ -13,10 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
+import uvloop
 
-from .functions import index_functions, load_function_app
-from .hostconfig import HostConfigError, load_host_config, load_local_settings
-from .http import build_routes, create_app
+from .channel import WorkerChannel, WorkerError
+from .hostconfig import HostConfig, HostConfigError, load_host_config, load_local_settings
+from .http import HttpProxy, build_routes
 from .queues import DRAIN_SECONDS, QueueListener
 from .timers import TimerListener
 
@@ -38,23 +39,30 @@ async def _run_http(server: _Server) -> None:
         await server.serve()
 
 
-async def _serve(server: _Server, listeners: list[Listener]) -> int:
-    """Run HTTP, queue and timer listeners until a signal; then stop, drain, and return the exit code."""
+async def _serve(server: _Server, listeners: list[Listener], channel: WorkerChannel) -> int:
+    """Run HTTP, queue and timer listeners until a signal or the worker's exit; then stop, drain,
+    stop the worker, and return the exit code."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     stopper = asyncio.create_task(stop.wait())
+    worker_exit = asyncio.create_task(channel.wait_closed())
     server_task = asyncio.create_task(_run_http(server))
     tasks = [asyncio.create_task(listener.run()) for listener in listeners]
-    await asyncio.wait([stopper, server_task, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait([stopper, worker_exit, server_task, *tasks], return_when=asyncio.FIRST_COMPLETED)
     if stop.is_set():
         log.info("Stopping: no new work; waiting up to %.0fs for in-flight invocations", DRAIN_SECONDS)
+    elif worker_exit.done():
+        # Azure's host would start a new worker; here the failure stops the host, so it is seen.
+        log.error("The worker process exited (code %s): stopping the host", worker_exit.result())
     for listener in listeners:
         listener.stop()
     server.should_exit = True
     results = await asyncio.gather(server_task, *tasks, return_exceptions=True)
+    await channel.stop(DRAIN_SECONDS)
     stopper.cancel()
+    worker_exit.cancel()
     for result in results:
         if isinstance(result, BaseException):
             log.error("Host component failed", exc_info=result)
@@ -62,35 +70,61 @@ async def _serve(server: _Server, listeners: list[Listener]) -> int:
     return 0 if clean else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.funchost", description=__doc__.splitlines()[0])
-    parser.add_argument("--script-root", type=Path, default=Path.cwd(), help="folder of function_app.py")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7071)  # Core Tools' default
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", stream=sys.stderr)
-    logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every storage request at INFO
-
-    script_root = args.script_root.resolve()
+async def _host(args: argparse.Namespace, script_root: Path, config: HostConfig) -> int:
+    """Start the worker, build the listeners from its function metadata, serve."""
+    channel = WorkerChannel(script_root)
     try:
-        load_local_settings(script_root)
-        config = load_host_config(script_root)
-        os.chdir(script_root)  # the worker's working directory is the script root
-        app = load_function_app(script_root)
-        indexed = index_functions(app)
-        routes = build_routes(indexed.http, config.route_prefix)
-        queue_listeners = [
-            QueueListener.for_function(f, config.queues, config.function_timeout, os.environ)
-            for f in indexed.queues
-        ]
-        timers = [TimerListener.for_function(f, config.function_timeout, os.environ) for f in indexed.timers]
-    except HostConfigError as exc:
+        await channel.start(os.environ)
+        routes = build_routes(channel.functions, config.route_prefix)
+        queue_listeners, timers = [], []
+        for function in channel.functions:
+            kind = function.trigger.get("type")
+            if kind == "queueTrigger":
+                queue_listeners.append(
+                    QueueListener.for_function(
+                        function, channel, config.queues, config.function_timeout, os.environ
+                    )
+                )
+            elif kind == "timerTrigger":
+                timers.append(
+                    TimerListener.for_function(function, channel, config.function_timeout, os.environ)
+                )
+            elif kind != "httpTrigger":
+                log.warning("Function '%s': %s is not hosted locally; skipped", function.name, kind)
+    except (HostConfigError, WorkerError) as exc:
         log.error("Cannot start: %s", exc)
+        await channel.stop(DRAIN_SECONDS)
         return 2
-    except Exception:
-        log.exception("Cannot start: loading function_app failed")
-        return 1
 
+    _log_startup(
+        args=args, config=config, routes=routes, queues=queue_listeners, timers=timers, channel=channel
+    )
+    proxy = HttpProxy(routes, channel, config.function_timeout)
+    server_config = uvicorn.Config(
+        proxy,
+        host=args.host,
+        port=args.port,
+        loop="none",  # the host's loop is already running
+        http="auto",
+        lifespan="off",
+        log_config=None,  # our logging setup: one format for host, access and app lines
+        timeout_graceful_shutdown=int(DRAIN_SECONDS),
+    )
+    try:
+        return await _serve(_Server(server_config), [*queue_listeners, *timers], channel)
+    finally:
+        await proxy.close()
+
+
+def _log_startup(
+    *,
+    args: argparse.Namespace,
+    config: HostConfig,
+    routes: list,
+    queues: list[QueueListener],
+    timers: list[TimerListener],
+    channel: WorkerChannel,
+) -> None:
     q = config.queues
     log.info(
         "Queues: batchSize=%d, newBatchThreshold=%d, maxDequeueCount=%d, visibilityTimeout=%gs, "
@@ -103,12 +137,18 @@ def main(argv: list[str] | None = None) -> int:
         q.message_encoding,
         "unbounded" if config.function_timeout is None else f"{config.function_timeout:g}s",
     )
+    log.info(
+        "Worker: pid %s, azure-functions-runtime over gRPC; HttpUri %s",
+        channel.pid,
+        channel.http_uri or "none",
+    )
     log.info("Functions:")
     for route in routes:
         methods = ",".join(sorted(route.methods)) if route.methods else "all methods"
-        url = f"http://{args.host}:{args.port}{route.variant.path}"
-        log.info("    %s: [%s] %s", route.function.name, methods, url)
-    for listener in queue_listeners:
+        log.info(
+            "    %s: [%s] http://%s:%s%s", route.function.name, methods, args.host, args.port, route.path
+        )
+    for listener in queues:
         poison = listener.poison_queue_name or "none"
         log.info(
             "    %s: queueTrigger on '%s' (poison: %s)", listener.function.name, listener.queue_name, poison
@@ -122,20 +162,27 @@ def main(argv: list[str] | None = None) -> int:
             timer.use_monitor,
         )
 
-    server_config = uvicorn.Config(
-        create_app(routes, config.function_timeout),
-        host=args.host,
-        port=args.port,
-        # What the Functions worker's HTTP streaming extension runs: uvicorn's defaults, which pick
-        # uvloop and httptools when installed (requirements.txt pins both, so Azure runs them too).
-        loop="auto",
-        http="auto",
-        lifespan="off",
-        log_config=None,  # our logging setup: one format for host, access and app lines
-        timeout_graceful_shutdown=int(DRAIN_SECONDS),
-    )
-    with asyncio.Runner(loop_factory=server_config.get_loop_factory()) as runner:
-        return runner.run(_serve(_Server(server_config), [*queue_listeners, *timers]))
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.funchost", description=__doc__.splitlines()[0])
+    parser.add_argument("--script-root", type=Path, default=Path.cwd(), help="folder of function_app.py")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7071)  # Core Tools' default
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", stream=sys.stderr)
+    logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every storage request at INFO
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)  # Core Tools prints no access lines
+
+    script_root = args.script_root.resolve()
+    try:
+        load_local_settings(script_root)
+        config = load_host_config(script_root)
+    except HostConfigError as exc:
+        log.error("Cannot start: %s", exc)
+        return 2
+    os.chdir(script_root)  # the worker's working directory is the script root
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(_host(args, script_root, config))
 
 
 if __name__ == "__main__":

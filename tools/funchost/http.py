@@ -1,112 +1,68 @@
-"""HTTP triggers on a Starlette app: Functions route templates, ASP.NET precedence, response conversion."""
+"""HTTP triggers: the host's routing, and the hand-over to the worker's HTTP streaming server.
+
+Routes come from the worker's function metadata (each `httpTrigger` binding's `route`, `methods`),
+under `extensions.http.routePrefix`. Templates may hold literal segments, `{name}` and a final
+catch-all `{*name}` (which also matches nothing); precedence is ASP.NET's, segment by segment:
+literal, then parameter, then catch-all; ties keep the worker's order. Anything else in a
+template (constraints, optional or default values) is refused at start. Matching ignores case
+and a trailing slash. No match (path or method): an empty 404, as from the Functions host.
+
+An app that uses the HTTP streaming extension (azurefunctions-extensions-http-fastapi) answers
+`WorkerInitRequest` with an `HttpUri` capability. For each request the host then, as Azure's
+does: makes an invocation id; sends the raw request (method, path and query, headers, body
+streamed) to `HttpUri` with `x-ms-invocation-id`; at the same time sends the InvocationRequest
+whose `httpTrigger` input carries the method, URL, headers, query and route values (no body); and
+relays the worker's response, chunk by chunk, to the caller. A caller who goes away closes the
+connection to the worker, which the handler sees as a disconnect. A failed invocation shows as the
+worker's 500; the host logs it.
+"""
 
 from __future__ import annotations
 
-import inspect
+import asyncio
+import logging
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from enum import Enum
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
-import azure.functions as func
-from pydantic import BaseModel
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, compile_path
+import aiohttp
+from multidict import CIMultiDict
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
+from yarl import URL
 
-from .functions import HostedFunction, invoke, log_executed, new_invocation
+from . import rpc
+from .channel import FunctionMetadata, WorkerChannel, WorkerError, describe_failure
+from .functions import log_executed
 from .hostconfig import HostConfigError
 
-# Segment ranks, lower wins, compared segment by segment (ASP.NET's inbound route precedence).
-LITERAL, COMPLEX, CONSTRAINED, PARAMETER, CATCH_ALL = range(5)
-# {**name} / {*name}, {name:constraint:...}, {name=default}, {name?}
-_PARAM = re.compile(
-    r"(?P<star>\*{0,2})(?P<name>\w+)(?P<constraints>(?::[^=?]+)*)(?:=(?P<default>[^?]*))?(?P<opt>\?)?"
+log = logging.getLogger("funchost")
+
+LITERAL, PARAMETER, CATCH_ALL = range(3)  # segment ranks, lower wins
+_SEGMENT = re.compile(r"\{(?P<star>\*?)(?P<name>[A-Za-z_]\w*)\}")
+# Hop-by-hop headers (RFC 9110 7.6.1) are the connection's, not the request's or the response's.
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
 )
-_TOKEN = re.compile(r"\{([^{}]*)\}")
-
-
-@dataclass(frozen=True)
-class RouteVariant:
-    """One Starlette path for a route template (optional trailing parameters give several)."""
-
-    path: str
-    rank: tuple[int, ...]
-    defaults: dict[str, str] = field(default_factory=dict)  # values of omitted parameters with defaults
-    shortened: bool = False  # trailing optional segments omitted: an explicit route of equal rank wins
-
-    @property
-    def order(self) -> tuple[tuple[int, ...], bool]:
-        return self.rank, self.shortened
-
-
-def convert_route(template: str, prefix: str = "") -> list[RouteVariant]:
-    """Functions route template (under routePrefix) -> Starlette path(s), the full one first."""
-    segments: list[str] = []
-    ranks: list[int] = []
-    omittable: list[dict[str, str] | None] = []  # defaults an absent segment gives; None: required
-    for segment in (s for s in f"{prefix}/{template}".split("/") if s):
-        tokens = _TOKEN.findall(segment)
-        params = [_PARAM.fullmatch(token) for token in tokens]
-        if not all(params):
-            raise HostConfigError(f"route {template!r}: unsupported parameter in segment {segment!r}")
-        whole = len(tokens) == 1 and segment == "{" + tokens[0] + "}"
-        converted = segment
-        for token, p in zip(tokens, params, strict=True):
-            assert p is not None
-            if not whole and (p["star"] or p["opt"] or p["default"] is not None):
-                raise HostConfigError(f"route {template!r}: an optional/catch-all parameter needs a segment")
-            converted = converted.replace("{" + token + "}", _starlette_param(p), 1)
-        segments.append(converted)
-        p = params[0] if whole else None
-        if p is None:
-            ranks.append(COMPLEX if tokens else LITERAL)
-            omittable.append(None)
-            continue
-        ranks.append(CATCH_ALL if p["star"] else CONSTRAINED if _is_int(p) else PARAMETER)
-        # A catch-all also matches nothing in ASP.NET routing; a default fills an absent parameter.
-        if p["star"] or p["opt"] or p["default"] is not None:
-            omittable.append({p["name"]: p["default"]} if p["default"] is not None else {})
-        else:
-            omittable.append(None)
-
-    variants: list[RouteVariant] = []
-    defaults: dict[str, str] = {}
-    cut = len(segments)
-    while True:
-        path = "/" + "/".join(segments[:cut])
-        variants.append(RouteVariant(path, tuple(ranks[:cut]), dict(defaults), cut < len(segments)))
-        absent = omittable[cut - 1] if cut else None
-        if absent is None:
-            return variants
-        defaults.update(absent)
-        cut -= 1
-
-
-def _is_int(p: re.Match[str]) -> bool:
-    names = [c.split("(")[0].strip().lower() for c in p["constraints"].split(":")[1:]]
-    return "int" in names or "long" in names
-
-
-def _starlette_param(p: re.Match[str]) -> str:
-    # Only int is enforced; other constraints (alpha, guid, regex, ...) match any segment here.
-    if p["star"]:
-        return "{" + p["name"] + ":path}"
-    return "{" + p["name"] + (":int}" if _is_int(p) else "}")
+INVOCATION_HEADER = "x-ms-invocation-id"
 
 
 @dataclass(frozen=True)
 class HttpRoute:
-    """A variant of an HTTP function's route, ready to match."""
+    """One HTTP function's route, ready to match."""
 
-    function: HostedFunction
-    variant: RouteVariant
+    function: FunctionMetadata
+    template: str
+    path: str  # with the route prefix, for the startup listing
     regex: re.Pattern[str]
+    rank: tuple[int, ...]
     methods: frozenset[str] | None  # None: every method
-    classic: bool  # the function takes azure.functions.HttpRequest, not a Starlette Request
+    trigger_name: str
 
     def match(self, method: str, path: str) -> dict[str, str] | None:
         if self.methods is not None and method not in self.methods:
@@ -114,128 +70,227 @@ class HttpRoute:
         found = self.regex.fullmatch(path)
         if found is None:
             return None
-        # Strings, as the Functions host passes route values (Starlette would make {id:int} an int).
-        return {**self.variant.defaults, **{k: v for k, v in found.groupdict().items() if v is not None}}
+        return {name: value for name, value in found.groupdict().items() if value is not None}
 
 
-def _method_names(methods: Iterable[Any] | None) -> frozenset[str] | None:
-    if methods is None:
-        return None
-    return frozenset((m.value if isinstance(m, Enum) else str(m)).upper() for m in methods)
-
-
-def _wants_http_request(fn: Callable[..., Any], arg_name: str) -> bool:
-    """Whether the trigger parameter is annotated as azure.functions.HttpRequest (a classic function)."""
-    for eval_str in (True, False):  # string annotations that do not resolve are compared by name
-        try:
-            annotation = inspect.signature(fn, eval_str=eval_str).parameters[arg_name].annotation
-            break
-        except (NameError, SyntaxError, TypeError, AttributeError):
+def compile_route(template: str, prefix: str) -> tuple[str, re.Pattern[str], tuple[int, ...]]:
+    """A route template under the prefix -> (path, regex, rank). Raises HostConfigError."""
+    segments = [s for s in f"{prefix}/{template}".split("/") if s]
+    pattern, ranks = "", []
+    for index, segment in enumerate(segments):
+        if "{" not in segment and "}" not in segment:
+            pattern += "/" + re.escape(segment)
+            ranks.append(LITERAL)
             continue
-        except (KeyError, ValueError):  # e.g. a (*args, **kwargs) wrapper without __wrapped__
-            return False
-    else:
-        return False
-    if isinstance(annotation, str):
-        return annotation.rsplit(".", 1)[-1] == "HttpRequest"
-    return isinstance(annotation, type) and issubclass(annotation, func.HttpRequest)
+        token = _SEGMENT.fullmatch(segment)
+        if token is None:
+            raise HostConfigError(
+                f"route {template!r}: unsupported segment {segment!r} (only literals, {{name}}, {{*name}})"
+            )
+        name = token["name"]
+        if token["star"]:
+            if index != len(segments) - 1:
+                raise HostConfigError(f"route {template!r}: a catch-all must be the last segment")
+            pattern += f"(?:/(?P<{name}>.*))?"
+            ranks.append(CATCH_ALL)
+        else:
+            pattern += f"/(?P<{name}>[^/]+)"
+            ranks.append(PARAMETER)
+    path = "/" + "/".join(segments)
+    return path, re.compile(pattern or "/", re.IGNORECASE | re.DOTALL), tuple(ranks)
 
 
-def build_routes(functions: Iterable[HostedFunction], route_prefix: str) -> list[HttpRoute]:
-    """Every route variant of every function, most specific first (stable for equal precedence)."""
+def build_routes(functions: list[FunctionMetadata], route_prefix: str) -> list[HttpRoute]:
+    """Every HTTP function's route, most specific first (stable for equal precedence)."""
     routes = []
-    for f in functions:
-        template = f.trigger.route if f.trigger.route is not None else f.name  # the host's default route
-        classic = _wants_http_request(f.fn, f.trigger.name)
-        for variant in convert_route(template, route_prefix):
-            try:
-                regex = compile_path(variant.path)[0]
-            except (ValueError, AssertionError) as exc:
-                raise HostConfigError(f"function '{f.name}': route {template!r}: {exc}") from None
-            # ASP.NET routing is case-insensitive, and a value may hold any character a URL can
-            # encode, a newline (%0A) included, which Starlette's `.*` would not match.
-            regex = re.compile(regex.pattern, re.IGNORECASE | re.DOTALL)
-            routes.append(HttpRoute(f, variant, regex, _method_names(f.trigger.methods), classic))
-    return sorted(routes, key=lambda r: r.variant.order)
+    for function in functions:
+        trigger = function.trigger
+        if trigger.get("type") != "httpTrigger":
+            continue
+        template = trigger.get("route") or function.name  # the host's default route
+        try:
+            path, regex, rank = compile_route(template, route_prefix)
+        except HostConfigError as exc:
+            raise HostConfigError(f"function '{function.name}': {exc}") from None
+        methods = trigger.get("methods")
+        allowed = frozenset(str(m).upper() for m in methods) if methods else None
+        routes.append(HttpRoute(function, template, path, regex, rank, allowed, trigger["name"]))
+    return sorted(routes, key=lambda r: r.rank)
 
 
-def to_response(result: object) -> Response:  # noqa: PLR0911 - one return per supported type
-    """What a function returned -> a Starlette response; Starlette responses pass through untouched."""
-    if isinstance(result, Response):
-        return result
-    if isinstance(result, func.HttpResponse):
-        response = Response(result.get_body(), status_code=result.status_code)
-        names = set()
-        for name, value in result.headers.items():
-            if name.lower() != "content-length":  # Starlette sets it from the body
-                response.raw_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
-                names.add(name.lower())
-        if "content-type" not in names:
-            mimetype = result.mimetype
-            text = mimetype.startswith("text/")
-            content_type = f"{mimetype}; charset={result.charset}" if text else mimetype
-            response.raw_headers.append((b"content-type", content_type.encode("latin-1")))
-        return response
-    if result is None:
-        return Response(status_code=204)
-    if isinstance(result, str):
-        return PlainTextResponse(result)
-    if isinstance(result, bytes):
-        return Response(result, media_type="application/octet-stream")
-    if isinstance(result, BaseModel):
-        return Response(result.model_dump_json(), media_type="application/json")
-    if isinstance(result, (dict, list, int, float, bool)):
-        return JSONResponse(result)
-    raise TypeError(f"unsupported return type {type(result).__name__}")
+def _traceparent(request: Request) -> str:
+    """The caller's W3C traceparent, or a new one: the host's activity for this invocation."""
+    given = request.headers.get("traceparent", "")
+    if re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}", given):
+        return given
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
 
 
-async def _classic_request(request: Request) -> func.HttpRequest:
-    return func.HttpRequest(
+def invocation_request(route: HttpRoute, request: Request, params: dict[str, str], invocation_id: str) -> Any:
+    """The InvocationRequest for an HTTP call: the trigger's RpcHttp without the body (it goes to HttpUri)."""
+    http = rpc.RpcHttp(
         method=request.method,
         url=str(request.url),
-        headers=dict(request.headers),
-        params=dict(request.query_params),
-        route_params=dict(request.path_params),
-        body=await request.body(),
+        headers={k: v for k, v in request.headers.items()},
+        query={k: v for k, v in request.query_params.items()},
+        params=params,
+    )
+    trace = rpc.RpcTraceContext(
+        trace_parent=_traceparent(request), trace_state=request.headers.get("tracestate", "")
+    )
+    return rpc.InvocationRequest(
+        invocation_id=invocation_id,
+        function_id=route.function.function_id,
+        input_data=[rpc.ParameterBinding(name=route.trigger_name, data=rpc.TypedData(http=http))],
+        trace_context=trace,
     )
 
 
-class _Dispatcher:
-    """The ASGI endpoint behind every path: the first matching route's function handles the request."""
+class HttpProxy:
+    """The ASGI app of the host's HTTP listener."""
 
-    def __init__(self, routes: list[HttpRoute], function_timeout: float | None) -> None:
+    def __init__(
+        self, routes: list[HttpRoute], channel: WorkerChannel, function_timeout: float | None
+    ) -> None:
         self.routes = routes
+        self.channel = channel
         self.function_timeout = function_timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._invocations: set[asyncio.Task[None]] = set()
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0),
+                timeout=aiohttp.ClientTimeout(total=None),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
         request = Request(scope, receive, send)
         response = await self.dispatch(request)
-        await response(scope, receive, send)
+        try:
+            await response(scope, receive, send)
+        except _WorkerResponseCut as cut:
+            # Returning mid-body makes uvicorn close the connection: the caller sees the cut, as
+            # it would from Azure's host. The worker logged the handler's own error.
+            log.warning("%s: the worker's response ended before its end (%s)", request.url.path, cut)
 
     async def dispatch(self, request: Request) -> Response:
-        path = request.scope["path"].rstrip("/") or "/"  # ASP.NET routing ignores a trailing slash
+        # scope["path"]: request.url.path goes through urlsplit, which drops a decoded newline (%0A).
+        path = request.scope["path"].rstrip("/") or "/"
         for route in self.routes:
             params = route.match(request.method, path)
             if params is not None:
                 break
         else:
-            return Response(status_code=404)  # unknown path or method: empty 404, like the Functions host
-        request.scope["path_params"] = params
-        function, invocation = route.function, new_invocation()
+            return Response(status_code=404)
+        if self.channel.http_uri is None:
+            log.error("Function '%s': the app does not use the HTTP streaming extension", route.function.name)
+            return Response(status_code=500)
+        invocation_id = str(uuid.uuid4())
+        started = time.monotonic()
+        invocation = asyncio.create_task(self._invoke(route, request, params, invocation_id, started))
+        self._invocations.add(invocation)  # it ends (and logs) on its own, whatever the relay does
+        invocation.add_done_callback(self._invocations.discard)
         try:
-            arg = await _classic_request(request) if route.classic else request
-            result = await invoke(function.fn, {function.trigger.name: arg}, self.function_timeout)
-            response = to_response(result)
-        except Exception as exc:
-            log_executed(function.name, invocation, exc)
-            return Response(status_code=500)  # the Functions host hides the error from the caller
-        log_executed(function.name, invocation, None)
-        return response
+            upstream = await self._forward(request, invocation_id)
+        except ClientDisconnect:
+            return Response(status_code=499)  # nobody reads it; the handler saw the disconnect
+        except (aiohttp.ClientError, OSError) as exc:
+            log.error("Function '%s': the worker's HTTP server failed: %s", route.function.name, exc)
+            return Response(status_code=500)
+        return StreamingResponse(
+            _relay(upstream),
+            status_code=upstream.status,
+            headers=_response_headers(upstream),
+        )
+
+    async def _invoke(
+        self, route: HttpRoute, request: Request, params: dict[str, str], invocation_id: str, started: float
+    ) -> None:
+        name = route.function.name
+        message = invocation_request(route, request, params, invocation_id)
+        try:
+            async with asyncio.timeout(self.function_timeout):
+                response = await self.channel.invoke(message)
+        except TimeoutError:
+            log_executed(
+                name,
+                invocation_id,
+                started,
+                f"Timeout value of {self.function_timeout:g}s was exceeded by function",
+            )
+            return
+        except WorkerError as exc:
+            log_executed(name, invocation_id, started, str(exc))
+            return
+        failure = None if response.result.status == 1 else describe_failure(response.result)
+        log_executed(name, invocation_id, started, failure)
+
+    async def _forward(self, request: Request, invocation_id: str) -> aiohttp.ClientResponse:
+        assert self.channel.http_uri is not None
+        headers = [
+            (k, v) for k, v in request.headers.items() if k not in _HOP_BY_HOP and k != INVOCATION_HEADER
+        ]
+        headers.append((INVOCATION_HEADER, invocation_id))
+        # The request target as the caller sent it, still percent-encoded.
+        target = request.scope.get("raw_path") or request.scope["path"].encode()
+        query = request.scope.get("query_string", b"")
+        url = URL(
+            self.channel.http_uri
+            + target.decode("latin-1")
+            + ("?" + query.decode("latin-1") if query else ""),
+            encoded=True,
+        )
+        has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
+        return await self._client().request(
+            request.method,
+            url,
+            headers=CIMultiDict(headers),
+            data=_body(request) if has_body else None,
+            allow_redirects=False,
+            compress=None,
+        )
 
 
-def create_app(routes: list[HttpRoute], function_timeout: float | None) -> Starlette:
-    """A Starlette app passing every path and method to the function routes (no 405s, empty 404s)."""
-    # A class instance endpoint is mounted as raw ASGI, so Starlette applies no method filter.
-    every_path = Route("/{path:path}", _Dispatcher(routes, function_timeout))
-    every_path.path_regex = re.compile(every_path.path_regex.pattern, re.DOTALL)  # %0A in a path too
-    return Starlette(routes=[every_path])
+async def _body(request: Request) -> AsyncIterator[bytes]:
+    async for chunk in request.stream():
+        if chunk:
+            yield chunk
+
+
+def _response_headers(upstream: aiohttp.ClientResponse) -> dict[str, str]:
+    # StreamingResponse sets its own framing; every other header passes as the worker sent it.
+    return {
+        k: v
+        for k, v in upstream.headers.items()
+        if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length"
+    }
+
+
+class _WorkerResponseCut(Exception):
+    """The worker closed its connection mid-body (a handler that raised while streaming)."""
+
+
+async def _relay(upstream: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """The worker's body, chunk by chunk. On the caller's disconnect Starlette cancels this
+    generator; closing the upstream response then drops the worker's connection."""
+    try:
+        async for chunk in upstream.content.iter_any():
+            yield chunk
+    except (aiohttp.ClientError, OSError) as exc:  # a payload cut short, or the connection reset
+        raise _WorkerResponseCut(type(exc).__name__) from None
+    finally:
+        if upstream.content.at_eof():
+            upstream.release()  # the connection goes back to the pool
+        else:
+            upstream.close()  # the caller left mid-body: drop the connection, the handler sees it

@@ -12,13 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
-from azure.functions.queue import QueueMessage  # func.QueueMessage lacks dequeue_count & co.
 from azure.storage.queue import QueueMessage as StorageMessage
 from azure.storage.queue.aio import QueueClient
 
 from tools.stack import AZURITE_ACCOUNT, AZURITE_KEY
 
-from .functions import HostedFunction, invoke, log_executed, new_invocation
+from . import rpc
+from .channel import FunctionMetadata, WorkerChannel
+from .functions import InvocationFailed, invoke, typed
 from .hostconfig import HostConfigError, QueueOptions, resolve_setting_refs
 
 log = logging.getLogger("funchost")
@@ -70,16 +71,18 @@ class QueueListener:
 
     def __init__(
         self,
-        function: HostedFunction,
+        function: FunctionMetadata,
+        channel: WorkerChannel,
         queue_name: str,
         connection_string: str,
+        *,
         options: QueueOptions,
         function_timeout: float | None,
-        *,
         lease: float = LEASE_SECONDS,
         drain: float = DRAIN_SECONDS,
     ) -> None:
         self.function = function
+        self.channel = channel
         self.queue_name = queue_name
         self.poison_queue_name = poison_queue_name(queue_name)
         self._connection_string = connection_string
@@ -95,7 +98,8 @@ class QueueListener:
     @classmethod
     def for_function(
         cls,
-        function: HostedFunction,
+        function: FunctionMetadata,
+        channel: WorkerChannel,
         options: QueueOptions,
         timeout: float | None,
         environ: Mapping[str, str],
@@ -103,15 +107,22 @@ class QueueListener:
         """Resolve the queue name (`%SETTING%`, also within a name such as `%JOBS%-poison`) and the
         connection now, so a bad setting fails at startup."""
         where = f"function '{function.name}'"
-        queue = resolve_setting_refs(function.trigger.queue_name, environ, where)
+        trigger = function.trigger
+        queue = resolve_setting_refs(str(trigger.get("queueName", "")), environ, where)
         if not _QUEUE_NAME.fullmatch(queue):
             raise HostConfigError(f"{where}: {queue!r} is not a valid queue name (3-63 of a-z, 0-9, '-')")
-        connection = storage_connection_string(function.trigger.connection, environ, where)
+        connection = storage_connection_string(trigger.get("connection"), environ, where)
         lease = environ.get(LEASE_SETTING, "")
         if lease and not lease.isdigit():
             raise HostConfigError(f"{LEASE_SETTING} must be whole seconds")
         return cls(
-            function, queue, connection, options, timeout, lease=float(lease) if lease else LEASE_SECONDS
+            function,
+            channel,
+            queue,
+            connection,
+            options=options,
+            function_timeout=timeout,
+            lease=float(lease) if lease else LEASE_SECONDS,
         )
 
     def stop(self) -> None:
@@ -204,28 +215,22 @@ class QueueListener:
     async def _process(
         self, client: QueueClient, poison: QueueClient | None, message: StorageMessage
     ) -> None:
-        invocation = new_invocation()
-        lease = _Lease(message.pop_receipt)
+        lease = _Lease(message.pop_receipt or "")
         finished = asyncio.Event()
         renewer = asyncio.create_task(self._renew(client, message.id, lease, finished))
         error: Exception | None = None
         try:
-            argument = QueueMessage(
-                id=message.id,
-                body=self._decode(message.content),
-                pop_receipt=message.pop_receipt,
-                dequeue_count=message.dequeue_count,
-                expiration_time=message.expires_on,
-                insertion_time=message.inserted_on,
-                time_next_visible=message.next_visible_on,
+            body = self._decode(message.content)
+            await invoke(
+                self.channel, self.function, _payload(body), _trigger_metadata(message), self._timeout
             )
-            await invoke(self.function.fn, {self.function.trigger.name: argument}, self._timeout)
-        except Exception as exc:
+        except (InvocationFailed, ValueError) as exc:
+            if isinstance(exc, ValueError):  # undecodable: the host fails it without an invocation
+                log.error("Queue '%s': message %s: %s", self.queue_name, message.id, exc)
             error = exc
         finally:
             finished.set()
             await renewer  # never cancelled mid-update: its new pop receipt is needed below
-        log_executed(self.function.name, invocation, error)
         await self._settle(client, poison, message, lease, error)
 
     async def _renew(
@@ -242,7 +247,7 @@ class QueueListener:
                 updated = await client.update_message(
                     message_id, lease.pop_receipt, visibility_timeout=int(self._lease)
                 )
-                lease.pop_receipt = updated.pop_receipt
+                lease.pop_receipt = updated.pop_receipt or lease.pop_receipt
             except AzureError as exc:
                 log.warning("Queue '%s': lease renewal failed (%s)", self.queue_name, type(exc).__name__)
 
@@ -310,3 +315,24 @@ class QueueListener:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _payload(body: bytes) -> object:
+    """The message as the Storage extension hands it over: text as a string, else bytes."""
+    try:
+        return rpc.TypedData(string=body.decode("utf-8"))
+    except UnicodeDecodeError:
+        return rpc.TypedData(bytes=body)
+
+
+def _trigger_metadata(message: StorageMessage) -> dict[str, object]:
+    """The queue trigger's metadata, named as the Storage extension names it."""
+    fields = {
+        "Id": message.id,
+        "DequeueCount": message.dequeue_count or 0,
+        "InsertionTime": message.inserted_on,
+        "ExpirationTime": message.expires_on,
+        "NextVisibleTime": message.next_visible_on,
+        "PopReceipt": message.pop_receipt,
+    }
+    return {name: typed(value) for name, value in fields.items() if value is not None}

@@ -31,11 +31,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
-from azure.functions.timer import TimerRequest
 from azure.storage.blob.aio import BlobServiceClient
 from croniter import croniter
 
-from .functions import HostedFunction, invoke, log_executed, new_invocation
+from .channel import FunctionMetadata, WorkerChannel
+from .functions import InvocationFailed, invoke, typed_json
 from .hostconfig import HostConfigError, resolve_setting_refs
 from .queues import storage_connection_string
 
@@ -81,7 +81,8 @@ class TimerListener:
 
     def __init__(
         self,
-        function: HostedFunction,
+        function: FunctionMetadata,
+        channel: WorkerChannel,
         schedule: str,
         *,
         run_on_startup: bool,
@@ -92,6 +93,7 @@ class TimerListener:
         clock: Clock = _utcnow,
     ) -> None:
         self.function = function
+        self.channel = channel
         self.schedule = schedule
         self.run_on_startup = run_on_startup
         self.use_monitor = use_monitor and connection_string is not None
@@ -103,21 +105,28 @@ class TimerListener:
 
     @classmethod
     def for_function(
-        cls, function: HostedFunction, timeout: float | None, environ: Mapping[str, str]
+        cls,
+        function: FunctionMetadata,
+        channel: WorkerChannel,
+        timeout: float | None,
+        environ: Mapping[str, str],
     ) -> TimerListener:
         """Resolve the schedule (`%SETTING%` too) and the monitor's storage now, so a bad setting
         fails at startup."""
         trigger = function.trigger
         where = f"function '{function.name}'"
-        schedule = parse_schedule(resolve_setting_refs(str(trigger.schedule), environ, where), where)
-        monitor = trigger.use_monitor
+        schedule = parse_schedule(
+            resolve_setting_refs(str(trigger.get("schedule", "")), environ, where), where
+        )
+        monitor = trigger.get("useMonitor")
         if monitor is None:
             monitor = default_use_monitor(schedule, _utcnow())
         connection = storage_connection_string(None, environ, where) if monitor else None
         return cls(
             function,
+            channel,
             schedule,
-            run_on_startup=bool(trigger.run_on_startup),
+            run_on_startup=bool(trigger.get("runOnStartup")),
             use_monitor=bool(monitor),
             connection_string=connection,
             host_id=environ.get(HOST_ID_SETTING) or DEFAULT_HOST_ID,
@@ -131,11 +140,8 @@ class TimerListener:
         """Fire on schedule until stop(); an invocation in progress is awaited, not cancelled."""
         status = await self._read_status()
         now = self._clock()
-        missed = (
-            status is not None
-            and _parse_time(status.get("Next")) is not None
-            and _parse_time(status["Next"]) < now - timedelta(seconds=1)
-        )
+        next_due = _parse_time(status.get("Next")) if status else None
+        missed = next_due is not None and next_due < now - timedelta(seconds=1)
         last = _parse_time(status.get("Last")) if status else None
         if self.run_on_startup or missed:
             await self._fire(past_due=missed, last=last, scheduled=now)
@@ -152,22 +158,17 @@ class TimerListener:
 
     async def _fire(self, *, past_due: bool, last: datetime | None, scheduled: datetime) -> None:
         next_due = croniter(self.schedule, scheduled, second_at_beginning=True).get_next(datetime)
-        request = TimerRequest(
-            past_due=past_due,
-            schedule_status={
+        timer = {
+            "Schedule": {"AdjustForDST": False},
+            "ScheduleStatus": {
                 "Last": _format_time(last),
                 "Next": _format_time(next_due),
                 "LastUpdated": _format_time(self._clock()),
             },
-            schedule={"AdjustForDST": False},
-        )
-        invocation = new_invocation()
-        try:
-            await invoke(self.function.fn, {self.function.trigger.name: request}, self._timeout)
-        except Exception as exc:  # the host logs a failed timer run and keeps the schedule
-            log_executed(self.function.name, invocation, exc)
-            return
-        log_executed(self.function.name, invocation, None)
+            "IsPastDue": past_due,
+        }
+        with contextlib.suppress(InvocationFailed):  # logged; the host keeps the schedule
+            await invoke(self.channel, self.function, typed_json(timer), {}, self._timeout)
 
     # --- the monitor's status blob --------------------------------------------------------------
 

@@ -57,16 +57,6 @@ def logged(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     return wrapper
 
 
-def passthrough(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A sync decorator around a coroutine function: the call returns an awaitable."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs)
-
-    return wrapper
-
-
 bp = func.Blueprint()
 
 
@@ -86,34 +76,25 @@ async def item_special(req: Request) -> Response:
     return JSONResponse({"route": "literal"})
 
 
-@bp.route(route="orders/{name}", methods=["GET"])
-async def order_by_name(req: Request) -> dict[str, Any]:
-    return {"route": "name", "name": req.path_params["name"]}
-
-
-@bp.route(route="orders/{n:int}", methods=["GET"])
-async def order_by_number(req: Request) -> dict[str, Any]:
-    return {"route": "int", "n": req.path_params["n"]}
-
-
 @bp.route(route="files/{*rest}", methods=["GET"])
-async def files(req: Request) -> dict[str, Any]:
-    return {"rest": req.path_params.get("rest")}
+async def files(req: Request) -> Response:
+    return JSONResponse({"rest": req.path_params.get("rest")})
 
 
-@bp.route(route="optional/{id?}")  # every method
-async def optional(req: Request) -> dict[str, Any]:
-    return {"id": req.path_params.get("id"), "method": req.method}
+@bp.route(route="any")  # every method
+async def any_method(req: Request) -> Response:
+    return JSONResponse({"method": req.method})
 
 
 @bp.route(route="echo", methods=["POST"])
-async def echo(req: Request) -> dict[str, Any]:
+async def echo(req: Request) -> Response:
     body = await req.body()
-    return {
+    payload = {
         "query": dict(req.query_params),
         "body": body.decode(),
         "content_type": req.headers["content-type"],
     }
+    return JSONResponse(payload)
 
 
 @bp.route(route="boom", methods=["GET"])
@@ -121,26 +102,15 @@ async def boom(req: Request) -> Response:
     raise RuntimeError("planned failure")
 
 
-@bp.route(route="nothing", methods=["GET"])
-async def nothing(req: Request) -> None:
-    return None
-
-
 @bp.route(route="sync", methods=["GET"])
-def sync_handler(req: Request) -> str:
-    return f"sync on {threading.current_thread().name}"
+def sync_handler(req: Request) -> Response:
+    return PlainTextResponse(f"sync on {threading.current_thread().name}")
 
 
 @bp.route(route="wrapped", methods=["GET"])
 @logged
-async def wrapped(req: Request) -> str:
-    return "wrapped"
-
-
-@bp.route(route="sync-wrapped", methods=["GET"])
-@passthrough
-async def sync_wrapped(req: Request) -> str:
-    return "sync-wrapped"
+async def wrapped(req: Request) -> Response:
+    return PlainTextResponse("wrapped")
 
 
 @bp.route(route="stream/{gate}", methods=["GET"])
@@ -155,32 +125,54 @@ async def stream(req: Request) -> StreamingResponse:
     return StreamingResponse(chunks(), media_type="text/plain")
 
 
+@bp.route(route="endless/{name}", methods=["GET"])
+async def endless(req: Request) -> StreamingResponse:
+    """Streams until the caller goes away, then records that the handler saw it."""
+    name = req.path_params["name"]
+
+    async def chunks() -> AsyncIterator[str]:
+        try:
+            while True:
+                yield "tick\n"
+                await asyncio.sleep(0.05)
+        finally:
+            record(event="disconnected", name=name)
+
+    return StreamingResponse(chunks(), media_type="text/event-stream")
+
+
+@bp.route(route="cut", methods=["GET"])
+async def cut(req: Request) -> StreamingResponse:
+    """Fails mid-stream, after the status and the first chunk are sent."""
+
+    async def chunks() -> AsyncIterator[str]:
+        yield "partial\n"
+        raise RuntimeError("planned failure mid-stream")
+
+    return StreamingResponse(chunks(), media_type="text/plain")
+
+
 @bp.route(route="gates/{name}", methods=["GET", "POST"])
-async def gates(req: Request) -> dict[str, Any]:
+async def gates(req: Request) -> Response:
     name = req.path_params["name"]
     if req.method == "POST":
         _gate(name).set()
-    return {"open": _gate(name).is_set(), "waiting": WAITING.get(name, 0)}
-
-
-@bp.route(route="classic/{name}", methods=["GET", "POST"])
-def classic(req: func.HttpRequest) -> func.HttpResponse:
-    payload = {
-        "name": req.route_params["name"],
-        "x": req.params.get("x"),
-        "method": req.method,
-        "body": req.get_body().decode(),
-    }
-    return func.HttpResponse(
-        json.dumps(payload), status_code=201, headers={"X-Classic": "yes"}, mimetype="application/json"
-    )
+    return JSONResponse({"open": _gate(name).is_set(), "waiting": WAITING.get(name, 0)})
 
 
 @bp.queue_trigger(arg_name="msg", queue_name="%FUNCHOST_BASIC_QUEUE%", connection="AzureWebJobsStorage")
 async def basic(msg: func.QueueMessage) -> None:
     """Fails while dequeue_count <= the message's fail_times."""
     body = json.loads(msg.get_body())
-    record(event="basic", id=body["id"], dequeue_count=msg.dequeue_count, body=msg.get_body().decode())
+    record(
+        event="basic",
+        id=body["id"],
+        dequeue_count=msg.dequeue_count,
+        body=msg.get_body().decode(),
+        message_id=msg.id,
+        pop_receipt=msg.pop_receipt,
+        times=[str(t) for t in (msg.insertion_time, msg.expiration_time, msg.time_next_visible)],
+    )
     if msg.dequeue_count <= body.get("fail_times", 0):
         raise RuntimeError(f"planned failure on attempt {msg.dequeue_count}")
 

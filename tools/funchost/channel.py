@@ -1,0 +1,311 @@
+"""The host's end of the worker: a FunctionRpc gRPC server on loopback, the worker process, and
+the request/response matching on the one `EventStream` between them.
+
+The sequence is the Functions host's: start a gRPC server, launch the worker with its address,
+wait for `StartStream`, send `WorkerInitRequest` (the worker indexes the app and, for an app using
+the HTTP streaming extension, reports its `HttpUri`), `FunctionsMetadataRequest` (the functions
+and their raw bindings: what the host serves comes from this answer), one `FunctionLoadRequest`
+per function, then an `InvocationRequest` per trigger event. `RpcLog` messages are the worker's
+logging; they are printed with the host's own lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+# Set before grpc is imported: the host forks its worker while gRPC's threads run, and gRPC's fork
+# handlers would only log that they skip themselves.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
+import grpc
+
+from . import rpc
+from .hostconfig import HostConfigError
+
+log = logging.getLogger("funchost")
+worker_log = logging.getLogger("funchost.worker")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # so `python -m tools.funchost.worker` imports
+GRPC_MAX_MESSAGE = 2**31 - 1  # the host's default (int.MaxValue)
+START_TIMEOUT = 60.0  # from launch to a worker that has indexed the app
+_SUCCESS = 1  # StatusResult.Success
+
+_LEVELS = {
+    0: logging.DEBUG,
+    1: logging.DEBUG,
+    2: logging.INFO,
+    3: logging.WARNING,
+    4: logging.ERROR,
+    5: logging.CRITICAL,
+}
+
+
+class WorkerError(RuntimeError):
+    """The worker failed a request, went away, or never started."""
+
+
+@dataclass(frozen=True)
+class FunctionMetadata:
+    """One function as the worker indexed it: id, name and its raw bindings (function.json's)."""
+
+    function_id: str
+    name: str
+    bindings: list[dict[str, Any]]
+    message: Any  # the RpcFunctionMetadata, sent back in FunctionLoadRequest
+
+    @property
+    def trigger(self) -> dict[str, Any]:
+        [trigger] = [b for b in self.bindings if str(b.get("type", "")).lower().endswith("trigger")]
+        return trigger
+
+
+def describe_failure(result: Any) -> str:
+    """A StatusResult's exception as one line: `Type: message`."""
+    exc = result.exception
+    return f"{exc.type or 'Exception'}: {exc.message}" if exc.message or exc.type else "failed"
+
+
+async def wait_listening(uri: str, limit: float) -> None:
+    """Wait until the worker's HTTP server accepts connections: the runtime reports `HttpUri` as
+    soon as it has scheduled the server, before the server listens."""
+    url = urlsplit(uri)
+    async with asyncio.timeout(limit):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection(url.hostname, url.port)
+            except OSError:
+                await asyncio.sleep(0.01)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
+
+
+class _Servicer:
+    """FunctionRpc's one method; the worker connects once."""
+
+    def __init__(self, channel: WorkerChannel) -> None:
+        self.channel = channel
+
+    async def EventStream(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        reader = asyncio.create_task(self.channel._read(request_iterator))
+        try:
+            while True:
+                message = await self.channel._outgoing.get()
+                if message is None:
+                    return
+                yield message
+        finally:
+            reader.cancel()
+
+
+class WorkerChannel:
+    """A started worker: send requests, await their responses, watch it end."""
+
+    def __init__(self, script_root: Path) -> None:
+        self.script_root = script_root
+        self.worker_id = str(uuid.uuid4())
+        self.request_id = str(uuid.uuid4())
+        self.capabilities: dict[str, str] = {}
+        self.functions: list[FunctionMetadata] = []
+        self._outgoing: asyncio.Queue[Any] = asyncio.Queue()
+        self._started: asyncio.Future[None] | None = None
+        self._pending: dict[str, asyncio.Future[Any]] = {}  # by kind, or by invocation id
+        self._server: Any = None
+        self._process: asyncio.subprocess.Process | None = None
+        self.closed = asyncio.Event()
+
+    @property
+    def http_uri(self) -> str | None:
+        return self.capabilities.get("HttpUri")
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    async def start(self, environ: Mapping[str, str]) -> None:
+        """Launch the worker, initialise it, index and load every function."""
+        loop = asyncio.get_running_loop()
+        self._started = loop.create_future()
+        options = [
+            ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE),
+            ("grpc.max_send_message_length", GRPC_MAX_MESSAGE),
+        ]
+        self._server = grpc.aio.server(options=options)
+        rpc.add_FunctionRpcServicer_to_server(_Servicer(self), self._server)
+        port = self._server.add_insecure_port("127.0.0.1:0")
+        await self._server.start()
+        env = dict(environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tools.funchost.worker",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workerId",
+            self.worker_id,
+            "--requestId",
+            self.request_id,
+            "--grpcMaxMessageLength",
+            str(GRPC_MAX_MESSAGE),
+            cwd=self.script_root,
+            env=env,
+        )
+        watcher = asyncio.create_task(self._watch())
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                await asyncio.wait({self._started, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                if not self._started.done():
+                    raise WorkerError("the worker exited before it connected")
+                await self._initialise()
+        except TimeoutError:
+            raise WorkerError(f"the worker did not start within {START_TIMEOUT:.0f}s") from None
+
+    async def _initialise(self) -> None:
+        init = rpc.WorkerInitRequest(
+            host_version="4.1000.0",
+            function_app_directory=str(self.script_root),
+            capabilities={
+                "RpcHttpBodyOnly": "true",
+                "TypedDataCollection": "true",
+                "HandlesWorkerTerminateMessage": "true",
+            },
+            worker_directory=str(REPO_ROOT / "tools" / "funchost"),
+        )
+        response = await self._request(
+            "worker_init", rpc.StreamingMessage(request_id=self.request_id, worker_init_request=init)
+        )
+        if response.result.status != _SUCCESS:
+            raise HostConfigError(f"the worker could not index the app: {describe_failure(response.result)}")
+        self.capabilities = dict(response.capabilities)
+        if self.http_uri:
+            await wait_listening(self.http_uri, START_TIMEOUT)
+        metadata = await self._request(
+            "function_metadata",
+            rpc.StreamingMessage(
+                request_id=self.request_id,
+                functions_metadata_request=rpc.FunctionsMetadataRequest(
+                    function_app_directory=str(self.script_root)
+                ),
+            ),
+        )
+        if metadata.result.status != _SUCCESS:
+            raise HostConfigError(
+                f"the worker's function metadata failed: {describe_failure(metadata.result)}"
+            )
+        self.functions = [
+            FunctionMetadata(m.function_id, m.name, [json.loads(raw) for raw in m.raw_bindings], m)
+            for m in metadata.function_metadata_results
+        ]
+        for function in self.functions:
+            load = rpc.FunctionLoadRequest(function_id=function.function_id, metadata=function.message)
+            reply = await self._request(
+                f"load:{function.function_id}",
+                rpc.StreamingMessage(request_id=self.request_id, function_load_request=load),
+            )
+            if reply.result.status != _SUCCESS:
+                raise HostConfigError(
+                    f"function '{function.name}' failed to load: {describe_failure(reply.result)}"
+                )
+
+    async def invoke(self, request: Any) -> Any:
+        """Send an InvocationRequest; its InvocationResponse."""
+        message = rpc.StreamingMessage(request_id=self.request_id, invocation_request=request)
+        return await self._request(f"invocation:{request.invocation_id}", message)
+
+    async def _request(self, key: str, message: Any) -> Any:
+        if self.closed.is_set():
+            raise WorkerError("the worker is not running")
+        future = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        try:
+            self._outgoing.put_nowait(message)
+            return await future
+        finally:
+            self._pending.pop(key, None)
+
+    async def _read(self, messages: AsyncIterator[Any]) -> None:
+        try:
+            async for message in messages:
+                self._received(message)
+        except (grpc.RpcError, asyncio.CancelledError):
+            pass
+        finally:
+            self._fail_pending("the worker's stream ended")
+
+    def _received(self, message: Any) -> None:
+        kind = message.WhichOneof("content")
+        if kind == "rpc_log":
+            self._log(message.rpc_log)
+            return
+        if kind == "start_stream":
+            if self._started is not None and not self._started.done():
+                self._started.set_result(None)
+            return
+        key = {
+            "worker_init_response": "worker_init",
+            "function_metadata_response": "function_metadata",
+        }.get(kind or "")
+        if kind == "function_load_response":
+            key = f"load:{message.function_load_response.function_id}"
+        elif kind == "invocation_response":
+            key = f"invocation:{message.invocation_response.invocation_id}"
+        future = self._pending.get(key or "")
+        if future is not None and not future.done():
+            future.set_result(getattr(message, kind or ""))
+        elif kind not in ("worker_status_response",):
+            log.debug("Unexpected %s from the worker", kind)
+
+    @staticmethod
+    def _log(entry: Any) -> None:
+        level = _LEVELS.get(entry.level, logging.INFO)
+        worker_log.log(level, "%s", entry.message)
+
+    def _fail_pending(self, why: str) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(WorkerError(why))
+
+    async def _watch(self) -> None:
+        assert self._process is not None
+        code = await self._process.wait()
+        self.closed.set()
+        self._fail_pending(f"the worker exited with code {code}")
+        self._outgoing.put_nowait(None)
+
+    async def wait_closed(self) -> int:
+        """Wait for the worker to exit; its exit code."""
+        await self.closed.wait()
+        assert self._process is not None
+        return self._process.returncode or 0
+
+    async def stop(self, grace: float) -> None:
+        """Ask the worker to end (SIGTERM), kill it after `grace` seconds, stop the gRPC server."""
+        process = self._process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), grace)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        self._outgoing.put_nowait(None)
+        if self._server is not None:
+            await self._server.stop(1)
