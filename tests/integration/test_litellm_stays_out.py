@@ -1,7 +1,8 @@
 """With a model file of OpenAI-wire deployments only, serving never imports LiteLLM.
 
-A fresh interpreter loads `function_app` the way the local host does and serves chat (JSON and
-SSE), legacy completions and embeddings through it, against the emulators and the fake provider
+A fresh interpreter loads `function_app` the way the worker does (azure-functions-runtime, in
+process: tests/integration/inprocess_worker.py) and serves chat (JSON and SSE), legacy completions
+and embeddings through the local host's HTTP proxy, against the emulators and the fake provider
 over real sockets; then it reports whether `litellm` is in `sys.modules`. A model file with one
 LiteLLM deployment is the control: there it must be imported (in the background).
 """
@@ -23,12 +24,13 @@ from pathlib import Path
 
 import httpx
 
-from tools.funchost.functions import index_functions, load_function_app
-from tools.funchost.http import build_routes, create_app
+from tests.integration.inprocess_worker import InProcessWorker
+from tools.funchost.http import HttpProxy, build_routes
 
 async def main():
-    http_functions = index_functions(load_function_app(Path.cwd())).http
-    app = create_app(build_routes(http_functions, ""), None)
+    worker = InProcessWorker(Path.cwd())
+    await worker.start()
+    app = HttpProxy(build_routes(worker.functions, ""), worker, None)
     headers = {"Authorization": "Bearer " + sys.argv[1]}
     statuses = {}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cirrus") as client:
