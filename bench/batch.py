@@ -149,15 +149,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 # --- finalize: the worker's memory ---------------------------------------------------------------
 
 
-def _host_pid(port: int) -> int:
-    """The local host process serving `port` (the worker: it runs the functions itself)."""
+def _worker_pid(port: int) -> int:
+    """The worker process of the local host serving `port`: the functions run there."""
+    host = None
+    processes: dict[int, tuple[int, list[bytes]]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, IndexError, ValueError):
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                processes[int(entry.name)] = (parent, argv)
                 if b"tools.funchost" in argv and str(port).encode() in argv:
-                    return int(entry.name)
-    raise RuntimeError(f"no local host on port {port}")
+                    host = int(entry.name)
+    for pid, (parent, argv) in processes.items():
+        if parent == host and b"tools.funchost.worker" in argv:
+            return pid
+    raise RuntimeError(f"no local host worker for port {port}")
 
 
 def _status_kb(pid: int, field: str) -> int:
@@ -274,7 +281,7 @@ def run_finalize(args: argparse.Namespace) -> dict[str, Any]:
         laid_out = time.monotonic()
         batch_id = asyncio.run(_lay_out_finalizing_batch(env, args.finalize_lines, args.answer_bytes))
         laid_out = time.monotonic() - laid_out
-        pid = _host_pid(ports.host)
+        pid = _worker_pid(ports.host)
         time.sleep(1.0)  # let the worker settle after the health check
         before_kb = _status_kb(pid, "VmRSS")
         Path(f"/proc/{pid}/clear_refs").write_text("5")  # reset the high-water mark (VmHWM)
