@@ -199,10 +199,12 @@ def _child_of_mine(marker: str) -> int:
 
 
 class CpuMeter:
-    """CPU seconds used by each named process tree (and by this client process) between snapshots."""
+    """CPU seconds used by each named process tree (and by this client process) between snapshots.
+    `parts` are single processes inside those trees, reported apart as well (not counted twice)."""
 
-    def __init__(self, roots: dict[str, list[int]]) -> None:
+    def __init__(self, roots: dict[str, list[int]], parts: dict[str, int] | None = None) -> None:
         self.roots = roots
+        self.parts = parts or {}
 
     def snapshot(self) -> dict[str, float]:
         parents = _parents()
@@ -210,6 +212,7 @@ class CpuMeter:
         times = os.times()
         shot["client"] = times.user + times.system
         shot["others"] = machine_busy() - sum(shot.values())  # every other process on the machine
+        shot.update({name: cpu_seconds(pid) for name, pid in self.parts.items()})
         return shot
 
     @staticmethod
@@ -735,7 +738,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "direct": _child_of_mine(f"tools.fake_provider --host {LOOPBACK} --port {ports.provider}"),
                 "emulators": [_child_of_mine("azurite"), _child_of_mine("cosmosdb-server")],
             }
-            meter = CpuMeter({k: v if isinstance(v, list) else [v] for k, v in roots.items()})
+            # Cirrus is two processes: the local host (routing, the proxy hop) and its worker.
+            host_pid = roots["cirrus"]
+            assert isinstance(host_pid, int)
+            worker_pid = next(pid for pid, parent in _parents().items() if parent == host_pid)
+            meter = CpuMeter(
+                {k: v if isinstance(v, list) else [v] for k, v in roots.items()},
+                {"cirrus_host": host_pid, "cirrus_worker": worker_pid},
+            )
             targets = {
                 "direct": Target(
                     "direct",
@@ -818,6 +828,11 @@ def _summarise(sc: Scenario, runs: list[dict[str, Any]], repeats: int) -> dict[s
                 100 * sum(r["cpu_s"]["others"] for r in mine) / sum(r["wall_s"] for r in mine), 1
             ),
         }
+        if name == "cirrus":
+            for part in ("cirrus_host", "cirrus_worker"):
+                entry[f"{part}_cpu_ms_per_request"] = _med(
+                    [1000 * r["cpu_s"][part] / r["ok"] if r["ok"] else float("nan") for r in mine]
+                )
         if name != "direct":
             base = [by[("direct", i)] for i in range(repeats)]
             entry["added_p50_ms"] = _med([r["p50_ms"] - b["p50_ms"] for r, b in zip(mine, base, strict=True)])
@@ -960,6 +975,18 @@ def _print_processes(report: dict[str, Any]) -> None:
             print(
                 f"  {name} log: {log['lines']} lines, {log['bytes']} bytes; last: {log['last'][-1][:150]!r}"
             )
+    split = [
+        (key, report["scenarios"][key]["cirrus"])
+        for key in ("json_c16", "stream_c8")
+        if key in report["scenarios"]
+    ]
+    print(
+        "  Cirrus CPU by process (ms per request; the host relays HTTP to the worker, as Azure's host does): "
+        + "; ".join(
+            f"{k}: host {e['cirrus_host_cpu_ms_per_request']}, worker {e['cirrus_worker_cpu_ms_per_request']}"
+            for k, e in split
+        )
+    )
     shape = report["warmup"]["stream_shape"]
     print(
         "  data: events per stream (incl. [DONE]): "
