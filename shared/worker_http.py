@@ -12,8 +12,11 @@ whose path holds an encoded one (`/v1/models/a%0Ab`) gets FastAPI's own 404, `{"
 Found"}`, while the invocation the host started for it waits for its request until the function
 timeout. The Functions host routes such a path (ASP.NET matches it), so the catch-all must too.
 
-`serve_only_functions()` makes the extension build its app without FastAPI's routes and with a
-catch-all that matches any path. It patches the extension's `WebApp` (pinned:
+FastAPI (0.165) also instruments itself with OpenTelemetry whenever an SDK provider is set: a second
+SERVER span per request, named after the catch-all, with HTTP metrics and logs, beside Cirrus's own.
+
+`serve_only_functions()` makes the extension build its app without FastAPI's routes and telemetry,
+and with a catch-all that matches any path. It patches the extension's `WebApp` (pinned:
 azurefunctions-extensions-http-fastapi 1.0.1), and checks that the class still builds its app and
 route the way this expects, failing at import otherwise, so a new release cannot quietly undo it.
 tests/e2e/test_openapi_fuzz.py checks the served document is Cirrus's, tests/e2e/test_platform.py
@@ -35,8 +38,14 @@ CATCH_ALL = "/{path:path}"
 _original_route = web.WebApp.route
 
 
+# FastAPI's own OpenTelemetry (on whenever an SDK provider is set, as Cirrus sets one): a second
+# SERVER span per request named after the catch-all (`GET /{path:path}`), HTTP metrics and log
+# records beside Cirrus's own, counted twice in Application Insights, and CPU on every request.
+_NO_TELEMETRY: dict[str, Any] = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+
+
 def _functions_only(self: web.WebApp) -> None:
-    self.web_app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    self.web_app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, telemetry=_NO_TELEMETRY)
 
 
 def _route_any_path(self: web.WebApp, func: Callable[..., Any]) -> Any:
