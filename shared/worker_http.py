@@ -32,6 +32,7 @@ from typing import Any
 
 from azurefunctions.extensions.http.fastapi import web
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 _EXPECTED = {"__init__": "self.web_app = FastAPI()", "route": '"/{path:path}"'}
 CATCH_ALL = "/{path:path}"
@@ -41,7 +42,7 @@ _original_route = web.WebApp.route
 # FastAPI's own OpenTelemetry (on whenever an SDK provider is set, as Cirrus sets one): a second
 # SERVER span per request named after the catch-all (`GET /{path:path}`), HTTP metrics and log
 # records beside Cirrus's own, counted twice in Application Insights, and CPU on every request.
-_NO_TELEMETRY: dict[str, Any] = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+_NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
 
 
 def _functions_only(self: web.WebApp) -> None:
