@@ -6,14 +6,12 @@ exist for the OpenAPI document (`/openapi.json`), which is generated from models
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
-T = TypeVar("T")
 
-
-class ListPage(BaseModel, Generic[T]):
+class ListPage[T](BaseModel):
     """A page of a list, newest first unless the route takes `order`; `after` a page's `last_id`
     fetches the next one."""
 

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from shared.errors import InvalidRequestError
 
-M = TypeVar("M", bound=BaseModel)
-
 # Segments pydantic adds to an error location to say which branch of a union failed.
 _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "dict", "list"})
 
 
-def validate_body(model: type[M], data: Any) -> M:
+def validate_body[M: BaseModel](model: type[M], data: Any) -> M:
     """`model` validated from `data`, or InvalidRequestError naming the first bad parameter."""
     if not isinstance(data, dict):
         raise InvalidRequestError("The request body must be a JSON object.")

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from opentelemetry import trace
@@ -33,7 +33,6 @@ from shared.services.usage import UsageService, day_of
 CANCELLED = "cancelled"  # the client went away first
 DEFAULT_OUTPUT_CAP = 4096  # for the budget hold when neither request nor model caps the output
 MAX_TRACED_CHARS = 32_000  # opt-in content on spans is cut here: exporters cap attribute sizes
-T = TypeVar("T")
 # The most tokens a call can read and write, for the budget hold: (input, output).
 Estimate = Callable[[], tuple[int, int]]
 # The GenAI operation name of each endpoint (the surfaces beyond chat use LiteLLM's mode names).
@@ -153,7 +152,7 @@ class Meter:
             },
         )
 
-    async def call(self, awaitable: Awaitable[T], **finish: Any) -> T:
+    async def call[T](self, awaitable: Awaitable[T], **finish: Any) -> T:
         """Await the provider call inside this span; a failure finishes the meter and re-raises."""
         try:
             with trace.use_span(self.span, end_on_exit=False):
@@ -368,7 +367,7 @@ def check_model(
         )
 
 
-async def primed(chunks: AsyncIterator[T]) -> AsyncIterator[T]:
+async def primed[T](chunks: AsyncIterator[T]) -> AsyncIterator[T]:
     """Wait for the first chunk, so a failure before it raises here with its own HTTP status."""
     try:
         first = await anext(chunks)
@@ -377,7 +376,7 @@ async def primed(chunks: AsyncIterator[T]) -> AsyncIterator[T]:
     return _prepend(first, chunks)
 
 
-async def _prepend(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
+async def _prepend[T](first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
     try:
         yield first
         async for chunk in rest:

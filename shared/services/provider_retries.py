@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 from shared.errors import (
     CirrusError,
@@ -28,7 +27,6 @@ from shared.errors import (
     UpstreamRateLimitError,
 )
 
-T = TypeVar("T")
 MAX_RATE_WAIT_S = 60.0
 DEFAULT_RATE_WAIT_S = 1.0
 RATE_JITTER_S = 0.5
@@ -37,7 +35,7 @@ FAULT_ATTEMPTS = 3
 Wait = Callable[[float], Awaitable[bool]]
 
 
-async def with_provider_retries(
+async def with_provider_retries[T](
     call: Callable[[], Awaitable[T]],
     wait: Wait,
     *,

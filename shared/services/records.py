@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -18,11 +18,10 @@ from shared.clients.protocols import DocumentStore
 from shared.errors import NotFoundError, PreconditionFailedError, ServiceUnavailableError
 from shared.services.auth import Principal
 
-R = TypeVar("R", bound=BaseModel)
 UPDATE_ATTEMPTS = 50
 
 
-async def load_owned(
+async def load_owned[R: BaseModel](
     load: Callable[[str], Awaitable[R | None]],
     item_id: str | None,
     principal: Principal,
@@ -89,7 +88,7 @@ async def owned_page(
     }
 
 
-async def update(
+async def update[R: BaseModel](
     documents: DocumentStore,
     container: str,
     item_id: str,

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import zip_longest
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -82,8 +82,6 @@ def azure_error_body(status: int, message: str) -> dict[str, Any]:
 
 # --- requests -----------------------------------------------------------------------------
 
-RequestT = TypeVar("RequestT", bound=BaseModel)
-
 
 class _ApiRequest(BaseModel):
     # Unknown parameters are accepted and ignored, like a lenient provider.
@@ -141,7 +139,7 @@ class EmbeddingRequest(_ApiRequest):
         return self
 
 
-def parse_request(cls: type[RequestT], body: Any) -> RequestT:
+def parse_request[RequestT: BaseModel](cls: type[RequestT], body: Any) -> RequestT:
     """Validate a request body, raising a 400 `ApiError` like OpenAI does."""
     try:
         return cls.model_validate(body)

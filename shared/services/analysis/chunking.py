@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -145,10 +145,7 @@ def reduce_messages(
     return chat_messages(f"{spec.system}\n\n{REDUCE_NOTE}", "Combine these partial results.", payload)
 
 
-Partial = TypeVar("Partial", bound=BaseModel | dict[str, Any])
-
-
-def plan_reduce(
+def plan_reduce[Partial: BaseModel | dict[str, Any]](
     task: str,
     partial_outputs: Sequence[Partial],
     max_input_tokens: int,

@@ -16,14 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from shared.models.requests import ChatCompletionCreate
 from shared.models.responses import ResponseRecord
 from shared.services.auth import Principal
 from shared.services.jobs.run import Run, Stop
 
-T = TypeVar("T")
 CANCEL_POLL_S = 1.0
 
 
@@ -71,7 +70,7 @@ async def run_response(run: Run, runner: ResponseRunner | None) -> Any:
     return _result(saved)
 
 
-async def _watched(run: Run, call: Awaitable[T]) -> T:
+async def _watched[T](run: Run, call: Awaitable[T]) -> T:
     """`call`'s result; looks at the job every CANCEL_POLL_S meanwhile and stops the call (Stop)
     on a cancel or the timeout."""
     task = asyncio.ensure_future(call)
