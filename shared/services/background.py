@@ -32,6 +32,10 @@ class Background:
     async def drain(self) -> None:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            # A finished task leaves the set in its done callback, on a later turn of the loop.
+            # Since Python 3.12, gather over finished tasks returns without yielding, so give the
+            # loop that turn here; otherwise this loop spins forever on such a task.
+            await asyncio.sleep(0)
 
     def __len__(self) -> int:
         return len(self._tasks)
