@@ -424,7 +424,7 @@ def test_allowlist_matching():
         ("http://[::1]/", "loopback address ::1"),
         ("http://0.0.0.0/", "unspecified address 0.0.0.0"),
         ("http://[::]/", "unspecified address ::"),
-        ("http://[::ffff:127.0.0.1]/", "loopback address 127.0.0.1 (as ::ffff:7f00:1)"),
+        ("http://[::ffff:127.0.0.1]/", "loopback address 127.0.0.1 (as ::ffff:127.0.0.1)"),
         ("http://[::ffff:169.254.169.254]/", "link-local address 169.254.169.254"),
         ("http://[fe80::1]/", "link-local address fe80::1"),
         ("http://[fd00:ec2::254]/", "private address fd00:ec2::254"),
