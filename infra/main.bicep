@@ -5,7 +5,7 @@
 //   az deployment group create -g <rg> -f infra/main.bicep \
 //     -p environmentName=<name> masterKey=<secret> keyHashSecret=<another secret>   (infra/README.md)
 //
-// Function App (Flex Consumption, Python 3.11) · Storage (blobs, queues, deployment package) ·
+// Function App (Flex Consumption, Python 3.13) · Storage (blobs, queues, deployment package) ·
 // Cosmos DB for NoSQL (serverless by default) · Key Vault (master key, hash secret, provider keys) ·
 // Application Insights on Log Analytics · optionally, keyless access to an existing Azure OpenAI
 // account (azureOpenAiAccountName; modules/azure-openai-access.bicep). No connection strings and
@@ -802,7 +802,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       }
       runtime: {
         name: 'python'
-        version: '3.11'
+        version: '3.13'
       }
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount

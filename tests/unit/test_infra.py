@@ -236,6 +236,19 @@ def test_azure_yaml_deploys_this_folder_as_a_python_function_app():
     assert config["services"]["api"] == {"project": ".", "language": "python", "host": "function"}
 
 
+def test_azure_runs_the_python_that_make_builds_lints_and_type_checks_for():
+    site = resources()["functionApp"][1]
+    runtime = re.search(r"runtime: \{\s*name: '(\w+)'\s*version: '([\d.]+)'\s*\}", site)
+    assert runtime, "functionAppConfig.runtime is a literal name and version"
+    name, version = runtime.groups()
+    # azure-functions 2.x and azure-functions-runtime (requirements.txt) need Python 3.13.
+    assert (name, version) == ("python", "3.13")
+    tools = ROOT / "tools"
+    assert re.search(rf"^PYTHON_VERSION := {re.escape(version)}$", (ROOT / "Makefile").read_text(), re.M)
+    assert f'target-version = "py{version.replace(".", "")}"' in (tools / "ruff.toml").read_text()
+    assert re.search(rf"^python_version = {re.escape(version)}$", (tools / "mypy.ini").read_text(), re.M)
+
+
 def test_keyless_azure_openai_is_off_by_default_and_assigns_openai_user_on_the_account():
     declared = params()
     assert declared["azureOpenAiAccountName"] == ("string", "''")
