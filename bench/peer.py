@@ -548,6 +548,8 @@ PROFILE_GROUPS: dict[str, tuple[str, ...]] = {
     "Cirrus local host (tools/funchost)": (f"{ROOT}/tools/funchost/",),
 }
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+# Both servers' venvs are built with this interpreter's version (the Makefile's PYTHON_VERSION).
+_STDLIB = f"lib/python{sys.version_info.major}.{sys.version_info.minor}/"
 
 
 def _parse_raw(path: Path) -> list[tuple[list[tuple[str, str, int]], int]]:
@@ -568,7 +570,7 @@ def _parse_raw(path: Path) -> list[tuple[list[tuple[str, str, int]], int]]:
 
 
 def _short(file: str) -> str:
-    for marker in ("site-packages/", "lib/python3.11/"):
+    for marker in ("site-packages/", _STDLIB):
         if marker in file:
             return file.split(marker, 1)[1]
     return file.removeprefix(f"{ROOT}/")
