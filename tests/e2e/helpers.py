@@ -27,6 +27,16 @@ def model_names() -> list[str]:
     return list(dict.fromkeys(m["model_name"] for m in yaml.safe_load(MODEL_FILE.read_text())["model_list"]))
 
 
+def host_log_with(stack: Any, text: str, timeout: float = 10) -> str:
+    """The local host's log once it holds `text`. The app's log lines come from the worker process
+    as RpcLog messages on the gRPC stream, so one can land after the HTTP response it preceded."""
+    deadline = time.monotonic() + timeout
+    while text not in (log := stack.log.read_text(errors="replace")):
+        assert time.monotonic() < deadline, f"{text!r} is not in the host log after {timeout:.0f}s"
+        time.sleep(0.1)
+    return log
+
+
 # --- jobs: the API, the fake provider's script and the jobs queue ------------------------------
 
 ENDED = {"completed", "failed", "cancelled", "incomplete"}
