@@ -346,10 +346,17 @@ def test_no_key_material_reaches_the_host_log(stack):
         chat(stack, secret)
     with pytest.raises(openai.AuthenticationError):
         chat(stack, secret[:-1] + ("A" if secret[-1] != "A" else "B"))
+    done = "Executed 'Functions.delete_key'"
+    deletes = stack.log.read_text().count(done)
     with stack.admin() as admin:
         rotated = admin.post(f"/v1/keys/{created['id']}/rotate").json()["key"]
         admin.delete(f"/v1/keys/{created['id']}")
-    log = stack.log.read_text()
+    # The worker's log lines travel the gRPC stream in order, before each invocation's response:
+    # once the host logged the delete's end, every line of this test's requests is in the log.
+    deadline = time.monotonic() + 10
+    while (log := stack.log.read_text()).count(done) == deletes:
+        assert time.monotonic() < deadline, "the delete's invocation never ended in the host log"
+        time.sleep(0.1)
     assert created["id"] in log  # keys are named in the log by id...
     for material in (secret, secret[18:], rotated, rotated[18:], stack.master_key):
         assert material not in log  # ...never by secret
