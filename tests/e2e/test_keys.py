@@ -346,7 +346,7 @@ def test_no_key_material_reaches_the_host_log(stack):
         chat(stack, secret)
     with pytest.raises(openai.AuthenticationError):
         chat(stack, secret[:-1] + ("A" if secret[-1] != "A" else "B"))
-    done = "Executed 'Functions.delete_key'"
+    done = "Executed 'Functions.revoke_key'"
     deletes = stack.log.read_text().count(done)
     with stack.admin() as admin:
         rotated = admin.post(f"/v1/keys/{created['id']}/rotate").json()["key"]
