@@ -57,6 +57,7 @@ is read, so they can hold such overrides too; the worker inherits the result.
 
 Modules: rpc (the protocol, compiled from protos/ on first use), channel (gRPC server, worker
 process, request matching), worker (the worker process), http (routes, proxying), queues, timers,
-functions (one invocation), hostconfig (host.json, settings), __main__ (CLI, serving, shutdown).
+functions (one invocation), hostconfig (host.json, settings), serve (listeners, shutdown),
+__main__ (CLI; launches the worker before importing serve, so the two start in parallel).
 Run: `python -m tools.funchost [--script-root DIR] [--host 127.0.0.1] [--port 7071]`.
 """

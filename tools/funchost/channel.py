@@ -125,6 +125,7 @@ class WorkerChannel:
         self._pending: dict[str, asyncio.Future[Any]] = {}  # by kind, or by invocation id
         self._server: Any = None
         self._process: asyncio.subprocess.Process | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
 
     @property
@@ -137,6 +138,12 @@ class WorkerChannel:
 
     async def start(self, environ: Mapping[str, str]) -> None:
         """Launch the worker, initialise it, index and load every function."""
+        await self.launch(environ)
+        await self.ready()
+
+    async def launch(self, environ: Mapping[str, str]) -> None:
+        """Start the gRPC server and the worker process; `ready()` then waits for it. In between,
+        the caller may do its own work while the worker imports the app on the other core."""
         loop = asyncio.get_running_loop()
         self._started = loop.create_future()
         options = [
@@ -166,10 +173,14 @@ class WorkerChannel:
             cwd=self.script_root,
             env=env,
         )
-        watcher = asyncio.create_task(self._watch())
+        self._watcher = asyncio.create_task(self._watch())
+
+    async def ready(self) -> None:
+        """Wait for the launched worker to connect; initialise it, index and load every function."""
+        assert self._started is not None and self._watcher is not None
         try:
             async with asyncio.timeout(START_TIMEOUT):
-                await asyncio.wait({self._started, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({self._started, self._watcher}, return_when=asyncio.FIRST_COMPLETED)
                 if not self._started.done():
                     raise WorkerError("the worker exited before it connected")
                 await self._initialise()
