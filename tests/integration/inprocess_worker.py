@@ -61,6 +61,9 @@ class InProcessWorker:
             )
             await runtime.function_load_request(WorkerRequest("FunctionLoadRequest", load))
 
+    async def wait_ready(self) -> None:
+        """Ready once started (this worker never dies and restarts)."""
+
     def function(self, name: str) -> FunctionMetadata:
         [found] = [f for f in self.functions if f.name == name]
         return found

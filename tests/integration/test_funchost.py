@@ -12,6 +12,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -318,6 +319,30 @@ def test_sigterm_waits_for_in_flight_invocations_and_exits_0(emulators: Emulator
         assert host.process.proc.wait(WAIT) == 0
         assert host.events(event="end", id="shutdown")  # finished before the host exited
         assert host.message_count(host.slow_queue) == 0  # and its message was deleted
+    finally:
+        host.process.stop()
+
+
+def test_a_dead_worker_is_replaced_and_its_message_delivered_again(
+    emulators: Emulators, tmp_path: Path
+) -> None:
+    host = start_host(emulators, tmp_path)
+    try:
+        worker_pid = int(re.search(r"Worker: pid (\d+)", host.log_text())[1])  # type: ignore[index]
+        host.send(host.slow_queue, b64({"id": "crash", "sleep": 1.0}))
+        wait_for(lambda: host.events(event="start", id="crash"), "the invocation to start")
+        os.kill(worker_pid, signal.SIGKILL)  # the worker dies mid-invocation; the host does not
+        wait_for(lambda: "A new worker is ready" in host.log_text(), "a new worker")
+        assert (
+            f"The worker process exited (code -{signal.SIGKILL.value}): starting a new one" in host.log_text()
+        )
+        with httpx.Client(base_url=host.base_url, timeout=WAIT) as client:
+            assert client.get("/health").text == "ok"  # HTTP goes to the new worker's HttpUri
+        # The message failed with the worker, came back after visibilityTimeout and ran again.
+        wait_for(lambda: host.events(event="end", id="crash"), "the message to run again to its end")
+        assert len(host.events(event="start", id="crash")) == 2
+        host.wait_empty(host.slow_queue)
+        assert host.process.proc is not None and host.process.proc.poll() is None
     finally:
         host.process.stop()
 

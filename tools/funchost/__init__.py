@@ -26,7 +26,9 @@ Then, per event, an `InvocationRequest`:
     `<queue>-poison` at `maxDequeueCount` (see queues.py).
   - Timer: the TimerRequest JSON on the NCRONTAB schedule, `runOnStartup`, `useMonitor` (timers.py).
 The worker's logging comes back as `RpcLog` messages and is printed with the host's lines. If the
-worker exits, the host stops with an error (Azure's would start a new worker).
+worker dies, the host starts a new one, as Azure's does: invocations in flight fail (their messages
+come back after visibilityTimeout), HTTP requests wait for the new worker; after 5 new workers
+within a minute, or one that cannot start, the host stops with an error.
 
 A queue name may reference app settings, whole or within it: `%JOBS%`, `%JOBS%-poison`. A trigger on
 a poison queue is an ordinary queue trigger except that, as in the host's queue extension, a queue

@@ -94,16 +94,17 @@ async def wait_listening(uri: str, limit: float) -> None:
 
 
 class _Servicer:
-    """FunctionRpc's one method; the worker connects once."""
+    """FunctionRpc's one method: one stream per worker process (a new worker opens a new one)."""
 
     def __init__(self, channel: WorkerChannel) -> None:
         self.channel = channel
 
     async def EventStream(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
-        reader = asyncio.create_task(self.channel._read(request_iterator))
+        outgoing = self.channel._outgoing  # this worker's: a restart makes a new queue
+        reader = asyncio.create_task(self.channel._read(request_iterator, self.channel.restarts))
         try:
             while True:
-                message = await self.channel._outgoing.get()
+                message = await outgoing.get()
                 if message is None:
                     return
                 yield message
@@ -126,7 +127,11 @@ class WorkerChannel:
         self._server: Any = None
         self._process: asyncio.subprocess.Process | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._port = 0
+        self._environ: Mapping[str, str] = {}
+        self.restarts = 0
         self.closed = asyncio.Event()
+        self._ready = asyncio.Event()  # initialised and loaded; cleared while a new worker starts
 
     @property
     def http_uri(self) -> str | None:
@@ -144,17 +149,32 @@ class WorkerChannel:
     async def launch(self, environ: Mapping[str, str]) -> None:
         """Start the gRPC server and the worker process; `ready()` then waits for it. In between,
         the caller may do its own work while the worker imports the app on the other core."""
-        loop = asyncio.get_running_loop()
-        self._started = loop.create_future()
         options = [
             ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE),
             ("grpc.max_send_message_length", GRPC_MAX_MESSAGE),
         ]
         self._server = grpc.aio.server(options=options)
         rpc.add_FunctionRpcServicer_to_server(_Servicer(self), self._server)
-        port = self._server.add_insecure_port("127.0.0.1:0")
+        self._port = self._server.add_insecure_port("127.0.0.1:0")
         await self._server.start()
-        env = dict(environ)
+        self._environ = environ
+        await self._spawn()
+
+    async def restart(self) -> None:
+        """After the worker died: a new worker process on the same gRPC server, initialised and
+        loaded again, as Azure's host starts a new worker. Function ids are the runtime's, derived
+        from the names, so the routes and listeners built from the old metadata still hold."""
+        self.restarts += 1
+        await self._spawn()
+        await self.ready()
+
+    async def _spawn(self) -> None:
+        self._ready.clear()
+        self._started = asyncio.get_running_loop().create_future()
+        self._outgoing = asyncio.Queue()
+        self.capabilities = {}
+        self.closed.clear()
+        env = dict(self._environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -163,7 +183,7 @@ class WorkerChannel:
             "--host",
             "127.0.0.1",
             "--port",
-            str(port),
+            str(self._port),
             "--workerId",
             self.worker_id,
             "--requestId",
@@ -233,9 +253,15 @@ class WorkerChannel:
                 raise HostConfigError(
                     f"function '{function.name}' failed to load: {describe_failure(reply.result)}"
                 )
+        self._ready.set()
+
+    async def wait_ready(self) -> None:
+        """Until the worker is initialised: at once, except while a new worker starts."""
+        await self._ready.wait()
 
     async def invoke(self, request: Any) -> Any:
-        """Send an InvocationRequest; its InvocationResponse."""
+        """Send an InvocationRequest (once the worker is ready); its InvocationResponse."""
+        await self._ready.wait()
         message = rpc.StreamingMessage(request_id=self.request_id, invocation_request=request)
         return await self._request(f"invocation:{request.invocation_id}", message)
 
@@ -250,14 +276,15 @@ class WorkerChannel:
         finally:
             self._pending.pop(key, None)
 
-    async def _read(self, messages: AsyncIterator[Any]) -> None:
+    async def _read(self, messages: AsyncIterator[Any], generation: int) -> None:
         try:
             async for message in messages:
                 self._received(message)
         except (grpc.RpcError, asyncio.CancelledError):
             pass
         finally:
-            self._fail_pending("the worker's stream ended")
+            if generation == self.restarts:  # not a dead worker's stream ending after a restart
+                self._fail_pending("the worker's stream ended")
 
     def _received(self, message: Any) -> None:
         kind = message.WhichOneof("content")

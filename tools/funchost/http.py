@@ -193,6 +193,7 @@ class HttpProxy:
                 break
         else:
             return Response(status_code=404)
+        await self.channel.wait_ready()  # a new worker may be starting after the last one died
         if self.channel.http_uri is None:
             log.error("Function '%s': the app does not use the HTTP streaming extension", route.function.name)
             return Response(status_code=500)

@@ -12,11 +12,12 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Iterator
 
 import uvicorn
 
-from .channel import WorkerChannel
+from .channel import WorkerChannel, WorkerError
 from .hostconfig import HostConfig, HostConfigError
 from .http import HttpProxy, build_routes
 from .queues import DRAIN_SECONDS, QueueListener
@@ -25,6 +26,8 @@ from .timers import TimerListener
 Listener = QueueListener | TimerListener
 
 log = logging.getLogger("funchost")
+RESTART_LIMIT = 5  # new workers within RESTART_WINDOW_SECONDS before the host gives up
+RESTART_WINDOW_SECONDS = 60.0
 
 
 class _Server(uvicorn.Server):
@@ -40,30 +43,50 @@ async def _run_http(server: _Server) -> None:
         await server.serve()
 
 
+async def _supervise(channel: WorkerChannel) -> None:
+    """Start a new worker whenever one dies, as Azure's host does; return (so the host stops) when
+    one cannot start, or after RESTART_LIMIT restarts within a minute. Invocations in the dead
+    worker failed: their messages come back after visibilityTimeout, HTTP callers got errors."""
+    recent: list[float] = []
+    while True:
+        code = await channel.wait_closed()
+        now = time.monotonic()
+        recent = [t for t in recent if now - t < RESTART_WINDOW_SECONDS] + [now]
+        if len(recent) > RESTART_LIMIT:
+            log.error(
+                "The worker exited (code %s), %d times within a minute: stopping the host", code, len(recent)
+            )
+            return
+        log.error("The worker process exited (code %s): starting a new one", code)
+        try:
+            await channel.restart()
+        except (WorkerError, HostConfigError) as exc:
+            log.error("A new worker could not start: %s", exc)
+            return
+        log.info("A new worker is ready (pid %s; HttpUri %s)", channel.pid, channel.http_uri)
+
+
 async def _serve(server: _Server, listeners: list[Listener], channel: WorkerChannel) -> int:
-    """Run HTTP, queue and timer listeners until a signal or the worker's exit; then stop, drain,
-    stop the worker, and return the exit code."""
+    """Run HTTP, queue and timer listeners (and a new worker whenever one dies) until a signal;
+    then stop, drain, stop the worker, and return the exit code."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     stopper = asyncio.create_task(stop.wait())
-    worker_exit = asyncio.create_task(channel.wait_closed())
+    supervisor = asyncio.create_task(_supervise(channel))
     server_task = asyncio.create_task(_run_http(server))
     tasks = [asyncio.create_task(listener.run()) for listener in listeners]
-    await asyncio.wait([stopper, worker_exit, server_task, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait([stopper, supervisor, server_task, *tasks], return_when=asyncio.FIRST_COMPLETED)
     if stop.is_set():
         log.info("Stopping: no new work; waiting up to %.0fs for in-flight invocations", DRAIN_SECONDS)
-    elif worker_exit.done():
-        # Azure's host would start a new worker; here the failure stops the host, so it is seen.
-        log.error("The worker process exited (code %s): stopping the host", worker_exit.result())
+    supervisor.cancel()  # a worker that dies while the host drains is not replaced
     for listener in listeners:
         listener.stop()
     server.should_exit = True
     results = await asyncio.gather(server_task, *tasks, return_exceptions=True)
     await channel.stop(DRAIN_SECONDS)
     stopper.cancel()
-    worker_exit.cancel()
     for result in results:
         if isinstance(result, BaseException):
             log.error("Host component failed", exc_info=result)
