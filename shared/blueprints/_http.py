@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from shared import sse
 from shared.blueprints._contract import Operation, documented
 from shared.clients.protocols import ServedBy
-from shared.container import Container, get_container
+from shared.container import Container, configure_telemetry, get_container
 from shared.errors import (
     CirrusError,
     Envelope,
@@ -82,6 +82,7 @@ def endpoint(
     def decorate(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def function(req: Request) -> Response:
             started = time.perf_counter()
+            configure_telemetry()  # before the first span, or it is never exported
             request_id = _request_id(req)
             headers: dict[str, str] = {}
             facts = request_facts(req, name)

@@ -5,7 +5,7 @@ instance ran is made up at once."""
 
 import azure.functions as func
 
-from shared.container import get_container
+from shared.container import configure_telemetry, get_container
 from shared.logs import bind_request_id
 
 bp = func.Blueprint()
@@ -15,6 +15,7 @@ bp = func.Blueprint()
     arg_name="timer", schedule="%CIRRUS_SWEEP_SCHEDULE%", run_on_startup=False, use_monitor=True
 )
 async def sweep(timer: func.TimerRequest) -> None:
+    configure_telemetry()  # before the first span, or it is never exported
     container = await get_container()
     with bind_request_id("sweep"):
         await container.sweeper.run()
