@@ -1,0 +1,42 @@
+"""What a request's or a queue message's span says about the model calls made for it."""
+
+from shared import observability
+from shared.observability import ModelCallTotals, consuming, counting_model_calls, model_call_totals
+
+
+def test_totals_sum_tokens_and_cost_and_name_each_model_and_deployment_once():
+    totals = ModelCallTotals()
+    assert totals.attributes() == {}  # no model call: nothing to say
+    totals.add("gpt-4o", deployment="d1", input_tokens=10, output_tokens=5, cost_usd=None)
+    assert "cirrus.cost_usd" not in totals.attributes()  # unpriced is not free
+    totals.add("gpt-4o", deployment="d2", input_tokens=1, output_tokens=2, cost_usd=0.25)
+    totals.add("claude", deployment="d1", input_tokens=0, output_tokens=0, cost_usd=0.5)
+    totals.add("claude", deployment=None, input_tokens=0, output_tokens=0, cost_usd=0.0)  # cache hit
+    assert totals.attributes() == {
+        "cirrus.model_calls": 4,
+        "cirrus.model": "gpt-4o,claude",
+        "cirrus.deployment": "d1,d2",
+        "cirrus.input_tokens": 11,
+        "cirrus.output_tokens": 7,
+        "cirrus.cost_usd": 0.75,
+    }
+
+
+def test_model_calls_add_to_the_totals_of_the_block_they_start_in():
+    assert model_call_totals() is None
+    totals = ModelCallTotals()
+    with counting_model_calls(totals):
+        assert model_call_totals() is totals
+    assert model_call_totals() is None
+
+
+def test_a_consumer_span_carries_the_model_calls_of_its_message(spans):
+    with consuming("cirrus-batches", {}, message_id="m1"):
+        totals = observability.model_call_totals()
+        assert totals is not None
+        totals.add("cirrus-local", deployment="local-1", input_tokens=3, output_tokens=4, cost_usd=0.01)
+    (span,) = spans.get_finished_spans()
+    assert span.name == "process cirrus-batches"
+    assert span.attributes["cirrus.model_calls"] == 1
+    assert span.attributes["cirrus.model"] == "cirrus-local"
+    assert span.attributes["cirrus.cost_usd"] == 0.01
