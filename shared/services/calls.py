@@ -138,9 +138,12 @@ class Meter:
         operation = OPERATIONS[endpoint]
         self._operation = operation
         self._totals = observability.model_call_totals()  # the request's or message's, summed there
+        # INTERNAL: the call to Cirrus's router, in this process. The calls that leave it are the
+        # provider attempts beneath (CLIENT, in clients/llm/spans.py): Application Insights draws
+        # those on its application map, and would draw this one as a node of its own with no target.
         self.span = telemetry.tracer.start_span(
             f"{operation} {model}",
-            kind=SpanKind.CLIENT,
+            kind=SpanKind.INTERNAL,
             attributes={
                 "gen_ai.operation.name": operation,
                 "gen_ai.request.model": model,

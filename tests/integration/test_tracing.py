@@ -73,7 +73,7 @@ async def test_a_chat_request_is_one_trace_server_then_model_call_then_provider(
     host, spans, caplog, recorded_metrics
 ):
     caplog.set_level(logging.INFO)  # the default level
-    client, _, _ = host
+    client, _, env = host
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     response = await client.post(
         "/v1/chat/completions",
@@ -101,6 +101,12 @@ async def test_a_chat_request_is_one_trace_server_then_model_call_then_provider(
     assert attributes["gen_ai.usage.input_tokens"] > 0 and attributes["gen_ai.usage.output_tokens"] > 0
     assert attributes["gen_ai.response.finish_reasons"] == ("stop",)
     assert attributes["cirrus.deployment"] and attributes["cirrus.fallback"] is False
+    # The call to the router is in-process; the attempt beneath is the call that leaves it, typed
+    # and targeted for Application Insights' dependency map (gen_ai.system, peer.service).
+    assert model.kind.name == "INTERNAL" and provider[0].kind.name == "CLIENT"
+    port = env["CIRRUS_LOCAL_PROVIDER_URL"].split(":")[2].split("/")[0]
+    assert provider[0].attributes["gen_ai.system"] == "openai"
+    assert provider[0].attributes["peer.service"] == f"127.0.0.1:{port}"
     # The request's span sums its model calls, for the requests table's customDimensions.
     assert {
         k: v for k, v in server.attributes.items() if k.startswith("cirrus.") and k != "cirrus.request_id"
