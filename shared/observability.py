@@ -9,7 +9,9 @@
   Application Insights' requests table shows routes), and feeds `http.server.request.duration`.
 - Every queue message is a CONSUMER span and feeds `messaging.process.duration` and
   `cirrus.queue.message.age`; poisoned messages count in `cirrus.queue.poisoned`.
-- Both carry the sum of the model calls made for them (`ModelCallTotals`): the models,
+- Every timer invocation (the sweeper) is a SERVER span named after its function, so the storage
+  calls it makes belong to a request instead of each starting a trace of its own.
+- All of them carry the sum of the model calls made for them (`ModelCallTotals`): the models,
   deployments, tokens and cost, so Application Insights' requests table can be queried by them.
 
 GenAI spans and metrics (one per model call) live in `shared/telemetry.py` and `services/calls.py`.
@@ -165,6 +167,22 @@ def consuming(
         span.set_attributes(totals.attributes())
         span.end()
         queue_processing.record(time.perf_counter() - started, {**metric, "cirrus.outcome": outcome})
+
+
+@contextlib.contextmanager
+def timer_invocation(function: str) -> Iterator[Span]:
+    """A SERVER span for one timer-triggered invocation of `function` (a new trace)."""
+    attributes = {"faas.trigger": "timer", "cirrus.function": function}
+    span = _tracer.start_span(function, kind=SpanKind.SERVER, attributes=attributes)
+    try:
+        with trace.use_span(span, end_on_exit=False):
+            yield span
+    except BaseException as exc:
+        span.set_status(StatusCode.ERROR, type(exc).__name__)
+        span.set_attribute("error.type", type(exc).__name__)
+        raise
+    finally:
+        span.end()
 
 
 @dataclass(frozen=True)

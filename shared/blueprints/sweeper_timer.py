@@ -7,6 +7,7 @@ import azure.functions as func
 
 from shared.container import configure_telemetry, get_container
 from shared.logs import bind_request_id
+from shared.observability import timer_invocation
 
 bp = func.Blueprint()
 
@@ -16,6 +17,6 @@ bp = func.Blueprint()
 )
 async def sweep(timer: func.TimerRequest) -> None:
     configure_telemetry()  # before the first span, or it is never exported
-    container = await get_container()
-    with bind_request_id("sweep"):
+    with timer_invocation("sweep"), bind_request_id("sweep"):
+        container = await get_container()
         await container.sweeper.run()

@@ -40,3 +40,17 @@ def test_a_consumer_span_carries_the_model_calls_of_its_message(spans):
     assert span.attributes["cirrus.model_calls"] == 1
     assert span.attributes["cirrus.model"] == "cirrus-local"
     assert span.attributes["cirrus.cost_usd"] == 0.01
+
+
+def test_a_timer_invocation_is_a_server_span_its_storage_calls_belong_to(spans):
+    from opentelemetry import trace
+
+    with (
+        observability.timer_invocation("sweep"),
+        trace.get_tracer("test").start_as_current_span("ContainerProxy.query_items"),
+    ):
+        pass
+    child, invocation = spans.get_finished_spans()
+    assert invocation.name == "sweep" and invocation.kind.name == "SERVER"
+    assert invocation.attributes["faas.trigger"] == "timer"
+    assert child.parent.span_id == invocation.context.span_id
