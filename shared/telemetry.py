@@ -94,8 +94,53 @@ class Sampling:
         )
 
         if self.per_second is not None:
-            return RateLimitedSampler(self.per_second)
+            return _whole_traces(RateLimitedSampler(self.per_second))
         return ApplicationInsightsSampler((self.percentage or 100.0) / 100)
+
+
+SAMPLE_RATE = "_MS.sampleRate"  # the span attribute the exporter sends as an item's sampleRate
+
+
+def _whole_traces(root: Any) -> Any:
+    """`root` decides for spans whose parent is not in this process; the others take their parent's
+    decision and sampleRate.
+
+    The rate-limited sampler of azure-monitor-opentelemetry-exporter (1.0.0b57) means to do this
+    itself but does not: it looks for the parent only in a context passed to it, and the SDK passes
+    none for a span started in the current context, which is how every span is started; and a
+    span it keeps at 100 % carries no sampleRate, which it takes as no decision. So each span of a
+    trace was sampled on its own: a kept request lost its dependencies, a dropped one left them
+    orphaned, each with a different sampleRate. (Its fixed-share sampler decides from the trace id
+    alone, so its traces are whole anyway.)"""
+    from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult  # noqa: PLC0415
+
+    class WholeTraces(Sampler):
+        def should_sample(  # noqa: PLR0917 - the Sampler interface
+            self,
+            parent_context: Any,
+            trace_id: int,
+            name: str,
+            kind: Any = None,
+            attributes: Any = None,
+            links: Any = None,
+            trace_state: Any = None,
+        ) -> SamplingResult:
+            parent = trace.get_current_span(parent_context)
+            parent_context_ = parent.get_span_context()
+            if not parent_context_.is_valid or parent_context_.is_remote:
+                return root.should_sample(
+                    parent_context, trace_id, name, kind, attributes, links, trace_state
+                )
+            if not parent.is_recording():
+                return SamplingResult(Decision.DROP, None, parent_context_.trace_state)
+            rate = getattr(parent, "attributes", {}).get(SAMPLE_RATE)
+            inherited = {**(attributes or {}), **({SAMPLE_RATE: rate} if rate is not None else {})}
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, inherited, parent_context_.trace_state)
+
+        def get_description(self) -> str:
+            return f"WholeTraces{{{root.get_description()}}}"
+
+    return WholeTraces()
 
 
 @dataclass(frozen=True)
@@ -290,6 +335,11 @@ def _install_azure_monitor(
         )
     finally:
         _set_environ(saved)
+    if "traces" in unset and options.sampling.per_second is not None:
+        # The distro builds its TracerProvider with the exporter's rate-limited sampler, which splits
+        # traces (see _whole_traces) and takes no other; `sampler` is the provider's public attribute,
+        # read by every tracer made from now on (none is made before the first span).
+        trace.get_tracer_provider().sampler = options.sampling.sampler()  # type: ignore[attr-defined]
     if "traces" in extensible:
         trace_exporter = AzureMonitorTraceExporter(connection_string=connection_string)
         pending.setdefault("traces", []).append(BatchSpanProcessor(trace_exporter))

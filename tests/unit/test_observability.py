@@ -1,4 +1,7 @@
-"""What a request's or a queue message's span says about the model calls made for it."""
+"""What a request's or a queue message's span says about the model calls made for it, and which
+traces are sampled."""
+
+import time
 
 from shared import observability
 from shared.observability import ModelCallTotals, consuming, counting_model_calls, model_call_totals
@@ -54,3 +57,33 @@ def test_a_timer_invocation_is_a_server_span_its_storage_calls_belong_to(spans):
     assert invocation.name == "sweep" and invocation.kind.name == "SERVER"
     assert invocation.attributes["faas.trigger"] == "timer"
     assert child.parent.span_id == invocation.context.span_id
+
+
+def test_a_rate_limit_keeps_or_drops_traces_whole():
+    """The exporter's rate-limited sampler alone decides each span of a trace on its own; Cirrus's
+    wrapper lets only a trace's first span in this process decide, and its spans share its rate."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    from shared.telemetry import SAMPLE_RATE, Sampling
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=Sampling(per_second=5).sampler())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    time.sleep(0.5)  # the first trace after a quiet spell is kept at 100 %, with no sampleRate at all
+    for _ in range(200):  # then 100 times the rate: most are dropped, the kept ones at a low share
+        with (
+            tracer.start_as_current_span("POST /v1/chat/completions", kind=SpanKind.SERVER),
+            tracer.start_as_current_span("chat cirrus-local"),
+            tracer.start_as_current_span("provider openai", kind=SpanKind.CLIENT),
+        ):
+            time.sleep(0.002)
+    traces: dict[int, dict[str, object]] = {}
+    for span in exporter.get_finished_spans():
+        traces.setdefault(span.context.trace_id, {})[span.name] = span.attributes.get(SAMPLE_RATE)
+    assert 0 < len(traces) < 200
+    for spans_of_trace in traces.values():
+        assert len(spans_of_trace) == 3 and len(set(spans_of_trace.values())) == 1
