@@ -1,7 +1,7 @@
 """Gateway overhead: Cirrus vs the fake provider called directly, in the same run.
 
     python -m bench.gateway [--requests-c1 300] [--requests-c32 2000] [--requests-stream 200]
-                            [--repeats 3] [--client aiohttp|httpx] [--json PATH]
+                            [--repeats 3] [--client aiohttp|httpx] [--appinsights] [--json PATH]
 
 Starts the local stack on free ports (fake provider with zero latency and no chunk delay), warms
 it up, then per repeat runs the same load against the baseline (`POST /v1/chat/completions` on the
@@ -13,6 +13,15 @@ repeats. Target: p50 added latency at concurrency 1 at most 5 ms (reported, neve
 The load generator shares the CPU with both servers, so absolute numbers depend on the machine.
 It is aiohttp by default: httpx's async pool costs ~3.5 ms of client CPU per request at c=32 on
 2 cores (vs ~0.15 ms), which would cap both targets at ~280 rps and hide the gateway's own limit.
+
+`--appinsights`: then the CPU cost of exporting to Application Insights. Two more local hosts on
+the same stack, one plain and one with APPLICATIONINSIGHTS_CONNECTION_STRING pointing at a local
+stand-in of the ingestion endpoint (tools/fake_ingestion.py; sampling `all`, the default), take
+the same non-streaming load in turn (c=1 and c=32, `--repeats` times, order alternating). Each
+run's CPU is the host's whole process tree (host and worker, /proc) from the first request until
+the exporter's next batch has gone (6 s after the last; the exporter sends every 5 s), minus what
+that host uses idle over as long (measured just before). Reported: CPU ms per request for each,
+the difference (what exporting costs) and the ratio, and the items and bytes the stand-in got.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from tools.stack import (
 )
 
 TARGET_ADDED_P50_MS = 5.0
+EXPORT_SETTLE_S = 6.0  # the Azure Monitor exporter sends a batch every 5 s
 MESSAGES = [{"role": "user", "content": "hi"}]
 WARMUP_REQUESTS = 50
 
@@ -302,13 +312,138 @@ def _table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+async def _host_cpu(pid: int, send: Request, requests: int, concurrency: int) -> tuple[float, Run]:
+    """CPU seconds `pid`'s process tree spends on `requests` requests (its idle use subtracted)."""
+    from bench.peer import tree_cpu  # noqa: PLC0415 - bench.peer imports this module
+
+    idle_from = tree_cpu(pid)
+    await asyncio.sleep(EXPORT_SETTLE_S)
+    idle_rate = (tree_cpu(pid) - idle_from) / EXPORT_SETTLE_S
+    started, cpu_before = time.monotonic(), tree_cpu(pid)
+    run = await _load(send, requests, concurrency)
+    await asyncio.sleep(EXPORT_SETTLE_S)  # what the requests left to export is sent
+    used = tree_cpu(pid) - cpu_before - idle_rate * (time.monotonic() - started)
+    return max(used, 0.0), run
+
+
+def _appinsights_cpu(env: dict[str, str], workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The gateway's CPU per request with and without App Insights configured, in the same run."""
+    from tools.fake_ingestion import IngestionStandIn  # noqa: PLC0415
+    from tools.stack import free_port, local_host  # noqa: PLC0415
+
+    scenarios = [("c1", 1, args.requests_c1), ("c32", 32, args.requests_c32)]
+    with IngestionStandIn() as ingestion:
+        hosts = {}
+        try:
+            for name, extra in (
+                ("plain", {}),
+                ("appinsights", {"APPLICATIONINSIGHTS_CONNECTION_STRING": ingestion.connection_string}),
+            ):
+                port = free_port()
+                process = local_host(
+                    port, {**env, **extra}, workdir / "logs" / f"funchost-{name}.log"
+                ).start()
+                hosts[name] = (process, port)
+            for process, port in hosts.values():
+                process.wait_ready()
+                _wait_ready(f"http://{LOOPBACK}:{port}/health/ready")
+            targets = {
+                name: Target(
+                    name,
+                    f"http://{LOOPBACK}:{port}/v1/chat/completions",
+                    "cirrus-local",
+                    {"Authorization": f"Bearer {DEV_MASTER_KEY}", "Content-Type": "application/json"},
+                )
+                for name, (_, port) in hosts.items()
+            }
+
+            async def go() -> dict[str, Any]:
+                per_request: dict[str, dict[str, list[float]]] = {
+                    k: {h: [] for h in hosts} for k, _, _ in scenarios
+                }
+                items = {k: [0, 0, 0] for k, _, _ in scenarios}  # requests, items, bytes
+                for key, concurrency, requests in scenarios:
+                    clients = {h: CLIENTS[args.client](concurrency) for h in hosts}
+                    try:
+                        for name in hosts:  # warm: the container, the pools, the exporter
+                            await _load(
+                                _request(clients[name], targets[name], stream=False),
+                                2 * concurrency,
+                                concurrency,
+                            )
+                        for repeat in range(args.repeats):
+                            order = list(hosts) if repeat % 2 == 0 else list(reversed(hosts))
+                            for name in order:
+                                send = _request(clients[name], targets[name], stream=False)
+                                if name == "appinsights":
+                                    await asyncio.sleep(EXPORT_SETTLE_S)
+                                    ingestion.clear()
+                                cpu, run = await _host_cpu(
+                                    hosts[name][0].proc.pid, send, requests, concurrency
+                                )
+                                if run.errors:
+                                    raise RuntimeError(f"{name} {key}: {run.errors[0]}")
+                                per_request[key][name].append(cpu / requests)
+                                if name == "appinsights":
+                                    got = ingestion.snapshot()
+                                    items[key][0] += requests
+                                    items[key][1] += len(got.envelopes)
+                                    items[key][2] += got.wire_bytes
+                    finally:
+                        for client in clients.values():
+                            await client.aclose()
+                    print(f"  done: App Insights CPU, {key}", file=sys.stderr, flush=True)
+                report: dict[str, Any] = {}
+                for key, concurrency, requests in scenarios:
+                    plain = statistics.median(per_request[key]["plain"]) * 1000
+                    exported = statistics.median(per_request[key]["appinsights"]) * 1000
+                    sent, count, size = items[key]
+                    report[key] = {
+                        "concurrency": concurrency,
+                        "requests": requests,
+                        "repeats": args.repeats,
+                        "plain_cpu_ms_per_request": round(plain, 3),
+                        "appinsights_cpu_ms_per_request": round(exported, 3),
+                        "added_cpu_ms_per_request": round(exported - plain, 3),
+                        "ratio": round(exported / plain, 3) if plain else None,
+                        "items_per_request": round(count / sent, 2),
+                        "bytes_per_request": round(size / sent),
+                        "per_repeat_ms": {
+                            h: [round(v * 1000, 3) for v in per_request[key][h]] for h in hosts
+                        },
+                    }
+                return report
+
+            return asyncio.run(go())
+        finally:
+            for process, _ in hosts.values():
+                process.stop()
+
+
+def _appinsights_table(report: dict[str, Any]) -> str:
+    lines = [
+        "gateway CPU per request (host + worker, idle subtracted, median of repeats), without and with "
+        "Application Insights (a local stand-in of its ingestion):",
+        f"{'scenario':<18}{'n':>6}{'plain ms':>10}{'+AI ms':>9}{'added':>8}{'ratio':>7}"
+        f"{'items':>7}{'bytes':>8}",
+    ]
+    for key, r in report.items():
+        lines.append(
+            f"{'non-stream ' + key.replace('c', 'c='):<18}{r['requests']:>6}"
+            f"{r['plain_cpu_ms_per_request']:>10.3f}"
+            f"{r['appinsights_cpu_ms_per_request']:>9.3f}{r['added_cpu_ms_per_request']:>8.3f}{r['ratio']:>7.2f}"
+            f"{r['items_per_request']:>7.2f}{r['bytes_per_request']:>8,}"
+        )
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     ports = Ports.free()
     provider_args = ("--latency-ms", "0", "--chunk-delay-ms", "0", "--tokens-per-chunk", "1")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         try:
-            with running_stack(ports, workdir, provider_args=provider_args):
+            with running_stack(ports, workdir, provider_args=provider_args) as (_emulators, env):
                 baseline = Target(
                     "baseline", f"http://{LOOPBACK}:{ports.provider}/v1/chat/completions", "gpt-4o-mini"
                 )
@@ -334,6 +469,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
                 started = time.monotonic()
                 report = asyncio.run(go())
+                if args.appinsights:
+                    report["appinsights"] = _appinsights_cpu(env, workdir, args)
                 report["seconds"] = round(time.monotonic() - started, 1)
                 return report
         except BaseException:
@@ -360,6 +497,11 @@ def main(argv: list[str] | None = None) -> int:
         default="aiohttp",
         help="load generator (httpx's pool is client-bound at c=32 on a small machine)",
     )
+    parser.add_argument(
+        "--appinsights",
+        action="store_true",
+        help="also the CPU per request of exporting to Application Insights (a local stand-in), vs none",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     args = parser.parse_args(argv)
     if min(args.requests_c1, args.requests_c32, args.requests_stream, args.repeats) < 1:
@@ -377,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
     print(_table(report))
     verdict = "PASS" if c1 <= TARGET_ADDED_P50_MS else "MISS"
     print(f"target: p50 added latency at c=1 <= {TARGET_ADDED_P50_MS:.0f} ms: {c1:.2f} ms -> {verdict}")
+    if "appinsights" in report:
+        print(_appinsights_table(report["appinsights"]))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     if report["errors"]:

@@ -51,6 +51,9 @@ param keyHashSecret string
 @description('An OTLP/HTTP collector to send traces, metrics and logs to as well (OTEL_EXPORTER_OTLP_ENDPOINT); empty: Application Insights only.')
 param otlpEndpoint string = ''
 
+@description('CIRRUS_TELEMETRY_SAMPLING: which traces are exported to Application Insights: all (every request, dependency and exception), a share such as 25%, or at most a rate such as 5/s. Logs and metrics are never sampled.')
+param telemetrySampling string = 'all'
+
 @minValue(0)
 @maxValue(20)
 @description('Always-ready instances for the HTTP functions (0: scale to zero; each one is billed while idle).')
@@ -719,6 +722,8 @@ var appSettings = {
   AZURE_CLIENT_ID: identity.properties.clientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
   OTEL_EXPORTER_OTLP_ENDPOINT: otlpEndpoint
+  CIRRUS_TELEMETRY_SAMPLING: telemetrySampling
+  CIRRUS_APPINSIGHTS_LIVE_METRICS: 'true'
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
   AzureFunctionsJobHost__extensions__queues__batchSize: string(queueBatchSize)
   PYTHON_ENABLE_INIT_INDEXING: '1'

@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -27,7 +27,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.telemetry import ExportOptions, Sampling
 
 APP_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_MODEL_CONFIG = Path("shared/model_list.local.yaml")
@@ -119,6 +121,12 @@ class Settings(BaseSettings):
     )
     # The standard OpenTelemetry variable: an OTLP/HTTP collector's base URL (`/v1/traces` & co. are added).
     otlp_endpoint: str | None = Field(None, alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    # Which traces are exported: `all`, a share (`25%`) or a rate (`5/s`); see telemetry.Sampling.
+    # (NoDecode: the app setting is text for `_sampling`, not JSON for the dataclass.)
+    telemetry_sampling: Annotated[Sampling, NoDecode] = Field(Sampling(), alias="CIRRUS_TELEMETRY_SAMPLING")
+    # Application Insights' Live Metrics: on in Azure, off locally (it calls the internet); unset
+    # means that default, filled in by `_fail_fast`.
+    appinsights_live_metrics: bool | None = Field(None, alias="CIRRUS_APPINSIGHTS_LIVE_METRICS")
 
     @property
     def is_local(self) -> bool:
@@ -144,6 +152,16 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL")
         return value
 
+    @field_validator("telemetry_sampling", mode="before")
+    @classmethod
+    def _sampling(cls, value: object) -> object:
+        return Sampling.parse(value) if isinstance(value, str) else value
+
+    def export_options(self) -> ExportOptions:
+        """What the exporters need to know besides where to send."""
+        live_metrics = bool(self.appinsights_live_metrics)
+        return ExportOptions(sampling=self.telemetry_sampling, live_metrics=live_metrics, local=self.is_local)
+
     @field_validator("otlp_endpoint", mode="before")
     @classmethod
     def _optional_url(cls, value: object) -> object:
@@ -153,6 +171,12 @@ class Settings(BaseSettings):
         if value and not value.startswith(("https://", "http://")):
             raise ValueError("must be an http(s) URL")
         return value or None  # an empty app setting means unset
+
+    @model_validator(mode="after")
+    def _live_metrics_default(self) -> Settings:
+        if self.appinsights_live_metrics is None:
+            self.appinsights_live_metrics = not self.is_local
+        return self
 
     @model_validator(mode="after")
     def _fail_fast(self) -> Settings:

@@ -9,6 +9,7 @@ file with deployments LiteLLM serves starts LiteLLM's import, in a background th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -292,6 +293,24 @@ def model_router(models: ModelConfig, settings: Settings) -> LLMRouter:
     )
 
 
+def configure_telemetry(settings: Settings | None = None) -> None:
+    """Install the exporters the app settings name (once per process; later calls return at once).
+
+    Functions call it before starting their first span, not only when the container is built: a
+    span started before the exporters are installed is never exported, so the worker's first
+    request would be missing from Application Insights. Called that way (without `settings`) it
+    never raises: invalid settings, or an exporter that cannot be set up, fail the container build,
+    which reports them."""
+    if settings is None:
+        with contextlib.suppress(Exception):  # reported by the container build just after
+            configure_telemetry(get_settings())
+        return
+    secret = settings.appinsights_connection_string
+    telemetry.configure_exporters(
+        secret.get_secret_value() if secret else None, settings.otlp_endpoint, settings.export_options()
+    )
+
+
 async def build_container(
     settings: Settings | None = None,
     *,
@@ -309,12 +328,7 @@ async def build_container(
         log.error("%s", exc)
         raise ServiceUnavailableError("Cirrus is not configured correctly; see the server log.") from exc
     configure_logging(settings.log_format == "json", settings.log_level)
-    telemetry.configure_exporters(
-        settings.appinsights_connection_string.get_secret_value()
-        if settings.appinsights_connection_string
-        else None,
-        settings.otlp_endpoint,
-    )
+    configure_telemetry(settings)
     built = resilient(clients(settings))
     if settings.is_local:
         try:

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from shared import sse
 from shared.blueprints._contract import Operation, documented
 from shared.clients.protocols import ServedBy
-from shared.container import Container, get_container
+from shared.container import Container, configure_telemetry, get_container
 from shared.errors import (
     CirrusError,
     Envelope,
@@ -36,7 +36,13 @@ from shared.errors import (
     error_body,
 )
 from shared.logs import bind_request_id
-from shared.observability import HttpRequestFacts, end_server_span, server_span
+from shared.observability import (
+    HttpRequestFacts,
+    ModelCallTotals,
+    counting_model_calls,
+    end_server_span,
+    server_span,
+)
 from shared.services.auth import Principal
 from shared.services.calls import CallContext
 from shared.services.console_sessions import CONSOLE_HEADER, COOKIE_NAME
@@ -82,23 +88,29 @@ def endpoint(
     def decorate(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def function(req: Request) -> Response:
             started = time.perf_counter()
+            configure_telemetry()  # before the first span, or it is never exported
             request_id = _request_id(req)
             headers: dict[str, str] = {}
             facts = request_facts(req, name)
             span = server_span(facts, req.headers)
             span.set_attribute("cirrus.request_id", request_id)
+            totals = ModelCallTotals()
             try:
-                with trace.use_span(span, end_on_exit=False), bind_request_id(request_id):
+                with (
+                    trace.use_span(span, end_on_exit=False),
+                    bind_request_id(request_id),
+                    counting_model_calls(totals),
+                ):
                     response = await _serve(req, request_id, headers, span)
             except BaseException as exc:
-                end_server_span(span, facts, 499, started, exc)
+                end_server_span(span, facts, 499, started, error=exc, totals=totals)
                 raise
             response.headers.update(headers)
             response.headers[REQUEST_ID_HEADER] = request_id
             if isinstance(response, StreamingResponse):  # the span ends with the stream, not before it
-                response.body_iterator = _ending(response.body_iterator, span, facts, started)
+                response.body_iterator = _ending(response.body_iterator, span, facts, started, totals)
             else:
-                end_server_span(span, facts, response.status_code, started)
+                end_server_span(span, facts, response.status_code, started, totals=totals)
             return response
 
         async def _serve(req: Request, request_id: str, headers: dict[str, str], span: Any) -> Response:
@@ -140,7 +152,7 @@ async def authenticate(req: Request, container: Container) -> Principal:
 
 
 async def _ending(
-    chunks: AsyncIterable[Any], span: Any, facts: HttpRequestFacts, started: float
+    chunks: AsyncIterable[Any], span: Any, facts: HttpRequestFacts, started: float, totals: ModelCallTotals
 ) -> AsyncIterator[Any]:
     status, error = 200, None
     try:
@@ -150,7 +162,7 @@ async def _ending(
         status, error = 499, exc  # the client went away mid-stream
         raise
     finally:
-        end_server_span(span, facts, status, started, error)
+        end_server_span(span, facts, status, started, error=error, totals=totals)
 
 
 def request_facts(req: Request, function: str) -> HttpRequestFacts:

@@ -7,6 +7,7 @@ from typing import Any
 
 import azure.functions as func
 
+from shared.container import configure_telemetry
 from shared.logs import bind_request_id
 from shared.observability import consuming
 
@@ -15,6 +16,7 @@ async def process(
     msg: func.QueueMessage, queue: str, handle: Callable[[Any], Awaitable[None]], *, poison: bool = False
 ) -> None:
     """Run `handle` on the message's JSON (None if it is not JSON) inside the message's span."""
+    configure_telemetry()  # before the first span, or it is never exported
     try:
         body: Any = json.loads(msg.get_body())
     except ValueError:

@@ -5,8 +5,9 @@ instance ran is made up at once."""
 
 import azure.functions as func
 
-from shared.container import get_container
+from shared.container import configure_telemetry, get_container
 from shared.logs import bind_request_id
+from shared.observability import timer_invocation
 
 bp = func.Blueprint()
 
@@ -15,6 +16,7 @@ bp = func.Blueprint()
     arg_name="timer", schedule="%CIRRUS_SWEEP_SCHEDULE%", run_on_startup=False, use_monitor=True
 )
 async def sweep(timer: func.TimerRequest) -> None:
-    container = await get_container()
-    with bind_request_id("sweep"):
+    configure_telemetry()  # before the first span, or it is never exported
+    with timer_invocation("sweep"), bind_request_id("sweep"):
+        container = await get_container()
         await container.sweeper.run()

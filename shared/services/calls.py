@@ -13,7 +13,7 @@ import orjson
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from shared import telemetry
+from shared import observability, telemetry
 from shared.clients.protocols import (
     LLMRouter,
     ModelResult,
@@ -137,9 +137,13 @@ class Meter:
         self._finished = False
         operation = OPERATIONS[endpoint]
         self._operation = operation
+        self._totals = observability.model_call_totals()  # the request's or message's, summed there
+        # INTERNAL: the call to Cirrus's router, in this process. The calls that leave it are the
+        # provider attempts beneath (CLIENT, in clients/llm/spans.py): Application Insights draws
+        # those on its application map, and would draw this one as a node of its own with no target.
         self.span = telemetry.tracer.start_span(
             f"{operation} {model}",
-            kind=SpanKind.CLIENT,
+            kind=SpanKind.INTERNAL,
             attributes={
                 "gen_ai.operation.name": operation,
                 "gen_ai.request.model": model,
@@ -250,6 +254,14 @@ class Meter:
             tags=self._call.tags,
         )
         self._trace(record, served_by, finish_reasons, error, latency)
+        if self._totals is not None:
+            self._totals.add(
+                self._model,
+                deployment=record.deployment,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cost_usd=cost,
+            )
         self._metering.usage.submit(record)
         # In the background, yet before this worker's next request of the key: the limiter
         # applies one key's changes in the order they arrive (see KeyLimiter._submit).

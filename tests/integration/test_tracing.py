@@ -73,7 +73,7 @@ async def test_a_chat_request_is_one_trace_server_then_model_call_then_provider(
     host, spans, caplog, recorded_metrics
 ):
     caplog.set_level(logging.INFO)  # the default level
-    client, _, _ = host
+    client, _, env = host
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     response = await client.post(
         "/v1/chat/completions",
@@ -101,6 +101,25 @@ async def test_a_chat_request_is_one_trace_server_then_model_call_then_provider(
     assert attributes["gen_ai.usage.input_tokens"] > 0 and attributes["gen_ai.usage.output_tokens"] > 0
     assert attributes["gen_ai.response.finish_reasons"] == ("stop",)
     assert attributes["cirrus.deployment"] and attributes["cirrus.fallback"] is False
+    # The call to the router is in-process; the attempt beneath is the call that leaves it, typed
+    # and targeted for Application Insights' dependency map (gen_ai.system, peer.service).
+    assert model.kind.name == "INTERNAL" and provider[0].kind.name == "CLIENT"
+    port = env["CIRRUS_LOCAL_PROVIDER_URL"].split(":")[2].split("/")[0]
+    assert provider[0].attributes["gen_ai.system"] == "openai"
+    assert provider[0].attributes["peer.service"] == f"127.0.0.1:{port}"
+    # The request's span sums its model calls, for the requests table's customDimensions.
+    assert {
+        k: v for k, v in server.attributes.items() if k.startswith("cirrus.") and k != "cirrus.request_id"
+    } == {
+        "cirrus.function": "chat_completions",
+        "cirrus.key_id": "master",
+        "cirrus.model_calls": 1,
+        "cirrus.model": "cirrus-local",
+        "cirrus.deployment": attributes["cirrus.deployment"],
+        "cirrus.input_tokens": attributes["gen_ai.usage.input_tokens"],
+        "cirrus.output_tokens": attributes["gen_ai.usage.output_tokens"],
+        "cirrus.cost_usd": attributes["cirrus.cost_usd"],
+    }
     recorded = json.dumps(
         [dict(s.attributes) for s in finished] + [[e.name for e in s.events] for s in finished]
     )
@@ -114,6 +133,9 @@ async def test_a_chat_request_is_one_trace_server_then_model_call_then_provider(
         json={"model": "cirrus-local", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
     )
     assert stream.status_code == 200
+    streamed = by_name(spans.get_finished_spans(), "POST /v1/chat/completions")[-1]
+    assert streamed is not server  # ends with its stream, after the model call it counts
+    assert streamed.attributes["cirrus.model_calls"] == 1 and streamed.attributes["cirrus.output_tokens"] > 0
     assert {
         "http.server.request.duration",
         "gen_ai.client.token.usage",

@@ -505,4 +505,17 @@ async def test_every_attempt_is_a_span_with_genai_attributes(make, adapter, span
     assert ok.attributes["gen_ai.provider.name"] == "openai"
     assert ok.attributes["gen_ai.request.model"] == "gpt-4o-mini"
     assert ok.attributes["gen_ai.operation.name"] == Operation.CHAT.genai_name
-    assert ok.attributes["server.address"] == "models.example:8000"
+    assert ok.attributes["server.address"] == "models.example" and ok.attributes["server.port"] == 8000
+    # What Application Insights reads for a dependency's type (`GenAI | openai`) and target.
+    assert ok.attributes["gen_ai.system"] == "openai"
+    assert ok.attributes["peer.service"] == "models.example:8000"
+    assert failed.attributes["peer.service"] == "api.openai.com"  # OpenAI's default base, no port
+
+
+async def test_an_attempt_span_names_the_provider_host_never_credentials_in_its_url(make, spans):
+    router = make([entry("a", "a1", api_base="https://user:s3cret-in-url@gw.example/openai/v1")])
+    await router.chat(ask())
+    (attempt,) = [s for s in spans.get_finished_spans() if s.name.startswith("provider ")]
+    assert attempt.attributes["peer.service"] == "gw.example"
+    assert attempt.attributes["server.address"] == "gw.example" and "server.port" not in attempt.attributes
+    assert "s3cret-in-url" not in repr(dict(attempt.attributes))

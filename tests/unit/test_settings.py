@@ -1,6 +1,7 @@
 """Settings: local defaults, fail-fast validation, and agreement with local.settings.sample.json."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from shared.config import (
     LOCAL_MODEL_CONFIG,
     Settings,
 )
+from shared.telemetry import ExportOptions, Sampling
 
 ROOT = Path(__file__).resolve().parents[2]
 STRONG_KEY = "sk-" + "x" * 40
@@ -125,3 +127,63 @@ def test_sample_local_settings_are_valid_settings():
     sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
     settings = Settings(_env_file=None, **{k: v for k, v in sample.items() if k not in HOST_SETTINGS})
     assert settings.is_local
+
+
+def test_the_readme_settings_table_names_every_setting():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("### App settings") : readme.index("## Operations")]
+    named = set(re.findall(r"`([A-Za-z][A-Za-z0-9_]*)`", table))
+    named |= {f"AzureWebJobsStorage{suffix}" for suffix in re.findall(r"`(__\w+)`", table)}
+    aliases = {field.alias for field in Settings.model_fields.values()}
+    assert not aliases - named, f"missing from the README's App settings table: {sorted(aliases - named)}"
+
+
+# --- telemetry ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, Sampling()),
+        ("all", Sampling()),
+        ("100%", Sampling()),
+        ("25%", Sampling(percentage=25.0)),
+        (" 0.5 % ", Sampling(percentage=0.5)),
+        ("5/s", Sampling(per_second=5.0)),
+        ("0.5/s", Sampling(per_second=0.5)),
+    ],
+)
+def test_telemetry_sampling_is_all_a_share_or_a_rate(value, expected):
+    settings = local(**({"CIRRUS_TELEMETRY_SAMPLING": value} if value is not None else {}))
+    assert settings.telemetry_sampling == expected
+    assert settings.export_options().sampling == expected
+
+
+@pytest.mark.parametrize("value", ["0%", "101%", "0/s", "-1/s", "half", "25", "5/m", "nan/s"])
+def test_telemetry_sampling_refuses_anything_else_and_says_what_it_takes(value):
+    with pytest.raises(ValidationError) as info:
+        local(CIRRUS_TELEMETRY_SAMPLING=value)
+    from shared.config import describe_validation_error
+
+    message = describe_validation_error(info.value, "app settings")
+    assert "CIRRUS_TELEMETRY_SAMPLING" in message and "`25%`" in message and "`5/s`" in message
+    assert message.count(":") == 2  # one problem named, not a second one it caused
+
+
+def test_the_distro_is_told_the_sampling_so_it_never_falls_back_to_its_rate_limit():
+    """Without a sampling argument, azure-monitor-opentelemetry 1.8 rate-limits to 5 traces/s."""
+    assert Sampling().distro_options() == {"sampling_ratio": 1.0}
+    assert Sampling(percentage=25).distro_options() == {"sampling_ratio": 0.25}
+    assert Sampling(per_second=2).distro_options() == {"traces_per_second": 2}
+    assert [str(Sampling()), str(Sampling(percentage=12.5)), str(Sampling(per_second=5))] == [
+        "all",
+        "12.5%",
+        "5/s",
+    ]
+
+
+def test_live_metrics_are_on_in_azure_and_off_locally_unless_set():
+    assert local().export_options() == ExportOptions(live_metrics=False, local=True)
+    assert azure().export_options() == ExportOptions(live_metrics=True, local=False)
+    assert local(CIRRUS_APPINSIGHTS_LIVE_METRICS="true").export_options().live_metrics is True
+    assert azure(CIRRUS_APPINSIGHTS_LIVE_METRICS="false").export_options().live_metrics is False

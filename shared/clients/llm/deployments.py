@@ -24,6 +24,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -140,9 +141,27 @@ class Deployment:
         return {key: prices[key] for key in PRICE_KEYS if key in prices}
 
     @property
-    def server_address(self) -> str:
-        base = str(self.params.get("api_base") or "")
-        return base.split("://", 1)[-1].split("/", 1)[0]
+    def server(self) -> tuple[str, int | None] | None:
+        """The provider's host and explicit port, from the deployment's base URL (never its
+        userinfo); None when the file names none and LiteLLM picks the URL itself."""
+        base = str(self.params.get("api_base") or self.params.get("base_url") or "")
+        if not base and self.provider == "anthropic":
+            base = ANTHROPIC_DEFAULT_BASE
+        try:
+            parts = urlsplit(base if "://" in base else f"//{base}")
+            host, port = parts.hostname, parts.port
+        except ValueError:  # a port that is not a number
+            return None
+        return (host, port) if host else None
+
+    @property
+    def target(self) -> str:
+        """What the provider is called on a dependency map: `host[:port]`, else the provider's name."""
+        server = self.server
+        if server is None:
+            return self.provider
+        host, port = server
+        return f"{host}:{port}" if port is not None else host
 
 
 class _StrategyArgs(BaseModel):

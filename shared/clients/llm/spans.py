@@ -1,5 +1,11 @@
 """One CLIENT span per provider attempt (retries and fallbacks included), with the GenAI
-semantic conventions: a child of the model call's span, the same for both adapters."""
+semantic conventions: a child of the model call's span, the same for both adapters.
+
+Application Insights makes each a dependency whose type and target come from attributes it reads
+itself (azure-monitor-opentelemetry-exporter's span conversion): `gen_ai.system` gives the type
+`GenAI | <provider>` (it does not read `gen_ai.provider.name`, which replaced it in the GenAI
+conventions, so both are set), and `peer.service` the target: the provider's `host[:port]`, or
+its name when LiteLLM picks the URL. Its application map draws a node per type and target."""
 
 from __future__ import annotations
 
@@ -13,17 +19,22 @@ from shared.clients.llm.operations import Operation
 
 def attempt_span(deployment: Deployment, op: Operation) -> Span:
     """Started in the caller's context: the model call's span is its parent."""
+    server = deployment.server
+    attributes = {
+        "gen_ai.operation.name": op.genai_name,
+        "gen_ai.provider.name": deployment.provider,
+        "gen_ai.system": deployment.provider,
+        "gen_ai.request.model": deployment.upstream_model,
+        "peer.service": deployment.target,
+        "server.address": server[0] if server else None,
+        "server.port": server[1] if server else None,
+        "cirrus.deployment": deployment.id,
+        "cirrus.adapter": "anthropic_wire" if op is Operation.MESSAGES else deployment.adapter,
+    }
     return telemetry.tracer.start_span(
         f"provider {deployment.provider}",
         kind=SpanKind.CLIENT,
-        attributes={
-            "gen_ai.operation.name": op.genai_name,
-            "gen_ai.provider.name": deployment.provider,
-            "gen_ai.request.model": deployment.upstream_model,
-            "server.address": deployment.server_address,
-            "cirrus.deployment": deployment.id,
-            "cirrus.adapter": "anthropic_wire" if op is Operation.MESSAGES else deployment.adapter,
-        },
+        attributes={k: v for k, v in attributes.items() if v is not None},
     )
 
 
