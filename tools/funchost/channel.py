@@ -39,7 +39,6 @@ worker_log = logging.getLogger("funchost.worker")
 REPO_ROOT = Path(__file__).resolve().parents[2]  # so `python -m tools.funchost.worker` imports
 GRPC_MAX_MESSAGE = 2**31 - 1  # the host's default (int.MaxValue)
 START_TIMEOUT = 60.0  # from launch to a worker that has indexed the app
-_SUCCESS = 1  # StatusResult.Success
 
 _LEVELS = {
     0: logging.DEBUG,
@@ -70,8 +69,10 @@ class FunctionMetadata:
         return trigger
 
 
-def describe_failure(result: Any) -> str:
-    """A StatusResult's exception as one line: `Type: message`."""
+def failure_of(result: Any) -> str | None:
+    """A StatusResult's failure as one line (`Type: message`), or None if it succeeded."""
+    if result.status == rpc.StatusResult.Success:
+        return None
     exc = result.exception
     return f"{exc.type or 'Exception'}: {exc.message}" if exc.message or exc.type else "failed"
 
@@ -221,8 +222,8 @@ class WorkerChannel:
         response = await self._request(
             "worker_init", rpc.StreamingMessage(request_id=self.request_id, worker_init_request=init)
         )
-        if response.result.status != _SUCCESS:
-            raise HostConfigError(f"the worker could not index the app: {describe_failure(response.result)}")
+        if failure := failure_of(response.result):
+            raise HostConfigError(f"the worker could not index the app: {failure}")
         self.capabilities = dict(response.capabilities)
         if self.http_uri:
             await wait_listening(self.http_uri, START_TIMEOUT)
@@ -235,10 +236,8 @@ class WorkerChannel:
                 ),
             ),
         )
-        if metadata.result.status != _SUCCESS:
-            raise HostConfigError(
-                f"the worker's function metadata failed: {describe_failure(metadata.result)}"
-            )
+        if failure := failure_of(metadata.result):
+            raise HostConfigError(f"the worker's function metadata failed: {failure}")
         self.functions = [
             FunctionMetadata(m.function_id, m.name, [json.loads(raw) for raw in m.raw_bindings], m)
             for m in metadata.function_metadata_results
@@ -249,10 +248,8 @@ class WorkerChannel:
                 f"load:{function.function_id}",
                 rpc.StreamingMessage(request_id=self.request_id, function_load_request=load),
             )
-            if reply.result.status != _SUCCESS:
-                raise HostConfigError(
-                    f"function '{function.name}' failed to load: {describe_failure(reply.result)}"
-                )
+            if failure := failure_of(reply.result):
+                raise HostConfigError(f"function '{function.name}' failed to load: {failure}")
         self._ready.set()
 
     async def wait_ready(self) -> None:

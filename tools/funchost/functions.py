@@ -1,4 +1,4 @@
-"""Invoking a non-HTTP function in the worker: one InvocationRequest, its outcome, the host's log line."""
+"""Invoking a function in the worker: one InvocationRequest, its outcome, the host's log line."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import rpc
-from .channel import FunctionMetadata, WorkerChannel, WorkerError, describe_failure
+from .channel import FunctionMetadata, WorkerChannel, WorkerError, failure_of
 
 log = logging.getLogger("funchost")
 
@@ -41,6 +41,30 @@ def typed_json(value: Any) -> Any:
     return rpc.TypedData(json=json.dumps(value))
 
 
+def new_traceparent() -> str:
+    """A W3C traceparent for the host's own activity around an invocation."""
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
+async def run(channel: WorkerChannel, name: str, request: Any, time_limit: float | None) -> str | None:
+    """Send the InvocationRequest and log its end as the host does; the failure, or None.
+
+    On a timeout the invocation is reported failed; the worker's call goes on (Azure's host would
+    restart the worker; the local host leaves the other invocations in it running).
+    """
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(time_limit):
+            response = await channel.invoke(request)
+        failure = failure_of(response.result)
+    except TimeoutError:
+        failure = f"Timeout value of {time_limit:g}s was exceeded by function"
+    except WorkerError as exc:
+        failure = str(exc)
+    log_executed(name, request.invocation_id, started, failure)
+    return failure
+
+
 async def invoke(
     channel: WorkerChannel,
     function: FunctionMetadata,
@@ -48,34 +72,16 @@ async def invoke(
     metadata: Mapping[str, Any],
     time_limit: float | None,
 ) -> None:
-    """Invoke the function with its trigger's TypedData and metadata; raise InvocationFailed on failure.
-
-    On a timeout the invocation is reported failed; the worker's call goes on (Azure's host would
-    restart the worker; the local host leaves the other invocations in it running).
-    """
-    invocation_id = str(uuid.uuid4())
-    trigger = function.trigger
+    """Invoke a queue or timer function with its trigger's TypedData and metadata; raise
+    InvocationFailed on failure."""
     request = rpc.InvocationRequest(
-        invocation_id=invocation_id,
+        invocation_id=str(uuid.uuid4()),
         function_id=function.function_id,
-        input_data=[rpc.ParameterBinding(name=trigger["name"], data=data)],
+        input_data=[rpc.ParameterBinding(name=function.trigger["name"], data=data)],
         trigger_metadata={"sys": sys_metadata(function), **metadata},
-        trace_context=rpc.RpcTraceContext(
-            trace_parent=f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
-        ),
+        trace_context=rpc.RpcTraceContext(trace_parent=new_traceparent()),
     )
-    started = time.monotonic()
-    failure: str | None = None
-    try:
-        async with asyncio.timeout(time_limit):
-            response = await channel.invoke(request)
-        if response.result.status != 1:
-            failure = describe_failure(response.result)
-    except TimeoutError:
-        failure = f"Timeout value of {time_limit:g}s was exceeded by function"
-    except WorkerError as exc:
-        failure = str(exc)
-    log_executed(function.name, invocation_id, started, failure)
+    failure = await run(channel, function.name, request, time_limit)
     if failure is not None:
         raise InvocationFailed(failure)
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import secrets
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -37,8 +35,8 @@ from starlette.types import Receive, Scope, Send
 from yarl import URL
 
 from . import rpc
-from .channel import FunctionMetadata, WorkerChannel, WorkerError, describe_failure
-from .functions import log_executed
+from .channel import FunctionMetadata, WorkerChannel
+from .functions import new_traceparent, run
 from .hostconfig import HostConfigError
 
 log = logging.getLogger("funchost")
@@ -123,7 +121,7 @@ def _traceparent(request: Request) -> str:
     given = request.headers.get("traceparent", "")
     if re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}", given):
         return given
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    return new_traceparent()
 
 
 def invocation_request(route: HttpRoute, request: Request, params: dict[str, str], invocation_id: str) -> Any:
@@ -156,7 +154,7 @@ class HttpProxy:
         self.channel = channel
         self.function_timeout = function_timeout
         self._session: aiohttp.ClientSession | None = None
-        self._invocations: set[asyncio.Task[None]] = set()
+        self._invocations: set[asyncio.Task[str | None]] = set()
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -198,8 +196,10 @@ class HttpProxy:
             log.error("Function '%s': the app does not use the HTTP streaming extension", route.function.name)
             return Response(status_code=500)
         invocation_id = str(uuid.uuid4())
-        started = time.monotonic()
-        invocation = asyncio.create_task(self._invoke(route, request, params, invocation_id, started))
+        message = invocation_request(route, request, params, invocation_id)
+        invocation = asyncio.create_task(
+            run(self.channel, route.function.name, message, self.function_timeout)
+        )
         self._invocations.add(invocation)  # it ends (and logs) on its own, whatever the relay does
         invocation.add_done_callback(self._invocations.discard)
         try:
@@ -214,28 +214,6 @@ class HttpProxy:
             status_code=upstream.status,
             headers=_response_headers(upstream),
         )
-
-    async def _invoke(
-        self, route: HttpRoute, request: Request, params: dict[str, str], invocation_id: str, started: float
-    ) -> None:
-        name = route.function.name
-        message = invocation_request(route, request, params, invocation_id)
-        try:
-            async with asyncio.timeout(self.function_timeout):
-                response = await self.channel.invoke(message)
-        except TimeoutError:
-            log_executed(
-                name,
-                invocation_id,
-                started,
-                f"Timeout value of {self.function_timeout:g}s was exceeded by function",
-            )
-            return
-        except WorkerError as exc:
-            log_executed(name, invocation_id, started, str(exc))
-            return
-        failure = None if response.result.status == 1 else describe_failure(response.result)
-        log_executed(name, invocation_id, started, failure)
 
     async def _forward(self, request: Request, invocation_id: str) -> aiohttp.ClientResponse:
         assert self.channel.http_uri is not None
