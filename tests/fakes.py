@@ -25,6 +25,16 @@ from shared.observability import with_trace_context
 from tests import factories
 
 
+class FakeClock:
+    """A clock (`() -> seconds`) that stands still until a test moves `now`."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class InMemoryDocumentStore:
     """Documents by container and (pk, id), with ETags that change on every write."""
 

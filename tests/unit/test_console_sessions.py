@@ -15,23 +15,15 @@ from shared.services.auth import MASTER, AuthService
 from shared.services.console_sessions import COOKIE_NAME, SESSION_TTL_S, ConsoleSessions, signing_key
 from shared.services.keys import KeyService
 from shared.services.limits import KeyLimiter
-from tests.fakes import InMemoryDocumentStore
+from tests.fakes import FakeClock, InMemoryDocumentStore
 
 MASTER_KEY = "sk-master-" + "m" * 40
 HASH_SECRET = "h" * 40
 
 
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock():
-    return Clock(1_800_000_000)
+    return FakeClock(1_800_000_000)
 
 
 @pytest.fixture

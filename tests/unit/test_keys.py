@@ -19,22 +19,14 @@ from shared.models.keys import Duration, KeyCreate, KeyUpdate
 from shared.services.auth import MASTER, AuthService, Principal
 from shared.services.keys import KeyService
 from shared.services.limits import KeyLimiter, go_duration
-from tests.fakes import InMemoryDocumentStore
+from tests.fakes import FakeClock, InMemoryDocumentStore
 
 MASTER_KEY = "sk-master-" + "m" * 40
 
 
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock():
-    return Clock(calendar.timegm((2026, 11, 22, 10, 0, 0)))
+    return FakeClock(calendar.timegm((2026, 11, 22, 10, 0, 0)))
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import pytest
 from shared.errors import AuthenticationError, ServiceUnavailableError
 from shared.services.auth import Principal
 from shared.services.owners import KeyOwners
+from tests.fakes import FakeClock
 
 
 class Keys:
@@ -21,15 +22,8 @@ class Keys:
         return Principal(key_id=key_id, is_master=False)
 
 
-class Clock:
-    now = 100.0
-
-    def __call__(self):
-        return self.now
-
-
 async def test_the_key_is_read_at_most_once_per_ttl():
-    keys, clock = Keys(), Clock()
+    keys, clock = Keys(), FakeClock()
     owners = KeyOwners(keys.lookup, clock=clock)
     for _ in range(100):
         assert (await owners.current("key_1")).key_id == "key_1"
@@ -40,7 +34,7 @@ async def test_the_key_is_read_at_most_once_per_ttl():
 
 
 async def test_a_revocation_reaches_running_work_within_the_ttl():
-    keys, clock = Keys(), Clock()
+    keys, clock = Keys(), FakeClock()
     owners = KeyOwners(keys.lookup, clock=clock)
     await owners.current("key_1")
     keys.state = "revoked"
@@ -51,7 +45,7 @@ async def test_a_revocation_reaches_running_work_within_the_ttl():
 
 
 async def test_an_unreadable_key_is_transient_not_revoked_and_not_remembered():
-    keys, clock = Keys(), Clock()
+    keys, clock = Keys(), FakeClock()
     owners = KeyOwners(keys.lookup, clock=clock)
     keys.state = "down"
     with pytest.raises(ServiceUnavailableError):
@@ -61,7 +55,7 @@ async def test_an_unreadable_key_is_transient_not_revoked_and_not_remembered():
 
 
 async def test_the_ttl_is_never_more_than_five_seconds():
-    keys, clock = Keys(), Clock()
+    keys, clock = Keys(), FakeClock()
     owners = KeyOwners(keys.lookup, ttl=60, clock=clock)
     await owners.current("key_1")
     clock.now += 5
