@@ -235,6 +235,7 @@ class LocalIssuer:
     server: ThreadingHTTPServer
     state_dir: Path | None = None  # where `keys.json` is reloaded from when it changes (`serve`)
     verbose: bool = False
+    discovery_overrides: dict[str, Any] = field(default_factory=dict)  # to serve a broken document
     jwks_requests: int = 0
     discovery_requests: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -303,7 +304,7 @@ class LocalIssuer:
             self._reload_keys()
             if path == f"/{tenant}/v2.0/.well-known/openid-configuration":
                 self.discovery_requests += 1
-                return self.minter.discovery(self.jwks_uri)
+                return {**self.minter.discovery(self.jwks_uri), **self.discovery_overrides}
             if path == f"/{tenant}/discovery/v2.0/keys":
                 self.jwks_requests += 1
                 return self.minter.jwks()
