@@ -11,7 +11,17 @@ import httpx
 import openai
 import pytest
 
-from tools.stack import DEV_MASTER_KEY, LOOPBACK, Emulators, Ports, app_env, free_port, local_host
+from tools.oidc_issuer import LOCAL_AUDIENCE, mint_from_state, minter_from_state
+from tools.stack import (
+    DEV_MASTER_KEY,
+    LOOPBACK,
+    Emulators,
+    Ports,
+    app_env,
+    free_port,
+    local_host,
+    local_issuer,
+)
 
 # LiteLLM otherwise fetches its price list from the internet when imported.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -94,6 +104,19 @@ def fake_provider_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         process.stop()
 
 
+@pytest.fixture(scope="session")
+def oidc_issuer_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The local Entra ID issuer (`python -m tools.oidc_issuer serve`) in its own process; its state
+    directory, from which `tools.oidc_issuer.mint_from_state` mints tokens it vouches for."""
+    workdir = tmp_path_factory.mktemp("oidc-issuer")
+    process = local_issuer(free_port(), workdir / "state", workdir / "oidc-issuer.log").start()
+    try:
+        process.wait_ready()
+        yield workdir / "state"
+    finally:
+        process.stop()
+
+
 # --- the local stack as users run it, for the e2e and UI tiers ----------------------------------
 
 
@@ -104,6 +127,7 @@ class LocalStack:
     master_key: str
     log: Path
     env: dict[str, str]  # the host's environment, for starting another host on the same stack
+    issuer_state: Path  # the local Entra ID issuer's state directory (keys, address)
 
     def client(self, key: str | None = None, **options) -> openai.OpenAI:
         return openai.OpenAI(
@@ -126,10 +150,18 @@ class LocalStack:
     def provider(self) -> httpx.Client:
         return httpx.Client(base_url=self.provider_url, timeout=10)
 
+    def entra_token(self, **options) -> str:
+        """An access token of the stack's Entra ID issuer, for its audience unless `audience=` says
+        otherwise; options as `tools.oidc_issuer.Minter.claims` (roles, oid, app, groups, ttl_s, ...)."""
+        return mint_from_state(self.issuer_state, **options)
+
 
 @pytest.fixture(scope="session")
 def stack(
-    emulators: Emulators, fake_provider_url: str, tmp_path_factory: pytest.TempPathFactory
+    emulators: Emulators,
+    fake_provider_url: str,
+    oidc_issuer_state: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[LocalStack]:
     workdir = tmp_path_factory.mktemp("local-host")
     port = free_port()
@@ -137,6 +169,9 @@ def stack(
     env = app_env(
         emulators,
         provider_port,
+        # Set outright, not as app_env's defaults: a developer's own CIRRUS_ENTRA_* must not leak in.
+        CIRRUS_ENTRA_ISSUERS=minter_from_state(oidc_issuer_state).issuer,
+        CIRRUS_ENTRA_AUDIENCE=LOCAL_AUDIENCE,
         CIRRUS_MASTER_KEY=DEV_MASTER_KEY,
         COSMOS_DATABASE="cirrus-e2e",
         CIRRUS_MODEL_CONFIG=str(Path(__file__).parent / "e2e" / "model_list.yaml"),
@@ -153,6 +188,8 @@ def stack(
     host = local_host(port, env, log).start()
     try:
         host.wait_ready()
-        yield LocalStack(f"http://{LOOPBACK}:{port}", fake_provider_url, DEV_MASTER_KEY, log, env)
+        yield LocalStack(
+            f"http://{LOOPBACK}:{port}", fake_provider_url, DEV_MASTER_KEY, log, env, oidc_issuer_state
+        )
     finally:
         host.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import itertools
@@ -22,6 +23,7 @@ from shared.clients.protocols import (
 )
 from shared.errors import ConflictError, PreconditionFailedError, UpstreamError
 from shared.observability import with_trace_context
+from shared.services.entra import IssuerUnavailable, discovery_url
 from tests import factories
 
 
@@ -328,3 +330,34 @@ class FakeLLMRouter:
 
 def served_by(model: str) -> ServedBy:
     return ServedBy(model=model, deployment="fake-1", provider="openai", upstream_model="gpt-4o-mini")
+
+
+class FakeOidcDocuments:
+    """`fetch_json` for an `EntraVerifier`: serves one in-memory issuer's discovery document and
+    JWKS (from a `tools.oidc_issuer.Minter`), records every URL fetched, and can be told to fail,
+    to hold fetches until released, or to serve odd documents."""
+
+    def __init__(self, minter: Any, jwks_uri: str | None = None) -> None:
+        self.minter = minter
+        self.jwks_uri = jwks_uri or minter.issuer.removesuffix("/v2.0") + "/discovery/v2.0/keys"
+        self.fetched: list[str] = []
+        self.fail: BaseException | None = None
+        self.discovery_overrides: dict[str, Any] = {}
+        self.extra_jwks: list[Any] = []  # served after the minter's own keys
+        self.gate: asyncio.Event | None = None  # fetches wait for it when set
+
+    async def __call__(self, url: str) -> dict[str, Any]:
+        self.fetched.append(url)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        if url == discovery_url(self.minter.issuer):
+            return {**self.minter.discovery(self.jwks_uri), **self.discovery_overrides}
+        if url == self.jwks_uri:
+            return {"keys": [*self.minter.jwks()["keys"], *self.extra_jwks]}
+        raise IssuerUnavailable(f"HTTP 404 from {url}")
+
+    @property
+    def jwks_fetches(self) -> int:
+        return self.fetched.count(self.jwks_uri)

@@ -1,6 +1,7 @@
-"""The local stack: Azurite, the Cosmos DB server, the fake provider and the local Functions host.
+"""The local stack: Azurite, the Cosmos DB server, the fake provider, a local Entra ID issuer and
+the local Functions host.
 
-`python -m tools.stack` (what `make dev` runs) starts all four on their usual ports and stays in
+`python -m tools.stack` (what `make dev` runs) starts all five on their usual ports and stays in
 the foreground until Ctrl-C. Tests use the same classes on free ports. Every server binds to
 127.0.0.1. This module only starts processes and hands out their addresses; it holds no Cirrus
 logic (the app provisions its own databases, containers and queues on start in local mode).
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from tools.oidc_issuer import LOCAL_AUDIENCE, issuer_url
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_BIN = ROOT / "node_modules" / ".bin"
@@ -131,15 +134,16 @@ class Ports:
     cosmos: int
     provider: int
     host: int
+    issuer: int  # the local Entra ID issuer (tools/oidc_issuer.py)
 
     @classmethod
     def defaults(cls) -> Ports:
         """The ports Azurite, the Cosmos emulator and Core Tools use by default."""
-        return cls(blob=10000, queue=10001, table=10002, cosmos=8081, provider=4010, host=7071)
+        return cls(blob=10000, queue=10001, table=10002, cosmos=8081, provider=4010, host=7071, issuer=4011)
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(*(free_port() for _ in range(6)))
+        return cls(*(free_port() for _ in range(7)))
 
 
 @dataclass
@@ -229,6 +233,17 @@ def fake_provider(port: int, workdir: Path | None, *extra: str) -> ManagedProces
     )
 
 
+def local_issuer(port: int, state_dir: Path, log_path: Path | None) -> ManagedProcess:
+    """The local Entra ID issuer on `port`, its keys and address kept in `state_dir` (mint tokens
+    with `python -m tools.oidc_issuer token --state <state_dir>` or `oidc_issuer.mint_from_state`)."""
+    return ManagedProcess(
+        "oidc-issuer",
+        [sys.executable, "-m", "tools.oidc_issuer", "serve", "--port", str(port), "--state", str(state_dir)],
+        ready=lambda: http_ok(f"{issuer_url(port)}/.well-known/openid-configuration"),
+        log_path=log_path,
+    )
+
+
 def local_host(port: int, env: Mapping[str, str], log_path: Path | None) -> ManagedProcess:
     """The local Functions host serving `function_app` on `port`."""
     return ManagedProcess(
@@ -241,11 +256,15 @@ def local_host(port: int, env: Mapping[str, str], log_path: Path | None) -> Mana
     )
 
 
-def app_env(emulators: Emulators, provider_port: int, **overrides: str) -> dict[str, str]:
+def app_env(
+    emulators: Emulators, provider_port: int, *, entra_issuer: str | None = None, **overrides: str
+) -> dict[str, str]:
     """The environment the local host runs `function_app` with: local mode on these emulators.
 
     Defaults come from local.settings.sample.json (what `func start` users copy), then the
-    caller's environment, then the addresses of the processes started here.
+    caller's environment, then the addresses of the processes started here. With `entra_issuer`
+    (the local issuer's URL) Cirrus trusts that issuer's tokens for LOCAL_AUDIENCE, unless the
+    caller's environment names issuers or an audience of its own.
     """
     sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
     env = {**{k: v for k, v in sample.items() if v}, **os.environ}
@@ -257,6 +276,13 @@ def app_env(emulators: Emulators, provider_port: int, **overrides: str) -> dict[
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         }
     )
+    if entra_issuer is not None:
+        for name, value in (
+            ("CIRRUS_ENTRA_ISSUERS", entra_issuer),
+            ("CIRRUS_ENTRA_AUDIENCE", LOCAL_AUDIENCE),
+        ):
+            if name not in os.environ:
+                env[name] = value
     env.update(overrides)
     return env
 
@@ -270,18 +296,23 @@ def running_stack(
     provider_args: Sequence[str] = (),
     **overrides: str,
 ) -> Iterator[tuple[Emulators, dict[str, str]]]:
-    """Start the whole local stack; yield the emulators and the app's environment."""
+    """Start the whole local stack; yield the emulators and the app's environment. The local Entra
+    issuer keeps its keys in `workdir/oidc-issuer`."""
     emulators = Emulators(ports, workdir).start()
-    provider = host = None
+    provider = issuer = host = None
     try:
         provider = fake_provider(ports.provider, workdir if quiet else None, *provider_args).start()
+        issuer = local_issuer(
+            ports.issuer, workdir / "oidc-issuer", workdir / "logs" / "oidc-issuer.log" if quiet else None
+        ).start()
         provider.wait_ready()
-        env = app_env(emulators, ports.provider, **overrides)
+        issuer.wait_ready()
+        env = app_env(emulators, ports.provider, entra_issuer=issuer_url(ports.issuer), **overrides)
         host = local_host(ports.host, env, workdir / "logs" / "funchost.log" if quiet else None)
         host.start().wait_ready()
         yield emulators, env
     finally:
-        for proc in (host, provider):
+        for proc in (host, issuer, provider):
             if proc is not None:
                 proc.stop()
         emulators.stop()
@@ -294,7 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     ports = Ports.free() if args.free_ports else Ports.defaults()
-    busy = [p for p in (ports.blob, ports.queue, ports.cosmos, ports.provider, ports.host) if port_open(p)]
+    busy = [
+        p
+        for p in (ports.blob, ports.queue, ports.cosmos, ports.provider, ports.host, ports.issuer)
+        if port_open(p)
+    ]
     if busy:
         print(f"ports already in use: {busy} (another stack running? try --free-ports)", file=sys.stderr)
         return 1
@@ -315,7 +350,10 @@ def main(argv: list[str] | None = None) -> int:
             f"\nCirrus is up in {time.monotonic() - started:.1f}s at {base}/v1 (Ctrl-C stops)\n"
             f"  curl {base}/v1/chat/completions -H 'Authorization: Bearer {key}' \\\n"
             f"    -H 'Content-Type: application/json' \\\n"
-            f'    -d \'{{"model": "cirrus-local", "messages": [{{"role": "user", "content": "Hi"}}]}}\'\n',
+            f'    -d \'{{"model": "cirrus-local", "messages": [{{"role": "user", "content": "Hi"}}]}}\'\n'
+            f"  Entra ID token of the local issuer ({issuer_url(ports.issuer)}):\n"
+            f"  TOKEN=$(python -m tools.oidc_issuer token --state {args.workdir / 'oidc-issuer'}"
+            " --role Cirrus.User)\n",
             flush=True,
         )
         while not stop:
