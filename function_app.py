@@ -8,6 +8,7 @@ import azure.functions as func
 from shared import worker_http
 from shared.blueprints import (
     audio_http,
+    audit_http,
     batch_queue,
     batches_http,
     chat_http,
@@ -24,6 +25,7 @@ from shared.blueprints import (
     models_http,
     moderations_http,
     openapi_http,
+    policies_http,
     rerank_http,
     responses_http,
     sessions_http,
@@ -50,6 +52,10 @@ app.register_blueprint(responses_http.bp)  # /v1/responses, /v1/responses/{respo
 app.register_blueprint(sessions_http.bp)  # /v1/sessions, /v1/sessions/{session_id}
 app.register_blueprint(usage_http.bp)  # GET /v1/usage, /v1/usage/series, /v1/usage/records (JSON or CSV)
 app.register_blueprint(keys_http.bp)  # /v1/keys, /v1/keys/{key_id}, /v1/keys/{key_id}/rotate (admin)
+app.register_blueprint(
+    policies_http.bp
+)  # /v1/policies, /v1/policies/{policy_id}: Entra callers' limits (admin)
+app.register_blueprint(audit_http.bp)  # GET /v1/audit: every admin action (admin)
 app.register_blueprint(files_http.bp)  # /v1/files, /v1/files/{file_id}, /v1/files/{file_id}/content
 app.register_blueprint(batches_http.bp)  # /v1/batches, /v1/batches/{batch_id}, /v1/batches/{batch_id}/cancel
 app.register_blueprint(batch_queue.bp)  # queues %BATCH_QUEUE% and its poison queue: batch work

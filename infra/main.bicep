@@ -48,6 +48,15 @@ param masterKey string
 @description('CIRRUS_KEY_HASH_SECRET: the HMAC key virtual keys are stored under, at least 32 characters and not the master key. Changing it invalidates every virtual key.')
 param keyHashSecret string
 
+@description('CIRRUS_MASTER_KEY_ENABLED: whether the master key is accepted. Off by default: admins use Entra ID tokens with the Cirrus.Admin role (entraIssuers, entraAudience). Turn it on for a first deployment without Entra ID, or for break-glass access.')
+param masterKeyEnabled bool = false
+
+@description('CIRRUS_ENTRA_ISSUERS: comma-separated Entra ID issuers whose tokens Cirrus accepts, e.g. https://login.microsoftonline.com/<tenant id>/v2.0 (https only). Empty: Cirrus keys only, and then masterKeyEnabled must be true.')
+param entraIssuers string = ''
+
+@description('CIRRUS_ENTRA_AUDIENCE: Cirrus\'s app registration, by client id or app ID URI (api://...), that tokens must be issued for. Set with entraIssuers.')
+param entraAudience string = ''
+
 @description('An OTLP/HTTP collector to send traces, metrics and logs to as well (OTEL_EXPORTER_OTLP_ENDPOINT); empty: Application Insights only.')
 param otlpEndpoint string = ''
 
@@ -183,6 +192,11 @@ var cosmosContainers = [
   }
   {
     name: 'keys'
+    partitionKey: '/pk'
+    defaultTtl: -1
+  }
+  {
+    name: 'audit'
     partitionKey: '/pk'
     defaultTtl: -1
   }
@@ -682,12 +696,20 @@ module azureOpenAiAccess 'modules/azure-openai-access.bicep' = if (!empty(azureO
 
 // --- the Function App --------------------------------------------------------------------------
 
+// Without the master key only Entra ID admins can manage Cirrus, so a deployment with neither is
+// refused; so are issuers without the audience their tokens must name, and the reverse.
+var masterKeyEnabledSetting = masterKeyEnabled || !empty(entraIssuers) ? string(masterKeyEnabled) : fail('masterKeyEnabled=false needs Entra ID admins: set entraIssuers and entraAudience, or masterKeyEnabled=true.')
+var entraAudienceSetting = empty(entraIssuers) == empty(entraAudience) ? entraAudience : fail('Set entraIssuers and entraAudience together.')
+
 // Every app setting Cirrus reads in Azure (shared/config.py Settings aliases), plus the host's own.
 // Local-only settings (COSMOS_KEY, CIRRUS_LOCAL_PROVIDER_URL, an AzureWebJobsStorage connection
 // string) never appear here; FUNCTIONS_WORKER_RUNTIME is functionAppConfig.runtime on Flex.
 var appSettings = {
   CIRRUS_ENV: 'azure'
   CIRRUS_MASTER_KEY: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/${masterKeySecretName}/)'
+  CIRRUS_MASTER_KEY_ENABLED: masterKeyEnabledSetting
+  CIRRUS_ENTRA_ISSUERS: entraIssuers
+  CIRRUS_ENTRA_AUDIENCE: entraAudienceSetting
   CIRRUS_KEY_HASH_SECRET: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/${keyHashSecretName}/)'
   CIRRUS_MODEL_CONFIG: modelConfig
   CIRRUS_MAX_BODY_BYTES: '8388608'

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -60,6 +61,13 @@ class Settings(BaseSettings):
 
     env: Literal["local", "azure"] = Field("azure", alias="CIRRUS_ENV")
     master_key: SecretStr | None = Field(None, alias="CIRRUS_MASTER_KEY")
+    # Off: the master key is refused everywhere (its console sessions too), and admins use Entra ID.
+    master_key_enabled: bool = Field(True, alias="CIRRUS_MASTER_KEY_ENABLED")
+    # Entra ID bearer tokens: the issuers (comma separated, each with its OpenID discovery document
+    # at `{issuer}/.well-known/openid-configuration`) and the audience (Cirrus's app ID URI or
+    # client id; several comma separated) a token must name. Unset: only Cirrus keys are accepted.
+    entra_issuers: Annotated[tuple[str, ...], NoDecode] = Field((), alias="CIRRUS_ENTRA_ISSUERS")
+    entra_audience: Annotated[tuple[str, ...], NoDecode] = Field((), alias="CIRRUS_ENTRA_AUDIENCE")
     # The HMAC key virtual keys are stored under. Separate from the master key, so rotating that
     # one does not invalidate every virtual key.
     key_hash_secret: SecretStr | None = Field(None, alias="CIRRUS_KEY_HASH_SECRET")
@@ -152,6 +160,25 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL")
         return value
 
+    @field_validator("entra_issuers", "entra_audience", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+        return value
+
+    @field_validator("entra_issuers")
+    @classmethod
+    def _issuer_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for issuer in value:
+            if not issuer.startswith(("https://", "http://")):
+                raise ValueError("each issuer must be an http(s) URL")
+        return value
+
+    @property
+    def entra_enabled(self) -> bool:
+        return bool(self.entra_issuers)
+
     @field_validator("telemetry_sampling", mode="before")
     @classmethod
     def _sampling(cls, value: object) -> object:
@@ -176,6 +203,24 @@ class Settings(BaseSettings):
     def _live_metrics_default(self) -> Settings:
         if self.appinsights_live_metrics is None:
             self.appinsights_live_metrics = not self.is_local
+        return self
+
+    @model_validator(mode="after")
+    def _entra(self) -> Settings:
+        if bool(self.entra_issuers) != bool(self.entra_audience):
+            raise ValueError("set both CIRRUS_ENTRA_ISSUERS and CIRRUS_ENTRA_AUDIENCE, or neither")
+        if not self.master_key_enabled and not self.entra_issuers:
+            raise ValueError(
+                "CIRRUS_MASTER_KEY_ENABLED=false needs CIRRUS_ENTRA_ISSUERS and CIRRUS_ENTRA_AUDIENCE: "
+                "without the master key only Entra ID admins can manage Cirrus"
+            )
+        if not self.master_key_enabled and self.master_key is None and not self.is_local:
+            # Never accepted, but a value is still needed where code compares against it.
+            self.master_key = SecretStr(secrets.token_urlsafe(48))
+        if not self.is_local:
+            plain = [i for i in self.entra_issuers if not i.startswith("https://")]
+            if plain:
+                raise ValueError("CIRRUS_ENTRA_ISSUERS must be https URLs outside local mode")
         return self
 
     @model_validator(mode="after")

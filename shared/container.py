@@ -17,7 +17,7 @@ import logging
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import telemetry
 from shared.clients.protocols import BlobStore, DocumentStore, LLMRouter, QueueStore
@@ -25,6 +25,7 @@ from shared.config import ConfigError, ModelConfig, Settings, get_settings, load
 from shared.errors import ServiceUnavailableError
 from shared.logs import configure_logging
 from shared.services.audio import SpeechService, TranscriptionService
+from shared.services.audit import AuditLog
 from shared.services.auth import AuthService
 from shared.services.background import Background
 from shared.services.batches import BatchService, live_gateway
@@ -44,6 +45,7 @@ from shared.services.messages import MessagesService
 from shared.services.model_catalog import ModelCatalog
 from shared.services.moderations import ModerationService
 from shared.services.owners import KeyOwners
+from shared.services.policies import PolicyService
 from shared.services.provisioning import provision, required_resources
 from shared.services.rerank import RerankService
 from shared.services.responses import ResponsesService
@@ -51,6 +53,9 @@ from shared.services.sessions import SessionService
 from shared.services.sweeper import Sweeper
 from shared.services.tools import ToolSettings
 from shared.services.usage import UsageService
+
+if TYPE_CHECKING:
+    from shared.services.identities import EntraIdentities
 
 log = logging.getLogger("cirrus.container")
 
@@ -86,12 +91,16 @@ class Container:
         self.llm = llm
         self.catalog = ModelCatalog(models, created=models_created)
         self.limiter = KeyLimiter(clients.documents)
+        self.audit = AuditLog(clients.documents)
+        self.policies = PolicyService(clients.documents, self.limiter, self.audit)
         self.auth = AuthService(
             settings.master_key,  # type: ignore[arg-type]  # set by Settings' validator
             settings.key_hash_secret,  # type: ignore[arg-type]
             lookup=lambda key_id: self.keys.lookup(key_id),  # noqa: PLW0108 - self.keys comes next
+            master_enabled=settings.master_key_enabled,
+            identities=entra_identities(settings, self.policies, clients.documents),
         )
-        self.keys = KeyService(clients.documents, self.auth, self.limiter)
+        self.keys = KeyService(clients.documents, self.auth, self.limiter, self.audit)
         self.console = ConsoleSessions(
             clients.documents,
             self.auth,
@@ -226,8 +235,23 @@ class Container:
 
     async def aclose(self) -> None:
         await self.background.drain()
+        if self.auth.identities is not None:
+            await self.auth.identities.aclose()
         await self.clients.aclose()
         await self.llm.aclose()
+
+
+def entra_identities(
+    settings: Settings, policies: PolicyService, documents: DocumentStore
+) -> EntraIdentities | None:
+    """Entra ID callers, when issuers are configured (the JWT library is imported only then)."""
+    if not settings.entra_enabled:
+        return None
+    from shared.services.entra import EntraVerifier  # noqa: PLC0415 - off /health's path
+    from shared.services.identities import EntraIdentities  # noqa: PLC0415
+
+    verifier = EntraVerifier(settings.entra_issuers, settings.entra_audience)
+    return EntraIdentities(verifier, policies, documents)
 
 
 def azure_clients(settings: Settings) -> Clients:

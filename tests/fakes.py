@@ -23,6 +23,7 @@ from shared.clients.protocols import (
 )
 from shared.errors import ConflictError, PreconditionFailedError, UpstreamError
 from shared.observability import with_trace_context
+from shared.services.audit import Actor
 from shared.services.entra import IssuerUnavailable, discovery_url
 from tests import factories
 
@@ -361,3 +362,7 @@ class FakeOidcDocuments:
     @property
     def jwks_fetches(self) -> int:
         return self.fetched.count(self.jwks_uri)
+
+
+# Who the unit and integration tests act as when a service asks for the audit log's actor.
+TEST_ACTOR = Actor("master", "master", None, "req_test", "127.0.0.1")

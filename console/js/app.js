@@ -176,9 +176,13 @@ function showSignedIn(session) {
   document.getElementById("nav").hidden = false;
   document.getElementById("signout").hidden = false;
   for (const a of document.querySelectorAll("[data-master-only]")) a.hidden = !session.is_master;
-  document.getElementById("who").textContent = session.is_master
-    ? "Master key"
-    : `Key ${session.name || session.key_id}`;
+  const who = session.name || session.key_id;
+  document.getElementById("who").textContent =
+    session.kind === "master"
+      ? "Master key"
+      : session.kind === "entra"
+        ? `${session.is_master ? "Admin" : "Entra ID"} ${who}`
+        : `Key ${who}`;
 }
 
 async function signIn(event) {

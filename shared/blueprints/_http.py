@@ -43,6 +43,7 @@ from shared.observability import (
     end_server_span,
     server_span,
 )
+from shared.services.audit import Actor
 from shared.services.auth import Principal
 from shared.services.calls import CallContext
 from shared.services.console_sessions import CONSOLE_HEADER, COOKIE_NAME
@@ -53,7 +54,7 @@ REQUEST_ID_HEADER = "x-request-id"
 # Deeper JSON is refused with a 400: no API Cirrus serves needs it, and recursive code further on
 # (the stdlib's json, deepcopy, pydantic) would end in a RecursionError on a few hundred levels.
 MAX_JSON_DEPTH = 64
-ANONYMOUS = Principal(key_id="anonymous", is_master=False)
+ANONYMOUS = Principal(key_id="anonymous", is_master=False, kind="anonymous")
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -64,6 +65,10 @@ class RequestContext:
     container: Container
     # Added to the response whatever its outcome, errors included (rate-limit figures).
     headers: dict[str, str] = field(default_factory=dict)
+
+    def actor(self, req: Request) -> Actor:
+        """Who is acting, for the audit log."""
+        return Actor.of(self.principal, self.request_id, client_ip(req))
 
     def call(self, req: Request, *, session_id: str | None = None) -> CallContext:
         """What the services need to know about this request."""
@@ -377,6 +382,19 @@ def json_depth_exceeds(body: bytes | bytearray, limit: int) -> bool:
 
 def _too_large(max_bytes: int) -> PayloadTooLargeError:
     return PayloadTooLargeError(f"The request body is larger than the {max_bytes}-byte limit.")
+
+
+def client_ip(req: Request) -> str | None:
+    """The caller's address: the last `X-Forwarded-For` entry, which the platform's front end (or
+    the local host) appends, not the first, which a client can write itself; else the peer's."""
+    forwarded = req.headers.get("x-forwarded-for", "")
+    last = forwarded.rsplit(",", 1)[-1].strip()
+    if last:
+        if last.startswith("["):  # [v6]:port
+            return last[1:].split("]", 1)[0][:64]
+        host, _, port = last.rpartition(":")
+        return (host if host and port.isdigit() and "." in host else last)[:64]
+    return req.client.host if req.client else None
 
 
 def _request_id(req: Request) -> str:

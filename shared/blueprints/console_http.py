@@ -16,11 +16,14 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from shared.blueprints._contract import BYTES, TEXT, Operation, Reply
-from shared.blueprints._http import RequestContext, endpoint, json_response, read_json
-from shared.errors import InvalidRequestError, NotFoundError
+from shared.blueprints._http import RequestContext, client_ip, endpoint, json_response, read_json
+from shared.errors import AuthenticationError, InvalidRequestError, NotFoundError
+from shared.models.audit import TargetType
 from shared.models.console import ConsoleSessionCreate, ConsoleSessionPublic
 from shared.models.validation import validate_body
-from shared.services.console_sessions import COOKIE_NAME, SESSION_TTL_S
+from shared.services.audit import Actor
+from shared.services.auth import MASTER_KEY_ID
+from shared.services.console_sessions import COOKIE_NAME, SESSION_TTL_S, ConsoleSession
 
 bp = func.Blueprint()
 
@@ -51,7 +54,7 @@ NO_CACHE = "no-cache"
 IMMUTABLE = "public, max-age=31536000, immutable"
 _HASHED = re.compile(r"\.[0-9a-f]{8,}\.[a-z0-9]+$")  # app.3f2a9c1e.js: its name changes with it
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # no dot-files, no `..`, no escapes
-MAX_BODY_BYTES = 4096
+MAX_BODY_BYTES = 20_000  # an Entra ID token is a few kilobytes
 STATIC = Operation(
     "The web console (static files; paths without an extension answer its page)",
     returns={
@@ -112,7 +115,18 @@ async def create_console_session(req: Request, ctx: RequestContext) -> Response:
     if req.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
         raise InvalidRequestError("Send the key as a JSON body with Content-Type: application/json.")
     body = validate_body(ConsoleSessionCreate, await read_json(req, MAX_BODY_BYTES))
-    cookie, session = await ctx.container.console.sign_in(body.key)
+    try:
+        cookie, session = await ctx.container.console.sign_in(body.key)
+    except AuthenticationError as exc:  # a failed attempt is audited too, by address: no key shown
+        await ctx.container.audit.record(
+            ctx.actor(req),
+            "console.sign_in",
+            ("console.session", "none"),
+            outcome="failure",
+            reason=exc.message,
+        )
+        raise
+    await ctx.container.audit.record(_actor(req, ctx, session), "console.sign_in", _target(session))
     response = json_response(session.public())
     response.headers.append("set-cookie", _cookie(cookie, SESSION_TTL_S, secure=_secure(ctx)))
     return response
@@ -143,10 +157,20 @@ async def get_console_session(req: Request, ctx: RequestContext) -> Response:
 )
 async def delete_console_session(req: Request, ctx: RequestContext) -> Response:
     ctx.headers.update(SECURITY_HEADERS)
-    await ctx.container.console.sign_out(req.cookies.get(COOKIE_NAME))
+    session = await ctx.container.console.sign_out(req.cookies.get(COOKIE_NAME))
+    if session is not None:
+        await ctx.container.audit.record(_actor(req, ctx, session), "console.sign_out", _target(session))
     response = Response(status_code=204)
     response.headers.append("set-cookie", _cookie("", 0, secure=_secure(ctx)))
     return response
+
+
+def _actor(req: Request, ctx: RequestContext, session: ConsoleSession) -> Actor:
+    return Actor(session.key_id or MASTER_KEY_ID, session.kind, session.name, ctx.request_id, client_ip(req))
+
+
+def _target(session: ConsoleSession) -> tuple[TargetType, str]:
+    return ("console.session", session.session_id)
 
 
 def _cookie(value: str, max_age: int, *, secure: bool) -> str:

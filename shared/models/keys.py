@@ -90,42 +90,21 @@ def _expiry(value: Any) -> Any:
     raise ValueError("must be unix seconds or an ISO 8601 date-time")
 
 
-class _KeyFields(BaseModel):
-    """What a key's owner can set, on create and on update."""
+class LimitFields(BaseModel):
+    """The limits a key or a policy holds, on create and on update."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    key_alias: str | None = Field(
-        None, min_length=1, max_length=256, validation_alias=AliasChoices("key_alias", "name")
-    )
     models: list[str] | None = Field(None, max_length=256)  # None or []: every model
     max_budget: float | None = Field(None, ge=0)
     budget_duration: str | None = None
     rpm_limit: int | None = Field(None, ge=1)
     tpm_limit: int | None = Field(None, ge=1)
     max_parallel_requests: int | None = Field(None, ge=1, le=10_000)
-    # Up to the last second datetime can show (expires is returned as ISO 8601).
-    expires: float | None = Field(None, ge=0, le=MAX_EXPIRES)
-    duration: str | None = None
     metadata: dict[str, Any] | None = None
-    user_id: str | None = Field(None, max_length=256)
     team_id: str | None = Field(None, min_length=1, max_length=256)
 
     _budget = field_validator("budget_duration", mode="before")(_budget_duration)
-    _expires = field_validator("expires", mode="before")(_expiry)
-
-    @field_validator("duration")
-    @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        if value is not None:
-            duration = Duration.parse(value)
-            try:
-                fits = duration.seconds_from(time.time()) <= MAX_EXPIRES
-            except (OverflowError, ValueError):  # a month past datetime's year 9999
-                fits = False
-            if not fits:
-                raise ValueError("must end before the year 10000")
-        return value
 
     @field_validator("models")
     @classmethod
@@ -139,6 +118,45 @@ class _KeyFields(BaseModel):
     def _small_metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is not None and len(json.dumps(value)) > MAX_METADATA_BYTES:
             raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
+        return value
+
+
+# The fields of a key or policy the audit log shows before and after a change: limits, not secrets.
+AUDITED_FIELDS = (
+    "models",
+    "max_budget",
+    "budget_duration",
+    "rpm_limit",
+    "tpm_limit",
+    "max_parallel_requests",
+    "team_id",
+)
+
+
+class _KeyFields(LimitFields):
+    """What a key's owner can set, on create and on update."""
+
+    key_alias: str | None = Field(
+        None, min_length=1, max_length=256, validation_alias=AliasChoices("key_alias", "name")
+    )
+    # Up to the last second datetime can show (expires is returned as ISO 8601).
+    expires: float | None = Field(None, ge=0, le=MAX_EXPIRES)
+    duration: str | None = None
+    user_id: str | None = Field(None, max_length=256)
+
+    _expires = field_validator("expires", mode="before")(_expiry)
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            duration = Duration.parse(value)
+            try:
+                fits = duration.seconds_from(time.time()) <= MAX_EXPIRES
+            except (OverflowError, ValueError):  # a month past datetime's year 9999
+                fits = False
+            if not fits:
+                raise ValueError("must end before the year 10000")
         return value
 
     @model_validator(mode="after")

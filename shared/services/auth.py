@@ -1,4 +1,5 @@
-"""Who is calling: the bearer key, checked against the master key or a stored virtual key.
+"""Who is calling: the bearer key, checked against the master key or a stored virtual key, or an
+Entra ID access token (`shared/services/identities.py`).
 
 A virtual key's secret is `sk-cirrus-<16 hex of its id><random>`: the id part finds the stored
 key with one point read, and the whole secret is then checked against the stored HMAC in
@@ -14,7 +15,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, Literal, Protocol, TypedDict
 
 from pydantic import SecretStr
 
@@ -28,6 +29,9 @@ BAD_KEY = "Incorrect API key provided."
 SECRET_PREFIX = "sk-cirrus-"  # noqa: S105 - a format, not a secret
 SECRET_PATTERN = re.compile(r"^sk-cirrus-([0-9a-f]{16})[A-Za-z0-9_-]{32,64}$")
 MASTER_KEY_ID = "master"
+# What kind of caller a principal is (the audit log names it too).
+CallerKind = Literal["key", "master", "entra", "anonymous"]
+MASTER_OFF = "The master key is turned off on this gateway (CIRRUS_MASTER_KEY_ENABLED=false); use Entra ID."
 
 
 @dataclass(frozen=True)
@@ -54,13 +58,27 @@ class Stamp(TypedDict):
 
 @dataclass(frozen=True)
 class Principal:
-    """The authenticated caller. `key_id` is safe to log; the key itself never is."""
+    """The authenticated caller. `key_id` is safe to log; the key itself never is.
+
+    An Entra ID caller is `entra_<object id>`: it owns what it creates and its usage is its own,
+    like a key's. `is_master` means an admin's powers: the master key's, or an Entra token's
+    `Cirrus.Admin` role. A policy's limits are shared by everyone it covers, so they are counted
+    under the policy's id (`limit_id`)."""
 
     key_id: str
     is_master: bool
     team_id: str | None = None
     models: frozenset[str] | None = None  # None: every model
     limits: Limits = Limits()
+    kind: CallerKind = "key"
+    name: str | None = None  # an Entra caller's user name or app id, for the audit log
+    policy_id: str | None = None
+    expires_at: float | None = None  # an Entra token's expiry: a console session ends by then
+
+    @property
+    def limit_id(self) -> str:
+        """Whose counters the limits are kept under: the policy's, else the key's."""
+        return self.policy_id or self.key_id
 
     @property
     def tenant(self) -> str:
@@ -91,21 +109,48 @@ class Principal:
             )
         return f" AND {alias}.owner = @scope_owner", {"@scope_owner": self.key_id}
 
-    def require_master(self) -> None:
+    def require_admin(self) -> None:
         if not self.is_master:
-            raise PermissionDeniedError("This endpoint needs the master key.")
+            raise PermissionDeniedError(
+                "This endpoint needs an admin: the master key, or an Entra ID token with the "
+                "Cirrus.Admin role."
+            )
 
 
-MASTER = Principal(key_id=MASTER_KEY_ID, is_master=True)
+MASTER = Principal(key_id=MASTER_KEY_ID, is_master=True, kind="master")
 
 KeyLookup = Callable[[str], Awaitable[Mapping[str, Any] | None]]
 
 
+class Identities(Protocol):
+    """Entra ID callers (shared/services/identities.py)."""
+
+    def accepts(self, token: str) -> bool: ...
+
+    async def authenticate(self, token: str) -> Principal: ...
+
+    def owns(self, principal_id: str) -> bool: ...
+
+    async def principal_for(self, principal_id: str) -> Principal: ...
+
+    async def aclose(self) -> None: ...
+
+
 class AuthService:
-    def __init__(self, master_key: SecretStr, hash_secret: SecretStr, lookup: KeyLookup) -> None:
+    def __init__(
+        self,
+        master_key: SecretStr,
+        hash_secret: SecretStr,
+        lookup: KeyLookup,
+        *,
+        master_enabled: bool = True,
+        identities: Identities | None = None,
+    ) -> None:
         self._master = master_key.get_secret_value().encode()
         self._hash_secret = hash_secret.get_secret_value().encode()
         self._lookup = lookup
+        self.master_enabled = master_enabled
+        self.identities = identities
 
     def hash(self, secret: str) -> str:
         """The keyed hash a secret is stored as. Without the server's secret it cannot be checked."""
@@ -117,8 +162,12 @@ class AuthService:
         key = (_bearer(authorization) if authorization else "") or (api_key or "").strip()
         if not key:
             raise AuthenticationError(MISSING_KEY)
+        if self.identities is not None and self.identities.accepts(key):
+            return await self.identities.authenticate(key)
         # Constant-time comparison: response timing must not reveal how much of a key matched.
         if hmac.compare_digest(key.encode(), self._master):
+            if not self.master_enabled:
+                raise AuthenticationError(MASTER_OFF)
             return MASTER
         match = SECRET_PATTERN.match(key)
         if match is None:
@@ -140,7 +189,11 @@ class AuthService:
         """The principal of a key named by id, for work done on its behalf later (batches, jobs):
         401 if it has been revoked or has expired since."""
         if key_id == MASTER_KEY_ID:
+            if not self.master_enabled:
+                raise AuthenticationError(MASTER_OFF)
             return MASTER
+        if self.identities is not None and self.identities.owns(key_id):
+            return await self.identities.principal_for(key_id)
         stored = await self._lookup(key_id) if key_id.startswith("key_") else None
         if stored is None:
             raise AuthenticationError(f"The key {key_id} no longer exists.")

@@ -21,7 +21,7 @@ from typing import Any
 
 from shared.clients.protocols import DocumentStore
 from shared.errors import AuthenticationError
-from shared.services.auth import MASTER_KEY_ID, AuthService, Principal
+from shared.services.auth import MASTER_KEY_ID, AuthService, CallerKind, Principal
 
 CONTAINER = "keys"
 OBJECT = "console.session"
@@ -40,14 +40,16 @@ class ConsoleSession:
     session_id: str
     key_id: str | None  # None for the master key
     name: str | None
-    is_master: bool
+    is_master: bool  # an admin: the master key or an Entra Cirrus.Admin
     expires_at: int
+    kind: CallerKind = "key"
 
     def public(self) -> dict[str, Any]:
         return {
             "key_id": self.key_id,
             "name": self.name,
             "is_master": self.is_master,
+            "kind": self.kind,
             "expires_at": self.expires_at,
         }
 
@@ -69,14 +71,17 @@ class ConsoleSessions:
         self._clock = clock
 
     async def sign_in(self, key: str) -> tuple[str, ConsoleSession]:
-        """A new session for `key` (401 if Cirrus does not accept it) and its cookie value."""
+        """A new session for `key` or an Entra ID token (401 if Cirrus does not accept it) and its
+        cookie value. A token's session ends when the token expires, if that is sooner."""
         principal = await self._auth.authenticate(None, key)
-        name = None
-        if not principal.is_master:
+        name = principal.name
+        if principal.kind == "key":
             stored = await self._auth_lookup(principal.key_id)
             name = (stored or {}).get("key_alias")  # the name it was created with
         session_id = _ID_PREFIX + secrets.token_hex(16)
         expires_at = int(self._clock()) + self._ttl
+        if principal.expires_at is not None:
+            expires_at = min(expires_at, int(principal.expires_at))
         await self._documents.create(
             CONTAINER,
             {
@@ -84,10 +89,11 @@ class ConsoleSessions:
                 "pk": session_id,
                 "object": OBJECT,
                 "key_id": principal.key_id,
-                "is_master": principal.is_master,
+                "is_master": principal.kind == "master",
+                "kind": principal.kind,
                 "name": name,
                 # A session of the master key ends when the master key changes.
-                "master": self._master_mark() if principal.is_master else None,
+                "master": self._master_mark() if principal.kind == "master" else None,
                 "created_at": int(self._clock()),
                 "expires_at": expires_at,
                 "ttl": self._ttl + 3600,  # Cosmos removes it after expiry; expiry is checked anyway
@@ -115,12 +121,17 @@ class ConsoleSessions:
             principal = await self._auth.principal_for(str(doc.get("key_id")))
         return _session(session_id, principal, doc.get("name"), expires_at), principal
 
-    async def sign_out(self, cookie: str | None) -> None:
-        """End the session behind `cookie`, if there is one; signing out twice is not an error."""
+    async def sign_out(self, cookie: str | None) -> ConsoleSession | None:
+        """End the session behind `cookie`, if there is one, and return it if it was live; signing
+        out twice is not an error."""
         try:
             session_id, _ = self.verify(cookie)
         except AuthenticationError:
-            return
+            return None
+        try:
+            live: ConsoleSession | None = (await self.resolve(cookie))[0]
+        except AuthenticationError:
+            live = None
         # Overwritten as ended rather than deleted: an idempotent upsert whether or not the item is
         # still there, and Cosmos drops the tombstone after its TTL.
         await self._documents.upsert(
@@ -134,6 +145,7 @@ class ConsoleSessions:
                 "ttl": self._ttl + 3600,
             },
         )
+        return live
 
     def cookie_value(self, session_id: str, expires_at: int) -> str:
         payload = f"{session_id}.{expires_at}"
@@ -175,8 +187,9 @@ def signing_key(hash_secret: bytes) -> bytes:
 def _session(session_id: str, principal: Principal, name: Any, expires_at: int) -> ConsoleSession:
     return ConsoleSession(
         session_id=session_id,
-        key_id=None if principal.is_master else principal.key_id,
+        key_id=None if principal.kind == "master" else principal.key_id,
         name=str(name) if name is not None else None,
         is_master=principal.is_master,
         expires_at=expires_at,
+        kind=principal.kind,
     )

@@ -16,7 +16,16 @@ from typing import Any
 
 from shared.clients.protocols import DocumentStore
 from shared.errors import NotFoundError, PreconditionFailedError, ServiceUnavailableError
-from shared.models.keys import Duration, KeyCreate, KeyListPublic, KeyPublic, KeyRecord, KeyUpdate
+from shared.models.keys import (
+    AUDITED_FIELDS,
+    Duration,
+    KeyCreate,
+    KeyListPublic,
+    KeyPublic,
+    KeyRecord,
+    KeyUpdate,
+)
+from shared.services.audit import Actor, AuditLog
 from shared.services.auth import SECRET_PREFIX, AuthService, principal_of
 from shared.services.limits import KeyLimiter
 
@@ -28,10 +37,13 @@ UPDATE_ATTEMPTS = 10
 
 
 class KeyService:
-    def __init__(self, documents: DocumentStore, auth: AuthService, limiter: KeyLimiter) -> None:
+    def __init__(
+        self, documents: DocumentStore, auth: AuthService, limiter: KeyLimiter, audit: AuditLog
+    ) -> None:
         self._documents = documents
         self._auth = auth
         self._limiter = limiter
+        self._audit = audit
 
     async def lookup(self, key_id: str) -> dict[str, Any] | None:
         """The stored key for authentication; a store outage is a 503, never a 401 or a 500."""
@@ -41,7 +53,7 @@ class KeyService:
             log.warning("key lookup failed (%s)", type(exc).__name__)
             raise ServiceUnavailableError("Cirrus cannot check API keys right now; retry shortly.") from exc
 
-    async def create(self, body: KeyCreate) -> KeyPublic:
+    async def create(self, body: KeyCreate, actor: Actor) -> KeyPublic:
         now = time.time()
         key_id = f"key_{uuid.uuid4().hex[:16]}"
         secret = _new_secret(key_id)
@@ -58,6 +70,7 @@ class KeyService:
         )
         await self._documents.create(CONTAINER, record.model_dump(mode="json", exclude={"etag"}))
         log.info("key %s created (%s)", key_id, record.key_prefix)
+        await self._audit.record(actor, "key.create", ("key", key_id), after=_audited(record))
         return await self._public(record, secret=secret)
 
     async def get(self, key_id: str) -> KeyPublic:
@@ -85,7 +98,7 @@ class KeyService:
             has_more=len(records) > limit,
         )
 
-    async def update(self, key_id: str, body: KeyUpdate) -> KeyPublic:
+    async def update(self, key_id: str, body: KeyUpdate, actor: Actor) -> KeyPublic:
         changes = body.model_dump(include=body.model_fields_set - {"duration", "expires"})
         if "models" in changes:
             changes["models"] = changes["models"] or []
@@ -98,11 +111,12 @@ class KeyService:
             for name, value in changes.items():
                 setattr(record, name, value)
 
-        record = await self._change(key_id, apply)
+        record, before = await self._change(key_id, apply)
         log.info("key %s updated (%s)", key_id, ", ".join(sorted(changes)) or "nothing")
+        await self._audit.record(actor, "key.update", ("key", key_id), before=before, after=_audited(record))
         return await self._public(record)
 
-    async def rotate(self, key_id: str) -> KeyPublic:
+    async def rotate(self, key_id: str, actor: Actor) -> KeyPublic:
         """A new secret for the same key (limits, spend and resources stay); the old one stops."""
         secret = _new_secret(key_id)
 
@@ -113,24 +127,33 @@ class KeyService:
             record.key_prefix = secret[:VISIBLE_CHARS]
             record.rotated_at = time.time()
 
-        record = await self._change(key_id, apply)
+        record, _before = await self._change(key_id, apply)
         log.info("key %s rotated (%s)", key_id, record.key_prefix)
+        await self._audit.record(actor, "key.rotate", ("key", key_id))
         return await self._public(record, secret=secret)
 
-    async def revoke(self, key_id: str) -> KeyPublic:
-        """Revoke at once: the record stays (usage still names it), the secret stops working."""
+    async def revoke(self, key_id: str, actor: Actor) -> KeyPublic:
+        """Revoke at once: the record stays (usage still names it), the secret stops working.
+        Revoking a revoked key changes nothing and is not audited again."""
+        first = False
 
         def apply(record: KeyRecord) -> None:
-            if record.revoked_at is None:
+            nonlocal first
+            first = record.revoked_at is None
+            if first:
                 record.revoked_at = time.time()
 
-        record = await self._change(key_id, apply)
-        log.info("key %s revoked", key_id)
+        record, before = await self._change(key_id, apply)
+        if first:
+            log.info("key %s revoked", key_id)
+            await self._audit.record(actor, "key.revoke", ("key", key_id), before=before)
         return await self._public(record)
 
-    async def _change(self, key_id: str, apply: Any) -> KeyRecord:
+    async def _change(self, key_id: str, apply: Any) -> tuple[KeyRecord, dict[str, Any]]:
+        """The key changed by `apply` and written under its ETag, and its limits before."""
         for _ in range(UPDATE_ATTEMPTS):
             record = await self._load(key_id)
+            before = _audited(record)
             apply(record)
             record.updated_at = time.time()
             try:
@@ -139,7 +162,7 @@ class KeyService:
                 )
             except PreconditionFailedError:
                 continue
-            return record
+            return record, before
         raise ServiceUnavailableError(f"Key '{key_id}' is being changed concurrently; retry.")
 
     async def _load(self, key_id: str) -> KeyRecord:
@@ -176,6 +199,15 @@ class KeyService:
             rotated_at=_int(record.rotated_at),
             revoked_at=_int(record.revoked_at),
         )
+
+
+def _audited(record: KeyRecord) -> dict[str, Any]:
+    """What the audit log shows of a key: its limits and lifetime, never its secret or hash."""
+    return {
+        **{name: getattr(record, name) for name in AUDITED_FIELDS},
+        "key_alias": record.key_alias,
+        "expires_at": record.expires_at,
+    }
 
 
 def _new_secret(key_id: str) -> str:

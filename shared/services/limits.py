@@ -151,13 +151,13 @@ class KeyLimiter:
             if hold_id is not None:
                 state.holds[hold_id] = [reserve, now + HOLD_LEASE_S]
             return Admission(
-                principal.key_id,
+                principal.limit_id,
                 hold_id,
                 rate_headers(limits, state, now),
                 needs_settling=hold_id is not None or limits.tpm is not None,
             )
 
-        return await self._submit(principal.key_id, limits, admit)
+        return await self._submit(principal.limit_id, limits, admit)
 
     async def settle(
         self, principal: Principal, admission: Admission, cost_usd: float | None, tokens: int
@@ -170,9 +170,9 @@ class KeyLimiter:
             state.tokens += tokens
 
         try:
-            await self._submit(principal.key_id, principal.limits, settle)
+            await self._submit(principal.limit_id, principal.limits, settle)
         except Exception as exc:  # the hold lapses on its own; the spend is in the usage records
-            log.warning("settling key %s failed (%s)", principal.key_id, type(exc).__name__)
+            log.warning("settling key %s failed (%s)", principal.limit_id, type(exc).__name__)
 
     async def state(self, key_id: str, limits: Limits) -> tuple[float, float | None]:
         """The key's spend in the current budget period, and when that period ends."""

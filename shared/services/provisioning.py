@@ -16,6 +16,7 @@ COSMOS_CONTAINERS: tuple[CosmosContainerSpec, ...] = (
     CosmosContainerSpec("sessions"),
     CosmosContainerSpec("usage"),
     CosmosContainerSpec("keys"),
+    CosmosContainerSpec("audit"),
     CosmosContainerSpec("files"),
     CosmosContainerSpec("batches"),
     CosmosContainerSpec("jobs"),

@@ -273,6 +273,21 @@ def test_no_prompt_key_or_query_string_reaches_application_insights(scenario):
         assert text not in bodies, f"{text[:12]}... was exported"
 
 
+def test_an_admin_action_is_a_custom_event_in_its_request_operation(scenario):
+    received = scenario.received
+    (event,) = [
+        e
+        for e in of(received, "Event")
+        if base_data(e).get("name") == "CirrusAudit"
+        and properties(e).get("cirrus.audit.target_id") == scenario.key_id
+    ]
+    props = properties(event)
+    assert (props["cirrus.audit.action"], props["cirrus.audit.actor_id"]) == ("key.create", "master")
+    (created,) = [e for e in of(received, "Request") if base_data(e)["name"] == "POST /v1/keys"]
+    assert operation(event) == operation(created)
+    assert scenario.key_secret not in str(event)
+
+
 def test_the_sdk_reports_no_exceptions_and_nothing_runs_outside_a_request(scenario):
     received = scenario.received
     assert of(received, "Exception") == []  # every request succeeded: nothing else may report one

@@ -16,7 +16,7 @@ from shared.models.keys import KeyCreate
 from shared.models.requests import ChatCompletionCreate
 from shared.services.calls import CallContext
 from shared.services.limits import KeyLimiter
-from tests.fakes import FakeLLMRouter
+from tests.fakes import TEST_ACTOR, FakeLLMRouter
 from tools.stack import COSMOS_EMULATOR_KEY
 
 
@@ -37,7 +37,7 @@ async def container(emulators, monkeypatch):
 
 
 async def principal(container, **fields):
-    created = await container.keys.create(KeyCreate(**fields))
+    created = await container.keys.create(KeyCreate(**fields), TEST_ACTOR)
     return created, await container.auth.authenticate(f"Bearer {created.key}")
 
 
@@ -80,8 +80,8 @@ async def test_no_secret_reaches_logs_spans_or_stored_items(container, spans, ca
         await chat.create(request, CallContext(request_id="req-2", principal=caller))
     with pytest.raises(AuthenticationError):
         await container.auth.authenticate(f"Bearer {created.key[:-2]}xx")
-    rotated = await container.keys.rotate(created.id)
-    await container.keys.revoke(created.id)
+    rotated = await container.keys.rotate(created.id, TEST_ACTOR)
+    await container.keys.revoke(created.id, TEST_ACTOR)
     await container.background.drain()  # the usage flush and the limits settle
     stored = await container.clients.documents.read("keys", created.id, created.id)
     secrets = [created.key, created.key[18:], rotated.key, rotated.key[18:], stored["key_hash"]]

@@ -11,11 +11,12 @@ from pydantic import SecretStr
 from shared.blueprints._http import authenticate
 from shared.errors import AuthenticationError
 from shared.models.keys import KeyCreate
+from shared.services.audit import AuditLog
 from shared.services.auth import MASTER, AuthService
 from shared.services.console_sessions import COOKIE_NAME, SESSION_TTL_S, ConsoleSessions, signing_key
 from shared.services.keys import KeyService
 from shared.services.limits import KeyLimiter
-from tests.fakes import FakeClock, InMemoryDocumentStore
+from tests.fakes import TEST_ACTOR, FakeClock, InMemoryDocumentStore
 
 MASTER_KEY = "sk-master-" + "m" * 40
 HASH_SECRET = "h" * 40
@@ -38,7 +39,7 @@ def build(documents, clock, master_key: str = MASTER_KEY):
         return await keys.lookup(key_id)
 
     auth = AuthService(SecretStr(master_key), SecretStr(HASH_SECRET), lookup)
-    keys = KeyService(documents, auth, KeyLimiter(documents, clock=clock))
+    keys = KeyService(documents, auth, KeyLimiter(documents, clock=clock), AuditLog(documents))
     sessions = ConsoleSessions(documents, auth, signing_key(HASH_SECRET.encode()), clock=clock)
     return SimpleNamespace(auth=auth, keys=keys, console=sessions)
 
@@ -55,6 +56,7 @@ async def test_the_master_key_signs_in_and_the_cookie_names_a_session_not_the_ke
         "key_id": None,
         "name": None,
         "is_master": True,
+        "kind": "master",
         "expires_at": int(clock.now) + SESSION_TTL_S,
     }
     resolved, principal = await app.console.resolve(cookie)
@@ -62,13 +64,13 @@ async def test_the_master_key_signs_in_and_the_cookie_names_a_session_not_the_ke
 
 
 async def test_a_virtual_key_signs_in_as_itself_and_ends_with_its_key(app, documents):
-    created = await app.keys.create(KeyCreate(key_alias="console-app", team_id=None))
+    created = await app.keys.create(KeyCreate(key_alias="console-app", team_id=None), TEST_ACTOR)
     cookie, session = await app.console.sign_in(created.key)
     assert (session.key_id, session.name, session.is_master) == (created.id, "console-app", False)
     assert created.key not in cookie and created.key not in str(documents.items)
     _, principal = await app.console.resolve(cookie)
     assert principal.key_id == created.id and not principal.is_master
-    await app.keys.revoke(created.id)  # re-checked on every request
+    await app.keys.revoke(created.id, TEST_ACTOR)  # re-checked on every request
     with pytest.raises(AuthenticationError, match="revoked"):
         await app.console.resolve(cookie)
 

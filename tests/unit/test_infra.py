@@ -129,6 +129,9 @@ def azure_settings() -> Settings:
     stand_ins = {
         "CIRRUS_MASTER_KEY": "m" * 40,
         "CIRRUS_KEY_HASH_SECRET": "h" * 40,
+        # Bicep turns the master key off by default and refuses to deploy without Entra ID then.
+        "CIRRUS_ENTRA_ISSUERS": "https://login.microsoftonline.com/00000000-0000-0000-0000-000000000001/v2.0",
+        "CIRRUS_ENTRA_AUDIENCE": "api://cirrus",
         "COSMOS_ENDPOINT": "https://cosmos.documents.azure.com:443/",
         "AzureWebJobsStorage__accountName": "stcirrus",
         "AzureWebJobsStorage__blobServiceUri": "https://stcirrus.blob.core.windows.net/",
@@ -381,3 +384,18 @@ def test_the_code_package_is_read_only_for_the_app_and_written_by_the_deployment
     # Cirrus and the host sign in as the app's identity, never the deployment one.
     for setting in ("AzureWebJobsStorage__clientId", "AZURE_CLIENT_ID"):
         assert app_settings()[setting] == "identity.properties.clientId"
+
+
+def test_the_master_key_is_off_by_default_and_never_off_without_entra_admins():
+    assert params()["masterKeyEnabled"] == ("bool", "false")
+    assert params()["entraIssuers"] == ("string", "''") and params()["entraAudience"] == ("string", "''")
+    settings = app_settings()
+    assert settings["CIRRUS_MASTER_KEY_ENABLED"] == "masterKeyEnabledSetting"
+    assert settings["CIRRUS_ENTRA_AUDIENCE"] == "entraAudienceSetting"
+    guards = dict(line.split(" = ", 1) for line in bicep().splitlines() if line.startswith("var "))
+    assert guards["var masterKeyEnabledSetting"].startswith(
+        "masterKeyEnabled || !empty(entraIssuers) ? string(masterKeyEnabled) : fail("
+    )
+    assert guards["var entraAudienceSetting"].startswith(
+        "empty(entraIssuers) == empty(entraAudience) ? entraAudience : fail("
+    )

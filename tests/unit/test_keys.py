@@ -16,10 +16,11 @@ from shared.errors import (
     TokenRateLimitError,
 )
 from shared.models.keys import Duration, KeyCreate, KeyUpdate
+from shared.services.audit import AuditLog
 from shared.services.auth import MASTER, AuthService, Principal
 from shared.services.keys import KeyService
 from shared.services.limits import KeyLimiter, go_duration
-from tests.fakes import FakeClock, InMemoryDocumentStore
+from tests.fakes import TEST_ACTOR, FakeClock, InMemoryDocumentStore
 
 MASTER_KEY = "sk-master-" + "m" * 40
 
@@ -43,13 +44,13 @@ def keys(documents, clock):
         return await service.lookup(key_id)
 
     auth = AuthService(SecretStr(MASTER_KEY), SecretStr("h" * 40), lookup)
-    service = KeyService(documents, auth, limiter)
+    service = KeyService(documents, auth, limiter, AuditLog(documents))
     service.auth, service.limiter = auth, limiter
     return service
 
 
 async def test_a_created_key_authenticates_and_is_stored_only_as_a_keyed_hash(keys, documents):
-    created = await keys.create(KeyCreate(key_alias="app", team_id="team-a", models=["m1"]))
+    created = await keys.create(KeyCreate(key_alias="app", team_id="team-a", models=["m1"]), TEST_ACTOR)
     assert created.key.startswith("sk-cirrus-") and created.key_name == created.key[:18] + "..."
     stored = json.dumps([list(c.values()) for c in documents.items.values()])
     assert created.key not in stored and created.key[18:] not in stored
@@ -74,44 +75,46 @@ async def test_a_header_key_counts_when_authorization_carries_no_bearer_key(keys
 
 
 async def test_a_forged_secret_for_a_real_key_id_is_401(keys):
-    created = await keys.create(KeyCreate())
+    created = await keys.create(KeyCreate(), TEST_ACTOR)
     forged = created.key[:26] + ("A" if created.key[26] != "A" else "B") + created.key[27:]
     with pytest.raises(AuthenticationError, match="Incorrect"):
         await keys.auth.authenticate(f"Bearer {forged}")
 
 
 async def test_rotation_replaces_the_secret_and_revocation_stops_it(keys):
-    created = await keys.create(KeyCreate())
-    rotated = await keys.rotate(created.id)
+    created = await keys.create(KeyCreate(), TEST_ACTOR)
+    rotated = await keys.rotate(created.id, TEST_ACTOR)
     assert rotated.key != created.key and rotated.id == created.id
     with pytest.raises(AuthenticationError):
         await keys.auth.authenticate(f"Bearer {created.key}")
     assert (await keys.auth.authenticate(f"Bearer {rotated.key}")).key_id == created.id
-    revoked = await keys.revoke(created.id)
+    revoked = await keys.revoke(created.id, TEST_ACTOR)
     assert revoked.status == "revoked" and revoked.key is None
     with pytest.raises(AuthenticationError, match="revoked"):
         await keys.auth.authenticate(f"Bearer {rotated.key}")
     with pytest.raises(NotFoundError):
-        await keys.rotate(created.id)
+        await keys.rotate(created.id, TEST_ACTOR)
 
 
 async def test_an_expired_key_is_401(keys):
-    created = await keys.create(KeyCreate(expires="2020-01-01T00:00:00Z"))
+    created = await keys.create(KeyCreate(expires="2020-01-01T00:00:00Z"), TEST_ACTOR)
     assert created.status == "expired" and created.expires.startswith("2020-01-01")
     with pytest.raises(AuthenticationError, match="expired"):
         await keys.auth.authenticate(f"Bearer {created.key}")
 
 
 async def test_update_changes_only_the_fields_given_and_null_clears(keys):
-    created = await keys.create(KeyCreate(rpm_limit=5, tpm_limit=100, metadata={"owner": "x"}))
-    updated = await keys.update(created.id, KeyUpdate.model_validate({"rpm_limit": None, "key_alias": "b"}))
+    created = await keys.create(KeyCreate(rpm_limit=5, tpm_limit=100, metadata={"owner": "x"}), TEST_ACTOR)
+    updated = await keys.update(
+        created.id, KeyUpdate.model_validate({"rpm_limit": None, "key_alias": "b"}), TEST_ACTOR
+    )
     assert (updated.rpm_limit, updated.tpm_limit, updated.key_alias) == (None, 100, "b")
     assert updated.metadata == {"owner": "x"}
 
 
 async def test_list_is_newest_first_paged_and_hides_revoked(keys, documents):
-    ids = [(await keys.create(KeyCreate(key_alias=str(i)))).id for i in range(3)]
-    await keys.revoke(ids[0])
+    ids = [(await keys.create(KeyCreate(key_alias=str(i)), TEST_ACTOR)).id for i in range(3)]
+    await keys.revoke(ids[0], TEST_ACTOR)
     page = await keys.list_page(limit=10, after=None, include_revoked=True)
     assert {k.id for k in page.data} == set(ids)
     assert all(k.key is None for k in page.data)  # a list never carries secrets
@@ -162,7 +165,7 @@ def test_reset_durations_are_written_as_openai_does():
 
 
 async def principal_for(keys, **limits) -> Principal:
-    created = await keys.create(KeyCreate(**limits))
+    created = await keys.create(KeyCreate(**limits), TEST_ACTOR)
     return await keys.auth.authenticate(f"Bearer {created.key}")
 
 
@@ -253,7 +256,7 @@ def test_principals_see_their_own_and_their_teams_resources():
     assert not carol.can_see(**alice.stamp()) and not alice.can_see(**carol.stamp())
     assert MASTER.can_see(**carol.stamp())
     with pytest.raises(PermissionDeniedError):
-        alice.require_master()
+        alice.require_admin()
 
 
 async def test_requests_of_one_worker_share_one_write_of_the_key_state(keys, documents):
