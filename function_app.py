@@ -9,6 +9,7 @@ from shared import worker_http
 from shared.blueprints import (
     audio_http,
     audit_http,
+    azure_openai_http,
     batch_queue,
     batches_http,
     chat_http,
@@ -44,6 +45,7 @@ app.register_blueprint(models_http.bp)  # GET /v1/models, /v1/models/{model}
 app.register_blueprint(chat_http.bp)  # POST /v1/chat/completions
 app.register_blueprint(messages_http.bp)  # POST /v1/messages, /v1/messages/count_tokens (Anthropic's API)
 app.register_blueprint(completions_http.bp)  # POST /v1/completions, /v1/embeddings
+app.register_blueprint(azure_openai_http.bp)  # POST /openai/deployments/{deployment}/chat/completions & co.
 app.register_blueprint(moderations_http.bp)  # POST /v1/moderations
 app.register_blueprint(images_http.bp)  # POST /v1/images/generations
 app.register_blueprint(audio_http.bp)  # POST /v1/audio/transcriptions (multipart), /v1/audio/speech

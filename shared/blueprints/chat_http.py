@@ -39,7 +39,12 @@ SESSION_HEADER = "x-session-id"
     )
 )
 async def chat_completions(req: Request, ctx: RequestContext) -> Response:
-    request = validate_body(ChatCompletionCreate, await read_json(req, ctx.container.settings.max_body_bytes))
+    body = await read_json(req, ctx.container.settings.max_body_bytes)
+    return await serve_chat(req, ctx, validate_body(ChatCompletionCreate, body))
+
+
+async def serve_chat(req: Request, ctx: RequestContext, request: ChatCompletionCreate) -> Response:
+    """A validated chat request served: also what Azure OpenAI's deployment route calls."""
     call = ctx.call(req, session_id=req.headers.get(SESSION_HEADER))
     chat = await ctx.container.chat()
     if request.stream:

@@ -30,7 +30,11 @@ bp = func.Blueprint()
     )
 )
 async def completions(req: Request, ctx: RequestContext) -> Response:
-    request = validate_body(CompletionCreate, await read_json(req, ctx.container.settings.max_body_bytes))
+    body = await read_json(req, ctx.container.settings.max_body_bytes)
+    return await serve_completion(req, ctx, validate_body(CompletionCreate, body))
+
+
+async def serve_completion(req: Request, ctx: RequestContext, request: CompletionCreate) -> Response:
     service = await ctx.container.completions()
     if request.stream:
         stream = await service.open_stream(request, ctx.call(req))
@@ -50,6 +54,10 @@ async def completions(req: Request, ctx: RequestContext) -> Response:
     )
 )
 async def embeddings(req: Request, ctx: RequestContext) -> Response:
-    request = validate_body(EmbeddingCreate, await read_json(req, ctx.container.settings.max_body_bytes))
+    body = await read_json(req, ctx.container.settings.max_body_bytes)
+    return await serve_embeddings(req, ctx, validate_body(EmbeddingCreate, body))
+
+
+async def serve_embeddings(req: Request, ctx: RequestContext, request: EmbeddingCreate) -> Response:
     result = await (await ctx.container.embeddings()).create(request, ctx.call(req))
     return json_response(result.body, headers=served_headers(result.served_by))
