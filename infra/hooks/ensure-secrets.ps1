@@ -11,3 +11,14 @@ foreach ($name in 'CIRRUS_MASTER_KEY', 'CIRRUS_KEY_HASH_SECRET') {
         Write-Host "ensure-secrets: generated $name for this environment"
     }
 }
+
+# The Bicep turns the master key off unless told otherwise, and refuses that without Entra ID
+# admins: an environment with neither keeps the master key on, so a first `azd up` works.
+$issuers = azd env get-value CIRRUS_ENTRA_ISSUERS 2>$null
+if ($LASTEXITCODE -ne 0) { $issuers = '' }
+$enabled = azd env get-value CIRRUS_MASTER_KEY_ENABLED 2>$null
+if ($LASTEXITCODE -ne 0) { $enabled = '' }
+if ([string]::IsNullOrWhiteSpace($issuers) -and [string]::IsNullOrWhiteSpace($enabled)) {
+    azd env set CIRRUS_MASTER_KEY_ENABLED true | Out-Null
+    Write-Host "ensure-secrets: no Entra ID issuers set, so the master key stays on (CIRRUS_MASTER_KEY_ENABLED=true)"
+}

@@ -3,6 +3,10 @@
 # CIRRUS_KEY_HASH_SECRET the first time, and keep them after that (a changed hash secret would
 # invalidate every virtual key). main.parameters.json passes them to Bicep, which stores them in
 # Key Vault; the app reads them from there. To rotate the master key: azd env set, then azd provision.
+#
+# The Bicep turns the master key off unless told otherwise, and refuses that without Entra ID
+# admins (CIRRUS_ENTRA_ISSUERS). An environment with neither keeps the master key on, so a first
+# `azd up` works; the README's Identity section turns it off once Entra ID is set up.
 set -eu
 
 random_secret() {
@@ -17,3 +21,10 @@ for name in CIRRUS_MASTER_KEY CIRRUS_KEY_HASH_SECRET; do
     echo "ensure-secrets: generated $name for this environment"
   fi
 done
+
+issuers="$(azd env get-value CIRRUS_ENTRA_ISSUERS 2>/dev/null || true)"
+enabled="$(azd env get-value CIRRUS_MASTER_KEY_ENABLED 2>/dev/null || true)"
+if [ -z "$issuers" ] && [ -z "$enabled" ]; then
+  azd env set CIRRUS_MASTER_KEY_ENABLED true >/dev/null
+  echo "ensure-secrets: no Entra ID issuers set, so the master key stays on (CIRRUS_MASTER_KEY_ENABLED=true)"
+fi

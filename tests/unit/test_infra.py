@@ -7,7 +7,9 @@ the rest of the file.
 """
 
 import json
+import os
 import re
+import subprocess
 from functools import cache
 from pathlib import Path
 
@@ -399,3 +401,40 @@ def test_the_master_key_is_off_by_default_and_never_off_without_entra_admins():
     assert guards["var entraAudienceSetting"].startswith(
         "empty(entraIssuers) == empty(entraAudience) ? entraAudience : fail("
     )
+
+
+def _run_hook(tmp_path, env_values: dict[str, str]) -> dict[str, str]:
+    """infra/hooks/ensure-secrets.sh with a stand-in `azd` keeping its environment in a file."""
+    store = tmp_path / "azd-env.json"
+    store.write_text(json.dumps(env_values))
+    azd = tmp_path / "azd"
+    azd.write_text(
+        "#!/usr/bin/env python3\n"
+        "import json, sys\n"
+        f"path = {str(store)!r}\n"
+        "env = json.load(open(path))\n"
+        "cmd = sys.argv[1:]\n"
+        "if cmd[:2] == ['env', 'get-value']:\n"
+        "    if cmd[2] not in env: sys.exit(1)\n"
+        "    print(env[cmd[2]])\n"
+        "elif cmd[:2] == ['env', 'set']:\n"
+        "    env[cmd[2]] = cmd[3]; json.dump(env, open(path, 'w'))\n"
+    )
+    azd.chmod(0o755)
+    path = f"{tmp_path}:{os.environ['PATH']}"
+    subprocess.run(
+        ["sh", str(ROOT / "infra" / "hooks" / "ensure-secrets.sh")],
+        env={**os.environ, "PATH": path},
+        check=True,
+    )
+    return json.loads(store.read_text())
+
+
+def test_the_azd_hook_keeps_the_master_key_on_only_while_entra_id_is_not_set(tmp_path):
+    fresh = _run_hook(tmp_path, {})
+    assert fresh["CIRRUS_MASTER_KEY_ENABLED"] == "true" and len(fresh["CIRRUS_MASTER_KEY"]) >= 32
+    assert fresh["CIRRUS_KEY_HASH_SECRET"] != fresh["CIRRUS_MASTER_KEY"]
+    entra = _run_hook(tmp_path, {"CIRRUS_ENTRA_ISSUERS": "https://login.microsoftonline.com/t/v2.0"})
+    assert "CIRRUS_MASTER_KEY_ENABLED" not in entra  # the Bicep default: off
+    chosen = _run_hook(tmp_path, {"CIRRUS_MASTER_KEY_ENABLED": "false", "CIRRUS_MASTER_KEY": "k" * 40})
+    assert chosen["CIRRUS_MASTER_KEY_ENABLED"] == "false" and chosen["CIRRUS_MASTER_KEY"] == "k" * 40
