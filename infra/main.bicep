@@ -143,6 +143,12 @@ param azureOpenAiResourceGroup string = ''
 @description('Queues that jobs may name as reply_queue, e.g. ["nightly-results"]. Each is created here, and the app\'s identity may only add messages to it (Storage Queue Data Message Sender on that queue). Its roles reach no other queue, so a reply to a queue not listed fails (logged) in Azure.')
 param replyQueues array = []
 
+@description('Origins browser apps may call Cirrus from, e.g. ["https://app.example.com"]: the site\'s CORS, which the Functions host applies before any function runs (preflights, Access-Control-Allow-Origin). Each is scheme://host[:port], no path or trailing slash. Empty: no browser app on another origin. \'*\' allows any origin, only on its own and only without corsSupportCredentials.')
+param corsAllowedOrigins array = []
+
+@description('Access-Control-Allow-Credentials: whether browser apps on corsAllowedOrigins may send cookies or client certificates. Cirrus authenticates with keys in headers, which need no credentials. Refused with \'*\'.')
+param corsSupportCredentials bool = false
+
 // --- names -------------------------------------------------------------------------------------
 
 var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName, location))
@@ -730,6 +736,15 @@ var appSettings = {
   LITELLM_LOCAL_MODEL_COST_MAP: 'True'
 }
 
+// The site's CORS, checked by a module of its own (modules/cors.bicep says why).
+module cors 'modules/cors.bicep' = {
+  name: 'cirrus-cors-${resourceToken}'
+  params: {
+    allowedOrigins: corsAllowedOrigins
+    supportCredentials: corsSupportCredentials
+  }
+}
+
 // os.environ/NAME secrets of the model file: Key Vault references to secrets named like the setting
 // in lower case with dashes (OPENAI_API_KEY -> openai-api-key). Built as JSON text: the lambda
 // functions that would build the object (map, toObject) are beyond checkov's Bicep parser.
@@ -793,6 +808,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       scmMinTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
+      cors: {
+        allowedOrigins: cors.outputs.allowedOrigins
+        supportCredentials: corsSupportCredentials
+      }
     }
     functionAppConfig: {
       deployment: {

@@ -8,8 +8,10 @@ the rest of the file.
 
 import json
 import re
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -381,3 +383,149 @@ def test_the_code_package_is_read_only_for_the_app_and_written_by_the_deployment
     # Cirrus and the host sign in as the app's identity, never the deployment one.
     for setting in ("AzureWebJobsStorage__clientId", "AZURE_CLIENT_ID"):
         assert app_settings()[setting] == "identity.properties.clientId"
+
+
+# --- CORS ----------------------------------------------------------------------------------------
+
+CORS_MODULE = ROOT / "infra" / "modules" / "cors.bicep"
+_BICEP_TOKEN = re.compile(
+    r"\s*(?:(?P<string>'(?:[^'\\]|\\.)*')|(?P<number>\d+)|(?P<name>\w+)|(?P<op>&&|\|\||[!?:(),>]))"
+)
+
+
+class BicepFailure(Exception):
+    """A deployment that Bicep's fail() stops, with its message."""
+
+
+def evaluate_bicep(expression: str, names: dict[str, Any]) -> Any:
+    """The value of a Bicep expression built of what cors.bicep uses (ternaries, !, &&, ||, >,
+    contains, length, fail, names and literals), so the refusal is tested, not only read. Parsed
+    into closures, so a ternary evaluates only the branch it takes, as ARM's if() does."""
+    tokens = [m.group(m.lastgroup or "") for m in _BICEP_TOKEN.finditer(expression)]
+    at = 0
+
+    def peek() -> str | None:
+        return tokens[at] if at < len(tokens) else None
+
+    def take(expected: str | None = None) -> str:
+        nonlocal at
+        token = tokens[at]
+        assert expected is None or token == expected, (token, expected)
+        at += 1
+        return token
+
+    def ternary() -> Callable[[], Any]:
+        condition = binary()
+        if peek() != "?":
+            return condition
+        take("?")
+        then = ternary()
+        take(":")
+        otherwise = ternary()
+        return lambda: then() if condition() else otherwise()
+
+    def binary() -> Callable[[], Any]:
+        left = unary()
+        while peek() in ("&&", "||", ">"):
+            op, a, b = take(), left, unary()
+            left = {
+                "&&": lambda a=a, b=b: a() and b(),
+                "||": lambda a=a, b=b: a() or b(),
+                ">": lambda a=a, b=b: a() > b(),
+            }[op]
+        return left
+
+    def unary() -> Callable[[], Any]:
+        if peek() == "!":
+            take()
+            operand = unary()
+            return lambda: not operand()
+        return primary()
+
+    def primary() -> Callable[[], Any]:
+        token = take()
+        if token == "(":
+            inner = ternary()
+            take(")")
+            return inner
+        if token.startswith("'"):
+            return lambda: token[1:-1].replace("\\'", "'")
+        if token.isdigit():
+            return lambda: int(token)
+        if peek() != "(":
+            return lambda: names[token]
+        take("(")
+        args = [ternary()]
+        while peek() == ",":
+            take()
+            args.append(ternary())
+        take(")")
+        return lambda: call(token, [arg() for arg in args])
+
+    def call(function: str, args: list[Any]) -> Any:
+        if function == "fail":
+            raise BicepFailure(args[0])
+        return {"contains": lambda items, item: item in items, "length": len}[function](*args)
+
+    value = ternary()
+    assert at == len(tokens), f"unparsed: {tokens[at:]}"
+    return value()
+
+
+def cors_output() -> str:
+    text = CORS_MODULE.read_text(encoding="utf-8")
+    found = re.search(r"^output allowedOrigins array = (.+)$", text, re.M)
+    assert found, "cors.bicep has one output, allowedOrigins, on one line"
+    return found[1]
+
+
+def test_cors_parameters_are_an_origin_list_and_credentials_off_by_default():
+    declared = params()
+    assert declared["corsAllowedOrigins"] == ("array", "[]")
+    assert declared["corsSupportCredentials"] == ("bool", "false")
+    module = declaration(bicep(), r"module cors 'modules/cors\.bicep' = \{$")
+    assert "allowedOrigins: corsAllowedOrigins" in module
+    assert "supportCredentials: corsSupportCredentials" in module
+    site = resources()["functionApp"][1]
+    cors = re.search(r"\n      cors: \{\n(.*?)\n      \}\n", site, re.S)
+    assert cors, "the site's siteConfig sets cors"
+    assert cors[1].split("\n") == [
+        "        allowedOrigins: cors.outputs.allowedOrigins",  # checked by the module
+        "        supportCredentials: corsSupportCredentials",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("origins", "credentials"),
+    [
+        ([], False),
+        ([], True),
+        (["https://app.example.com"], False),
+        (["https://app.example.com", "http://localhost:5173"], True),
+        (["*"], False),
+    ],
+)
+def test_cors_origins_pass_through_the_module_unchanged(origins, credentials):
+    names = {"allowedOrigins": origins, "supportCredentials": credentials}
+    assert evaluate_bicep(cors_output(), names) == origins
+
+
+@pytest.mark.parametrize(
+    ("origins", "credentials", "message"),
+    [
+        (["*"], True, "cannot be used with corsSupportCredentials"),
+        (["https://app.example.com", "*"], True, "cannot be used with corsSupportCredentials"),
+        (["https://app.example.com", "*"], False, "only on its own"),
+    ],
+)
+def test_the_template_refuses_a_wildcard_with_credentials_or_in_a_list(origins, credentials, message):
+    names = {"allowedOrigins": origins, "supportCredentials": credentials}
+    with pytest.raises(BicepFailure, match=message):
+        evaluate_bicep(cors_output(), names)
+
+
+def test_checkov_skips_only_the_cors_module_and_it_declares_no_resource():
+    makefile = (ROOT / "Makefile").read_text()
+    assert makefile.count("--skip-path") == 1
+    assert "--skip-path 'modules/cors\\.bicep$$'" in makefile
+    assert not re.search(r"^resource ", CORS_MODULE.read_text(encoding="utf-8"), re.M)
