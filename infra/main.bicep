@@ -152,6 +152,12 @@ param azureOpenAiResourceGroup string = ''
 @description('Queues that jobs may name as reply_queue, e.g. ["nightly-results"]. Each is created here, and the app\'s identity may only add messages to it (Storage Queue Data Message Sender on that queue). Its roles reach no other queue, so a reply to a queue not listed fails (logged) in Azure.')
 param replyQueues array = []
 
+@description('Origins browser apps may call Cirrus from, e.g. ["https://app.example.com"]: the site\'s CORS, which the Functions host applies before any function runs (preflights, Access-Control-Allow-Origin). Each is scheme://host[:port], no path or trailing slash. Empty: no browser app on another origin. \'*\' allows any origin, only on its own and only without corsSupportCredentials.')
+param corsAllowedOrigins array = []
+
+@description('Access-Control-Allow-Credentials: whether browser apps on corsAllowedOrigins may send cookies or client certificates. Cirrus authenticates with keys in headers, which need no credentials. Refused with \'*\'.')
+param corsSupportCredentials bool = false
+
 // --- names -------------------------------------------------------------------------------------
 
 var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName, location))
@@ -696,10 +702,16 @@ module azureOpenAiAccess 'modules/azure-openai-access.bicep' = if (!empty(azureO
 
 // --- the Function App --------------------------------------------------------------------------
 
-// Without the master key only Entra ID admins can manage Cirrus, so a deployment with neither is
-// refused; so are issuers without the audience their tokens must name, and the reverse.
-var masterKeyEnabledSetting = masterKeyEnabled || !empty(entraIssuers) ? string(masterKeyEnabled) : fail('masterKeyEnabled=false needs Entra ID admins: set entraIssuers and entraAudience, or masterKeyEnabled=true.')
-var entraAudienceSetting = empty(entraIssuers) == empty(entraAudience) ? entraAudience : fail('Set entraIssuers and entraAudience together.')
+// Who may administer, checked by a module of its own (modules/identity-settings.bicep says why):
+// the master key off without Entra ID admins is refused.
+module identitySettings 'modules/identity-settings.bicep' = {
+  name: 'cirrus-identity-${resourceToken}'
+  params: {
+    masterKeyEnabled: masterKeyEnabled
+    entraIssuers: entraIssuers
+    entraAudience: entraAudience
+  }
+}
 
 // Every app setting Cirrus reads in Azure (shared/config.py Settings aliases), plus the host's own.
 // Local-only settings (COSMOS_KEY, CIRRUS_LOCAL_PROVIDER_URL, an AzureWebJobsStorage connection
@@ -707,9 +719,9 @@ var entraAudienceSetting = empty(entraIssuers) == empty(entraAudience) ? entraAu
 var appSettings = {
   CIRRUS_ENV: 'azure'
   CIRRUS_MASTER_KEY: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/${masterKeySecretName}/)'
-  CIRRUS_MASTER_KEY_ENABLED: masterKeyEnabledSetting
+  CIRRUS_MASTER_KEY_ENABLED: identitySettings.outputs.masterKeyEnabled
   CIRRUS_ENTRA_ISSUERS: entraIssuers
-  CIRRUS_ENTRA_AUDIENCE: entraAudienceSetting
+  CIRRUS_ENTRA_AUDIENCE: identitySettings.outputs.entraAudience
   CIRRUS_KEY_HASH_SECRET: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/${keyHashSecretName}/)'
   CIRRUS_MODEL_CONFIG: modelConfig
   CIRRUS_MAX_BODY_BYTES: '8388608'
@@ -750,6 +762,15 @@ var appSettings = {
   AzureFunctionsJobHost__extensions__queues__batchSize: string(queueBatchSize)
   PYTHON_ENABLE_INIT_INDEXING: '1'
   LITELLM_LOCAL_MODEL_COST_MAP: 'True'
+}
+
+// The site's CORS, checked by a module of its own (modules/cors.bicep says why).
+module cors 'modules/cors.bicep' = {
+  name: 'cirrus-cors-${resourceToken}'
+  params: {
+    allowedOrigins: corsAllowedOrigins
+    supportCredentials: corsSupportCredentials
+  }
 }
 
 // os.environ/NAME secrets of the model file: Key Vault references to secrets named like the setting
@@ -815,6 +836,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       scmMinTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
+      cors: {
+        allowedOrigins: cors.outputs.allowedOrigins
+        supportCredentials: corsSupportCredentials
+      }
     }
     functionAppConfig: {
       deployment: {

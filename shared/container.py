@@ -50,6 +50,8 @@ from shared.services.provisioning import provision, required_resources
 from shared.services.rerank import RerankService
 from shared.services.responses import ResponsesService
 from shared.services.sessions import SessionService
+from shared.services.stream_tokens import StreamTokens
+from shared.services.stream_tokens import signing_key as stream_signing_key
 from shared.services.sweeper import Sweeper
 from shared.services.tools import ToolSettings
 from shared.services.usage import UsageService
@@ -105,6 +107,10 @@ class Container:
             clients.documents,
             self.auth,
             console_signing_key(settings.key_hash_secret.get_secret_value().encode()),  # type: ignore[union-attr]
+        )
+        # `?token=` on a job's event stream, for browsers' EventSource (stream_tokens.py).
+        self.stream_tokens = StreamTokens(
+            stream_signing_key(settings.key_hash_secret.get_secret_value().encode())  # type: ignore[union-attr]
         )
         # Who queued work runs as, re-read at most every 5 s while it runs.
         self.owners = KeyOwners(self.auth.principal_for)

@@ -128,6 +128,7 @@ class LocalStack:
     log: Path
     env: dict[str, str]  # the host's environment, for starting another host on the same stack
     issuer_state: Path  # the local Entra ID issuer's state directory (keys, address)
+    web_origin: str  # a loopback origin the host's CORS allows (no page is served there by default)
 
     def client(self, key: str | None = None, **options) -> openai.OpenAI:
         return openai.OpenAI(
@@ -185,11 +186,13 @@ def stack(
         CIRRUS_SWEEP_SCHEDULE="*/2 * * * * *",  # every 2 s, so the timer's wiring shows in a test
     )
     log = workdir / "funchost.log"
-    host = local_host(port, env, log).start()
+    # Browsers may call the stack from this origin (the UI tier serves a page there), without
+    # credentials: CORS as `func start --cors <origin>` applies it.
+    web_origin = f"http://{LOOPBACK}:{free_port()}"
+    host = local_host(port, env, log, cors=[web_origin], cors_credentials=False).start()
     try:
         host.wait_ready()
-        yield LocalStack(
-            f"http://{LOOPBACK}:{port}", fake_provider_url, DEV_MASTER_KEY, log, env, oidc_issuer_state
-        )
+        base_url = f"http://{LOOPBACK}:{port}"
+        yield LocalStack(base_url, fake_provider_url, DEV_MASTER_KEY, log, env, oidc_issuer_state, web_origin)
     finally:
         host.stop()

@@ -244,11 +244,23 @@ def local_issuer(port: int, state_dir: Path, log_path: Path | None) -> ManagedPr
     )
 
 
-def local_host(port: int, env: Mapping[str, str], log_path: Path | None) -> ManagedProcess:
-    """The local Functions host serving `function_app` on `port`."""
+def local_host(
+    port: int,
+    env: Mapping[str, str],
+    log_path: Path | None,
+    *,
+    cors: Sequence[str] | None = None,
+    cors_credentials: bool | None = None,
+) -> ManagedProcess:
+    """The local Functions host serving `function_app` on `port`. `cors` (origins) and
+    `cors_credentials` are `func start`'s options; None leaves them to local.settings.json's Host
+    section, as `func start` does."""
+    options = [] if cors is None else ["--cors", ",".join(cors)]
+    if cors_credentials is not None:
+        options.append("--cors-credentials" if cors_credentials else "--no-cors-credentials")
     return ManagedProcess(
         "funchost",
-        [sys.executable, "-m", "tools.funchost", "--host", LOOPBACK, "--port", str(port)],
+        [sys.executable, "-m", "tools.funchost", "--host", LOOPBACK, "--port", str(port), *options],
         env=env,
         ready=lambda: http_ok(f"http://{LOOPBACK}:{port}/health"),
         log_path=log_path,
@@ -294,6 +306,8 @@ def running_stack(
     *,
     quiet: bool = True,
     provider_args: Sequence[str] = (),
+    cors: Sequence[str] | None = None,
+    cors_credentials: bool | None = None,
     **overrides: str,
 ) -> Iterator[tuple[Emulators, dict[str, str]]]:
     """Start the whole local stack; yield the emulators and the app's environment. The local Entra
@@ -308,7 +322,13 @@ def running_stack(
         provider.wait_ready()
         issuer.wait_ready()
         env = app_env(emulators, ports.provider, entra_issuer=issuer_url(ports.issuer), **overrides)
-        host = local_host(ports.host, env, workdir / "logs" / "funchost.log" if quiet else None)
+        host = local_host(
+            ports.host,
+            env,
+            workdir / "logs" / "funchost.log" if quiet else None,
+            cors=cors,
+            cors_credentials=cors_credentials,
+        )
         host.start().wait_ready()
         yield emulators, env
     finally:
@@ -322,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=ROOT / ".cirrus", help="data and logs")
     parser.add_argument("--free-ports", action="store_true", help="pick free ports, not defaults")
+    # Passed to the local host as `func start` takes them; unset, local.settings.json's Host decides.
+    parser.add_argument("--cors", help="origins browser apps may call from, comma-separated, no spaces")
+    parser.add_argument("--cors-credentials", action=argparse.BooleanOptionalAction)
     args = parser.parse_args(argv)
 
     ports = Ports.free() if args.free_ports else Ports.defaults()
@@ -342,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     started = time.monotonic()
-    with running_stack(ports, args.workdir, quiet=False):
+    cors = None if args.cors is None else args.cors.split(",")
+    with running_stack(ports, args.workdir, quiet=False, cors=cors, cors_credentials=args.cors_credentials):
         base = f"http://{LOOPBACK}:{ports.host}"
         # Only the documented dev key is ever printed; a key the user set stays unprinted.
         key = "$CIRRUS_MASTER_KEY" if "CIRRUS_MASTER_KEY" in os.environ else DEV_MASTER_KEY

@@ -120,6 +120,7 @@ class Operation:
     # Filled in by `@endpoint`, which knows them.
     authenticated: bool = True
     anthropic: bool = False
+    query_token: bool = False  # also takes an event-stream `?token=`
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -6,7 +6,9 @@ into an error envelope: OpenAI's, or another one a route names (`@endpoint(envel
 anthropic_error_body)` on the Anthropic routes). A traceback never reaches a client.
 
 Callers authenticate with `Authorization: Bearer <key>` (OpenAI SDKs), `api-key` (Azure OpenAI
-clients) or `x-api-key` (Anthropic SDKs), on every route.
+clients) or `x-api-key` (Anthropic SDKs), on every route. A route declared with
+`@endpoint(stream_token=...)` (a job's event stream) also takes a short-lived `?token=` minted for
+it (`shared/services/stream_tokens.py`), for browsers' EventSource, which cannot send a header.
 """
 
 import logging
@@ -47,6 +49,7 @@ from shared.services.audit import Actor
 from shared.services.auth import Principal
 from shared.services.calls import CallContext
 from shared.services.console_sessions import CONSOLE_HEADER, COOKIE_NAME
+from shared.services.stream_tokens import TokenScope
 
 log = logging.getLogger("cirrus.http")
 
@@ -85,10 +88,15 @@ Handler = Callable[[Request, RequestContext], Awaitable[Response]]
 
 
 def endpoint(
-    *, authenticated: bool = True, envelope: Envelope = error_body, contract: Operation | None = None
+    *,
+    authenticated: bool = True,
+    envelope: Envelope = error_body,
+    contract: Operation | None = None,
+    stream_token: TokenScope | None = None,
 ) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
     """Wrap a handler: request id, authentication, and every error rendered in `envelope` (OpenAI's
-    unless the route names another). `contract` is what `/openapi.json` says of the route."""
+    unless the route names another). `contract` is what `/openapi.json` says of the route.
+    `stream_token`: this route also authenticates a `?token=` minted for that scope."""
 
     def decorate(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def function(req: Request) -> Response:
@@ -121,7 +129,10 @@ def endpoint(
         async def _serve(req: Request, request_id: str, headers: dict[str, str], span: Any) -> Response:
             try:
                 container = await get_container()
-                principal = await authenticate(req, container) if authenticated else ANONYMOUS
+                if stream_token is not None and "token" in req.query_params:
+                    principal = await token_caller(req, container, stream_token)
+                else:
+                    principal = await authenticate(req, container) if authenticated else ANONYMOUS
                 span.set_attribute("cirrus.key_id", principal.key_id)
                 return await handler(req, RequestContext(request_id, principal, container, headers))
             except Exception as exc:
@@ -135,7 +146,10 @@ def endpoint(
             setattr(function, attr, getattr(handler, attr))
         if contract is not None:
             anthropic = envelope is anthropic_error_body
-            documented(replace(contract, authenticated=authenticated, anthropic=anthropic))(function)
+            query_token = stream_token is not None
+            documented(
+                replace(contract, authenticated=authenticated, anthropic=anthropic, query_token=query_token)
+            )(function)
         return function
 
     return decorate
@@ -143,9 +157,10 @@ def endpoint(
 
 async def authenticate(req: Request, container: Container) -> Principal:
     """The caller: a key in a header, or else the console's session cookie, which counts only on
-    requests that carry `X-Cirrus-Console: 1`. A page on another site cannot add that header to a
-    request without a CORS preflight Cirrus never grants, so a cookie alone authorizes nothing
-    (SameSite=Strict keeps it off cross-site requests as well)."""
+    requests that carry `X-Cirrus-Console: 1`. A page on another origin cannot add that header to a
+    request without a CORS preflight, which the host grants only to the origins its CORS settings
+    list (none by default), so a cookie alone authorizes nothing (SameSite=Strict keeps it off
+    cross-site requests as well, and it travels cross-origin only with CORS credentials on)."""
     authorization = req.headers.get("authorization")
     api_key = req.headers.get("api-key") or req.headers.get("x-api-key")
     if not authorization and not api_key and req.headers.get(CONSOLE_HEADER) == "1":
@@ -154,6 +169,14 @@ async def authenticate(req: Request, container: Container) -> Principal:
             _session, principal = await container.console.resolve(cookie)
             return principal
     return await container.auth.authenticate(authorization, api_key)
+
+
+async def token_caller(req: Request, container: Container, scope: TokenScope) -> Principal:
+    """The caller behind `?token=` on a route that takes one: the key it was minted by, read again
+    now (a revoked key's tokens stop working), for the route value it was minted for."""
+    resource = str(req.path_params.get(scope.param, ""))
+    key_id = container.stream_tokens.verify(req.query_params["token"], scope, resource)
+    return await container.auth.principal_for(key_id)
 
 
 async def _ending(

@@ -40,6 +40,13 @@ SECURITY_SCHEMES = {
         "name": "x-api-key",
         "description": "As Anthropic SDKs send a key.",
     },
+    "eventsToken": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "token",
+        "description": "A short-lived token for one job's event stream, from "
+        "`POST /v1/jobs/{job_id}/events/token`, for browsers' EventSource; never an API key.",
+    },
 }
 ERROR_DESCRIPTIONS = {
     400: "The request is invalid; `param` names what is wrong.",
@@ -197,6 +204,8 @@ def _operation(
     operation["responses"] = responses
     if not op.authenticated:
         operation["security"] = []
+    elif op.query_token:
+        operation["security"] = [*AUTHENTICATED, {"eventsToken": []}]
     return operation
 
 

@@ -1,5 +1,6 @@
 """Jobs: /v1/jobs (submit → 202, list), /v1/jobs/{job_id}, /v1/jobs/{job_id}/cancel and
-/v1/jobs/{job_id}/events (server-sent events, replayable, resumable with Last-Event-ID). The runs
+/v1/jobs/{job_id}/events (server-sent events, replayable, resumable with Last-Event-ID), which a
+browser's EventSource follows with a `?token=` from /v1/jobs/{job_id}/events/token. The runs
 themselves happen on the jobs queue (`jobs_queue.py`)."""
 
 import json
@@ -13,8 +14,9 @@ from shared import sse
 from shared.blueprints._contract import EVENTS, SSE, ListOf, Operation, Param, Reply, page_params
 from shared.blueprints._http import RequestContext, ascii_int, endpoint, json_response, query_int, read_json
 from shared.errors import InvalidRequestError
-from shared.models.jobs import JobCreate, JobPublic
+from shared.models.jobs import JobCreate, JobEventsTokenPublic, JobPublic
 from shared.models.validation import validate_body
+from shared.services.stream_tokens import JOB_EVENTS
 
 bp = func.Blueprint()
 
@@ -66,9 +68,15 @@ async def cancel_job(req: Request, ctx: RequestContext) -> Response:
                 where="header",
             ),
             Param.text("after", "Resume after this event number.", pattern="^[0-9]+$"),
+            Param.text(
+                "token",
+                "Instead of a key header (EventSource sends none): a token from "
+                "`POST /v1/jobs/{job_id}/events/token`. Never an API key.",
+            ),
         ),
         returns={200: Reply(EVENTS, media=SSE)},
-    )
+    ),
+    stream_token=JOB_EVENTS,
 )
 async def job_events(req: Request, ctx: RequestContext) -> Response:
     raw = req.headers.get("last-event-id") or req.query_params.get("after") or "0"
@@ -77,6 +85,20 @@ async def job_events(req: Request, ctx: RequestContext) -> Response:
         raise InvalidRequestError("Last-Event-ID must be an event number.", param="Last-Event-ID")
     events = await ctx.container.jobs.events(ctx.principal, req.path_params["job_id"], after)
     return StreamingResponse(_sse(events), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+
+
+@bp.route(route="v1/jobs/{job_id}/events/token", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@endpoint(
+    contract=Operation(
+        "A short-lived token for this job's event stream, for a browser's EventSource",
+        returns={200: JobEventsTokenPublic},
+    )
+)
+async def job_events_token(req: Request, ctx: RequestContext) -> Response:
+    job = await ctx.container.jobs.get(ctx.principal, req.path_params["job_id"])  # 404 unless theirs
+    minted = ctx.container.stream_tokens.mint(ctx.principal, JOB_EVENTS, job["id"])
+    body = JobEventsTokenPublic(job_id=job["id"], token=minted.token, expires_at=minted.expires_at)
+    return json_response(body.model_dump(), headers={"cache-control": "no-store"})
 
 
 async def _sse(events: AsyncIterator[tuple[int, str, Any]]) -> AsyncIterator[bytes]:

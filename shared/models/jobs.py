@@ -260,3 +260,13 @@ class JobPublic(BaseModel):
     error: dict[str, Any] | None
     incomplete_details: dict[str, str] | None
     metadata: dict[str, str] | None
+
+
+class JobEventsTokenPublic(BaseModel):
+    """`POST /v1/jobs/{job_id}/events/token`: a token for that job's event stream, for browsers'
+    `EventSource`, which cannot send a key (`shared/services/stream_tokens.py`)."""
+
+    object: Literal["job.events_token"] = "job.events_token"
+    job_id: str
+    token: str = Field(description="Pass as `?token=` to `GET /v1/jobs/{job_id}/events`, and nowhere else.")
+    expires_at: int = Field(description="Unix time after which a stream can no longer be opened with it.")

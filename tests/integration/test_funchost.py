@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -104,8 +104,14 @@ class Host:
         return self.log.read_text(errors="replace")
 
 
-def start_host(emulators: Emulators, workdir: Path, settings: Mapping[str, str] | None = None) -> Host:
-    """Start funchost on the test app; `settings` are extra app settings (environment variables)."""
+def start_host(
+    emulators: Emulators,
+    workdir: Path,
+    settings: Mapping[str, str] | None = None,
+    options: Sequence[str] = (),
+) -> Host:
+    """Start funchost on the test app; `settings` are extra app settings (environment variables),
+    `options` extra command-line options."""
     suffix = uuid.uuid4().hex[:10]
     basic, slow, failing = f"fh-basic-{suffix}", f"fh-slow-{suffix}", f"fh-failing-{suffix}"
     with QueueServiceClient.from_connection_string(emulators.storage_connection_string) as service:
@@ -126,6 +132,7 @@ def start_host(emulators: Emulators, workdir: Path, settings: Mapping[str, str] 
         **(settings or {}),
     }
     argv = [sys.executable, "-m", "tools.funchost", "--script-root", str(APP_DIR), "--host", LOOPBACK]
+    argv += options
     process = ManagedProcess(
         "funchost",
         [*argv, "--port", str(port)],
@@ -240,6 +247,71 @@ def test_sse_chunks_arrive_one_by_one_through_the_workers_http_server(client: ht
         chunks = response.iter_raw()
         # Each 'tick' is its own write in the handler, 50 ms apart: none are held back and merged.
         assert [next(chunks) for _ in range(3)] == [b"tick\n"] * 3
+
+
+# --- CORS, before any function runs --------------------------------------------------------------
+
+WEB_APP, OTHER_APP = "http://web.example:8080", "https://other.example"
+EXPOSED = "x-request-id, x-custom"
+
+
+@pytest.fixture(scope="module")
+def cors_host(emulators: Emulators, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+    """A host with `func start`'s CORS options, and host.json customHeaders set by app setting."""
+    expose = "AzureFunctionsJobHost__extensions__http__customHeaders__Access-Control-Expose-Headers"
+    settings = {expose: EXPOSED}
+    options = ["--cors", f"{WEB_APP},{OTHER_APP}", "--cors-credentials"]
+    running = start_host(emulators, tmp_path_factory.mktemp("funchost-cors"), settings, options)
+    try:
+        yield running
+    finally:
+        running.process.stop()
+
+
+def test_a_preflight_never_reaches_the_function(cors_host: Host) -> None:
+    preflight = {"origin": WEB_APP, "access-control-request-method": "PUT"}
+    with httpx.Client(base_url=cors_host.base_url, timeout=WAIT) as http:
+        # `any` takes every method, OPTIONS too: only a request that is not a preflight reaches it.
+        answered = http.options("/any", headers={**preflight, "access-control-request-headers": "x-a,x-b"})
+        assert http.options("/any", headers={"origin": WEB_APP}).json() == {"method": "OPTIONS"}
+        failing = http.options("/boom", headers=preflight)  # the function would raise
+        unknown = http.options("/no/such/route", headers=preflight)
+        refused = http.options("/any", headers={**preflight, "origin": "https://evil.example"})
+    assert answered.status_code == failing.status_code == unknown.status_code == refused.status_code == 204
+    assert answered.content == b""
+    assert answered.headers["access-control-allow-origin"] == WEB_APP
+    assert answered.headers["access-control-allow-methods"] == "PUT"
+    assert answered.headers["access-control-allow-headers"] == "x-a,x-b"
+    assert answered.headers["access-control-allow-credentials"] == "true"
+    assert answered.headers["vary"] == "Origin"
+    assert "access-control-allow-origin" not in refused.headers
+    assert "Functions.boom" not in cors_host.log_text()
+
+
+def test_a_streamed_response_carries_the_cors_headers_from_its_first_chunk(cors_host: Host) -> None:
+    gate = f"cors-{uuid.uuid4().hex[:8]}"
+    with (
+        httpx.Client(base_url=cors_host.base_url, timeout=WAIT) as http,
+        http.stream("GET", f"/stream/{gate}", headers={"origin": OTHER_APP}) as response,
+    ):
+        assert response.headers["access-control-allow-origin"] == OTHER_APP
+        assert response.headers["access-control-allow-credentials"] == "true"
+        assert response.headers["access-control-expose-headers"] == EXPOSED
+        assert response.headers["vary"] == "Origin"
+        chunks = response.iter_raw()
+        assert next(chunks) == b"chunk-1\n"
+        http.post(f"/gates/{gate}")
+        assert b"".join(chunks) == b"chunk-2\n"
+
+
+def test_a_refused_origin_gets_the_functions_answer_without_cors_headers(cors_host: Host) -> None:
+    with httpx.Client(base_url=cors_host.base_url, timeout=WAIT) as http:
+        refused = http.get("/items/abc", headers={"origin": "https://evil.example"})
+        same_origin = http.get("/items/abc")
+    for response in (refused, same_origin):
+        assert response.json() == {"route": "param", "id": "abc"}
+        assert not [h for h in response.headers if h.startswith("access-control-allow-")]
+    assert "CORS: http://web.example:8080, https://other.example, with credentials" in cors_host.log_text()
 
 
 # --- Queues -------------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ EXPECTED_HTTP = {
     "get_job": ("v1/jobs/{job_id}", ["GET"]),
     "cancel_job": ("v1/jobs/{job_id}/cancel", ["POST"]),
     "job_events": ("v1/jobs/{job_id}/events", ["GET"]),
+    "job_events_token": ("v1/jobs/{job_id}/events/token", ["POST"]),
     "openapi_document": ("openapi.json", ["GET"]),
     "console_page": ("console", ["GET"]),
     "console_file": ("console/{*path}", ["GET"]),

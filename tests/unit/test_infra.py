@@ -10,8 +10,10 @@ import json
 import os
 import re
 import subprocess
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -392,15 +394,51 @@ def test_the_master_key_is_off_by_default_and_never_off_without_entra_admins():
     assert params()["masterKeyEnabled"] == ("bool", "false")
     assert params()["entraIssuers"] == ("string", "''") and params()["entraAudience"] == ("string", "''")
     settings = app_settings()
-    assert settings["CIRRUS_MASTER_KEY_ENABLED"] == "masterKeyEnabledSetting"
-    assert settings["CIRRUS_ENTRA_AUDIENCE"] == "entraAudienceSetting"
-    guards = dict(line.split(" = ", 1) for line in bicep().splitlines() if line.startswith("var "))
-    assert guards["var masterKeyEnabledSetting"].startswith(
-        "masterKeyEnabled || !empty(entraIssuers) ? string(masterKeyEnabled) : fail("
-    )
-    assert guards["var entraAudienceSetting"].startswith(
-        "empty(entraIssuers) == empty(entraAudience) ? entraAudience : fail("
-    )
+    assert settings["CIRRUS_MASTER_KEY_ENABLED"] == "identitySettings.outputs.masterKeyEnabled"
+    assert settings["CIRRUS_ENTRA_AUDIENCE"] == "identitySettings.outputs.entraAudience"
+    assert settings["CIRRUS_ENTRA_ISSUERS"] == "entraIssuers"
+    module = declaration(bicep(), r"module identitySettings 'modules/identity-settings\.bicep' = \{$")
+    for name in ("masterKeyEnabled", "entraIssuers", "entraAudience"):
+        assert f"{name}: {name}" in module
+
+
+def identity_output(name: str) -> str:
+    text = IDENTITY_MODULE.read_text(encoding="utf-8")
+    found = re.search(rf"^output {name} string = (.+)$", text, re.M)
+    assert found, f"identity-settings.bicep has the output {name} on one line"
+    return found[1]
+
+
+ISSUER = "https://login.microsoftonline.com/t/v2.0"
+
+
+@pytest.mark.parametrize(
+    ("enabled", "issuers", "audience", "expected"),
+    [
+        (True, "", "", ("true", "")),
+        (False, ISSUER, "api://cirrus", ("false", "api://cirrus")),
+        (True, ISSUER, "api://cirrus", ("true", "api://cirrus")),
+        (False, "", "", "needs Entra ID admins"),
+        (True, ISSUER, "", "together"),
+        (True, "", "api://cirrus", "together"),
+    ],
+)
+def test_the_template_refuses_nobody_to_administer_and_half_an_entra_setup(
+    enabled, issuers, audience, expected
+):
+    names = {"masterKeyEnabled": enabled, "entraIssuers": issuers, "entraAudience": audience}
+
+    def both() -> tuple[str, str]:
+        return (
+            evaluate_bicep(identity_output("masterKeyEnabled"), names),
+            evaluate_bicep(identity_output("entraAudience"), names),
+        )
+
+    if isinstance(expected, tuple):
+        assert both() == expected
+    else:
+        with pytest.raises(BicepFailure, match=expected):
+            both()
 
 
 def _run_hook(tmp_path, env_values: dict[str, str]) -> dict[str, str]:
@@ -438,3 +476,159 @@ def test_the_azd_hook_keeps_the_master_key_on_only_while_entra_id_is_not_set(tmp
     assert "CIRRUS_MASTER_KEY_ENABLED" not in entra  # the Bicep default: off
     chosen = _run_hook(tmp_path, {"CIRRUS_MASTER_KEY_ENABLED": "false", "CIRRUS_MASTER_KEY": "k" * 40})
     assert chosen["CIRRUS_MASTER_KEY_ENABLED"] == "false" and chosen["CIRRUS_MASTER_KEY"] == "k" * 40
+
+
+# --- CORS ----------------------------------------------------------------------------------------
+
+CORS_MODULE = ROOT / "infra" / "modules" / "cors.bicep"
+IDENTITY_MODULE = ROOT / "infra" / "modules" / "identity-settings.bicep"
+_BICEP_TOKEN = re.compile(
+    r"\s*(?:(?P<string>'(?:[^'\\]|\\.)*')|(?P<number>\d+)|(?P<name>\w+)|(?P<op>&&|\|\||==|[!?:(),>]))"
+)
+
+
+class BicepFailure(Exception):
+    """A deployment that Bicep's fail() stops, with its message."""
+
+
+def evaluate_bicep(expression: str, names: dict[str, Any]) -> Any:
+    """The value of a Bicep expression built of what cors.bicep and identity-settings.bicep use
+    (ternaries, !, &&, ||, >, ==, contains, length, empty, string, fail, names and literals), so
+    the refusals are tested, not only read. Parsed into closures, so a ternary evaluates only
+    the branch it takes, as ARM's if() does."""
+    tokens = [m.group(m.lastgroup or "") for m in _BICEP_TOKEN.finditer(expression)]
+    at = 0
+
+    def peek() -> str | None:
+        return tokens[at] if at < len(tokens) else None
+
+    def take(expected: str | None = None) -> str:
+        nonlocal at
+        token = tokens[at]
+        assert expected is None or token == expected, (token, expected)
+        at += 1
+        return token
+
+    def ternary() -> Callable[[], Any]:
+        condition = binary()
+        if peek() != "?":
+            return condition
+        take("?")
+        then = ternary()
+        take(":")
+        otherwise = ternary()
+        return lambda: then() if condition() else otherwise()
+
+    def binary() -> Callable[[], Any]:
+        left = unary()
+        while peek() in ("&&", "||", ">", "=="):
+            op, a, b = take(), left, unary()
+            left = {
+                "&&": lambda a=a, b=b: a() and b(),
+                "||": lambda a=a, b=b: a() or b(),
+                ">": lambda a=a, b=b: a() > b(),
+                "==": lambda a=a, b=b: a() == b(),
+            }[op]
+        return left
+
+    def unary() -> Callable[[], Any]:
+        if peek() == "!":
+            take()
+            operand = unary()
+            return lambda: not operand()
+        return primary()
+
+    def primary() -> Callable[[], Any]:
+        token = take()
+        if token == "(":
+            inner = ternary()
+            take(")")
+            return inner
+        if token.startswith("'"):
+            return lambda: token[1:-1].replace("\\'", "'")
+        if token.isdigit():
+            return lambda: int(token)
+        if peek() != "(":
+            return lambda: names[token]
+        take("(")
+        args = [ternary()]
+        while peek() == ",":
+            take()
+            args.append(ternary())
+        take(")")
+        return lambda: call(token, [arg() for arg in args])
+
+    def call(function: str, args: list[Any]) -> Any:
+        if function == "fail":
+            raise BicepFailure(args[0])
+        functions = {
+            "contains": lambda items, item: item in items,
+            "length": len,
+            "empty": lambda value: len(value) == 0,
+            "string": lambda value: str(value).lower() if isinstance(value, bool) else str(value),
+        }
+        return functions[function](*args)
+
+    value = ternary()
+    assert at == len(tokens), f"unparsed: {tokens[at:]}"
+    return value()
+
+
+def cors_output() -> str:
+    text = CORS_MODULE.read_text(encoding="utf-8")
+    found = re.search(r"^output allowedOrigins array = (.+)$", text, re.M)
+    assert found, "cors.bicep has one output, allowedOrigins, on one line"
+    return found[1]
+
+
+def test_cors_parameters_are_an_origin_list_and_credentials_off_by_default():
+    declared = params()
+    assert declared["corsAllowedOrigins"] == ("array", "[]")
+    assert declared["corsSupportCredentials"] == ("bool", "false")
+    module = declaration(bicep(), r"module cors 'modules/cors\.bicep' = \{$")
+    assert "allowedOrigins: corsAllowedOrigins" in module
+    assert "supportCredentials: corsSupportCredentials" in module
+    site = resources()["functionApp"][1]
+    cors = re.search(r"\n      cors: \{\n(.*?)\n      \}\n", site, re.S)
+    assert cors, "the site's siteConfig sets cors"
+    assert cors[1].split("\n") == [
+        "        allowedOrigins: cors.outputs.allowedOrigins",  # checked by the module
+        "        supportCredentials: corsSupportCredentials",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("origins", "credentials"),
+    [
+        ([], False),
+        ([], True),
+        (["https://app.example.com"], False),
+        (["https://app.example.com", "http://localhost:5173"], True),
+        (["*"], False),
+    ],
+)
+def test_cors_origins_pass_through_the_module_unchanged(origins, credentials):
+    names = {"allowedOrigins": origins, "supportCredentials": credentials}
+    assert evaluate_bicep(cors_output(), names) == origins
+
+
+@pytest.mark.parametrize(
+    ("origins", "credentials", "message"),
+    [
+        (["*"], True, "cannot be used with corsSupportCredentials"),
+        (["https://app.example.com", "*"], True, "cannot be used with corsSupportCredentials"),
+        (["https://app.example.com", "*"], False, "only on its own"),
+    ],
+)
+def test_the_template_refuses_a_wildcard_with_credentials_or_in_a_list(origins, credentials, message):
+    names = {"allowedOrigins": origins, "supportCredentials": credentials}
+    with pytest.raises(BicepFailure, match=message):
+        evaluate_bicep(cors_output(), names)
+
+
+def test_checkov_skips_only_the_modules_using_fail_and_they_declare_no_resource():
+    makefile = (ROOT / "Makefile").read_text()
+    assert makefile.count("--skip-path") == 1
+    assert "--skip-path 'modules/(cors|identity-settings)\\.bicep$$'" in makefile
+    for module in (CORS_MODULE, IDENTITY_MODULE):
+        assert not re.search(r"^resource ", module.read_text(encoding="utf-8"), re.M)

@@ -88,6 +88,20 @@ def test_security_schemes_and_what_needs_no_key():
     }
 
 
+def test_only_a_jobs_event_stream_takes_a_token_in_its_url():
+    scheme = document()["components"]["securitySchemes"]["eventsToken"]
+    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "query", "token")
+    with_token = {key for key, op in operations().items() if {"eventsToken": []} in op.get("security", [])}
+    assert with_token == {("get", "/v1/jobs/{job_id}/events")}
+    events = operations()[("get", "/v1/jobs/{job_id}/events")]
+    assert events["security"] == [*document()["security"], {"eventsToken": []}]  # a key header still works
+    minted = operations()[("post", "/v1/jobs/{job_id}/events/token")]
+    assert "security" not in minted  # minted with a key, as any authenticated route
+    assert minted["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/JobEventsTokenPublic"
+    }
+
+
 @pytest.mark.parametrize(
     ("method", "path", "envelope"),
     [

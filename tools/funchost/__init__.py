@@ -40,6 +40,7 @@ what Cirrus uses; other template features are refused at start. Auth levels are 
 
 host.json settings honoured:
   - extensions.http.routePrefix (default "api"; "" for none)
+  - extensions.http.customHeaders: added to every HTTP response that does not have them already
   - extensions.queues.batchSize (16), newBatchThreshold (batchSize/2), maxPollingInterval (1 min),
     visibilityTimeout (0), maxDequeueCount (5), messageEncoding ("base64" or "none")
   - functionTimeout (default unbounded locally; "-1" also means unbounded): a late invocation is
@@ -57,9 +58,17 @@ messages, so a test that kills a host sees its messages come back in seconds.
 local.settings.json `Values` fill in environment variables that are not already set, before host.json
 is read, so they can hold such overrides too; the worker inherits the result.
 
+CORS is the host's, applied before any function runs, as `func start` applies `Host.CORS` and
+`Host.CORSCredentials` from local.settings.json (or its `--cors` and `--cors-credentials` options,
+which win) and the Flex Consumption host applies the site's `cors` settings: the same ASP.NET Core
+policy, any header and any method from the listed origins. Preflights are answered by the host;
+responses to allowed origins get `Access-Control-Allow-Origin` (see cors.py for every rule).
+
 Modules: rpc (the protocol, compiled from protos/ on first use), channel (gRPC server, worker
-process, request matching), worker (the worker process), http (routes, proxying), queues, timers,
-functions (one invocation), hostconfig (host.json, settings), serve (listeners, shutdown),
+process, request matching), worker (the worker process), http (routes, proxying), pipeline (the
+HTTP middleware in front of them: customHeaders, then CORS), cors (the CORS policy), queues,
+timers, functions (one invocation), hostconfig (host.json, settings), serve (listeners, shutdown),
 __main__ (CLI; launches the worker before importing serve, so the two start in parallel).
-Run: `python -m tools.funchost [--script-root DIR] [--host 127.0.0.1] [--port 7071]`.
+Run: `python -m tools.funchost [--script-root DIR] [--host 127.0.0.1] [--port 7071]
+[--cors ORIGINS] [--[no-]cors-credentials]`.
 """

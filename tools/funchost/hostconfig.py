@@ -56,6 +56,8 @@ class HostConfig:
     route_prefix: str = "api"
     queues: QueueOptions = field(default_factory=QueueOptions)
     function_timeout: float | None = None  # seconds; None = unbounded (the local default)
+    # extensions.http.customHeaders: added to every HTTP response that lacks them (pipeline.py).
+    custom_headers: tuple[tuple[str, str], ...] = ()
 
 
 def _get(section: Mapping[str, Any], key: str, default: Any = None) -> Any:
@@ -164,9 +166,17 @@ def parse_host_config(data: Mapping[str, Any]) -> HostConfig:
         raise HostConfigError(f"version: only '2.0' is supported, got {version!r}")
     extensions = _section(data, "extensions", "")
 
-    prefix = _get(_section(extensions, "http", "extensions."), "routePrefix", "api")
+    http = _section(extensions, "http", "extensions.")
+    prefix = _get(http, "routePrefix", "api")
     if not isinstance(prefix, str):
         raise HostConfigError(f"extensions.http.routePrefix: expected a string, got {prefix!r}")
+    custom = _section(http, "customHeaders", "extensions.http.")
+    for name, value in custom.items():
+        token = re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name)
+        if not token or not isinstance(value, str) or "\r" in value or "\n" in value:
+            raise HostConfigError(
+                f"extensions.http.customHeaders.{name}: expected a header name and a string, got {value!r}"
+            )
 
     q = _section(extensions, "queues", "extensions.")
     batch_size = _int(q, "batchSize", 16, 1, 32)  # 32 is the Queue service's maximum per receive
@@ -195,7 +205,12 @@ def parse_host_config(data: Mapping[str, Any]) -> HostConfig:
         timeout = parse_timespan(timeout_value, "functionTimeout")
         if timeout <= 0:
             raise HostConfigError("functionTimeout: must be positive (or '-1' for unbounded)")
-    return HostConfig(route_prefix=prefix.strip("/"), queues=queues, function_timeout=timeout)
+    return HostConfig(
+        route_prefix=prefix.strip("/"),
+        queues=queues,
+        function_timeout=timeout,
+        custom_headers=tuple(custom.items()),
+    )
 
 
 def load_host_config(script_root: Path, environ: Mapping[str, str] = os.environ) -> HostConfig:

@@ -18,8 +18,10 @@ from collections.abc import Iterator
 import uvicorn
 
 from .channel import WorkerChannel, WorkerError
+from .cors import CorsPolicy
 from .hostconfig import HostConfig, HostConfigError
 from .http import HttpProxy, build_routes
+from .pipeline import host_pipeline
 from .queues import DRAIN_SECONDS, QueueListener
 from .timers import TimerListener
 
@@ -94,7 +96,9 @@ async def _serve(server: _Server, listeners: list[Listener], channel: WorkerChan
     return 0 if clean else 1
 
 
-async def serve(args: argparse.Namespace, config: HostConfig, channel: WorkerChannel) -> int:
+async def serve(
+    args: argparse.Namespace, config: HostConfig, channel: WorkerChannel, cors: CorsPolicy
+) -> int:
     """Build the listeners from the ready worker's function metadata and serve until stopped."""
     try:
         routes = build_routes(channel.functions, config.route_prefix)
@@ -119,11 +123,17 @@ async def serve(args: argparse.Namespace, config: HostConfig, channel: WorkerCha
         return 2
 
     _log_startup(
-        args=args, config=config, routes=routes, queues=queue_listeners, timers=timers, channel=channel
+        args=args,
+        config=config,
+        cors=cors,
+        routes=routes,
+        queues=queue_listeners,
+        timers=timers,
+        channel=channel,
     )
     proxy = HttpProxy(routes, channel, config.function_timeout)
     server_config = uvicorn.Config(
-        proxy,
+        host_pipeline(proxy, config.custom_headers, cors),
         host=args.host,
         port=args.port,
         loop="none",  # the host's loop is already running
@@ -142,6 +152,7 @@ def _log_startup(
     *,
     args: argparse.Namespace,
     config: HostConfig,
+    cors: CorsPolicy,
     routes: list,
     queues: list[QueueListener],
     timers: list[TimerListener],
@@ -159,6 +170,11 @@ def _log_startup(
         q.message_encoding,
         "unbounded" if config.function_timeout is None else f"{config.function_timeout:g}s",
     )
+    if cors.origins:
+        credentials = "with credentials" if cors.support_credentials else "without credentials"
+        log.info("CORS: %s, %s", ", ".join(cors.origins), credentials)
+    if config.custom_headers:
+        log.info("Custom headers: %s", ", ".join(name for name, _ in config.custom_headers))
     log.info(
         "Worker: pid %s, azure-functions-runtime over gRPC; HttpUri %s",
         channel.pid,
