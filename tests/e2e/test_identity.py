@@ -23,6 +23,7 @@ from azure.core.credentials import AccessToken
 from azure.identity import get_bearer_token_provider
 
 from tests.conftest import LocalStack
+from tests.e2e.helpers import api, sse_events, submit, wait
 from tools.oidc_issuer import LOCAL_AUDIENCE, SigningKey
 from tools.stack import LOOPBACK, free_port, local_host
 
@@ -301,11 +302,16 @@ def test_the_console_signs_in_with_a_token_and_shows_the_callers_usage(stack):
 
 @pytest.fixture(scope="module")
 def no_master_key(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A host of the stack with CIRRUS_MASTER_KEY_ENABLED=false."""
+    """A host of the stack with CIRRUS_MASTER_KEY_ENABLED=false, with a database and queues of its
+    own (on the stack's queues it would take other tests' work)."""
+    suffix = uuid.uuid4().hex[:8]
     env = {
         **stack.env,
         "CIRRUS_MASTER_KEY_ENABLED": "false",
-        "COSMOS_DATABASE": f"no-master-{uuid.uuid4().hex[:8]}",
+        "COSMOS_DATABASE": f"no-master-{suffix}",
+        "JOBS_QUEUE": f"no-master-jobs-{suffix}",
+        "BATCH_QUEUE": f"no-master-batches-{suffix}",
+        "USAGE_QUEUE": f"no-master-usage-{suffix}",
     }
     port = free_port()
     host = local_host(port, env, tmp_path_factory.mktemp("no-master") / "funchost.log").start()
@@ -330,3 +336,29 @@ def test_with_the_master_key_off_only_entra_admins_administer(stack, no_master_k
         f"{no_master_key}/v1/audit", headers=bearer(admin_token), params={"action": "console.sign_in"}
     ).json()["data"]
     assert failed and failed[0]["outcome"] == "failure" and stack.master_key not in json.dumps(failed)
+
+
+def test_an_entra_caller_follows_its_jobs_events_with_an_event_stream_token(stack):
+    me = oid()
+    policy(stack, object_ids=[me])
+    token = user(stack, me)
+    with api(stack, token) as client:
+        job = submit(client, type="agent", input="What is 2 + 2?")
+        assert wait(client, job["id"])["status"] == "completed"
+        minted = client.post(f"/v1/jobs/{job['id']}/events/token")
+    assert minted.status_code == 200, minted.text
+    events = httpx.get(
+        f"{stack.base_url}/v1/jobs/{job['id']}/events", params={"token": minted.json()["token"]}
+    )
+    assert events.status_code == 200
+    assert [kind for kind, _ in sse_events(events.text)][-1] == "job.completed"
+    other = user(stack, oid())  # another identity cannot mint one for this job
+    policy(stack, object_ids=[jwt_oid(other)])
+    assert (
+        httpx.post(f"{stack.base_url}/v1/jobs/{job['id']}/events/token", headers=bearer(other)).status_code
+        == 404
+    )
+
+
+def jwt_oid(token: str) -> str:
+    return json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))["oid"]

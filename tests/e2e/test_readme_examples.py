@@ -11,6 +11,7 @@ fails the test, and so does a skip that no longer matches a block.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import pytest
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 README_BASE = "http://127.0.0.1:7071"
+README_ISSUER_STATE = ".cirrus/oidc-issuer"  # `make dev`'s local Entra ID issuer
 KINDS = {"bash": "shell", "sh": "shell", "shell": "shell", "python": "python", "json": "json"}
 
 # A text only that block holds → why it does not run here.
@@ -40,6 +42,9 @@ SKIPS = {
     "tests/e2e/test_job_workers.py submits jobs on the queue",
     "azd auth login": "deploys to Azure (`azd up`): needs a subscription",
     "az keyvault secret set": "writes to Azure Key Vault: needs a subscription",
+    "az ad app create": "registers an application in an Entra ID tenant: needs Azure",
+    "get_bearer_token_provider(DefaultAzureCredential()": "needs an Entra ID tenant and a deployed Cirrus; "
+    "tests/e2e/test_identity.py runs the same client against the local issuer",
 }
 # README section → the route its JSON examples are bodies for.
 JSON_ROUTES = {"Jobs: agent runs and analysis": "/v1/jobs"}
@@ -106,11 +111,21 @@ def test_readme_example_runs(stack, example: Example, tmp_path):
         assert response.is_success, response.text
         return
     assert README_BASE in example.text, f"README line {example.line}: no {README_BASE} to point at the stack"
-    code = example.text.replace(README_BASE, stack.base_url)
+    code = example.text.replace(README_BASE, stack.base_url).replace(
+        README_ISSUER_STATE, str(stack.issuer_state)
+    )
     command = (
         ["bash", "-c", SHELL_PRELUDE + code] if example.kind == "shell" else [sys.executable, "-c", code]
     )
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    # As in a checkout with its venv active: `python` is the venv's, `python -m tools...` finds the repo.
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(README.parent),
+    }
+    result = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 0, (
         f"README line {example.line}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
     )

@@ -187,7 +187,18 @@ def test_wrong_method_and_unknown_path_are_empty_404s(client: httpx.Client) -> N
 
 def test_query_string_and_body_reach_the_handler(client: httpx.Client) -> None:
     response = client.post("/echo?a=1&b=two", content=b"hello", headers={"content-type": "text/plain"})
-    assert response.json() == {"query": {"a": "1", "b": "two"}, "body": "hello", "content_type": "text/plain"}
+    assert response.json() == {
+        "query": {"a": "1", "b": "two"},
+        "body": "hello",
+        "content_type": "text/plain",
+        "forwarded_for": "127.0.0.1",  # the caller's address, as the platform's front end adds it
+    }
+
+
+def test_the_callers_address_is_appended_to_x_forwarded_for(client: httpx.Client) -> None:
+    headers = {"content-type": "text/plain", "x-forwarded-for": "203.0.113.9"}  # written by the client
+    response = client.post("/echo", content=b"", headers=headers)
+    assert response.json()["forwarded_for"] == "203.0.113.9, 127.0.0.1"
 
 
 def test_function_shapes(client: httpx.Client, host: Host) -> None:

@@ -43,6 +43,7 @@ log = logging.getLogger("funchost")
 
 LITERAL, PARAMETER, CATCH_ALL = range(3)  # segment ranks, lower wins
 _SEGMENT = re.compile(r"\{(?P<star>\*?)(?P<name>[A-Za-z_]\w*)\}")
+FORWARDED_FOR = "x-forwarded-for"
 # Hop-by-hop headers (RFC 9110 7.6.1) are the connection's, not the request's or the response's.
 _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
@@ -218,9 +219,18 @@ class HttpProxy:
     async def _forward(self, request: Request, invocation_id: str) -> aiohttp.ClientResponse:
         assert self.channel.http_uri is not None
         headers = [
-            (k, v) for k, v in request.headers.items() if k not in _HOP_BY_HOP and k != INVOCATION_HEADER
+            (k, v)
+            for k, v in request.headers.items()
+            if k not in _HOP_BY_HOP and k not in (INVOCATION_HEADER, FORWARDED_FOR)
         ]
         headers.append((INVOCATION_HEADER, invocation_id))
+        # The caller's address appended, as the platform's front end does, so the app can tell who
+        # called (the last entry is the one a client cannot write).
+        forwarded = [v for k, v in request.headers.items() if k == FORWARDED_FOR]
+        if request.client is not None:
+            forwarded.append(request.client.host)
+        if forwarded:
+            headers.append((FORWARDED_FOR, ", ".join(forwarded)))
         # The request target as the caller sent it, still percent-encoded.
         target = request.scope.get("raw_path") or request.scope["path"].encode()
         query = request.scope.get("query_string", b"")

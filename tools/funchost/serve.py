@@ -139,6 +139,8 @@ async def serve(
         loop="none",  # the host's loop is already running
         http="auto",
         lifespan="off",
+        # The host is the front end: the caller is the socket's peer, never what X-Forwarded-For says.
+        proxy_headers=False,
         log_config=None,  # our logging setup: one format for host, access and app lines
         timeout_graceful_shutdown=int(DRAIN_SECONDS),
     )

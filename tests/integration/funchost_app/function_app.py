@@ -94,6 +94,8 @@ async def echo(req: Request) -> Response:
         "body": body.decode(),
         "content_type": req.headers["content-type"],
     }
+    if "x-forwarded-for" in req.headers:
+        payload["forwarded_for"] = req.headers["x-forwarded-for"]
     return JSONResponse(payload)
 
 
