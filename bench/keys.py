@@ -1,4 +1,4 @@
-"""What virtual keys cost per request: the master key vs a virtual key, in the same run.
+"""What virtual keys and Entra ID tokens cost per request, against the master key in the same run.
 
     python -m bench.keys [--requests-c1 300] [--requests-c32 1000] [--repeats 3] [--json PATH]
 
@@ -12,6 +12,9 @@ after with the virtual key. Two virtual keys are measured:
   and the settlement: two ETag-guarded writes of the key's state item per request, the second
   before the response ends. At concurrency 32 every request of the key writes the same item,
   so this also shows what contention on one hot key costs.
+- `entra`: an Entra ID access token (from the stack's local issuer) with the `Cirrus.User` role
+  and an unlimited policy assigned to its object id. Costs the RS256 signature check and the
+  claims (the issuer's keys and the policies are cached in the worker): no Cosmos read.
 
 Figures are medians over repeats of p50/p99 latency and requests per second; "added" is
 virtual − master per repeat. Reported, never asserted.
@@ -25,12 +28,14 @@ import json
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from bench.gateway import Scenario, Target, _measure, _table, _wait_ready, _warm_up
+from tools.oidc_issuer import mint_from_state
 from tools.stack import DEV_MASTER_KEY, LOOPBACK, Ports, running_stack
 
 LIMITS = {
@@ -50,6 +55,19 @@ def _new_key(base: str, **fields: Any) -> str:
     return str(response.json()["key"])
 
 
+def _entra_token(base: str, workdir: Path) -> str:
+    """A Cirrus.User token of the stack's issuer, for an identity with an unlimited policy."""
+    object_id = str(uuid.uuid4())
+    response = httpx.post(
+        f"{base}/v1/policies",
+        json={"name": "bench", "object_ids": [object_id]},
+        headers={"Authorization": f"Bearer {DEV_MASTER_KEY}"},
+        timeout=30,
+    )
+    response.raise_for_status()
+    return mint_from_state(workdir / "oidc-issuer", roles=["Cirrus.User"], oid=object_id, ttl_s=24 * 3600)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     ports = Ports.free()
     provider_args = ("--latency-ms", "0", "--chunk-delay-ms", "0", "--tokens-per-chunk", "1")
@@ -58,7 +76,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {"keys": {}}
     with tempfile.TemporaryDirectory() as tmp, running_stack(ports, Path(tmp), provider_args=provider_args):
         _wait_ready(f"{base}/health/ready")
-        keys = {"plain": _new_key(base), "limited": _new_key(base, **LIMITS)}
+        keys = {
+            "plain": _new_key(base),
+            "limited": _new_key(base, **LIMITS),
+            "entra": _entra_token(base, Path(tmp)),
+        }
         started = time.monotonic()
         for name, key in keys.items():
             master = Target("master", url, "cirrus-local", {"Authorization": f"Bearer {DEV_MASTER_KEY}"})
@@ -96,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = run(args)
     for name, result in report["keys"].items():
-        print(f"\n{name} virtual key (baseline columns: the master key)")
+        print(f"\n{name} caller (baseline columns: the master key)")
         print(_table(result))
         if result["errors"]:
             print(f"errors: {len(result['errors'])}, first: {result['errors'][0]}", file=sys.stderr)

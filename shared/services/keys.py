@@ -25,6 +25,7 @@ from shared.models.keys import (
     KeyRecord,
     KeyUpdate,
 )
+from shared.services import records
 from shared.services.audit import Actor, AuditLog
 from shared.services.auth import SECRET_PREFIX, AuthService, principal_of
 from shared.services.limits import KeyLimiter
@@ -79,23 +80,16 @@ class KeyService:
     async def list_page(self, *, limit: int, after: str | None, include_revoked: bool) -> KeyListPublic:
         """Keys newest first, `limit` per page after the key `after`."""
         sql = "SELECT * FROM c WHERE c.object = 'key'"
-        params: dict[str, Any] = {}
         if not include_revoked:
             sql += " AND IS_NULL(c.revoked_at)"
-        if after:
-            cursor = await self._load(after)
-            sql += " AND c.created_at < @before"  # one ORDER BY field: no composite index needed
-            params["@before"] = cursor.created_at
-        rows = await self._documents.query(
-            CONTAINER, sql + " ORDER BY c.created_at DESC", params, max_items=limit + 1
-        )
-        records = [KeyRecord.model_validate(r) for r in rows]
-        page = [await self._public(r) for r in records[:limit]]
+        before = (await self._load(after)).created_at if after else None
+        rows, more = await records.newest_first(self._documents, CONTAINER, sql, before=before, limit=limit)
+        page = [await self._public(KeyRecord.model_validate(r)) for r in rows]
         return KeyListPublic(
             data=page,
             first_id=page[0].id if page else None,
             last_id=page[-1].id if page else None,
-            has_more=len(records) > limit,
+            has_more=more,
         )
 
     async def update(self, key_id: str, body: KeyUpdate, actor: Actor) -> KeyPublic:

@@ -149,24 +149,18 @@ class PolicyService:
         return await self._public(await self._load_or_404(policy_id))
 
     async def list_page(self, *, limit: int, after: str | None, include_deleted: bool) -> PolicyListPublic:
+        """Policies newest first, `limit` per page after the policy `after`."""
         sql = "SELECT * FROM c WHERE c.object = 'policy'"
-        params: dict[str, Any] = {}
         if not include_deleted:
             sql += " AND IS_NULL(c.deleted_at)"
-        if after:
-            cursor = await self._load_or_404(after)
-            sql += " AND c.created_at < @before"
-            params["@before"] = cursor.created_at
-        rows = await self._documents.query(
-            CONTAINER, sql + " ORDER BY c.created_at DESC", params, max_items=limit + 1
-        )
-        found = [PolicyRecord.model_validate(r) for r in rows]
-        page = [await self._public(r) for r in found[:limit]]
+        before = (await self._load_or_404(after)).created_at if after else None
+        rows, more = await records.newest_first(self._documents, CONTAINER, sql, before=before, limit=limit)
+        page = [await self._public(PolicyRecord.model_validate(r)) for r in rows]
         return PolicyListPublic(
             data=page,
             first_id=page[0].id if page else None,
             last_id=page[-1].id if page else None,
-            has_more=len(found) > limit,
+            has_more=more,
         )
 
     async def update(self, policy_id: str, body: PolicyUpdate, actor: Actor) -> PolicyPublic:

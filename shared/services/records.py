@@ -88,6 +88,19 @@ async def owned_page(
     }
 
 
+async def newest_first(
+    documents: DocumentStore, container: str, sql: str, *, before: float | None, limit: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """Up to `limit` rows of `sql` (a WHERE clause's query) newest first by `created_at`, those
+    created before `before` (the previous page's last), and whether there are more."""
+    params: dict[str, Any] = {}
+    if before is not None:
+        sql += " AND c.created_at < @before"  # one ORDER BY field: no composite index needed
+        params["@before"] = before
+    rows = await documents.query(container, sql + " ORDER BY c.created_at DESC", params, max_items=limit + 1)
+    return rows[:limit], len(rows) > limit
+
+
 async def update[R: BaseModel](
     documents: DocumentStore,
     container: str,
