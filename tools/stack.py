@@ -375,9 +375,10 @@ def main(argv: list[str] | None = None) -> int:
             f"  curl {base}/v1/chat/completions -H 'Authorization: Bearer {key}' \\\n"
             f"    -H 'Content-Type: application/json' \\\n"
             f'    -d \'{{"model": "cirrus-local", "messages": [{{"role": "user", "content": "Hi"}}]}}\'\n'
-            f"  Entra ID token of the local issuer ({issuer_url(ports.issuer)}):\n"
+            f"  Entra ID token of the local issuer ({issuer_url(ports.issuer)}), an admin's\n"
+            "  (a Cirrus.User token needs a policy first: README, Identity):\n"
             f"  TOKEN=$(python -m tools.oidc_issuer token --state {args.workdir / 'oidc-issuer'}"
-            " --role Cirrus.User)\n",
+            " --role Cirrus.Admin)\n",
             flush=True,
         )
         while not stop:

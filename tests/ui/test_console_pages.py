@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -363,6 +364,36 @@ def test_a_virtual_key_sees_no_keys_page_and_only_its_own_usage(
     for row in records.locator("tbody tr").all():
         expect(row).to_contain_text(mine["id"])
     expect(page.get_by_label("Key id")).to_have_count(0)
+
+
+def test_an_entra_id_caller_signs_in_with_a_token_and_sees_its_own_usage(
+    browser_page: Page, stack, sign_in, screenshot
+):
+    me = str(uuid.uuid4())
+    with api(stack) as admin:
+        assert admin.post("/v1/policies", json={"name": "ui-entra", "object_ids": [me]}).status_code == 201
+    token = stack.entra_token(roles=["Cirrus.User"], oid=me, name="ana@contoso.test")
+    chat(stack, token)
+    wait_for_usage(stack, token)
+    page = browser_page
+    sign_in(page, token)
+
+    expect(page.locator("#who")).to_have_text("Entra ID ana@contoso.test")
+    expect(page.get_by_role("link", name="Keys")).to_have_count(0)
+    requests = page.get_by_role("region", name="Totals").locator(".tile", has_text="Requests")
+    expect(requests).to_have_text("Requests1")
+    page.get_by_role("link", name="Usage").click()
+    records = page.get_by_role("table", name="Usage records")
+    expect(records.locator("tbody tr").first).to_be_visible()
+    for row in records.locator("tbody tr").all():
+        expect(row).to_contain_text(f"entra_{me}")
+    screenshot(page, "entra-usage")
+
+    admin_token = stack.entra_token(roles=["Cirrus.Admin"], oid=str(uuid.uuid4()), name="ops@contoso.test")
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, admin_token)
+    expect(page.locator("#who")).to_have_text("Admin ops@contoso.test")
+    expect(page.get_by_role("link", name="Keys")).to_be_visible()
 
 
 def test_playground_stop_ends_the_stream(browser_page: Page, stack, master_key, sign_in):
