@@ -15,6 +15,11 @@ per issuer, and concurrent requests share one fetch: a burst of tokens with made
 at most one fetch a minute. If a fetch fails the last keys fetched stay in use, so an Entra outage
 rejects only tokens signed with a key Cirrus has not seen.
 
+A token that passed is remembered (by its exact text, at most `VERIFIED_CACHE_ENTRIES` of them)
+for `VERIFIED_CACHE_S` seconds or until it expires, whichever is sooner: a client sends the same
+token for its whole life, and its signature (RS256, ~0.1 ms of CPU) need not be checked on every
+request. A key the issuer stops publishing stops its tokens within that time, not at once.
+
 `TokenRejected` is the caller's problem (401); `IssuerUnavailable` is an outage or a
 misconfiguration on Cirrus's side (503). Nothing else escapes `verify`, whatever the token holds.
 """
@@ -51,6 +56,8 @@ _JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*", re.AS
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII)
 _SAFE_ALG = re.compile(r"[A-Za-z0-9+._-]{1,16}", re.ASCII)
 _MAX_KID_CHARS = 256
+VERIFIED_CACHE_S = 300.0
+VERIFIED_CACHE_ENTRIES = 10_000
 
 FetchJson = Callable[[str], Awaitable[dict[str, Any]]]
 
@@ -282,11 +289,26 @@ class EntraVerifier:
         self._leeway = leeway_s
         self._min_refresh = min_refresh_s
         self._max_age = max_age_s
+        # Tokens that passed: text -> (identity, until when it is taken without checking again).
+        self._verified: dict[str, tuple[EntraIdentity, float]] = {}
 
     async def verify(self, token: str) -> EntraIdentity:
         """The identity `token` proves; TokenRejected or IssuerUnavailable otherwise."""
         if not isinstance(token, str):
             raise TokenRejected("malformed")
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            if self._clock() < remembered[1]:
+                return remembered[0]
+            del self._verified[token]
+        identity = await self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_ENTRIES:
+            self._verified.pop(next(iter(self._verified)))  # the oldest
+        until = min(identity.expires_at + self._leeway, self._clock() + VERIFIED_CACHE_S)
+        self._verified[token] = (identity, until)
+        return identity
+
+    async def _verify(self, token: str) -> EntraIdentity:
         header, claims = _split(token)
         alg = header.get("alg")
         if alg != ALGORITHM:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from shared.services.entra import (
     MAX_TOKEN_CHARS,
+    VERIFIED_CACHE_S,
     EntraIdentity,
     EntraVerifier,
     IssuerUnavailable,
@@ -532,3 +533,39 @@ def test_a_mangled_token_is_rejected_or_still_valid_never_an_error(keys, data):
     except TokenRejected:
         return
     assert identity.roles == {"Cirrus.User"}  # only a change that did not alter what was signed
+
+
+# --- tokens that passed are remembered ------------------------------------------------------------
+
+
+async def test_a_token_that_passed_is_not_checked_again_until_its_cache_time_ends(
+    verifier, minter, clock, monkeypatch
+):
+    token = minter.mint(roles=["Cirrus.User"], ttl_s=3600)
+    checks = []
+    check = verifier._check_signature
+    monkeypatch.setattr(verifier, "_check_signature", lambda *a: checks.append(1) or check(*a))
+    first = await verifier.verify(token)
+    assert await verifier.verify(token) is first and len(checks) == 1
+    clock.now += VERIFIED_CACHE_S
+    assert await verifier.verify(token) == first and len(checks) == 2  # checked again
+
+
+async def test_a_remembered_token_still_expires_on_time(verifier, minter, clock):
+    token = minter.mint(roles=["Cirrus.User"], ttl_s=30)
+    await verifier.verify(token)
+    clock.now += 30 + 60 - 1  # within the leeway: still good, from the cache
+    await verifier.verify(token)
+    clock.now += 1
+    assert await rejected(verifier, token) == "expired"
+
+
+async def test_only_tokens_that_passed_are_remembered_and_the_cache_is_bounded(verifier, minter, monkeypatch):
+    monkeypatch.setattr("shared.services.entra.VERIFIED_CACHE_ENTRIES", 3)
+    wrong = minter.mint(audience="api://someone-else")
+    assert await rejected(verifier, wrong) == "wrong audience"
+    assert await rejected(verifier, wrong) == "wrong audience"
+    tokens = [minter.mint(roles=["Cirrus.User"], oid=str(uuid.uuid4())) for _ in range(5)]
+    for token in tokens:
+        await verifier.verify(token)
+    assert list(verifier._verified) == tokens[-3:]
