@@ -2,15 +2,18 @@
 policy covers an identity.
 
 Policies live in `keys` (partitioned by their own id, `object` "policy"). Resolving an identity's
-policy happens on every Entra request, so the live policies are held in memory, re-read at most
-every `CACHE_TTL_S` seconds (and at once after a change made through this instance): a change made
-on another instance holds everywhere within that time. Deleting a policy keeps its record (usage
-still names it) and stops everyone it covered at once on this instance, within seconds elsewhere.
+policy happens on every Entra request, so the live policies are held in memory and re-read in the
+background once they are `CACHE_TTL_S` seconds old (at once after a change made through this
+instance): a change made on another instance holds everywhere within about that time. If Cosmos
+cannot be read, what was read last is used for up to `MAX_STALE_S` seconds, then requests get 503.
+Deleting a policy keeps its record (usage still names it) and stops everyone it covered at once on
+this instance, within seconds elsewhere.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -37,6 +40,7 @@ log = logging.getLogger("cirrus.policies")
 
 CONTAINER = "keys"
 CACHE_TTL_S = 5.0
+MAX_STALE_S = 60.0
 POLICY_AUDITED = (*AUDITED_FIELDS, "name", *ASSIGNEE_FIELDS)
 
 
@@ -55,7 +59,9 @@ class PolicyService:
         self._clock = clock
         self._live: list[PolicyRecord] | None = None
         self._read_at = 0.0
+        self._generation = 0
         self._reading: asyncio.Lock | None = None
+        self._refresh: asyncio.Task[None] | None = None
 
     # --- which policy covers an identity -------------------------------------------------------
 
@@ -93,32 +99,51 @@ class PolicyService:
         )
 
     async def _policies(self) -> list[PolicyRecord]:
-        if self._live is not None and self._clock() - self._read_at < CACHE_TTL_S:
+        """The live policies. Past `CACHE_TTL_S` they are re-read in the background while requests
+        go on with what was read (so no request waits on Cosmos for them), up to `MAX_STALE_S`;
+        with nothing read yet, or older than that, requests wait for one shared read."""
+        age = self._clock() - self._read_at
+        if self._live is not None and age < CACHE_TTL_S:
+            return self._live
+        if self._live is not None and age < MAX_STALE_S:
+            if self._refresh is None or self._refresh.done():
+                self._refresh = asyncio.get_running_loop().create_task(self._reread(), name="policies")
             return self._live
         if self._reading is None:
             self._reading = asyncio.Lock()
-        async with self._reading:  # one read for every request that finds the cache stale
-            if self._live is None or self._clock() - self._read_at >= CACHE_TTL_S:
-                started = self._clock()
-                try:
-                    rows = await self._documents.query(
-                        CONTAINER, "SELECT * FROM c WHERE c.object = 'policy' AND IS_NULL(c.deleted_at)"
-                    )
-                except Exception as exc:
-                    log.warning("reading policies failed (%s)", type(exc).__name__)
-                    raise ServiceUnavailableError(
-                        "Cirrus cannot read its policies right now; retry shortly."
-                    ) from exc
-                self._live = [
-                    PolicyRecord.model_validate(r)
-                    for r in rows
-                    if r.get("object") == "policy" and r.get("deleted_at") is None
-                ]
-                self._read_at = started
+        async with self._reading:  # one read for every request that finds nothing usable
+            if self._live is None or self._clock() - self._read_at >= MAX_STALE_S:
+                await self._read()
+            assert self._live is not None
             return self._live
 
+    async def _read(self) -> None:
+        generation, started = self._generation, self._clock()
+        try:
+            rows = await self._documents.query(
+                CONTAINER, "SELECT * FROM c WHERE c.object = 'policy' AND IS_NULL(c.deleted_at)"
+            )
+        except Exception as exc:
+            log.warning("reading policies failed (%s)", type(exc).__name__)
+            raise ServiceUnavailableError(
+                "Cirrus cannot read its policies right now; retry shortly."
+            ) from exc
+        if generation == self._generation:  # a change made here meanwhile makes this read stale
+            self._live = [
+                PolicyRecord.model_validate(r)
+                for r in rows
+                if r.get("object") == "policy" and r.get("deleted_at") is None
+            ]
+            self._read_at = started
+
+    async def _reread(self) -> None:
+        with contextlib.suppress(ServiceUnavailableError):  # logged; the next request tries again
+            await self._read()
+
     def _forget(self) -> None:
+        """After a change made through this instance: the next request reads the policies afresh."""
         self._live = None
+        self._generation += 1
 
     # --- the admin API -------------------------------------------------------------------------
 

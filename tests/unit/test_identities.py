@@ -4,6 +4,7 @@ switched off, and the audit records admin actions leave. In-memory stores, a fak
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -28,7 +29,7 @@ from shared.services.entra import EntraIdentity, IssuerUnavailable, TokenRejecte
 from shared.services.identities import NO_POLICY, NO_ROLE, EntraIdentities
 from shared.services.keys import KeyService
 from shared.services.limits import KeyLimiter
-from shared.services.policies import PolicyService
+from shared.services.policies import CACHE_TTL_S, MAX_STALE_S, PolicyService
 from tests.fakes import TEST_ACTOR, FakeClock, InMemoryDocumentStore
 
 MASTER_KEY = "sk-master-" + "m" * 40
@@ -289,3 +290,42 @@ async def test_a_failed_audit_write_is_logged_and_does_not_undo_the_change(app, 
     assert created_doc["id"] == "x"
     event = await app.audit.record(TEST_ACTOR, "key.revoke", ("key", "key_1"))
     assert event.action == "key.revoke" and "could not be written" in caplog.text
+
+
+# --- the policies each instance holds ---------------------------------------------------------------
+
+
+async def test_a_change_made_elsewhere_is_seen_after_the_cache_time_without_a_request_waiting(app):
+    elsewhere = PolicyService(app.documents, app.limiter, app.audit, clock=app.clock)
+    await app.policies.covering(ALICE, None, ())  # this instance has read the policies
+    created = await elsewhere.create(PolicyCreate(object_ids=[ALICE]), TEST_ACTOR)
+    assert await app.policies.covering(ALICE, None, ()) is None  # not yet: within the cache time
+    app.clock.now += CACHE_TTL_S
+    assert await app.policies.covering(ALICE, None, ()) is None  # stale, answered at once...
+    await asyncio.sleep(0)  # ...while one read runs in the background
+    assert (await app.policies.covering(ALICE, None, ())).id == created.id
+
+
+async def test_a_change_made_here_holds_at_once_even_over_a_read_under_way(app):
+    await app.policies.covering(ALICE, None, ())
+    app.clock.now += CACHE_TTL_S
+    await app.policies.covering(ALICE, None, ())  # a background read starts, from before the change
+    created = await app.policies.create(PolicyCreate(object_ids=[ALICE]), TEST_ACTOR)
+    await asyncio.sleep(0)
+    assert (await app.policies.covering(ALICE, None, ())).id == created.id
+
+
+async def test_with_cosmos_down_the_last_policies_serve_for_a_minute_then_503(app):
+    created = await app.policies.create(PolicyCreate(object_ids=[ALICE]), TEST_ACTOR)
+    assert (await app.policies.covering(ALICE, None, ())).id == created.id
+
+    async def down(*_args, **_kwargs):
+        raise ConnectionError("cosmos down")
+
+    app.documents.query = down
+    app.clock.now += MAX_STALE_S - 1
+    assert (await app.policies.covering(ALICE, None, ())).id == created.id
+    await asyncio.sleep(0)
+    app.clock.now += 1
+    with pytest.raises(ServiceUnavailableError):
+        await app.policies.covering(ALICE, None, ())
