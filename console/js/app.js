@@ -229,6 +229,7 @@ function leave() {
 const ROUTES = {
   overview: renderOverview,
   keys: renderKeys,
+  audit: renderAudit,
   usage: renderUsage,
   sessions: renderSessions,
   jobs: renderJobs,
@@ -241,7 +242,7 @@ function route(prefetched) {
   leave();
   const [name = "overview", id] = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   let page = ROUTES[name] ? name : "overview";
-  if (page === "keys" && !state.session.is_master) page = "overview";
+  if ((page === "keys" || page === "audit") && !state.session.is_master) page = "overview";
   for (const a of document.querySelectorAll("#nav a")) {
     if (a.getAttribute("href") === `#/${page}`) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
@@ -529,7 +530,13 @@ async function loadKeys(listBox, secretBox) {
       fmt.opt(k.rpm_limit),
       fmt.opt(k.tpm_limit),
       fmt.opt(k.expires && k.expires.slice(0, 10)),
-      h("div", { class: "row-actions" }, active ? [edit, rotate, revoke] : null, editRow),
+      h(
+        "div",
+        { class: "row-actions" },
+        active ? [edit, rotate, revoke] : null,
+        h("a", { href: `#/audit/${encodeURIComponent(k.id)}`, "aria-label": `History of ${name}` }, "History"),
+        editRow,
+      ),
     ];
   });
   listBox.replaceChildren(table("Keys", ["Name", "Status", "Models", "Spend / budget", "rpm", "tpm", "Expires", "Actions"], rows, "No virtual keys yet."));
@@ -630,6 +637,78 @@ async function renderUsage(root) {
   });
   if (!state.session.is_master) inputs.key_id.value = "";
   root.append(form, out);
+  await load();
+}
+
+// ---------------------------------------------------------------- Audit (admins)
+
+function describeChange(e) {
+  if (!e.before || !e.after) return e.reason || "";
+  const changed = Object.keys(e.after).filter((k) => JSON.stringify(e.before[k]) !== JSON.stringify(e.after[k]));
+  return changed.map((k) => `${k}: ${JSON.stringify(e.before[k])} → ${JSON.stringify(e.after[k])}`).join("; ");
+}
+
+async function renderAudit(root, target) {
+  root.append(h("h1", {}, "Audit log"));
+  const inputs = {
+    target_id: h("input", { type: "text", autocomplete: "off", placeholder: "key_…, pol_… or csess_…" }),
+    actor_id: h("input", { type: "text", autocomplete: "off", placeholder: "master, key_… or entra_…" }),
+    action: h("input", { type: "text", autocomplete: "off", placeholder: "key.revoke, or key." }),
+  };
+  inputs.target_id.value = target || "";
+  const params = (after) => {
+    const p = { limit: 50, after };
+    for (const [k, el] of Object.entries(inputs)) p[k] = el.value.trim();
+    return p;
+  };
+  const out = h("div");
+  const more = h("button", { type: "button", class: "secondary", hidden: true }, "Older events");
+  const rows = [];
+  let last = null;
+  const render = () =>
+    out.replaceChildren(
+      table("Audit events", ["Time (UTC)", "Action", "Who", "About", "Change", "From", "Request"], rows, "No events match."),
+    );
+  const load = async (after) => {
+    if (!after) {
+      rows.length = 0;
+      out.replaceChildren(h("p", { class: "muted" }, "Loading…"));
+    }
+    try {
+      const page = await api(`/v1/audit${qs(params(after))}`);
+      for (const e of page.data) {
+        rows.push([
+          fmt.time(e.at),
+          h("span", { class: `badge ${e.outcome === "success" ? "active" : "revoked"}` }, e.action),
+          h("span", {}, e.actor.name || e.actor.id, e.actor.name ? h("br") : null, e.actor.name ? h("small", { class: "muted" }, e.actor.id) : null),
+          `${e.target.type} ${e.target.id}`,
+          describeChange(e),
+          fmt.opt(e.client_ip),
+          h("small", { class: "muted" }, e.request_id),
+        ]);
+      }
+      last = page.last_id;
+      more.hidden = !page.has_more;
+      render();
+    } catch (e) {
+      if (e.status === 401) throw e;
+      out.replaceChildren(errorBox(e));
+    }
+  };
+  more.addEventListener("click", () => load(last));
+  const form = h(
+    "form",
+    { class: "card filters", "aria-label": "Filter audit events" },
+    field("About (id)", inputs.target_id),
+    field("Who (id)", inputs.actor_id),
+    field("Action", inputs.action),
+    h("div", { class: "actions" }, h("button", { type: "submit" }, "Filter")),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    load();
+  });
+  root.append(form, out, more);
   await load();
 }
 

@@ -396,6 +396,31 @@ def test_an_entra_id_caller_signs_in_with_a_token_and_sees_its_own_usage(
     expect(page.get_by_role("link", name="Keys")).to_be_visible()
 
 
+def test_the_audit_page_says_who_revoked_a_key(browser_page: Page, stack, master_key, sign_in, screenshot):
+    admin_token = stack.entra_token(roles=["Cirrus.Admin"], oid=str(uuid.uuid4()), name="ops@contoso.test")
+    with api(stack, admin_token) as admin:
+        key = admin.post("/v1/keys", json={"key_alias": "ui-audited", "rpm_limit": 5}).json()
+        assert admin.patch(f"/v1/keys/{key['id']}", json={"rpm_limit": 7}).status_code == 200
+        assert admin.delete(f"/v1/keys/{key['id']}").status_code == 200
+    page = browser_page
+    sign_in(page, master_key)
+    page.goto(f"/console#/audit/{key['id']}")
+    events = page.get_by_role("table", name="Audit events")
+    expect(events.locator("tbody tr")).to_have_count(3)
+    newest = events.locator("tbody tr").first
+    expect(newest).to_contain_text("key.revoke")
+    expect(newest).to_contain_text("ops@contoso.test")
+    expect(events.locator("tbody tr").nth(1)).to_contain_text("rpm_limit: 5 → 7")
+    screenshot(page, "audit")
+
+    page.get_by_label("About (id)").fill("")
+    page.get_by_label("Action").fill("key.revoke")
+    page.get_by_role("button", name="Filter").click()
+    expect(events.locator("tbody tr").first).to_contain_text("key.revoke")
+    for row in events.locator("tbody tr").all():
+        expect(row).to_contain_text("key.revoke")
+
+
 def test_playground_stop_ends_the_stream(browser_page: Page, stack, master_key, sign_in):
     with stack.provider() as provider:
         slow = {"chunk_delay_ms": 300, "reply": " ".join(["word"] * 60)}
