@@ -229,6 +229,7 @@ function leave() {
 const ROUTES = {
   overview: renderOverview,
   keys: renderKeys,
+  policies: renderPolicies,
   audit: renderAudit,
   usage: renderUsage,
   sessions: renderSessions,
@@ -242,7 +243,7 @@ function route(prefetched) {
   leave();
   const [name = "overview", id] = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   let page = ROUTES[name] ? name : "overview";
-  if ((page === "keys" || page === "audit") && !state.session.is_master) page = "overview";
+  if (["keys", "policies", "audit"].includes(page) && !state.session.is_master) page = "overview";
   for (const a of document.querySelectorAll("#nav a")) {
     if (a.getAttribute("href") === `#/${page}`) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
@@ -520,7 +521,7 @@ async function loadKeys(listBox, secretBox) {
       const open = editRow.hidden;
       edit.setAttribute("aria-expanded", String(open));
       editRow.hidden = !open;
-      if (open) editRow.replaceChildren(editForm(k, reload));
+      if (open) editRow.replaceChildren(limitsForm(name, `/v1/keys/${encodeURIComponent(k.id)}`, k, reload));
     });
     return [
       h("span", {}, name, h("br"), h("small", { class: "muted" }, k.key_name)),
@@ -542,12 +543,13 @@ async function loadKeys(listBox, secretBox) {
   listBox.replaceChildren(table("Keys", ["Name", "Status", "Models", "Spend / budget", "rpm", "tpm", "Expires", "Actions"], rows, "No virtual keys yet."));
 }
 
-function editForm(k, reload) {
-  const f = limitsFields(k);
+/** The limits of a key or policy (`record`), edited in place and saved with PATCH to `path`. */
+function limitsForm(name, path, record, reload) {
+  const f = limitsFields(record);
   const err = h("p", { class: "error", role: "alert" });
   const form = h(
     "form",
-    { class: "form-grid compact", "aria-label": `Edit limits of ${k.key_alias || k.id}` },
+    { class: "form-grid compact", "aria-label": `Edit limits of ${name}` },
     field("Models", f.models),
     field("Budget (USD)", f.budget),
     field("rpm", f.rpm),
@@ -558,8 +560,8 @@ function editForm(k, reload) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
-      await api(`/v1/keys/${encodeURIComponent(k.id)}`, { method: "PATCH", body: limitsBody(f) });
-      setStatus(`Saved ${k.key_alias || k.id}.`);
+      await api(path, { method: "PATCH", body: limitsBody(f) });
+      setStatus(`Saved ${name}.`);
       await reload();
     } catch (e) {
       err.textContent = e.message;
@@ -638,6 +640,122 @@ async function renderUsage(root) {
   if (!state.session.is_master) inputs.key_id.value = "";
   root.append(form, out);
   await load();
+}
+
+// ---------------------------------------------------------------- Policies (admins)
+
+const ids = (el) => el.value.split(/[\s,]+/).map((x) => x.trim()).filter(Boolean);
+
+async function renderPolicies(root) {
+  root.append(
+    h("h1", {}, "Policies"),
+    h("p", { class: "muted" }, "What Entra ID callers with the Cirrus.User role may do, by object id, app id or group."),
+  );
+  const listBox = h("div");
+  root.append(createPolicyForm(() => loadPolicies(listBox)), h("h2", {}, "All policies"), listBox);
+  await loadPolicies(listBox);
+}
+
+function createPolicyForm(reload) {
+  const f = limitsFields();
+  const name = h("input", { type: "text", maxlength: "256", autocomplete: "off" });
+  const who = {
+    object_ids: h("input", { type: "text", autocomplete: "off", placeholder: "users or service principals" }),
+    app_ids: h("input", { type: "text", autocomplete: "off", placeholder: "managed identities, daemon apps" }),
+    group_ids: h("input", { type: "text", autocomplete: "off" }),
+  };
+  const team = h("input", { type: "text", maxlength: "256", autocomplete: "off" });
+  const err = h("p", { class: "error", role: "alert" });
+  const form = h(
+    "form",
+    { class: "card form-grid", "aria-label": "Create policy" },
+    h("h2", {}, "Create a policy"),
+    field("Name", name),
+    field("Object ids", who.object_ids, "Comma-separated Entra ids"),
+    field("App ids", who.app_ids),
+    field("Group ids", who.group_ids),
+    field("Team", team, "Its callers share the team's resources"),
+    field("Models", f.models, "Comma-separated; empty allows every model"),
+    field("Budget (USD)", f.budget),
+    field("Requests per minute", f.rpm),
+    field("Tokens per minute", f.tpm),
+    h("div", { class: "actions" }, h("button", { type: "submit" }, "Create policy")),
+    err,
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    err.textContent = "";
+    const body = limitsBody(f);
+    for (const [k, el] of Object.entries(who)) body[k] = ids(el);
+    if (name.value.trim()) body.name = name.value.trim();
+    if (team.value.trim()) body.team_id = team.value.trim();
+    for (const k of Object.keys(body)) if (body[k] === null) delete body[k];
+    try {
+      const policy = await api("/v1/policies", { method: "POST", body });
+      form.reset();
+      await reload();
+      setStatus(`Created ${policy.name || policy.id}.`);
+    } catch (e) {
+      err.textContent = e.message;
+    }
+  });
+  return form;
+}
+
+async function loadPolicies(listBox) {
+  const policies = await api("/v1/policies?limit=100");
+  const reload = () => loadPolicies(listBox);
+  const rows = policies.data.map((p) => {
+    const name = p.name || p.id;
+    const remove = h("button", { type: "button", class: "danger", "aria-label": `Delete ${name}` }, "Delete");
+    remove.addEventListener("click", async () => {
+      if (remove.dataset.armed !== "1") {
+        remove.dataset.armed = "1";
+        remove.textContent = "Confirm delete";
+        return;
+      }
+      try {
+        await api(`/v1/policies/${encodeURIComponent(p.id)}`, { method: "DELETE" });
+        setStatus(`Deleted ${name}.`);
+        await reload();
+      } catch (e) {
+        setStatus(e.message);
+      }
+    });
+    const edit = h("button", { type: "button", class: "secondary", "aria-label": `Edit limits of ${name}`, "aria-expanded": "false" }, "Edit");
+    const editRow = h("div", { class: "edit", hidden: true });
+    edit.addEventListener("click", () => {
+      const open = editRow.hidden;
+      edit.setAttribute("aria-expanded", String(open));
+      editRow.hidden = !open;
+      if (open) editRow.replaceChildren(limitsForm(name, `/v1/policies/${encodeURIComponent(p.id)}`, p, reload));
+    });
+    const assigned = [
+      ...p.object_ids.map((x) => `object ${x}`),
+      ...p.app_ids.map((x) => `app ${x}`),
+      ...p.group_ids.map((x) => `group ${x}`),
+    ];
+    return [
+      h("span", {}, name, h("br"), h("small", { class: "muted" }, p.id)),
+      h("span", {}, assigned.length ? assigned.map((a) => h("small", { class: "block" }, a)) : "nobody yet"),
+      p.models.length ? p.models.join(", ") : "all",
+      `${fmt.usd(p.spend)} / ${p.max_budget === null ? "∞" : fmt.usd(p.max_budget)}`,
+      fmt.opt(p.rpm_limit),
+      fmt.opt(p.tpm_limit),
+      fmt.opt(p.team_id),
+      h(
+        "div",
+        { class: "row-actions" },
+        edit,
+        remove,
+        h("a", { href: `#/audit/${encodeURIComponent(p.id)}`, "aria-label": `History of ${name}` }, "History"),
+        editRow,
+      ),
+    ];
+  });
+  listBox.replaceChildren(
+    table("Policies", ["Name", "Assigned to", "Models", "Spend / budget", "rpm", "tpm", "Team", "Actions"], rows, "No policies yet."),
+  );
 }
 
 // ---------------------------------------------------------------- Audit (admins)

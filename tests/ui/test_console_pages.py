@@ -9,6 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
+import openai
 import pytest
 from playwright.sync_api import ConsoleMessage, Page, Route, expect
 
@@ -533,3 +534,45 @@ def test_the_overview_counts_a_request_made_this_second(browser_page: Page, stac
     sign_in(page, mine["key"])
     requests = page.get_by_role("region", name="Totals").locator(".tile", has_text="Requests")
     expect(requests).to_have_text("Requests1")
+
+
+def test_policies_create_edit_and_delete_and_the_caller_they_cover(
+    browser_page: Page, stack, master_key, sign_in, screenshot
+):
+    me = str(uuid.uuid4())
+    page = browser_page
+    sign_in(page, master_key)
+    page.get_by_role("link", name="Policies").click()
+    form = page.get_by_role("form", name="Create policy")
+    form.get_by_label("Name").fill("ui-policy")
+    form.get_by_label("Object ids").fill(me)
+    form.get_by_label("Team").fill("ui-team")
+    form.get_by_label("Requests per minute").fill("30")
+    form.get_by_role("button", name="Create policy").click()
+    row = page.get_by_role("table", name="Policies").locator("tbody tr", has_text="ui-policy")
+    expect(row).to_contain_text(f"object {me}")
+    expect(row).to_contain_text("ui-team")
+    token = stack.entra_token(roles=["Cirrus.User"], oid=me)
+    reply = stack.client(token).chat.completions.with_raw_response.create(
+        model="cirrus-local", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert reply.headers["x-ratelimit-limit-requests"] == "30"  # the policy the page made
+
+    row.get_by_role("button", name="Edit limits of ui-policy").click()
+    page.get_by_role("form", name="Edit limits of ui-policy").get_by_label("rpm").fill("45")
+    page.get_by_role("form", name="Edit limits of ui-policy").get_by_role("button", name="Save").click()
+    expect(row.locator("td").nth(4)).to_have_text("45")
+    screenshot(page, "policies")
+
+    delete = row.get_by_role("button", name="Delete ui-policy")
+    delete.click()
+    expect(delete).to_have_text("Confirm delete")  # two steps, as revoking a key
+    delete.click()
+    expect(page.get_by_role("status")).to_have_text("Deleted ui-policy.")
+    expect(
+        page.get_by_role("table", name="Policies").locator("tbody tr", has_text="ui-policy")
+    ).to_have_count(0)
+    with pytest.raises(openai.PermissionDeniedError):
+        stack.client(token).chat.completions.create(
+            model="cirrus-local", messages=[{"role": "user", "content": "hi"}]
+        )
