@@ -515,14 +515,7 @@ async function loadKeys(listBox, secretBox) {
         setStatus(e.message);
       }
     });
-    const edit = h("button", { type: "button", class: "secondary", "aria-label": `Edit limits of ${name}`, "aria-expanded": "false" }, "Edit");
-    const editRow = h("div", { class: "edit", hidden: true });
-    edit.addEventListener("click", () => {
-      const open = editRow.hidden;
-      edit.setAttribute("aria-expanded", String(open));
-      editRow.hidden = !open;
-      if (open) editRow.replaceChildren(limitsForm(name, `/v1/keys/${encodeURIComponent(k.id)}`, k, reload));
-    });
+    const [edit, editRow] = limitsEditor(name, `/v1/keys/${encodeURIComponent(k.id)}`, k, reload);
     return [
       h("span", {}, name, h("br"), h("small", { class: "muted" }, k.key_name)),
       h("span", { class: `badge ${k.status}` }, k.status),
@@ -541,6 +534,19 @@ async function loadKeys(listBox, secretBox) {
     ];
   });
   listBox.replaceChildren(table("Keys", ["Name", "Status", "Models", "Spend / budget", "rpm", "tpm", "Expires", "Actions"], rows, "No virtual keys yet."));
+}
+
+/** An Edit button and the row it opens: the limits of a key or policy, as `limitsForm`. */
+function limitsEditor(name, path, record, reload) {
+  const edit = h("button", { type: "button", class: "secondary", "aria-label": `Edit limits of ${name}`, "aria-expanded": "false" }, "Edit");
+  const editRow = h("div", { class: "edit", hidden: true });
+  edit.addEventListener("click", () => {
+    const open = editRow.hidden;
+    edit.setAttribute("aria-expanded", String(open));
+    editRow.hidden = !open;
+    if (open) editRow.replaceChildren(limitsForm(name, path, record, reload));
+  });
+  return [edit, editRow];
 }
 
 /** The limits of a key or policy (`record`), edited in place and saved with PATCH to `path`. */
@@ -707,29 +713,9 @@ async function loadPolicies(listBox) {
   const reload = () => loadPolicies(listBox);
   const rows = policies.data.map((p) => {
     const name = p.name || p.id;
-    const remove = h("button", { type: "button", class: "danger", "aria-label": `Delete ${name}` }, "Delete");
-    remove.addEventListener("click", async () => {
-      if (remove.dataset.armed !== "1") {
-        remove.dataset.armed = "1";
-        remove.textContent = "Confirm delete";
-        return;
-      }
-      try {
-        await api(`/v1/policies/${encodeURIComponent(p.id)}`, { method: "DELETE" });
-        setStatus(`Deleted ${name}.`);
-        await reload();
-      } catch (e) {
-        setStatus(e.message);
-      }
-    });
-    const edit = h("button", { type: "button", class: "secondary", "aria-label": `Edit limits of ${name}`, "aria-expanded": "false" }, "Edit");
-    const editRow = h("div", { class: "edit", hidden: true });
-    edit.addEventListener("click", () => {
-      const open = editRow.hidden;
-      edit.setAttribute("aria-expanded", String(open));
-      editRow.hidden = !open;
-      if (open) editRow.replaceChildren(limitsForm(name, `/v1/policies/${encodeURIComponent(p.id)}`, p, reload));
-    });
+    const path = `/v1/policies/${encodeURIComponent(p.id)}`;
+    const remove = deleteButton(name, path, reload);
+    const [edit, editRow] = limitsEditor(name, path, p, reload);
     const assigned = [
       ...p.object_ids.map((x) => `object ${x}`),
       ...p.app_ids.map((x) => `app ${x}`),
