@@ -302,6 +302,6 @@ def _limits(policy: PolicyRecord) -> Limits:
     )
 
 
-def _audited(record: Any) -> dict[str, Any]:
-    fields = POLICY_AUDITED if isinstance(record, PolicyRecord) else AUDITED_FIELDS
-    return {name: getattr(record, name) for name in fields}
+def _audited(record: PolicyRecord) -> dict[str, Any]:
+    """What the audit log shows of a policy: its limits, name and assignments."""
+    return {name: getattr(record, name) for name in POLICY_AUDITED}
