@@ -94,8 +94,8 @@ class EntraIdentity:
 def looks_like_jwt(token: str) -> bool:
     """Whether `token` is shaped like a JWS (three base64url segments, a header with `alg`), so it
     is worth verifying as an Entra token rather than looking up as a Cirrus key. Verifies nothing."""
-    try:
-        return isinstance(token, str) and "alg" in _split(token)[0]
+    try:  # the header only: the claims are decoded once, by `verify`
+        return isinstance(token, str) and "alg" in _b64json(_segments(token)[0])
     except TokenRejected:
         return False
 
@@ -114,10 +114,15 @@ def _b64json(segment: str) -> dict[str, Any]:
 def _split(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The token's header and claims, unverified; TokenRejected("malformed") for anything that is
     not a compact JWS of two JSON objects."""
+    header, payload, _signature = _segments(token)
+    return _b64json(header), _b64json(payload)
+
+
+def _segments(token: str) -> list[str]:
+    """A compact JWS's three segments, still encoded; TokenRejected("malformed") if it is not one."""
     if len(token) > MAX_TOKEN_CHARS or not _JWT_SHAPE.fullmatch(token):
         raise TokenRejected("malformed")
-    header, payload, _signature = token.split(".")
-    return _b64json(header), _b64json(payload)
+    return token.split(".")
 
 
 def _number(claims: Mapping[str, Any], name: str) -> float | None:
