@@ -269,3 +269,14 @@ def sdk_body(model: Any) -> dict[str, Any]:
 def provider_requests(provider: httpx.Client) -> list[dict[str, Any]]:
     """Every request the fake provider received, oldest first (its path, headers and body)."""
     return provider.get("/_control/requests").json()
+
+
+def wait_records(http: httpx.Client, headers: dict[str, str], key_id: str, count: int) -> list[dict]:
+    """A key's (or Entra caller's) usage records once `count` have been written, else what there is
+    after 20 s: records are written after the answer."""
+    deadline = time.time() + 20
+    while True:
+        page = http.get("/v1/usage/records", params={"key_id": key_id}, headers=headers).json()
+        if len(page["data"]) >= count or time.time() > deadline:
+            return page["data"]
+        time.sleep(0.3)

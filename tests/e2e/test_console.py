@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import LocalStack
+from tests.e2e.helpers import wait_records
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -87,15 +88,6 @@ def test_bad_sign_ins_answer_in_openais_envelope(http):
     assert (
         http.get("/console/api/session", headers={"Cookie": "cirrus_console=csess_x.1.y"}).status_code == 401
     )
-
-
-def wait_records(http: httpx.Client, headers: dict[str, str], key_id: str, count: int) -> list[dict]:
-    deadline = time.time() + 20
-    while True:
-        page = http.get("/v1/usage/records", params={"key_id": key_id}, headers=headers).json()
-        if len(page["data"]) >= count or time.time() > deadline:
-            return page["data"]
-        time.sleep(0.3)
 
 
 def test_a_virtual_keys_session_sees_only_its_own_usage_and_no_admin_routes(stack, http):

@@ -23,7 +23,7 @@ from azure.core.credentials import AccessToken
 from azure.identity import get_bearer_token_provider
 
 from tests.conftest import LocalStack
-from tests.e2e.helpers import api, sse_events, submit, wait
+from tests.e2e.helpers import api, sse_events, submit, wait, wait_records
 from tools.oidc_issuer import LOCAL_AUDIENCE, SigningKey
 from tools.stack import LOOPBACK, free_port, local_host
 
@@ -58,14 +58,9 @@ def chat(stack: LocalStack, token: str, model: str = "cirrus-local") -> Any:
     return client.chat.completions.with_raw_response.create(model=model, messages=HELLO)
 
 
-def records_of(stack: LocalStack, key_id: str, count: int, timeout: float = 20) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
+def records_of(stack: LocalStack, key_id: str, count: int) -> list[dict[str, Any]]:
     with admin(stack) as http:
-        while True:
-            data = http.get("/v1/usage/records", params={"key_id": key_id}).json()["data"]
-            if len(data) >= count or time.monotonic() > deadline:
-                return data
-            time.sleep(0.3)
+        return wait_records(http, {}, key_id, count)
 
 
 # --- calling models -------------------------------------------------------------------------------
